@@ -1,0 +1,248 @@
+// Package ac is the Authentication Controller: it keeps Ed25519 signing keys
+// in PostgreSQL (private halves sealed under AC_MASTER_KEY), publishes their
+// public halves as a JWKS, and issues short-lived access tokens to service
+// clients by the OAuth 2.0 client-credentials grant.
+package ac
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"net/url"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/darktower/delivery/services/internal/authn"
+	"github.com/darktower/delivery/services/internal/envconf"
+	"github.com/darktower/delivery/services/internal/opskit"
+	"github.com/darktower/delivery/services/internal/pgstore"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Config is ac-service's own configuration.
+type Config struct {
+	DatabaseURL envconf.Secret // AC_DATABASE_URL
+	MasterKey   envconf.Secret // AC_MASTER_KEY: 32 bytes, base64
+	ClientsFile string         // AC_CLIENTS_FILE
+	Issuer      string         // AC_ISSUER: the iss claim
+	TokenTTL    time.Duration  // AC_TOKEN_TTL (≤ 15 min)
+	KeyReload   time.Duration  // AC_KEY_RELOAD: how often keys are re-read (rotation by another replica)
+	DBMaxConns  int            // AC_DB_MAX_CONNS
+}
+
+// LoadConfig reads ac-service's variables.
+func LoadConfig(l *envconf.Loader) Config {
+	return Config{
+		DatabaseURL: l.RequiredSecret("AC_DATABASE_URL", "a PostgreSQL URL, e.g. postgres://ac:PASSWORD@db:5432/ac?sslmode=verify-full"),
+		MasterKey:   l.Base64Key("AC_MASTER_KEY", 32),
+		ClientsFile: l.File("AC_CLIENTS_FILE", "the JSON file of service clients (id, secret_bcrypt, audiences)"),
+		Issuer:      l.String("AC_ISSUER", "https://ac-service"),
+		TokenTTL:    l.Duration("AC_TOKEN_TTL", 10*time.Minute, time.Minute, authn.MaxTokenTTL),
+		KeyReload:   l.Duration("AC_KEY_RELOAD", time.Minute, time.Second, time.Hour),
+		DBMaxConns:  l.Int("AC_DB_MAX_CONNS", 10, 1, 200),
+	}
+}
+
+// Service is a running AC.
+type Service struct {
+	cfg     Config
+	kit     *opskit.Kit
+	pool    *pgxpool.Pool
+	store   *Store
+	clients map[string]Client
+
+	mu     sync.RWMutex
+	keys   []SigningKey
+	signer *authn.Signer
+
+	issued *prometheus.CounterVec
+}
+
+// New builds AC; it does not need the database yet (Run migrates and loads
+// keys, retrying until PostgreSQL answers).
+func New(_ context.Context, kit *opskit.Kit, cfg Config) (opskit.Service, error) {
+	return NewService(kit, cfg)
+}
+
+// NewService is New with the concrete type (tests).
+func NewService(kit *opskit.Kit, cfg Config) (*Service, error) {
+	clients, err := LoadClients(cfg.ClientsFile)
+	if err != nil {
+		return nil, err
+	}
+	pool, err := pgstore.Open(cfg.DatabaseURL, int32(cfg.DBMaxConns))
+	if err != nil {
+		return nil, errors.New("AC_DATABASE_URL: " + err.Error())
+	}
+	s := &Service{
+		cfg: cfg, kit: kit, pool: pool, clients: clients,
+		store: NewStore(pool, []byte(cfg.MasterKey.Reveal())),
+		issued: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ac_tokens_total",
+			Help: "Token requests by outcome (issued, invalid_client, invalid_request, unsupported_grant_type, invalid_target, error).",
+		}, []string{"outcome"}),
+	}
+	kit.Registry.MustRegister(s.issued)
+	return s, nil
+}
+
+// Checks: database connectivity and an active signing key (ADR-0012).
+func (s *Service) Checks() []opskit.Check {
+	return []opskit.Check{
+		{Name: "database", Func: pgstore.Ping(s.pool)},
+		{Name: "signing_key", Func: func(context.Context) error {
+			if s.currentSigner() == nil {
+				return ErrNoActiveKey
+			}
+			return nil
+		}},
+	}
+}
+
+// Run migrates, ensures and loads the active key, then reloads keys
+// periodically so a rotation by another replica is picked up.
+func (s *Service) Run(ctx context.Context) error {
+	log := s.kit.Logger
+	migrated := false
+	opskit.Every(ctx, s.cfg.KeyReload, time.Second, func(ctx context.Context) error {
+		start := time.Now()
+		if !migrated {
+			if err := s.store.Migrate(ctx); err != nil {
+				log.Warn("schema migration failed; retrying", "error", err.Error())
+				return err
+			}
+			migrated = true
+		}
+		keys, err := s.store.EnsureActiveKey(ctx)
+		if err != nil {
+			log.Warn("loading signing keys failed; retrying", "error", err.Error())
+			return err
+		}
+		if s.setKeys(keys) {
+			log.Info("signing keys loaded", "active_kid", s.currentSigner().KeyID, "keys", len(keys),
+				"duration_ms", time.Since(start).Milliseconds())
+		}
+		return nil
+	})
+	return nil
+}
+
+// setKeys installs keys and reports whether the active key changed.
+func (s *Service) setKeys(keys []SigningKey) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	prev := ""
+	if s.signer != nil {
+		prev = s.signer.KeyID
+	}
+	s.keys = keys
+	for _, k := range keys {
+		if k.Active {
+			s.signer = &authn.Signer{KeyID: k.KeyID, Key: k.Private, Issuer: s.cfg.Issuer, TTL: s.cfg.TokenTTL}
+		}
+	}
+	return s.signer.KeyID != prev
+}
+
+func (s *Service) currentSigner() *authn.Signer {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.signer
+}
+
+// Close releases the pool.
+func (s *Service) Close() { s.pool.Close() }
+
+// Routes: the JWKS and the token endpoint.
+func (s *Service) Routes(mux *http.ServeMux) {
+	mux.HandleFunc("GET /.well-known/jwks.json", s.jwks)
+	mux.HandleFunc("POST /v1/oauth/token", s.token)
+}
+
+func (s *Service) jwks(w http.ResponseWriter, _ *http.Request) {
+	s.mu.RLock()
+	set := authn.JWKS{Keys: make([]authn.JWK, 0, len(s.keys))}
+	for _, k := range s.keys {
+		set.Keys = append(set.Keys, authn.PublicJWK(k.KeyID, k.Public))
+	}
+	s.mu.RUnlock()
+	if len(set.Keys) == 0 {
+		http.Error(w, `{"error":"no signing keys loaded"}`, http.StatusServiceUnavailable)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "public, max-age=60")
+	_ = json.NewEncoder(w).Encode(set)
+}
+
+// tokenError answers per RFC 6749 §5.2.
+func (s *Service) tokenError(w http.ResponseWriter, code int, oauthErr string) {
+	s.issued.WithLabelValues(oauthErr).Inc()
+	if code == http.StatusUnauthorized {
+		w.Header().Set("WWW-Authenticate", `Basic realm="ac-service"`)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(map[string]string{"error": oauthErr})
+}
+
+func (s *Service) token(w http.ResponseWriter, r *http.Request) {
+	r.Body = http.MaxBytesReader(w, r.Body, 8<<10)
+	if err := r.ParseForm(); err != nil {
+		s.tokenError(w, http.StatusBadRequest, "invalid_request")
+		return
+	}
+	user, pass, ok := r.BasicAuth()
+	if !ok {
+		s.tokenError(w, http.StatusUnauthorized, "invalid_client")
+		return
+	}
+	// RFC 6749 §2.3.1: id and secret are form-urlencoded inside Basic.
+	id, err1 := url.QueryUnescape(user)
+	secret, err2 := url.QueryUnescape(pass)
+	if err1 != nil || err2 != nil {
+		s.tokenError(w, http.StatusUnauthorized, "invalid_client")
+		return
+	}
+	client, ok := authenticate(s.clients, id, secret)
+	if !ok {
+		s.kit.Logger.Info("token refused: client authentication failed", "client_id_known", client.ID != "")
+		s.tokenError(w, http.StatusUnauthorized, "invalid_client")
+		return
+	}
+	if r.PostForm.Get("grant_type") != "client_credentials" {
+		s.tokenError(w, http.StatusBadRequest, "unsupported_grant_type")
+		return
+	}
+	audience := r.PostForm.Get("audience")
+	if audience == "" && len(client.Audiences) == 1 {
+		audience = client.Audiences[0]
+	}
+	if !slices.Contains(client.Audiences, audience) {
+		s.tokenError(w, http.StatusBadRequest, "invalid_target")
+		return
+	}
+	signer := s.currentSigner()
+	if signer == nil {
+		s.tokenError(w, http.StatusServiceUnavailable, "temporarily_unavailable")
+		return
+	}
+	tok, exp, err := signer.Issue(client.ID, audience, time.Now())
+	if err != nil {
+		s.kit.Logger.Error("signing token failed", "error", err.Error())
+		s.tokenError(w, http.StatusInternalServerError, "server_error")
+		return
+	}
+	s.issued.WithLabelValues("issued").Inc()
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	_ = json.NewEncoder(w).Encode(map[string]any{
+		"access_token": tok,
+		"token_type":   "Bearer",
+		"expires_in":   int(time.Until(exp).Seconds()),
+	})
+}

@@ -1,0 +1,250 @@
+// Package mc is the Meeting Controller: it registers with GC and heartbeats,
+// and keeps the registry of its media handlers in Redis.
+package mc
+
+import (
+	"context"
+	"encoding/json"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"strconv"
+	"time"
+
+	"github.com/darktower/delivery/services/internal/authn"
+	"github.com/darktower/delivery/services/internal/envconf"
+	"github.com/darktower/delivery/services/internal/opskit"
+	"github.com/darktower/delivery/services/internal/wire"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
+)
+
+// Config is meeting-controller's own configuration.
+type Config struct {
+	ID                string         // MC_ID (default: host name, i.e. the pod name)
+	Region            string         // MC_REGION
+	AdvertiseURL      string         // MC_ADVERTISE_URL: how GC and MHs reach this MC's API
+	RedisAddr         string         // MC_REDIS_ADDR
+	RedisPassword     envconf.Secret // MC_REDIS_PASSWORD (optional)
+	GCURL             string         // MC_GC_URL
+	TokenURL          string         // MC_AC_TOKEN_URL
+	JWKSURL           string         // MC_AC_JWKS_URL: to verify media handlers' tokens
+	Issuer            string         // MC_AC_ISSUER
+	ClientID          string         // MC_CLIENT_ID
+	ClientSecret      envconf.Secret // MC_CLIENT_SECRET
+	Audience          string         // MC_AUDIENCE: the aud MH tokens must carry
+	GCAudience        string         // MC_GC_AUDIENCE: the aud requested for calls to GC
+	HeartbeatInterval time.Duration  // MC_HEARTBEAT_INTERVAL
+	MHTTL             time.Duration  // MC_MH_TTL: an MH without heartbeat for this long is dropped
+}
+
+// LoadConfig reads meeting-controller's variables.
+func LoadConfig(l *envconf.Loader) Config {
+	host, _ := os.Hostname()
+	c := Config{
+		ID:                l.String("MC_ID", host),
+		Region:            l.String("MC_REGION", "local"),
+		RedisAddr:         l.RequiredString("MC_REDIS_ADDR", "the Redis address host:port, e.g. redis:6379"),
+		RedisPassword:     envconf.NewSecret(l.String("MC_REDIS_PASSWORD", "")),
+		Issuer:            l.String("MC_AC_ISSUER", "https://ac-service"),
+		ClientID:          l.String("MC_CLIENT_ID", "meeting-controller"),
+		ClientSecret:      l.RequiredSecret("MC_CLIENT_SECRET", "this MC's client secret registered with AC"),
+		Audience:          l.String("MC_AUDIENCE", "meeting-controller"),
+		GCAudience:        l.String("MC_GC_AUDIENCE", "global-controller"),
+		HeartbeatInterval: l.Duration("MC_HEARTBEAT_INTERVAL", 10*time.Second, 100*time.Millisecond, 10*time.Minute),
+		MHTTL:             l.Duration("MC_MH_TTL", 30*time.Second, time.Second, time.Hour),
+	}
+	if _, _, err := net.SplitHostPort(c.RedisAddr); c.RedisAddr != "" && err != nil {
+		l.Problemf("MC_REDIS_ADDR is malformed: expected host:port, e.g. redis:6379")
+	}
+	c.AdvertiseURL = urlString(l.HTTPSURL("MC_ADVERTISE_URL", "this MC's API URL as GC and MHs reach it, e.g. https://meeting-controller", false))
+	c.GCURL = urlString(l.HTTPSURL("MC_GC_URL", "GC's API base URL, e.g. https://global-controller", false))
+	c.TokenURL = urlString(l.HTTPSURL("MC_AC_TOKEN_URL", "AC's token endpoint, e.g. https://ac-service/v1/oauth/token", false))
+	c.JWKSURL = urlString(l.HTTPSURL("MC_AC_JWKS_URL", "AC's JWKS, e.g. https://ac-service/.well-known/jwks.json", false))
+	return c
+}
+
+func urlString(u *url.URL) string {
+	if u == nil {
+		return ""
+	}
+	return u.String()
+}
+
+// Service is a running MC.
+type Service struct {
+	cfg      Config
+	kit      *opskit.Kit
+	rdb      *redis.Client
+	gc       *authn.ServiceClient
+	keys     *authn.KeySet
+	verifier *authn.Verifier
+	gcReg    opskit.Freshness
+	beats    *prometheus.CounterVec
+}
+
+// New builds MC.
+func New(_ context.Context, kit *opskit.Kit, cfg Config) (opskit.Service, error) {
+	return NewService(kit, cfg), nil
+}
+
+// NewService is New with the concrete type (tests).
+func NewService(kit *opskit.Kit, cfg Config) *Service {
+	rdb := redis.NewClient(&redis.Options{
+		Addr: cfg.RedisAddr, Password: cfg.RedisPassword.Reveal(),
+		DialTimeout: time.Second, ReadTimeout: time.Second, WriteTimeout: time.Second,
+		MaxRetries: 1,
+	})
+	keys := &authn.KeySet{URL: cfg.JWKSURL, Client: kit.HTTPClient, RefreshInterval: 5 * time.Minute,
+		MinRefetch: 10 * time.Second, Logger: kit.Logger}
+	s := &Service{
+		cfg: cfg, kit: kit, rdb: rdb, keys: keys,
+		gc:       authn.NewServiceClient(kit.HTTPClient, cfg.TokenURL, cfg.ClientID, cfg.ClientSecret, cfg.GCAudience),
+		verifier: &authn.Verifier{Keys: keys, Issuer: cfg.Issuer, Audience: cfg.Audience, Leeway: 5 * time.Second},
+		beats: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mc_gc_heartbeats_total",
+			Help: "Registrations/heartbeats sent to GC, by result (ok, error).",
+		}, []string{"result"}),
+	}
+	kit.Registry.MustRegister(s.beats)
+	return s
+}
+
+// registrationMaxAge: ready while the last GC registration is at most three
+// heartbeat intervals old.
+func (s *Service) registrationMaxAge() time.Duration { return 3 * s.cfg.HeartbeatInterval }
+
+// Checks: Redis PING and a current GC registration (ADR-0012).
+func (s *Service) Checks() []opskit.Check {
+	return []opskit.Check{
+		{Name: "redis", Func: func(ctx context.Context) error { return s.rdb.Ping(ctx).Err() }},
+		{Name: "gc_registration", Func: func(context.Context) error {
+			return s.gcReg.Within(s.registrationMaxAge(), time.Now())
+		}},
+	}
+}
+
+// ready reports whether this MC may take registrations from MHs.
+func (s *Service) ready(ctx context.Context) bool {
+	return s.gcReg.Within(s.registrationMaxAge(), time.Now()) == nil && s.rdb.Ping(ctx).Err() == nil
+}
+
+// Run keeps AC's JWKS fresh and registers with GC every heartbeat interval.
+func (s *Service) Run(ctx context.Context) error {
+	go s.keys.Run(ctx)
+	reg := wire.MCRegistration{ID: s.cfg.ID, Endpoint: s.cfg.AdvertiseURL, Region: s.cfg.Region}
+	url := s.cfg.GCURL + "/v1/meeting-controllers"
+	failing := false
+	opskit.Every(ctx, s.cfg.HeartbeatInterval, s.cfg.HeartbeatInterval, func(ctx context.Context) error {
+		hctx, cancel := context.WithTimeout(ctx, s.cfg.HeartbeatInterval)
+		defer cancel()
+		if err := s.gc.PostJSON(hctx, url, reg, nil); err != nil {
+			s.beats.WithLabelValues("error").Inc()
+			if ctx.Err() == nil && !failing {
+				s.kit.Logger.Warn("GC registration failed", "gc", s.cfg.GCURL, "error", err.Error())
+			}
+			failing = true
+			return err
+		}
+		s.beats.WithLabelValues("ok").Inc()
+		if failing || s.gcReg.Last().IsZero() {
+			s.kit.Logger.Info("registered with GC", "gc", s.cfg.GCURL, "id", s.cfg.ID)
+		}
+		failing = false
+		s.gcReg.Mark(time.Now())
+		return nil
+	})
+	return nil
+}
+
+// Close releases the Redis client.
+func (s *Service) Close() { _ = s.rdb.Close() }
+
+// Routes: media-handler register/heartbeat and list, behind AC tokens.
+func (s *Service) Routes(mux *http.ServeMux) {
+	mux.Handle("POST /v1/media-handlers", s.verifier.Require(s.kit.Logger, http.HandlerFunc(s.register)))
+	mux.Handle("GET /v1/media-handlers", s.verifier.Require(s.kit.Logger, http.HandlerFunc(s.list)))
+}
+
+func (s *Service) registryKey() string  { return "dt:mc:" + s.cfg.ID + ":media-handlers" }
+func (s *Service) heartbeatKey() string { return "dt:mc:" + s.cfg.ID + ":media-handlers:heartbeat" }
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func (s *Service) register(w http.ResponseWriter, r *http.Request) {
+	// Taking registrations while not ready would hand MHs to an MC that GC
+	// does not know; refusing makes the readiness chain MH → MC → GC hold.
+	if !s.ready(r.Context()) {
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "meeting controller not ready"})
+		return
+	}
+	var mh wire.MHRegistration
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 16<<10))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&mh); err != nil {
+		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "malformed JSON body"})
+		return
+	}
+	if err := mh.Validate(); err != nil {
+		writeJSON(w, http.StatusBadRequest, map[string]string{"error": err.Error()})
+		return
+	}
+	data, _ := json.Marshal(mh)
+	now := time.Now()
+	_, err := s.rdb.TxPipelined(r.Context(), func(p redis.Pipeliner) error {
+		p.HSet(r.Context(), s.registryKey(), mh.ID, data)
+		p.ZAdd(r.Context(), s.heartbeatKey(), redis.Z{Score: float64(now.UnixMilli()), Member: mh.ID})
+		return nil
+	})
+	if err != nil {
+		s.kit.Logger.Warn("storing media handler failed", "error", err.Error())
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "registry unavailable"})
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"id": mh.ID, "heartbeat_interval_ms": s.cfg.HeartbeatInterval.Milliseconds()})
+}
+
+func (s *Service) list(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	cutoff := time.Now().Add(-s.cfg.MHTTL).UnixMilli()
+	// Expired entries are pruned here rather than by a sweeper: the list is
+	// the only reader.
+	expired, err := s.rdb.ZRangeByScore(ctx, s.heartbeatKey(), &redis.ZRangeBy{Min: "-inf", Max: "(" + strconv.FormatInt(cutoff, 10)}).Result()
+	if err == nil && len(expired) > 0 {
+		_, err = s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+			members := make([]any, len(expired))
+			for i, id := range expired {
+				members[i] = id
+			}
+			p.ZRem(ctx, s.heartbeatKey(), members...)
+			p.HDel(ctx, s.registryKey(), expired...)
+			return nil
+		})
+	}
+	var ids []string
+	if err == nil {
+		ids, err = s.rdb.ZRange(ctx, s.heartbeatKey(), 0, -1).Result()
+	}
+	live := []wire.MHRegistration{}
+	if err == nil && len(ids) > 0 {
+		var vals []any
+		vals, err = s.rdb.HMGet(ctx, s.registryKey(), ids...).Result()
+		for _, v := range vals {
+			str, ok := v.(string)
+			var mh wire.MHRegistration
+			if ok && json.Unmarshal([]byte(str), &mh) == nil {
+				live = append(live, mh)
+			}
+		}
+	}
+	if err != nil {
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "registry unavailable"})
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"media_handlers": live})
+}

@@ -1,0 +1,269 @@
+// Package mh is the Media Handler: a passthrough SFU on one multiplexed UDP
+// port that registers with its meeting controller and heartbeats.
+package mh
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/darktower/delivery/services/internal/authn"
+	"github.com/darktower/delivery/services/internal/envconf"
+	"github.com/darktower/delivery/services/internal/opskit"
+	"github.com/darktower/delivery/services/internal/wire"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Config is media-handler's own configuration.
+type Config struct {
+	ID                 string         // MH_ID (default: host name)
+	MediaAddr          string         // MH_MEDIA_ADDR: the UDP media port to bind
+	AdvertiseMediaAddr string         // MH_ADVERTISE_MEDIA_ADDR: host:port clients send media to
+	AdvertiseURL       string         // MH_ADVERTISE_URL: this MH's API URL as MC reaches it
+	MCURL              string         // MH_MC_URL
+	TokenURL           string         // MH_AC_TOKEN_URL
+	ClientID           string         // MH_CLIENT_ID
+	ClientSecret       envconf.Secret // MH_CLIENT_SECRET
+	MCAudience         string         // MH_MC_AUDIENCE
+	HeartbeatInterval  time.Duration  // MH_HEARTBEAT_INTERVAL
+	CapacityMbps       float64        // MH_BANDWIDTH_CAPACITY_MBPS
+	MeterWindow        time.Duration  // MH_BANDWIDTH_WINDOW
+	IdleTimeout        time.Duration  // MH_PARTICIPANT_IDLE_TIMEOUT
+}
+
+// LoadConfig reads media-handler's variables.
+func LoadConfig(l *envconf.Loader) Config {
+	host, _ := os.Hostname()
+	c := Config{
+		ID:                l.String("MH_ID", host),
+		MediaAddr:         l.Addr("MH_MEDIA_ADDR", ":443"),
+		ClientID:          l.String("MH_CLIENT_ID", "media-handler"),
+		ClientSecret:      l.RequiredSecret("MH_CLIENT_SECRET", "this MH's client secret registered with AC"),
+		MCAudience:        l.String("MH_MC_AUDIENCE", "meeting-controller"),
+		HeartbeatInterval: l.Duration("MH_HEARTBEAT_INTERVAL", 10*time.Second, 100*time.Millisecond, 10*time.Minute),
+		CapacityMbps:      l.Float("MH_BANDWIDTH_CAPACITY_MBPS", 1000, 0.001, 1e6),
+		MeterWindow:       l.Duration("MH_BANDWIDTH_WINDOW", 5*time.Second, time.Second, time.Minute),
+		IdleTimeout:       l.Duration("MH_PARTICIPANT_IDLE_TIMEOUT", 30*time.Second, time.Second, time.Hour),
+	}
+	c.AdvertiseMediaAddr = l.String("MH_ADVERTISE_MEDIA_ADDR", c.MediaAddr)
+	if h, _, err := net.SplitHostPort(c.AdvertiseMediaAddr); err != nil || h == "" {
+		// ":443" is fine to bind but not to hand to a client.
+		if c.AdvertiseMediaAddr == c.MediaAddr {
+			_, port, _ := net.SplitHostPort(c.MediaAddr)
+			c.AdvertiseMediaAddr = net.JoinHostPort(host, port)
+		} else {
+			l.Problemf("MH_ADVERTISE_MEDIA_ADDR is malformed: expected host:port clients can reach")
+		}
+	}
+	c.AdvertiseURL = urlString(l.HTTPSURL("MH_ADVERTISE_URL", "this MH's API URL as MC reaches it, e.g. https://media-handler-0.media-handler", false))
+	c.MCURL = urlString(l.HTTPSURL("MH_MC_URL", "MC's API base URL, e.g. https://meeting-controller", false))
+	c.TokenURL = urlString(l.HTTPSURL("MH_AC_TOKEN_URL", "AC's token endpoint, e.g. https://ac-service/v1/oauth/token", false))
+	return c
+}
+
+func urlString(u *url.URL) string {
+	if u == nil {
+		return ""
+	}
+	return u.String()
+}
+
+// Service is a running MH.
+type Service struct {
+	cfg   Config
+	kit   *opskit.Kit
+	mc    *authn.ServiceClient
+	meter *Meter
+	mcReg opskit.Freshness
+
+	mu    sync.Mutex
+	relay *Relay // nil until the media port is bound
+
+	utilization prometheus.GaugeFunc
+	beats       *prometheus.CounterVec
+}
+
+// New builds MH.
+func New(_ context.Context, kit *opskit.Kit, cfg Config) (opskit.Service, error) {
+	return NewService(kit, cfg), nil
+}
+
+// NewService is New with the concrete type (tests).
+func NewService(kit *opskit.Kit, cfg Config) *Service {
+	s := &Service{
+		cfg: cfg, kit: kit,
+		mc:    authn.NewServiceClient(kit.HTTPClient, cfg.TokenURL, cfg.ClientID, cfg.ClientSecret, cfg.MCAudience),
+		meter: NewMeter(cfg.CapacityMbps*1e6, cfg.MeterWindow),
+		beats: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mh_mc_heartbeats_total",
+			Help: "Registrations/heartbeats sent to MC, by result (ok, error).",
+		}, []string{"result"}),
+	}
+	kit.Registry.MustRegister(s.beats,
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "mh_bandwidth_utilization_ratio",
+			Help: "Media throughput over the window as a fraction of MH_BANDWIDTH_CAPACITY_MBPS (warning at 0.7, new participants rejected at 0.8).",
+		}, func() float64 { return s.meter.Utilization(time.Now()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "mh_bandwidth_state",
+			Help: "0 normal, 1 warning (≥70% of capacity), 2 critical (≥80%: new participants rejected).",
+		}, func() float64 { return float64(StateFor(s.meter.Utilization(time.Now()))) }),
+	)
+	return s
+}
+
+func (s *Service) currentRelay() *Relay {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.relay
+}
+
+// Checks: current MC registration and the bound media port (ADR-0012).
+func (s *Service) Checks() []opskit.Check {
+	return []opskit.Check{
+		{Name: "mc_registration", Func: func(context.Context) error {
+			return s.mcReg.Within(3*s.cfg.HeartbeatInterval, time.Now())
+		}},
+		{Name: "media_port", Func: func(context.Context) error {
+			if s.currentRelay() == nil {
+				return errors.New("media port not bound")
+			}
+			return nil
+		}},
+	}
+}
+
+// Run binds the media port (retrying: a port held by a previous instance is
+// released shortly), relays, expires idle participants and heartbeats to MC.
+func (s *Service) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	relayErr := make(chan error, 1)
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		s.bindAndRelay(ctx, relayErr)
+	}()
+	go func() {
+		defer wg.Done()
+		s.heartbeat(ctx)
+	}()
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case err := <-relayErr:
+			return err
+		case now := <-tick.C:
+			if r := s.currentRelay(); r != nil {
+				r.Expire(now)
+			}
+		}
+	}
+}
+
+func (s *Service) bindAndRelay(ctx context.Context, relayErr chan<- error) {
+	var conn *net.UDPConn
+	logged := false
+	opskit.Every(ctx, time.Hour, time.Second, func(context.Context) error {
+		if conn != nil {
+			return nil
+		}
+		addr, err := net.ResolveUDPAddr("udp", s.cfg.MediaAddr)
+		if err == nil {
+			conn, err = net.ListenUDP("udp", addr)
+		}
+		if err != nil {
+			if !logged {
+				s.kit.Logger.Warn("binding media port failed; retrying", "addr", s.cfg.MediaAddr, "error", err.Error())
+				logged = true
+			}
+			return err
+		}
+		relay := NewRelay(conn, s.meter, s.cfg.IdleTimeout, s.kit.Registry)
+		s.mu.Lock()
+		s.relay = relay
+		s.mu.Unlock()
+		s.kit.Logger.Info("media port bound", "addr", conn.LocalAddr().String())
+		go func() {
+			if err := relay.Serve(); err != nil {
+				relayErr <- err
+			}
+		}()
+		return nil
+	})
+	if conn != nil {
+		_ = conn.Close()
+	}
+}
+
+// MediaAddr returns the bound media address, or nil before binding.
+func (s *Service) MediaAddr() net.Addr {
+	if r := s.currentRelay(); r != nil {
+		return r.conn.LocalAddr()
+	}
+	return nil
+}
+
+func (s *Service) heartbeat(ctx context.Context) {
+	url := s.cfg.MCURL + "/v1/media-handlers"
+	failing := false
+	opskit.Every(ctx, s.cfg.HeartbeatInterval, s.cfg.HeartbeatInterval, func(ctx context.Context) error {
+		if s.currentRelay() == nil {
+			return errors.New("media port not bound")
+		}
+		u := s.meter.Utilization(time.Now())
+		reg := wire.MHRegistration{ID: s.cfg.ID, MediaAddr: s.cfg.AdvertiseMediaAddr, Endpoint: s.cfg.AdvertiseURL,
+			Utilization: u, Admitting: AdmitsNewParticipants(u)}
+		hctx, cancel := context.WithTimeout(ctx, s.cfg.HeartbeatInterval)
+		defer cancel()
+		if err := s.mc.PostJSON(hctx, url, reg, nil); err != nil {
+			s.beats.WithLabelValues("error").Inc()
+			if ctx.Err() == nil && !failing {
+				s.kit.Logger.Warn("MC registration failed", "mc", s.cfg.MCURL, "error", err.Error())
+			}
+			failing = true
+			return err
+		}
+		s.beats.WithLabelValues("ok").Inc()
+		if failing || s.mcReg.Last().IsZero() {
+			s.kit.Logger.Info("registered with MC", "mc", s.cfg.MCURL, "id", s.cfg.ID)
+		}
+		failing = false
+		s.mcReg.Mark(time.Now())
+		return nil
+	})
+}
+
+// Close is a no-op: Run closes the socket when its context ends.
+func (s *Service) Close() {}
+
+// Load is what GET /v1/load reports to MC.
+type Load struct {
+	Utilization  float64 `json:"utilization"`
+	State        string  `json:"state"`
+	Admitting    bool    `json:"admitting"`
+	Sessions     int     `json:"sessions"`
+	Participants int     `json:"participants"`
+}
+
+// Routes: MH's API (reached by MC over HTTPS) reports load for placement.
+func (s *Service) Routes(mux *http.ServeMux) {
+	mux.HandleFunc("GET /v1/load", func(w http.ResponseWriter, _ *http.Request) {
+		u := s.meter.Utilization(time.Now())
+		l := Load{Utilization: u, State: StateFor(u).String(), Admitting: AdmitsNewParticipants(u)}
+		if r := s.currentRelay(); r != nil {
+			l.Sessions, l.Participants = r.Counts()
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(l)
+	})
+}

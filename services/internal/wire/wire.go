@@ -1,0 +1,74 @@
+// Package wire holds the JSON bodies services exchange, so sender and
+// receiver cannot drift apart.
+package wire
+
+import (
+	"errors"
+	"net"
+	"net/url"
+	"regexp"
+	"strconv"
+	"time"
+)
+
+var dnsLabel = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
+
+func httpsURL(s string) bool {
+	u, err := url.Parse(s)
+	return err == nil && u.Scheme == "https" && u.Host != ""
+}
+
+// MCRegistration is what an MC sends GC on register and every heartbeat.
+type MCRegistration struct {
+	ID       string `json:"id"`
+	Endpoint string `json:"endpoint"`
+	Region   string `json:"region"`
+}
+
+// Validate checks the fields.
+func (r MCRegistration) Validate() error {
+	if !dnsLabel.MatchString(r.ID) {
+		return errors.New("id must be a DNS label (lowercase letters, digits, '-', at most 63)")
+	}
+	if !dnsLabel.MatchString(r.Region) {
+		return errors.New("region must be a DNS label")
+	}
+	if !httpsURL(r.Endpoint) {
+		return errors.New("endpoint must be an absolute https:// URL")
+	}
+	return nil
+}
+
+// MeetingController is a GC registry entry as listed.
+type MeetingController struct {
+	MCRegistration
+	RegisteredAt  time.Time `json:"registered_at"`
+	LastHeartbeat time.Time `json:"last_heartbeat"`
+}
+
+// MHRegistration is what an MH sends MC on register and every heartbeat.
+type MHRegistration struct {
+	ID          string  `json:"id"`
+	MediaAddr   string  `json:"media_addr"`
+	Endpoint    string  `json:"endpoint"`
+	Utilization float64 `json:"utilization"`
+	Admitting   bool    `json:"admitting"`
+}
+
+// Validate checks the fields.
+func (m MHRegistration) Validate() error {
+	if !dnsLabel.MatchString(m.ID) {
+		return errors.New("id must be a DNS label (lowercase letters, digits, '-', at most 63)")
+	}
+	host, port, err := net.SplitHostPort(m.MediaAddr)
+	if n, perr := strconv.Atoi(port); err != nil || host == "" || perr != nil || n < 1 || n > 65535 {
+		return errors.New("media_addr must be host:port")
+	}
+	if !httpsURL(m.Endpoint) {
+		return errors.New("endpoint must be an absolute https:// URL")
+	}
+	if m.Utilization < 0 || m.Utilization > 100 {
+		return errors.New("utilization must be a ratio between 0 and 100")
+	}
+	return nil
+}
