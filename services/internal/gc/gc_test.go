@@ -1,0 +1,129 @@
+package gc
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/darktower/delivery/services/internal/envconf"
+	"github.com/darktower/delivery/services/internal/opskit"
+	"github.com/darktower/delivery/services/internal/testenv"
+	"github.com/darktower/delivery/services/internal/wire"
+)
+
+var pg *testenv.Postgres
+
+func TestMain(m *testing.M) {
+	var err error
+	if pg, err = testenv.StartPostgres(); err != nil {
+		fmt.Fprintln(os.Stderr, "starting PostgreSQL for gc tests:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	pg.Stop()
+	os.Exit(code)
+}
+
+func TestRegistryBehindTokens(t *testing.T) {
+	dbURL, err := pg.CreateDatabase("gc_registry")
+	if err != nil {
+		t.Fatal(err)
+	}
+	iss := testenv.NewIssuer(t)
+	kit, logs := testenv.Kit(t, "global-controller", "")
+	kit.HTTPClient = iss.Server.Client()
+	s, err := New(context.Background(), kit, Config{DatabaseURL: envconf.NewSecret(dbURL), JWKSURL: iss.JWKSURL(),
+		Issuer: "https://ac-service", Audience: "global-controller", JWKSRefresh: time.Minute, MCTTL: 30 * time.Second, DBMaxConns: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc := s.(*Service)
+	rdy := opskit.NewReadiness(kit.Registry, time.Second, svc.Checks())
+	if rep := rdy.Evaluate(context.Background()); rep.Ready {
+		t.Fatalf("ready before migration and JWKS fetch: %+v", rep)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = svc.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done; svc.Close() }()
+	deadline := time.Now().Add(15 * time.Second)
+	for !rdy.Evaluate(context.Background()).Ready {
+		if time.Now().After(deadline) {
+			t.Fatalf("GC never ready: %+v\n%s", rdy.Evaluate(context.Background()), logs)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	mux := http.NewServeMux()
+	svc.Routes(mux)
+	api := httptest.NewTLSServer(mux)
+	defer api.Close()
+
+	call := func(method, token string, body any) (int, []byte) {
+		var rd *bytes.Reader
+		if s, ok := body.(string); ok {
+			rd = bytes.NewReader([]byte(s))
+		} else {
+			b, _ := json.Marshal(body)
+			rd = bytes.NewReader(b)
+		}
+		req, _ := http.NewRequest(method, api.URL+"/v1/meeting-controllers", rd)
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		resp, err := api.Client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var buf bytes.Buffer
+		_, _ = buf.ReadFrom(resp.Body)
+		return resp.StatusCode, buf.Bytes()
+	}
+	good := iss.Token(t, "meeting-controller", "global-controller")
+	reg := wire.MCRegistration{ID: "mc-0", Endpoint: "https://mc-0.meeting-controller:443", Region: "us-west"}
+	if code, body := call("POST", good, reg); code != 200 {
+		t.Fatalf("register = %d %s", code, body)
+	}
+	reg.Endpoint = "https://mc-0.meeting-controller:8443"
+	if code, _ := call("POST", good, reg); code != 200 {
+		t.Fatalf("heartbeat = %d", code)
+	}
+	code, body := call("GET", good, nil)
+	var listed struct {
+		MeetingControllers []wire.MeetingController `json:"meeting_controllers"`
+	}
+	if err := json.Unmarshal(body, &listed); code != 200 || err != nil || len(listed.MeetingControllers) != 1 ||
+		listed.MeetingControllers[0].Endpoint != reg.Endpoint {
+		t.Fatalf("list = %d %s", code, body)
+	}
+	for name, c := range map[string]struct {
+		token string
+		body  any
+		code  int
+	}{
+		"no token":       {"", reg, 401},
+		"wrong audience": {iss.Token(t, "media-handler", "meeting-controller"), reg, 401},
+		"garbage token":  {"abc.def.ghi", reg, 401},
+		"malformed body": {good, `{"id":`, 400},
+		"unknown field":  {good, `{"id":"mc-1","endpoint":"https://x","region":"r","admin":true}`, 400},
+		"http endpoint":  {good, wire.MCRegistration{ID: "mc-1", Endpoint: "http://x", Region: "r"}, 400},
+		"invalid id":     {good, wire.MCRegistration{ID: "MC 1", Endpoint: "https://x", Region: "r"}, 400},
+	} {
+		if code, body := call("POST", c.token, c.body); code != c.code {
+			t.Errorf("%s: %d %s, want %d", name, code, body, c.code)
+		}
+	}
+	// An MC whose heartbeats stopped drops out of the list.
+	if _, err := svc.pool.Exec(context.Background(), `UPDATE meeting_controllers SET last_heartbeat = now() - interval '1 minute'`); err != nil {
+		t.Fatal(err)
+	}
+	if _, body := call("GET", good, nil); bytes.Contains(body, []byte("mc-0")) {
+		t.Fatalf("stale MC still listed: %s", body)
+	}
+}
