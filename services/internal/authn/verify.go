@@ -26,17 +26,14 @@ type KeySet struct {
 	MinRefetch      time.Duration
 	Logger          *slog.Logger
 
-	mu          sync.Mutex
-	keys        map[string]ed25519.PublicKey
-	lastAttempt time.Time
-	fresh       opskit.Freshness
+	mu           sync.Mutex
+	keys         map[string]ed25519.PublicKey
+	lastOnDemand time.Time
+	fresh        opskit.Freshness
 }
 
 // Refresh fetches and parses the key set; on failure the old keys stay.
 func (k *KeySet) Refresh(ctx context.Context) error {
-	k.mu.Lock()
-	k.lastAttempt = time.Now()
-	k.mu.Unlock()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, k.URL, nil)
 	if err != nil {
 		return err
@@ -85,7 +82,12 @@ func (k *KeySet) Fresh(maxAge time.Duration) error {
 func (k *KeySet) Key(ctx context.Context, kid string) (ed25519.PublicKey, error) {
 	k.mu.Lock()
 	key, ok := k.keys[kid]
-	canRefetch := time.Since(k.lastAttempt) >= k.MinRefetch
+	// Only on-demand fetches count against MinRefetch: the periodic loop's
+	// retries must not stop the first token after AC comes up from fetching.
+	canRefetch := !ok && time.Since(k.lastOnDemand) >= k.MinRefetch
+	if canRefetch {
+		k.lastOnDemand = time.Now()
+	}
 	k.mu.Unlock()
 	if ok {
 		return key, nil

@@ -5,6 +5,8 @@ package mc
 import (
 	"context"
 	"encoding/json"
+	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/url"
@@ -95,6 +97,9 @@ func NewService(kit *opskit.Kit, cfg Config) *Service {
 		Addr: cfg.RedisAddr, Password: cfg.RedisPassword.Reveal(),
 		DialTimeout: time.Second, ReadTimeout: time.Second, WriteTimeout: time.Second,
 		MaxRetries: 1,
+		// One quick redial: readiness must see an outage within its 1 s
+		// budget, not after the default five back-off attempts.
+		DialerRetries: 1, DialerRetryTimeout: 50 * time.Millisecond,
 	})
 	keys := &authn.KeySet{URL: cfg.JWKSURL, Client: kit.HTTPClient, RefreshInterval: 5 * time.Minute,
 		MinRefetch: 10 * time.Second, Logger: kit.Logger}
@@ -108,7 +113,17 @@ func NewService(kit *opskit.Kit, cfg Config) *Service {
 		}, []string{"result"}),
 	}
 	kit.Registry.MustRegister(s.beats)
+	// go-redis reports reconnect attempts through a process-wide logger;
+	// route them into the JSON log at debug level (readiness already says
+	// when Redis is down).
+	redis.SetLogger(redisLogger{kit.Logger})
 	return s
+}
+
+type redisLogger struct{ log *slog.Logger }
+
+func (l redisLogger) Printf(ctx context.Context, format string, v ...any) {
+	l.log.DebugContext(ctx, "redis client", "detail", fmt.Sprintf(format, v...))
 }
 
 // registrationMaxAge: ready while the last GC registration is at most three

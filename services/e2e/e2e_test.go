@@ -1,0 +1,547 @@
+// Package e2e starts the four service binaries as processes against real
+// PostgreSQL and Redis, with certificates from a test CA, and checks the
+// operational contract of ADR-0012 from the outside.
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/darktower/delivery/services/internal/mh"
+	"github.com/darktower/delivery/services/internal/testenv"
+	"golang.org/x/crypto/bcrypt"
+	"golang.org/x/oauth2"
+	"golang.org/x/oauth2/clientcredentials"
+)
+
+// The ADR's readiness probe: periodSeconds 5.
+const probePeriod = 5 * time.Second
+
+// Heartbeats are fast here so the test is short; readiness windows scale
+// with them (3 intervals).
+const heartbeat = 500 * time.Millisecond
+
+type service struct {
+	name     string
+	bin      string
+	env      []string
+	opsAddr  string
+	apiAddr  string
+	logPath  string
+	cmd      *exec.Cmd
+	exited   chan struct{}
+	exitCode int
+}
+
+func (s *service) start(t testing.TB) {
+	t.Helper()
+	logf, err := os.OpenFile(s.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.cmd = exec.Command(s.bin)
+	s.cmd.Env = s.env
+	s.cmd.Stdout, s.cmd.Stderr = logf, logf
+	if err := s.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	s.exited = make(chan struct{})
+	go func() {
+		_ = s.cmd.Wait()
+		logf.Close()
+		s.exitCode = s.cmd.ProcessState.ExitCode()
+		close(s.exited)
+	}()
+	t.Cleanup(func() {
+		select {
+		case <-s.exited:
+		default:
+			_ = s.cmd.Process.Kill()
+			<-s.exited
+		}
+	})
+}
+
+func (s *service) logs() string { b, _ := os.ReadFile(s.logPath); return string(b) }
+
+func (s *service) running() bool {
+	select {
+	case <-s.exited:
+		return false
+	default:
+		return true
+	}
+}
+
+// ready GETs /ready as the kubelet would (3 s timeout).
+func (s *service) ready() (int, string) {
+	c := http.Client{Timeout: 3 * time.Second}
+	resp, err := c.Get("http://" + s.opsAddr + "/ready")
+	if err != nil {
+		return 0, err.Error()
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+type env struct {
+	root           *testing.T // owns the processes: subtests must not stop them
+	dir            string
+	pg             *testenv.Postgres
+	redis          *testenv.Redis
+	ca             *x509.CertPool
+	ac, gc, mc, mh *service
+	mediaAddr      string
+	secrets        []string
+}
+
+func buildBinaries(t *testing.T, dir string) {
+	t.Helper()
+	goBin := filepath.Join(runtime.GOROOT(), "bin", "go")
+	cmd := exec.Command(goBin, "build", "-o", dir+"/", "./cmd/...")
+	cmd.Dir = ".."
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("building the services: %v\n%s", err, out)
+	}
+}
+
+func freeAddr(t *testing.T) string {
+	p, err := testenv.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return "127.0.0.1:" + strconv.Itoa(p)
+}
+
+func freeUDPAddr(t *testing.T) string {
+	c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	return c.LocalAddr().String()
+}
+
+func setup(t *testing.T) *env {
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "bin")
+	buildBinaries(t, bin)
+	e := &env{dir: dir}
+	var err error
+	if e.pg, err = testenv.StartPostgres(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(e.pg.Stop)
+	if e.redis, err = testenv.StartRedis(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(e.redis.Stop)
+	acDB, err := e.pg.CreateDatabase("ac")
+	if err != nil {
+		t.Fatal(err)
+	}
+	gcDB, err := e.pg.CreateDatabase("gc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pki, err := testenv.NewPKI(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	caPEM, _ := os.ReadFile(pki.CAFile)
+	e.ca = x509.NewCertPool()
+	e.ca.AppendCertsFromPEM(caPEM)
+
+	masterKey := base64.StdEncoding.EncodeToString([]byte("e2e-master-key-32-bytes-exactly!"))
+	mcSecret, mhSecret, testerSecret := "mc-secret-e2e-value", "mh-secret-e2e-value", "tester-secret-e2e-value"
+	e.secrets = []string{e.pg.Password, masterKey, mcSecret, mhSecret, testerSecret}
+	clientsFile := filepath.Join(dir, "clients.json")
+	writeClients(t, clientsFile, map[string][2]string{
+		"meeting-controller": {mcSecret, "global-controller"},
+		"media-handler":      {mhSecret, "meeting-controller"},
+		"e2e-tester":         {testerSecret, "global-controller meeting-controller"},
+	})
+
+	newService := func(name string, extra ...string) *service {
+		cert, key, err := pki.Issue(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := &service{name: name, bin: filepath.Join(bin, name), opsAddr: freeAddr(t), apiAddr: freeAddr(t),
+			logPath: filepath.Join(dir, name+".log")}
+		s.env = append([]string{
+			"OPS_ADDR=" + s.opsAddr, "API_ADDR=" + s.apiAddr,
+			"TLS_CERT_FILE=" + cert, "TLS_KEY_FILE=" + key, "TLS_CA_FILE=" + pki.CAFile,
+			"SHUTDOWN_DELAY=200ms", "SHUTDOWN_GRACE=5s", "LOG_LEVEL=debug",
+		}, extra...)
+		return s
+	}
+	e.ac = newService("ac-service",
+		"AC_DATABASE_URL="+acDB, "AC_MASTER_KEY="+masterKey, "AC_CLIENTS_FILE="+clientsFile)
+	acURL := "https://" + e.ac.apiAddr
+	e.gc = newService("global-controller",
+		"GC_DATABASE_URL="+gcDB, "GC_AC_JWKS_URL="+acURL+"/.well-known/jwks.json")
+	e.mc = newService("meeting-controller",
+		"MC_ID=mc-e2e", "MC_REDIS_ADDR="+e.redis.Addr(), "MC_CLIENT_SECRET="+mcSecret,
+		"MC_GC_URL=https://"+e.gc.apiAddr, "MC_AC_TOKEN_URL="+acURL+"/v1/oauth/token",
+		"MC_AC_JWKS_URL="+acURL+"/.well-known/jwks.json", "MC_HEARTBEAT_INTERVAL="+heartbeat.String())
+	e.mc.env = append(e.mc.env, "MC_ADVERTISE_URL=https://"+e.mc.apiAddr)
+	e.mediaAddr = freeUDPAddr(t)
+	e.mh = newService("media-handler",
+		"MH_ID=mh-e2e", "MH_MEDIA_ADDR="+e.mediaAddr, "MH_CLIENT_SECRET="+mhSecret,
+		"MH_MC_URL=https://"+e.mc.apiAddr, "MH_AC_TOKEN_URL="+acURL+"/v1/oauth/token",
+		"MH_HEARTBEAT_INTERVAL="+heartbeat.String())
+	e.mh.env = append(e.mh.env, "MH_ADVERTISE_URL=https://"+e.mh.apiAddr)
+	return e
+}
+
+func writeClients(t *testing.T, path string, clients map[string][2]string) {
+	type client struct {
+		ID           string   `json:"id"`
+		SecretBcrypt string   `json:"secret_bcrypt"`
+		Audiences    []string `json:"audiences"`
+	}
+	var f struct {
+		Clients []client `json:"clients"`
+	}
+	for id, c := range clients {
+		h, err := bcrypt.GenerateFromPassword([]byte(c[0]), bcrypt.MinCost)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.Clients = append(f.Clients, client{ID: id, SecretBcrypt: string(h), Audiences: strings.Fields(c[1])})
+	}
+	b, _ := json.Marshal(f)
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (e *env) all() []*service { return []*service{e.ac, e.gc, e.mc, e.mh} }
+
+func (e *env) dumpLogs(t *testing.T) {
+	if t.Failed() {
+		for _, s := range e.all() {
+			t.Logf("--- %s log ---\n%s", s.name, s.logs())
+		}
+	}
+}
+
+func TestServicesEndToEnd(t *testing.T) {
+	e := setup(t)
+	e.root = t
+	defer e.dumpLogs(t)
+
+	// Downstream services first: none may turn ready while AC is absent.
+	for _, s := range []*service{e.mh, e.mc, e.gc} {
+		s.start(t)
+	}
+	waitFor(t, 10*time.Second, "ops listeners", func() bool {
+		for _, s := range []*service{e.mh, e.mc, e.gc} {
+			if code, _ := s.ready(); code == 0 {
+				return false
+			}
+		}
+		return true
+	})
+	observeUntil := time.Now().Add(6 * heartbeat)
+	for time.Now().Before(observeUntil) {
+		for _, s := range []*service{e.mh, e.mc, e.gc} {
+			if code, body := s.ready(); code != 503 {
+				t.Fatalf("%s is %d (%s) while AC is not running", s.name, code, body)
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+
+	t.Run("readiness chain", func(t *testing.T) { e.readinessChain(t) })
+	if t.Failed() {
+		return
+	}
+	t.Run("tokens", func(t *testing.T) { e.tokens(t) })
+	t.Run("media relay", func(t *testing.T) { e.mediaRelay(t) })
+	t.Run("redis outage", func(t *testing.T) { e.redisOutage(t) })
+	t.Run("SIGTERM drains and exits 0", func(t *testing.T) { e.sigterm(t) })
+	t.Run("no secrets in logs", func(t *testing.T) { e.noSecretsInLogs(t) })
+}
+
+func (e *env) readinessChain(t *testing.T) {
+	started := time.Now()
+	e.ac.start(e.root)
+	// Each round polls downstream first (MH, MC, GC, AC). A service can only
+	// turn ready after its upstream did, and upstreams stay ready, so a
+	// round that sees a service ready also sees its upstream ready.
+	order := []*service{e.mh, e.mc, e.gc, e.ac}
+	firstRound := map[string]int{}
+	firstSeen := map[string]time.Duration{}
+	deadline := time.Now().Add(60 * time.Second)
+	for round := 0; len(firstRound) < 4; round++ {
+		if time.Now().After(deadline) {
+			t.Fatalf("not all ready after 60 s; first ready: %v", firstSeen)
+		}
+		for _, s := range order {
+			if _, seen := firstRound[s.name]; seen {
+				continue
+			}
+			if code, _ := s.ready(); code == 200 {
+				firstRound[s.name], firstSeen[s.name] = round, time.Since(started).Round(time.Millisecond)
+			}
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
+	chain := []string{"ac-service", "global-controller", "meeting-controller", "media-handler"}
+	for i := 1; i < len(chain); i++ {
+		up, down := chain[i-1], chain[i]
+		if firstRound[down] < firstRound[up] {
+			t.Errorf("%s was ready (round %d) before %s (round %d)", down, firstRound[down], up, firstRound[up])
+		}
+	}
+	t.Logf("FIGURE readiness chain after AC start: ac-service %s, global-controller %s, meeting-controller %s, media-handler %s",
+		firstSeen["ac-service"], firstSeen["global-controller"], firstSeen["meeting-controller"], firstSeen["media-handler"])
+	for _, s := range e.all() {
+		if code, body := s.ready(); code != 200 || !strings.Contains(body, `"status":"ready"`) {
+			t.Errorf("%s /ready = %d %s", s.name, code, body)
+		}
+	}
+}
+
+func (e *env) httpsClient() *http.Client {
+	return &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
+		TLSClientConfig: &tls.Config{RootCAs: e.ca}, ForceAttemptHTTP2: true}}
+}
+
+func (e *env) token(t *testing.T, audience string) string {
+	cc := clientcredentials.Config{ClientID: "e2e-tester", ClientSecret: "tester-secret-e2e-value",
+		TokenURL: "https://" + e.ac.apiAddr + "/v1/oauth/token", EndpointParams: url.Values{"audience": {audience}},
+		AuthStyle: oauth2.AuthStyleInHeader}
+	tok, err := cc.Token(context.WithValue(context.Background(), oauth2.HTTPClient, e.httpsClient()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok.AccessToken
+}
+
+func (e *env) tokens(t *testing.T) {
+	c := e.httpsClient()
+	list := func(token string) (int, string, int) {
+		req, _ := http.NewRequest("GET", "https://"+e.gc.apiAddr+"/v1/meeting-controllers", nil)
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b), resp.ProtoMajor
+	}
+	code, body, proto := list(e.token(t, "global-controller"))
+	if code != 200 || !strings.Contains(body, `"mc-e2e"`) || proto != 2 {
+		t.Fatalf("GC list with AC's token = %d over HTTP/%d: %s", code, proto, body)
+	}
+	for name, tok := range map[string]string{
+		"no token":       "",
+		"garbage":        "eyJhbGciOiJub25lIn0.e30.",
+		"wrong audience": e.token(t, "meeting-controller"),
+	} {
+		if code, body, _ := list(tok); code != 401 || strings.Contains(body, "audience") {
+			t.Errorf("%s: %d %s, want a bare 401", name, code, body)
+		}
+	}
+}
+
+func (e *env) mediaRelay(t *testing.T) {
+	listen := func() *net.UDPConn {
+		c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	to, _ := net.ResolveUDPAddr("udp", e.mediaAddr)
+	alice, bob := listen(), listen()
+	send := func(c *net.UDPConn, payload string) {
+		d, _ := mh.EncodeDatagram("meeting-e2e", []byte(payload))
+		if _, err := c.WriteToUDP(d, to); err != nil {
+			t.Fatal(err)
+		}
+	}
+	send(bob, "bob joins")
+	// Bob's join is processed before Alice's datagram only if it arrived
+	// first; UDP on loopback keeps order from one socket, not across two,
+	// so Alice resends until Bob hears her.
+	buf := make([]byte, 1500)
+	for attempt := 0; ; attempt++ {
+		send(alice, "hello from alice")
+		_ = bob.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+		n, _, err := bob.ReadFromUDP(buf)
+		if err == nil {
+			if !bytes.HasSuffix(buf[:n], []byte("hello from alice")) {
+				t.Fatalf("bob received %q", buf[:n])
+			}
+			break
+		}
+		if !errors.Is(err, os.ErrDeadlineExceeded) || attempt == 10 {
+			t.Fatalf("bob never received alice's datagram: %v", err)
+		}
+	}
+	resp, err := e.httpsClient().Get("https://" + e.mh.apiAddr + "/v1/load")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var load mh.Load
+	if err := json.NewDecoder(resp.Body).Decode(&load); err != nil || load.Sessions != 1 || load.Participants != 2 || !load.Admitting {
+		t.Fatalf("MH load = %+v (%v)", load, err)
+	}
+	metrics := get(t, "http://"+e.mh.opsAddr+"/metrics")
+	for _, want := range []string{`mh_datagrams_total{result="forwarded"}`, "mh_forwarding_latency_seconds_bucket", "mh_bandwidth_utilization_ratio"} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("MH metrics lack %s", want)
+		}
+	}
+}
+
+func (e *env) redisOutage(t *testing.T) {
+	pid := e.mc.cmd.Process.Pid
+	e.redis.Kill()
+	killed := time.Now()
+	// The kubelet probes every periodSeconds; MC must answer 503 by the
+	// second probe after the outage.
+	var notReadyAfter time.Duration
+	for probe := 1; ; probe++ {
+		time.Sleep(min(probePeriod, time.Until(killed.Add(time.Duration(probe)*probePeriod))))
+		if code, body := e.mc.ready(); code == 503 && strings.Contains(body, `"redis":"unhealthy"`) {
+			notReadyAfter = time.Since(killed)
+			break
+		}
+		if probe == 2 {
+			t.Fatalf("MC still ready two probe periods (%s) after Redis stopped", 2*probePeriod)
+		}
+	}
+	if err := e.redis.Start(); err != nil {
+		t.Fatal(err)
+	}
+	restarted := time.Now()
+	waitFor(t, 30*time.Second, "MC ready again after Redis restart", func() bool { code, _ := e.mc.ready(); return code == 200 })
+	recovered := time.Since(restarted)
+	waitFor(t, 30*time.Second, "MH ready again", func() bool { code, _ := e.mh.ready(); return code == 200 })
+	if !e.mc.running() || e.mc.cmd.Process.Pid != pid {
+		t.Fatal("MC was restarted; it must recover in place")
+	}
+	t.Logf("FIGURE redis outage: MC /ready 503 observed %s after kill (probe-paced, limit %s); 200 again %s after restart, same PID",
+		notReadyAfter.Round(time.Millisecond), 2*probePeriod, recovered.Round(time.Millisecond))
+}
+
+func (e *env) sigterm(t *testing.T) {
+	for _, s := range []*service{e.mh, e.mc, e.gc, e.ac} {
+		sent := time.Now()
+		if err := s.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+			t.Fatal(err)
+		}
+		// The ops listener keeps answering through SHUTDOWN_DELAY and the
+		// drain; /ready must say 503 during that time.
+		sawNotReady := false
+		for !sawNotReady && s.running() {
+			code, _ := s.ready()
+			sawNotReady = code == 503
+		}
+		select {
+		case <-s.exited:
+		case <-time.After(200*time.Millisecond + 5*time.Second + 5*time.Second):
+			t.Fatalf("%s did not exit within SHUTDOWN_DELAY + SHUTDOWN_GRACE", s.name)
+		}
+		if !sawNotReady {
+			t.Errorf("%s never answered /ready 503 between SIGTERM and exit", s.name)
+		}
+		if s.exitCode != 0 || !strings.Contains(s.logs(), `"msg":"stopped cleanly"`) {
+			t.Errorf("%s exited %d", s.name, s.exitCode)
+		}
+		t.Logf("FIGURE %s: SIGTERM to exit 0 in %s", s.name, time.Since(sent).Round(time.Millisecond))
+	}
+}
+
+func (e *env) noSecretsInLogs(t *testing.T) {
+	for _, s := range e.all() {
+		logs := s.logs()
+		for _, secret := range e.secrets {
+			if strings.Contains(logs, secret) {
+				t.Errorf("%s's log contains a secret (%.4s…)", s.name, secret)
+			}
+		}
+		if strings.Contains(logs, "eyJ") {
+			t.Errorf("%s's log contains something that looks like a JWT", s.name)
+		}
+	}
+}
+
+func TestBadConfigurationExitsWithOneLinePerProblem(t *testing.T) {
+	bin := t.TempDir()
+	buildBinaries(t, bin)
+	cmd := exec.Command(filepath.Join(bin, "ac-service"))
+	cmd.Env = []string{"AC_MASTER_KEY=dG9vIHNob3J0", "OPS_ADDR=nonsense"}
+	out, err := cmd.CombinedOutput()
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != 2 {
+		t.Fatalf("exit = %v, want status 2\n%s", err, out)
+	}
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	for _, want := range []string{"OPS_ADDR", "TLS_CERT_FILE", "TLS_KEY_FILE", "AC_DATABASE_URL", "AC_MASTER_KEY", "AC_CLIENTS_FILE"} {
+		n := 0
+		for _, l := range lines {
+			if strings.HasPrefix(l, "ac-service: configuration: "+want+" ") {
+				n++
+			}
+		}
+		if n != 1 {
+			t.Errorf("%d lines name %s, want 1:\n%s", n, want, out)
+		}
+	}
+	if len(lines) != 6 || strings.Contains(string(out), "dG9vIHNob3J0") {
+		t.Errorf("unexpected output:\n%s", out)
+	}
+}
+
+func waitFor(t *testing.T, limit time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(limit)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", limit, what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func get(t *testing.T, u string) string {
+	resp, err := http.Get(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return fmt.Sprint(string(b))
+}
