@@ -1,0 +1,17 @@
+# Thin aliases; the work lives in Go (pipelines/, services/) and scripts/.
+export GOTOOLCHAIN := go1.27.3
+
+.PHONY: test services lint
+
+## test: install what the tests need, then gofmt, go vet and every test (the README's test command)
+test:
+	scripts/test.sh
+
+## services: build the four service binaries into bin/
+services:
+	cd services && CGO_ENABLED=0 go build -trimpath -o ../bin/ ./cmd/...
+
+## lint: gofmt and go vet only
+lint:
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); exit 1; }
+	go vet ./... && cd services && go vet ./...

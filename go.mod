@@ -1,0 +1,5 @@
+module github.com/darktower/delivery
+
+go 1.27
+
+toolchain go1.27.3

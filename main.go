@@ -1,0 +1,99 @@
+// Command delivery is the Dark Tower delivery pipeline's CLI: one command
+// per pipeline function, with the same names as the Dagger module's
+// functions (`go run . build-all` ≡ `dagger call build-all`). Commands are
+// thin shells over the stage packages in pipelines/.
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"runtime/debug"
+	"sort"
+	"strings"
+	"syscall"
+)
+
+// command is one CLI verb.
+type command struct {
+	summary string
+	run     func(ctx context.Context, args []string, stdout, stderr io.Writer) error
+}
+
+// usageError is a mistake in how the CLI was called (exit 2).
+type usageError struct{ msg string }
+
+func (e usageError) Error() string { return e.msg }
+
+var commands = map[string]command{
+	"version": {summary: "print the pipeline's version and build information", run: runVersion},
+}
+
+func runVersion(_ context.Context, args []string, stdout, _ io.Writer) error {
+	if len(args) > 0 {
+		return usageError{"version takes no arguments"}
+	}
+	info, ok := debug.ReadBuildInfo()
+	if !ok {
+		return fmt.Errorf("no build information in this binary")
+	}
+	rev, dirty := "unknown", ""
+	for _, s := range info.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			rev = s.Value
+		case "vcs.modified":
+			if s.Value == "true" {
+				dirty = " (modified)"
+			}
+		}
+	}
+	fmt.Fprintf(stdout, "darktower delivery %s, revision %s%s, %s\n", info.Main.Version, rev, dirty, info.GoVersion)
+	return nil
+}
+
+func usage(w io.Writer) {
+	fmt.Fprintln(w, "usage: go run . <command> [flags]\n\ncommands:")
+	names := make([]string, 0, len(commands))
+	for n := range commands {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		fmt.Fprintf(w, "  %-12s %s\n", n, commands[n].summary)
+	}
+}
+
+// run dispatches and returns the process exit code: 0 success, 1 failure,
+// 2 bad usage.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
+		usage(stdout)
+		if len(args) == 0 {
+			return 2
+		}
+		return 0
+	}
+	cmd, ok := commands[args[0]]
+	if !ok {
+		fmt.Fprintf(stderr, "unknown command %q; run `go run . help` for the list\n", args[0])
+		return 2
+	}
+	if err := cmd.run(ctx, args[1:], stdout, stderr); err != nil {
+		fmt.Fprintf(stderr, "%s: %s\n", args[0], strings.TrimSpace(err.Error()))
+		if _, bad := err.(usageError); bad {
+			return 2
+		}
+		return 1
+	}
+	return 0
+}
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}

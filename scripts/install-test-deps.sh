@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Installs, from Debian's packages, the servers the test suite starts on
+# loopback: PostgreSQL and Redis. Idempotent; installs only what is missing.
+set -euo pipefail
+
+need=()
+compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || command -v initdb >/dev/null || need+=(postgresql)
+command -v redis-server >/dev/null || need+=(redis-server)
+
+if ((${#need[@]} == 0)); then
+  echo "test dependencies: all present"
+  exit 0
+fi
+
+sudo=()
+if [[ $(id -u) -ne 0 ]]; then
+  command -v sudo >/dev/null || { echo "need root (or sudo) to apt-get install ${need[*]}" >&2; exit 1; }
+  sudo=(sudo)
+fi
+echo "test dependencies: installing ${need[*]} from Debian"
+"${sudo[@]}" apt-get update -qq
+# The packages' own services are not wanted: the tests start throwaway
+# servers on free loopback ports. policy-rc.d stops dpkg from starting them.
+policy=/usr/sbin/policy-rc.d
+created_policy=0
+if [[ ! -e $policy ]]; then
+  printf '#!/bin/sh\nexit 101\n' | "${sudo[@]}" tee "$policy" >/dev/null
+  "${sudo[@]}" chmod +x "$policy"
+  created_policy=1
+fi
+DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+if ((created_policy)); then "${sudo[@]}" rm -f "$policy"; fi
+echo "test dependencies: installed ${need[*]}"

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# The README's test command: installs what the tests need, then runs every
+# check (gofmt, go vet, all tests of every module). Exits non-zero when any
+# check or test fails.
+set -euo pipefail
+export GOTOOLCHAIN=go1.27.3
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "installing test dependencies"
+scripts/install-test-deps.sh
+
+modules=(. services)
+
+step "gofmt"
+unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go' -not -path './.cache/*'))
+if [[ -n $unformatted ]]; then
+  echo "gofmt would change these files (run: gofmt -w <file>):"
+  echo "$unformatted"
+  exit 1
+fi
+echo "ok"
+
+for m in "${modules[@]}"; do
+  step "go vet ($m)"
+  (cd "$m" && go vet ./...)
+  echo "ok"
+done
+
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+status=0
+for m in "${modules[@]}"; do
+  step "go test ($m)"
+  start=$SECONDS
+  # -race on the packages; services/e2e builds and runs the real binaries.
+  (cd "$m" && go test -race -count=1 -v ./... 2>&1) | tee -a "$log" || status=1
+  echo "($m: $((SECONDS - start)) s)"
+done
+
+passed=$(grep -cE '^\s*--- PASS' "$log" || true)
+failed=$(grep -cE '^\s*--- FAIL' "$log" || true)
+skipped=$(grep -cE '^\s*--- SKIP' "$log" || true)
+if ((failed > 0)); then
+  step "failed tests"
+  grep -E '^\s*--- FAIL' "$log"
+fi
+echo
+echo "tests: $passed passed, $failed failed, $skipped skipped"
+if ((status == 0 && failed > 0)); then status=1; fi
+exit $status
