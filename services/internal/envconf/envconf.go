@@ -180,20 +180,19 @@ func validPort(p string) bool {
 	return err == nil && n >= 0 && n <= 65535
 }
 
-// HTTPSURL parses a required absolute https:// URL (http:// only when allowInsecure).
-func (l *Loader) HTTPSURL(name, expect string, allowInsecure bool) *url.URL {
+// HTTPSURL parses a required absolute https:// URL ("" when missing or malformed).
+func (l *Loader) HTTPSURL(name, expect string) string {
 	v, ok := l.raw(name)
 	if !ok {
 		l.missing(name, expect)
-		return nil
+		return ""
 	}
 	u, err := url.Parse(v)
-	okScheme := err == nil && (u.Scheme == "https" || (allowInsecure && u.Scheme == "http"))
-	if !okScheme || u.Host == "" {
+	if err != nil || u.Scheme != "https" || u.Host == "" {
 		l.malformed(name, "an absolute https:// URL: "+expect)
-		return nil
+		return ""
 	}
-	return u
+	return u.String()
 }
 
 // Base64Key decodes a required standard-base64 value of exactly n bytes.

@@ -26,7 +26,7 @@ func TestMissingAndMalformedValuesNameTheVariable(t *testing.T) {
 	l.Int("PORT", 1, 1, 65535)
 	l.Base64Key("KEY", 32)
 	l.Bool("FLAG", false)
-	l.HTTPSURL("URL", "an https URL", false)
+	l.HTTPSURL("URL", "an https URL")
 	l.Addr("ADDR", ":80")
 	l.File("CERT", "a certificate")
 	err := l.Err()
@@ -68,7 +68,7 @@ func TestValidValuesParse(t *testing.T) {
 	if !l.Bool("B", false) {
 		t.Error("bool")
 	}
-	if u := l.HTTPSURL("U", "", false); u == nil || u.Host != "ac-service" {
+	if u := l.HTTPSURL("U", ""); u != "https://ac-service/jwks" {
 		t.Errorf("url = %v", u)
 	}
 	if a := l.Addr("A", ""); a != "127.0.0.1:8080" {

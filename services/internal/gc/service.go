@@ -38,9 +38,7 @@ func LoadConfig(l *envconf.Loader) Config {
 		MCTTL:       l.Duration("GC_MC_TTL", 30*time.Second, time.Second, time.Hour),
 		DBMaxConns:  l.Int("GC_DB_MAX_CONNS", 10, 1, 200),
 	}
-	if u := l.HTTPSURL("GC_AC_JWKS_URL", "AC's JWKS, e.g. https://ac-service/.well-known/jwks.json", false); u != nil {
-		c.JWKSURL = u.String()
-	}
+	c.JWKSURL = l.HTTPSURL("GC_AC_JWKS_URL", "AC's JWKS, e.g. https://ac-service/.well-known/jwks.json")
 	return c
 }
 
@@ -122,22 +120,16 @@ func (s *Service) Routes(mux *http.ServeMux) {
 	mux.Handle("GET /v1/meeting-controllers", s.verifier.Require(s.kit.Logger, http.HandlerFunc(s.list)))
 }
 
-func writeJSON(w http.ResponseWriter, code int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(code)
-	_ = json.NewEncoder(w).Encode(v)
-}
-
 func (s *Service) register(w http.ResponseWriter, r *http.Request) {
 	var reg wire.MCRegistration
 	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 16<<10))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&reg); err != nil {
-		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "malformed JSON body"})
+		wire.WriteJSON(w, http.StatusBadRequest, map[string]string{"error": "malformed JSON body"})
 		return
 	}
 	if err := reg.Validate(); err != nil {
-		writeJSON(w, http.StatusBadRequest, map[string]string{"error": err.Error()})
+		wire.WriteJSON(w, http.StatusBadRequest, map[string]string{"error": err.Error()})
 		return
 	}
 	var mc wire.MeetingController
@@ -148,10 +140,10 @@ func (s *Service) register(w http.ResponseWriter, r *http.Request) {
 		reg.ID, reg.Endpoint, reg.Region).Scan(&mc.ID, &mc.Endpoint, &mc.Region, &mc.RegisteredAt, &mc.LastHeartbeat)
 	if err != nil {
 		s.kit.Logger.Warn("registering meeting controller failed", "error", err.Error())
-		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "registry unavailable"})
+		wire.WriteJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "registry unavailable"})
 		return
 	}
-	writeJSON(w, http.StatusOK, mc)
+	wire.WriteJSON(w, http.StatusOK, mc)
 }
 
 func (s *Service) list(w http.ResponseWriter, r *http.Request) {
@@ -159,7 +151,7 @@ func (s *Service) list(w http.ResponseWriter, r *http.Request) {
 		SELECT id, endpoint, region, registered_at, last_heartbeat FROM meeting_controllers
 		WHERE last_heartbeat > now() - make_interval(secs => $1) ORDER BY id`, s.cfg.MCTTL.Seconds())
 	if err != nil {
-		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "registry unavailable"})
+		wire.WriteJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "registry unavailable"})
 		return
 	}
 	defer rows.Close()
@@ -167,14 +159,14 @@ func (s *Service) list(w http.ResponseWriter, r *http.Request) {
 	for rows.Next() {
 		var mc wire.MeetingController
 		if err := rows.Scan(&mc.ID, &mc.Endpoint, &mc.Region, &mc.RegisteredAt, &mc.LastHeartbeat); err != nil {
-			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "registry unavailable"})
+			wire.WriteJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "registry unavailable"})
 			return
 		}
 		live = append(live, mc)
 	}
 	if rows.Err() != nil {
-		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "registry unavailable"})
+		wire.WriteJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "registry unavailable"})
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"meeting_controllers": live})
+	wire.WriteJSON(w, http.StatusOK, map[string]any{"meeting_controllers": live})
 }

@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/url"
 	"os"
 	"strconv"
 	"time"
@@ -60,18 +59,11 @@ func LoadConfig(l *envconf.Loader) Config {
 	if _, _, err := net.SplitHostPort(c.RedisAddr); c.RedisAddr != "" && err != nil {
 		l.Problemf("MC_REDIS_ADDR is malformed: expected host:port, e.g. redis:6379")
 	}
-	c.AdvertiseURL = urlString(l.HTTPSURL("MC_ADVERTISE_URL", "this MC's API URL as GC and MHs reach it, e.g. https://meeting-controller", false))
-	c.GCURL = urlString(l.HTTPSURL("MC_GC_URL", "GC's API base URL, e.g. https://global-controller", false))
-	c.TokenURL = urlString(l.HTTPSURL("MC_AC_TOKEN_URL", "AC's token endpoint, e.g. https://ac-service/v1/oauth/token", false))
-	c.JWKSURL = urlString(l.HTTPSURL("MC_AC_JWKS_URL", "AC's JWKS, e.g. https://ac-service/.well-known/jwks.json", false))
+	c.AdvertiseURL = l.HTTPSURL("MC_ADVERTISE_URL", "this MC's API URL as GC and MHs reach it, e.g. https://meeting-controller")
+	c.GCURL = l.HTTPSURL("MC_GC_URL", "GC's API base URL, e.g. https://global-controller")
+	c.TokenURL = l.HTTPSURL("MC_AC_TOKEN_URL", "AC's token endpoint, e.g. https://ac-service/v1/oauth/token")
+	c.JWKSURL = l.HTTPSURL("MC_AC_JWKS_URL", "AC's JWKS, e.g. https://ac-service/.well-known/jwks.json")
 	return c
-}
-
-func urlString(u *url.URL) string {
-	if u == nil {
-		return ""
-	}
-	return u.String()
 }
 
 // Service is a running MC.
@@ -149,27 +141,11 @@ func (s *Service) ready(ctx context.Context) bool {
 func (s *Service) Run(ctx context.Context) error {
 	go s.keys.Run(ctx)
 	reg := wire.MCRegistration{ID: s.cfg.ID, Endpoint: s.cfg.AdvertiseURL, Region: s.cfg.Region}
-	url := s.cfg.GCURL + "/v1/meeting-controllers"
-	failing := false
-	opskit.Every(ctx, s.cfg.HeartbeatInterval, s.cfg.HeartbeatInterval, func(ctx context.Context) error {
-		hctx, cancel := context.WithTimeout(ctx, s.cfg.HeartbeatInterval)
-		defer cancel()
-		if err := s.gc.PostJSON(hctx, url, reg, nil); err != nil {
-			s.beats.WithLabelValues("error").Inc()
-			if ctx.Err() == nil && !failing {
-				s.kit.Logger.Warn("GC registration failed", "gc", s.cfg.GCURL, "error", err.Error())
-			}
-			failing = true
-			return err
-		}
-		s.beats.WithLabelValues("ok").Inc()
-		if failing || s.gcReg.Last().IsZero() {
-			s.kit.Logger.Info("registered with GC", "gc", s.cfg.GCURL, "id", s.cfg.ID)
-		}
-		failing = false
-		s.gcReg.Mark(time.Now())
-		return nil
-	})
+	authn.Heartbeat{
+		Client: s.gc, URL: s.cfg.GCURL + "/v1/meeting-controllers", Interval: s.cfg.HeartbeatInterval,
+		Body:  func() (any, error) { return reg, nil },
+		Fresh: &s.gcReg, Results: s.beats, Logger: s.kit.Logger,
+	}.Run(ctx)
 	return nil
 }
 
@@ -185,28 +161,22 @@ func (s *Service) Routes(mux *http.ServeMux) {
 func (s *Service) registryKey() string  { return "dt:mc:" + s.cfg.ID + ":media-handlers" }
 func (s *Service) heartbeatKey() string { return "dt:mc:" + s.cfg.ID + ":media-handlers:heartbeat" }
 
-func writeJSON(w http.ResponseWriter, code int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(code)
-	_ = json.NewEncoder(w).Encode(v)
-}
-
 func (s *Service) register(w http.ResponseWriter, r *http.Request) {
 	// Taking registrations while not ready would hand MHs to an MC that GC
 	// does not know; refusing makes the readiness chain MH → MC → GC hold.
 	if !s.ready(r.Context()) {
-		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "meeting controller not ready"})
+		wire.WriteJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "meeting controller not ready"})
 		return
 	}
 	var mh wire.MHRegistration
 	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 16<<10))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&mh); err != nil {
-		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "malformed JSON body"})
+		wire.WriteJSON(w, http.StatusBadRequest, map[string]string{"error": "malformed JSON body"})
 		return
 	}
 	if err := mh.Validate(); err != nil {
-		writeJSON(w, http.StatusBadRequest, map[string]string{"error": err.Error()})
+		wire.WriteJSON(w, http.StatusBadRequest, map[string]string{"error": err.Error()})
 		return
 	}
 	data, _ := json.Marshal(mh)
@@ -218,10 +188,10 @@ func (s *Service) register(w http.ResponseWriter, r *http.Request) {
 	})
 	if err != nil {
 		s.kit.Logger.Warn("storing media handler failed", "error", err.Error())
-		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "registry unavailable"})
+		wire.WriteJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "registry unavailable"})
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"id": mh.ID, "heartbeat_interval_ms": s.cfg.HeartbeatInterval.Milliseconds()})
+	wire.WriteJSON(w, http.StatusOK, map[string]any{"id": mh.ID, "heartbeat_interval_ms": s.cfg.HeartbeatInterval.Milliseconds()})
 }
 
 func (s *Service) list(w http.ResponseWriter, r *http.Request) {
@@ -258,8 +228,8 @@ func (s *Service) list(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if err != nil {
-		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "registry unavailable"})
+		wire.WriteJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "registry unavailable"})
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"media_handlers": live})
+	wire.WriteJSON(w, http.StatusOK, map[string]any{"media_handlers": live})
 }

@@ -4,11 +4,9 @@ package mh
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"net"
 	"net/http"
-	"net/url"
 	"os"
 	"sync"
 	"time"
@@ -61,17 +59,10 @@ func LoadConfig(l *envconf.Loader) Config {
 			l.Problemf("MH_ADVERTISE_MEDIA_ADDR is malformed: expected host:port clients can reach")
 		}
 	}
-	c.AdvertiseURL = urlString(l.HTTPSURL("MH_ADVERTISE_URL", "this MH's API URL as MC reaches it, e.g. https://media-handler-0.media-handler", false))
-	c.MCURL = urlString(l.HTTPSURL("MH_MC_URL", "MC's API base URL, e.g. https://meeting-controller", false))
-	c.TokenURL = urlString(l.HTTPSURL("MH_AC_TOKEN_URL", "AC's token endpoint, e.g. https://ac-service/v1/oauth/token", false))
+	c.AdvertiseURL = l.HTTPSURL("MH_ADVERTISE_URL", "this MH's API URL as MC reaches it, e.g. https://media-handler-0.media-handler")
+	c.MCURL = l.HTTPSURL("MH_MC_URL", "MC's API base URL, e.g. https://meeting-controller")
+	c.TokenURL = l.HTTPSURL("MH_AC_TOKEN_URL", "AC's token endpoint, e.g. https://ac-service/v1/oauth/token")
 	return c
-}
-
-func urlString(u *url.URL) string {
-	if u == nil {
-		return ""
-	}
-	return u.String()
 }
 
 // Service is a running MH.
@@ -85,8 +76,7 @@ type Service struct {
 	mu    sync.Mutex
 	relay *Relay // nil until the media port is bound
 
-	utilization prometheus.GaugeFunc
-	beats       *prometheus.CounterVec
+	beats *prometheus.CounterVec
 }
 
 // New builds MH.
@@ -214,33 +204,18 @@ func (s *Service) MediaAddr() net.Addr {
 }
 
 func (s *Service) heartbeat(ctx context.Context) {
-	url := s.cfg.MCURL + "/v1/media-handlers"
-	failing := false
-	opskit.Every(ctx, s.cfg.HeartbeatInterval, s.cfg.HeartbeatInterval, func(ctx context.Context) error {
-		if s.currentRelay() == nil {
-			return errors.New("media port not bound")
-		}
-		u := s.meter.Utilization(time.Now())
-		reg := wire.MHRegistration{ID: s.cfg.ID, MediaAddr: s.cfg.AdvertiseMediaAddr, Endpoint: s.cfg.AdvertiseURL,
-			Utilization: u, Admitting: AdmitsNewParticipants(u)}
-		hctx, cancel := context.WithTimeout(ctx, s.cfg.HeartbeatInterval)
-		defer cancel()
-		if err := s.mc.PostJSON(hctx, url, reg, nil); err != nil {
-			s.beats.WithLabelValues("error").Inc()
-			if ctx.Err() == nil && !failing {
-				s.kit.Logger.Warn("MC registration failed", "mc", s.cfg.MCURL, "error", err.Error())
+	authn.Heartbeat{
+		Client: s.mc, URL: s.cfg.MCURL + "/v1/media-handlers", Interval: s.cfg.HeartbeatInterval,
+		Body: func() (any, error) {
+			if s.currentRelay() == nil {
+				return nil, errors.New("media port not bound")
 			}
-			failing = true
-			return err
-		}
-		s.beats.WithLabelValues("ok").Inc()
-		if failing || s.mcReg.Last().IsZero() {
-			s.kit.Logger.Info("registered with MC", "mc", s.cfg.MCURL, "id", s.cfg.ID)
-		}
-		failing = false
-		s.mcReg.Mark(time.Now())
-		return nil
-	})
+			u := s.meter.Utilization(time.Now())
+			return wire.MHRegistration{ID: s.cfg.ID, MediaAddr: s.cfg.AdvertiseMediaAddr, Endpoint: s.cfg.AdvertiseURL,
+				Utilization: u, Admitting: AdmitsNewParticipants(u)}, nil
+		},
+		Fresh: &s.mcReg, Results: s.beats, Logger: s.kit.Logger,
+	}.Run(ctx)
 }
 
 // Close is a no-op: Run closes the socket when its context ends.
@@ -263,7 +238,6 @@ func (s *Service) Routes(mux *http.ServeMux) {
 		if r := s.currentRelay(); r != nil {
 			l.Sessions, l.Participants = r.Counts()
 		}
-		w.Header().Set("Content-Type", "application/json")
-		_ = json.NewEncoder(w).Encode(l)
+		wire.WriteJSON(w, http.StatusOK, l)
 	})
 }

@@ -3,8 +3,10 @@
 package wire
 
 import (
+	"encoding/json"
 	"errors"
 	"net"
+	"net/http"
 	"net/url"
 	"regexp"
 	"strconv"
@@ -71,4 +73,11 @@ func (m MHRegistration) Validate() error {
 		return errors.New("utilization must be a ratio between 0 and 100")
 	}
 	return nil
+}
+
+// WriteJSON answers with v as JSON.
+func WriteJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(v)
 }

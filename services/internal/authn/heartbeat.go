@@ -1,0 +1,51 @@
+package authn
+
+import (
+	"context"
+	"log/slog"
+	"time"
+
+	"github.com/darktower/delivery/services/internal/opskit"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Heartbeat registers with an upstream service and repeats every Interval:
+// MC with GC, MH with MC. Fresh records the last success for readiness.
+type Heartbeat struct {
+	Client   *ServiceClient
+	URL      string
+	Interval time.Duration
+	Body     func() (any, error) // nil error: send; error: skip this beat (counts as failed)
+	Fresh    *opskit.Freshness
+	Results  *prometheus.CounterVec // label "result": ok | error
+	Logger   *slog.Logger
+}
+
+// Run beats until ctx ends. A failure is logged once until the next success,
+// so an upstream outage does not flood the log.
+func (h Heartbeat) Run(ctx context.Context) {
+	failing := false
+	opskit.Every(ctx, h.Interval, h.Interval, func(ctx context.Context) error {
+		body, err := h.Body()
+		if err == nil {
+			bctx, cancel := context.WithTimeout(ctx, h.Interval)
+			err = h.Client.PostJSON(bctx, h.URL, body, nil)
+			cancel()
+		}
+		if err != nil {
+			h.Results.WithLabelValues("error").Inc()
+			if ctx.Err() == nil && !failing {
+				h.Logger.Warn("registration failed; retrying every interval", "upstream", h.URL, "error", err.Error())
+			}
+			failing = true
+			return err
+		}
+		h.Results.WithLabelValues("ok").Inc()
+		if failing || h.Fresh.Last().IsZero() {
+			h.Logger.Info("registered", "upstream", h.URL)
+		}
+		failing = false
+		h.Fresh.Mark(time.Now())
+		return nil
+	})
+}
