@@ -6,6 +6,7 @@ package main
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -14,6 +15,9 @@ import (
 	"sort"
 	"strings"
 	"syscall"
+
+	"github.com/darktower/delivery/pipelines/build"
+	"github.com/darktower/delivery/pipelines/flow"
 )
 
 // command is one CLI verb.
@@ -28,7 +32,45 @@ type usageError struct{ msg string }
 func (e usageError) Error() string { return e.msg }
 
 var commands = map[string]command{
-	"version": {summary: "print the pipeline's version and build information", run: runVersion},
+	"version":   {summary: "print the pipeline's version and build information", run: runVersion},
+	"build-all": {summary: "build the services' OCI images into dist/ (the main job)", run: runBuildAll},
+}
+
+// csv splits a comma-separated flag value, dropping empty items.
+func csv(s string) []string {
+	var out []string
+	for _, v := range strings.Split(s, ",") {
+		if v = strings.TrimSpace(v); v != "" {
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
+func runBuildAll(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("build-all", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	services := fs.String("services", "", "comma-separated services to build (default: all in images/)")
+	platforms := fs.String("platforms", "", "comma-separated platforms, e.g. linux/amd64 (default: each spec's own)")
+	out := fs.String("out", "dist", "output directory")
+	base := fs.String("base", build.BaseSkeleton, `base image: "skeleton" (built in) or oci-layout:PATH`)
+	caBundle := fs.String("ca-bundle", "", "CA bundle for the skeleton base (default: the host's)")
+	version := fs.String("version", "", "version to stamp (default: git describe, or 0.0.0-dev+<revision>)")
+	sourceURL := fs.String("source-url", "https://github.com/darktower/delivery", "org.opencontainers.image.source label")
+	jobs := fs.Int("jobs", 0, "parallel compiles (default: number of CPUs)")
+	if err := fs.Parse(args); err != nil {
+		return usageError{err.Error()}
+	}
+	if fs.NArg() > 0 {
+		return usageError{fmt.Sprintf("unexpected argument %q", fs.Arg(0))}
+	}
+	root, err := os.Getwd()
+	if err != nil {
+		return err
+	}
+	_, err = flow.BuildAll(ctx, flow.BuildAllOptions{Root: root, Services: csv(*services), Platforms: csv(*platforms),
+		Out: *out, Base: *base, CABundle: *caBundle, Version: *version, SourceURL: *sourceURL, Jobs: *jobs, Progress: stdout})
+	return err
 }
 
 func runVersion(_ context.Context, args []string, stdout, _ io.Writer) error {

@@ -26,6 +26,13 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
+// Version and Revision are stamped at link time by the pipeline's build
+// stage (-ldflags -X .../opskit.Version=...).
+var (
+	Version  = "dev"
+	Revision = "unknown"
+)
+
 // Common is the configuration every service takes.
 type Common struct {
 	Service          string
@@ -98,6 +105,10 @@ func NewKit(c Common, out io.Writer) (*Kit, error) {
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	buildInfo := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "darktower_build_info", Help: "Always 1; the labels say which build runs."},
+		[]string{"version", "revision"})
+	buildInfo.WithLabelValues(Version, Revision).Set(1)
+	reg.MustRegister(buildInfo)
 	logger := slog.New(slog.NewJSONHandler(out, &slog.HandlerOptions{Level: c.LogLevel})).With("service", c.Service)
 	return &Kit{Logger: logger, Registry: reg, HTTPClient: newHTTPClient(ctls), ClientTLS: ctls}, nil
 }
@@ -211,7 +222,7 @@ func (s *Server) Run(ctx context.Context) error {
 			fatal <- fmt.Errorf("API listener: %w", err)
 		}
 	}()
-	log.Info("serving", "ops_addr", s.OpsAddr().String(), "api_addr", s.APIAddr().String(),
+	log.Info("serving", "version", Version, "revision", Revision, "ops_addr", s.OpsAddr().String(), "api_addr", s.APIAddr().String(),
 		"dependencies", s.readiness.Names(), "startup_ms", time.Since(started).Milliseconds())
 
 	var runErr error

@@ -1,0 +1,331 @@
+// Package build is the pipeline's build stage: it compiles each service per
+// platform and assembles distroless, non-root, reproducible OCI images and
+// a multi-platform index per service, daemonless, with go-containerregistry.
+// Like ko, it only builds: the images land in an OCI layout under the output
+// directory; publishing to a registry is a separate step.
+package build
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/darktower/delivery/pipelines/catalog"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+)
+
+// Options are the build stage's inputs.
+type Options struct {
+	Root      string             // repository root (modules are relative to it)
+	Specs     []*catalog.Spec    // what to build
+	Platforms []catalog.Platform // nil: each spec's own platforms
+	Base      *Base              // resolved base image
+	Epoch     time.Time          // SOURCE_DATE_EPOCH: created time and every mtime
+	Version   string             // stamped into binaries and labels
+	Revision  string             // source revision, stamped likewise
+	Source    string             // org.opencontainers.image.source
+	WorkDir   string             // where binaries are compiled (a temp dir when empty)
+	Jobs      int                // parallel compiles (NumCPU when 0)
+	Progress  io.Writer          // one line per step with durations (nil: silent)
+}
+
+// PlatformImage is one built per-platform image.
+type PlatformImage struct {
+	Platform         catalog.Platform `json:"platform"`
+	Digest           string           `json:"digest"`
+	CompressedSize   int64            `json:"compressedSize"`
+	UncompressedSize int64            `json:"uncompressedSize"`
+	Layers           int              `json:"layers"`
+	image            v1.Image
+}
+
+// Image is one built service: its index and per-platform images.
+type Image struct {
+	Service    string          `json:"service"`
+	Tag        string          `json:"tag"`
+	Digest     string          `json:"digest"`
+	BaseName   string          `json:"baseName"`
+	BaseDigest string          `json:"baseDigest"`
+	Platforms  []PlatformImage `json:"platforms"`
+	Index      v1.ImageIndex   `json:"-"`
+}
+
+// Result is the build stage's output.
+type Result struct {
+	Images  []*Image
+	Compile time.Duration
+	Build   time.Duration
+}
+
+func (o *Options) progress(format string, a ...any) {
+	if o.Progress != nil {
+		fmt.Fprintf(o.Progress, format+"\n", a...)
+	}
+}
+
+func (o *Options) platformsFor(s *catalog.Spec) []catalog.Platform {
+	if len(o.Platforms) == 0 {
+		return s.Platforms
+	}
+	return o.Platforms
+}
+
+// Run compiles and assembles every spec. It returns only complete results:
+// any failure fails the whole stage.
+func Run(ctx context.Context, o Options) (*Result, error) {
+	if o.Base == nil || o.Epoch.IsZero() || o.Version == "" {
+		return nil, errors.New("build: Base, Epoch and Version are required")
+	}
+	work := o.WorkDir
+	if work == "" {
+		dir, err := os.MkdirTemp("", "darktower-build-")
+		if err != nil {
+			return nil, err
+		}
+		defer os.RemoveAll(dir)
+		work = dir
+	}
+	start := time.Now()
+	bins, err := compileAll(ctx, o, work)
+	if err != nil {
+		return nil, err
+	}
+	res := &Result{Compile: time.Since(start)}
+	for _, s := range o.Specs {
+		t := time.Now()
+		img, err := assemble(o, s, bins)
+		if err != nil {
+			return nil, fmt.Errorf("assembling %s: %w", s.Name, err)
+		}
+		o.progress("build: %-20s assembled %s in %s", s.Name, shortDigest(img.Digest), time.Since(t).Round(time.Millisecond))
+		res.Images = append(res.Images, img)
+	}
+	res.Build = time.Since(start)
+	return res, nil
+}
+
+type binKey struct {
+	service  string
+	platform catalog.Platform
+}
+
+// compileAll builds every (service, platform) binary in parallel.
+func compileAll(ctx context.Context, o Options, work string) (map[binKey]string, error) {
+	type job struct {
+		spec *catalog.Spec
+		p    catalog.Platform
+	}
+	var jobs []job
+	for _, s := range o.Specs {
+		for _, p := range o.platformsFor(s) {
+			jobs = append(jobs, job{s, p})
+		}
+	}
+	n := o.Jobs
+	if n <= 0 {
+		n = runtime.NumCPU()
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	sem := make(chan struct{}, n)
+	var mu sync.Mutex
+	bins := map[binKey]string{}
+	var errs []error
+	var wg sync.WaitGroup
+	for _, j := range jobs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			if ctx.Err() != nil {
+				return
+			}
+			t := time.Now()
+			out := filepath.Join(work, j.p.OS+"-"+j.p.Arch, j.spec.Name)
+			err := compile(ctx, o, j.spec, j.p, out)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				errs = append(errs, err)
+				cancel() // one failure fails the stage; stop the rest early
+				return
+			}
+			bins[binKey{j.spec.Name, j.p}] = out
+			o.progress("build: %-20s %s compiled in %s", j.spec.Name, j.p, time.Since(t).Round(time.Millisecond))
+		}()
+	}
+	wg.Wait()
+	if len(errs) > 0 {
+		sort.Slice(errs, func(i, k int) bool { return errs[i].Error() < errs[k].Error() })
+		return nil, errors.Join(errs...)
+	}
+	return bins, ctx.Err()
+}
+
+// opskitPkg is where the services keep their link-time version variables.
+const opskitPkg = "github.com/darktower/delivery/services/internal/opskit"
+
+func compile(ctx context.Context, o Options, s *catalog.Spec, p catalog.Platform, out string) error {
+	modDir := filepath.Join(o.Root, s.Module)
+	if _, err := os.Stat(filepath.Join(modDir, s.Main)); err != nil {
+		return fmt.Errorf("%s: main package %s not found in %s (spec %s)", s.Name, s.Main, modDir, s.File)
+	}
+	ldflags := fmt.Sprintf("-s -w -buildid= -X %s.Version=%s -X %s.Revision=%s", opskitPkg, o.Version, opskitPkg, o.Revision)
+	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-buildvcs=false", "-ldflags", ldflags, "-o", out, s.Main)
+	cmd.Dir = modDir
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS="+p.OS, "GOARCH="+p.Arch, "GOFLAGS=-mod=readonly")
+	if output, err := cmd.CombinedOutput(); err != nil {
+		if ctx.Err() != nil {
+			return fmt.Errorf("%s %s: cancelled", s.Name, p)
+		}
+		return fmt.Errorf("%s %s: go build failed: %v\n%s", s.Name, p, err, strings.TrimSpace(string(output)))
+	}
+	return nil
+}
+
+// appLayer holds only the binary (and its parent directories), root-owned,
+// mode 0755, mtime = epoch.
+func appLayer(binaryPath, binPathInImage string, epoch time.Time) (v1.Layer, error) {
+	body, err := os.ReadFile(binaryPath)
+	if err != nil {
+		return nil, err
+	}
+	rel := strings.TrimPrefix(binPathInImage, "/")
+	var entries []tarEntry
+	parts := strings.Split(rel, "/")
+	for i := 1; i < len(parts); i++ {
+		entries = append(entries, tarEntry{path: strings.Join(parts[:i], "/"), mode: 0o755, dir: true})
+	}
+	entries = append(entries, tarEntry{path: rel, mode: 0o755, body: body})
+	return tarLayer(entries, epoch)
+}
+
+func assemble(o Options, s *catalog.Spec, bins map[binKey]string) (*Image, error) {
+	labels := map[string]string{
+		"org.opencontainers.image.title":       s.Name,
+		"org.opencontainers.image.description": s.Description,
+		"org.opencontainers.image.source":      o.Source,
+		"org.opencontainers.image.revision":    o.Revision,
+		"org.opencontainers.image.version":     o.Version,
+		"org.opencontainers.image.created":     o.Epoch.UTC().Format(time.RFC3339),
+		"org.opencontainers.image.base.name":   o.Base.Name,
+		"org.opencontainers.image.base.digest": o.Base.Digest.String(),
+	}
+	for k, v := range s.Labels {
+		labels[k] = v
+	}
+	ports := map[string]struct{}{}
+	for _, p := range s.Ports {
+		ports[p] = struct{}{}
+	}
+	out := &Image{Service: s.Name, Tag: s.Name + ":" + o.Version, BaseName: o.Base.Name, BaseDigest: o.Base.Digest.String()}
+	idx := mutate.IndexMediaType(empty.Index, types.OCIImageIndex)
+	for _, p := range o.platformsFor(s) {
+		base, err := o.Base.Image(p)
+		if err != nil {
+			return nil, err
+		}
+		layer, err := appLayer(bins[binKey{s.Name, p}], s.Binary, o.Epoch)
+		if err != nil {
+			return nil, err
+		}
+		img, err := mutate.Append(base, mutate.Addendum{Layer: layer, History: v1.History{
+			CreatedBy: "darktower build-all: " + s.Binary, Comment: s.Main}})
+		if err != nil {
+			return nil, err
+		}
+		img, err = setConfig(img, func(cf *v1.ConfigFile) {
+			cf.OS, cf.Architecture = p.OS, p.Arch
+			cf.Config.User = "65532:65532"
+			cf.Config.Entrypoint = []string{s.Binary}
+			cf.Config.Cmd = nil
+			cf.Config.ExposedPorts = ports
+			cf.Config.Labels = labels
+			cf.Config.WorkingDir = "/home/nonroot"
+		}, o.Epoch)
+		if err != nil {
+			return nil, err
+		}
+		img = mutate.Annotations(img, labels).(v1.Image)
+		pi, err := describe(p, img)
+		if err != nil {
+			return nil, err
+		}
+		out.Platforms = append(out.Platforms, pi)
+		idx = mutate.AppendManifests(idx, mutate.IndexAddendum{Add: img,
+			Descriptor: v1.Descriptor{Platform: &v1.Platform{OS: p.OS, Architecture: p.Arch}}})
+	}
+	out.Index = mutate.Annotations(idx, labels).(v1.ImageIndex)
+	d, err := out.Index.Digest()
+	if err != nil {
+		return nil, err
+	}
+	out.Digest = d.String()
+	return out, nil
+}
+
+func describe(p catalog.Platform, img v1.Image) (PlatformImage, error) {
+	pi := PlatformImage{Platform: p, image: img}
+	d, err := img.Digest()
+	if err != nil {
+		return pi, err
+	}
+	pi.Digest = d.String()
+	layers, err := img.Layers()
+	if err != nil {
+		return pi, err
+	}
+	pi.Layers = len(layers)
+	for _, l := range layers {
+		c, err := l.Size()
+		if err != nil {
+			return pi, err
+		}
+		u, err := uncompressedSize(l)
+		if err != nil {
+			return pi, err
+		}
+		pi.CompressedSize += c
+		pi.UncompressedSize += u
+	}
+	return pi, nil
+}
+
+func uncompressedSize(l v1.Layer) (int64, error) {
+	rc, err := l.Uncompressed()
+	if err != nil {
+		return 0, err
+	}
+	defer rc.Close()
+	return io.Copy(io.Discard, rc)
+}
+
+func shortDigest(d string) string {
+	if i := strings.IndexByte(d, ':'); i >= 0 && len(d) > i+13 {
+		return d[:i+13]
+	}
+	return d
+}
+
+// ParseEpoch reads SOURCE_DATE_EPOCH (seconds since 1970).
+func ParseEpoch(s string) (time.Time, error) {
+	n, err := strconv.ParseInt(strings.TrimSpace(s), 10, 64)
+	if err != nil || n < 0 {
+		return time.Time{}, fmt.Errorf("SOURCE_DATE_EPOCH=%q is not a non-negative number of seconds", s)
+	}
+	return time.Unix(n, 0).UTC(), nil
+}

@@ -1,0 +1,126 @@
+package build
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/layout"
+)
+
+// Output file names under the output directory.
+const (
+	LayoutDir    = "oci"
+	ManifestFile = "manifest.json"
+	SummaryFile  = "summary.md"
+)
+
+// Manifest is dist/manifest.json: what the build produced, for later
+// stages and for people.
+type Manifest struct {
+	Version  string   `json:"version"`
+	Revision string   `json:"revision"`
+	Created  string   `json:"created"`
+	Layout   string   `json:"layout"`
+	Images   []*Image `json:"images"`
+}
+
+// PrepareOutput makes sure out is writable and removes a previous
+// manifest, so a failed build never leaves one claiming old images.
+func PrepareOutput(out string) error {
+	if err := os.MkdirAll(out, 0o755); err != nil {
+		return fmt.Errorf("output directory %s: %w (choose another with --out)", out, err)
+	}
+	probe, err := os.CreateTemp(out, ".write-test-")
+	if err != nil {
+		return fmt.Errorf("output directory %s is not writable: %w (choose another with --out)", out, err)
+	}
+	probe.Close()
+	os.Remove(probe.Name())
+	for _, f := range []string{ManifestFile, SummaryFile} {
+		if err := os.Remove(filepath.Join(out, f)); err != nil && !os.IsNotExist(err) {
+			return err
+		}
+	}
+	return nil
+}
+
+// WriteOutputs writes the OCI layout (every image tagged service:version),
+// then manifest.json and the Markdown summary — the manifest last, and by
+// rename, so it exists only when everything it names does.
+func WriteOutputs(out string, res *Result, version, revision string, epoch time.Time) (*Manifest, error) {
+	layoutPath := filepath.Join(out, LayoutDir)
+	tmpLayout := layoutPath + ".tmp"
+	os.RemoveAll(tmpLayout)
+	p, err := layout.Write(tmpLayout, empty.Index)
+	if err != nil {
+		return nil, err
+	}
+	for _, img := range res.Images {
+		if err := p.AppendIndex(img.Index, layout.WithAnnotations(map[string]string{
+			"org.opencontainers.image.ref.name": img.Tag,
+		})); err != nil {
+			return nil, fmt.Errorf("writing %s to the OCI layout: %w", img.Service, err)
+		}
+	}
+	if err := os.RemoveAll(layoutPath); err != nil {
+		return nil, err
+	}
+	if err := os.Rename(tmpLayout, layoutPath); err != nil {
+		return nil, err
+	}
+	m := &Manifest{Version: version, Revision: revision, Created: epoch.UTC().Format(time.RFC3339), Layout: LayoutDir, Images: res.Images}
+	if err := os.WriteFile(filepath.Join(out, SummaryFile), []byte(Summary(m, res)), 0o644); err != nil {
+		return nil, err
+	}
+	data, err := json.MarshalIndent(m, "", "  ")
+	if err != nil {
+		return nil, err
+	}
+	tmp := filepath.Join(out, ManifestFile+".tmp")
+	if err := os.WriteFile(tmp, append(data, '\n'), 0o644); err != nil {
+		return nil, err
+	}
+	return m, os.Rename(tmp, filepath.Join(out, ManifestFile))
+}
+
+// Summary renders the Markdown summary (also suitable for a CI job summary).
+func Summary(m *Manifest, res *Result) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "# Dark Tower build %s\n\nRevision `%s`, created %s.\n\n", m.Version, m.Revision, m.Created)
+	b.WriteString("| service | index digest | platform | image digest | compressed | uncompressed | layers |\n")
+	b.WriteString("|---|---|---|---|---:|---:|---:|\n")
+	for _, img := range m.Images {
+		for i, p := range img.Platforms {
+			name, digest := "", ""
+			if i == 0 {
+				name, digest = img.Service, "`"+shortDigest(img.Digest)+"`"
+			}
+			fmt.Fprintf(&b, "| %s | %s | %s | `%s` | %s | %s | %d |\n", name, digest, p.Platform,
+				shortDigest(p.Digest), humanBytes(p.CompressedSize), humanBytes(p.UncompressedSize), p.Layers)
+		}
+	}
+	if len(m.Images) > 0 {
+		fmt.Fprintf(&b, "\nBase: %s (`%s`).\n", m.Images[0].BaseName, shortDigest(m.Images[0].BaseDigest))
+	}
+	if res != nil {
+		fmt.Fprintf(&b, "\n| stage | duration |\n|---|---:|\n| compile | %s |\n| build (compile + assemble) | %s |\n",
+			res.Compile.Round(time.Millisecond), res.Build.Round(time.Millisecond))
+	}
+	return b.String()
+}
+
+func humanBytes(n int64) string {
+	switch {
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	case n >= 1<<10:
+		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
+	default:
+		return fmt.Sprintf("%d B", n)
+	}
+}

@@ -1,0 +1,102 @@
+// Package flow composes the stages into the pipeline's jobs. Each flow is
+// what one CLI command (and the Dagger function of the same name) runs.
+package flow
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"path/filepath"
+	"time"
+
+	"github.com/darktower/delivery/pipelines/build"
+	"github.com/darktower/delivery/pipelines/catalog"
+	"github.com/darktower/delivery/pipelines/source"
+)
+
+// BuildAllOptions are build-all's inputs, as the CLI flags give them.
+type BuildAllOptions struct {
+	Root      string   // repository root
+	Services  []string // empty: all
+	Platforms []string // empty: each spec's own
+	Out       string   // output directory (dist)
+	Base      string   // "skeleton" or "oci-layout:PATH"
+	CABundle  string   // skeleton's CA bundle (host's when empty)
+	Version   string   // overrides the git-derived version
+	SourceURL string   // org.opencontainers.image.source
+	Jobs      int
+	Env       func(string) string // environment lookup (SOURCE_DATE_EPOCH)
+	Progress  io.Writer
+}
+
+// BuildAll runs catalog → base → build → outputs. On any error nothing in
+// Out claims success (manifest.json is removed first, written last).
+func BuildAll(ctx context.Context, o BuildAllOptions) (*build.Manifest, error) {
+	say := func(f string, a ...any) {
+		if o.Progress != nil {
+			fmt.Fprintf(o.Progress, f+"\n", a...)
+		}
+	}
+	start := time.Now()
+	cat, err := catalog.Load(filepath.Join(o.Root, "images"))
+	if err != nil {
+		return nil, err
+	}
+	specs, err := cat.Select(o.Services)
+	if err != nil {
+		return nil, err
+	}
+	var platforms []catalog.Platform
+	for _, p := range o.Platforms {
+		pp, err := catalog.ParsePlatform(p)
+		if err != nil {
+			return nil, fmt.Errorf("--platforms: %w", err)
+		}
+		platforms = append(platforms, pp)
+	}
+	env := o.Env
+	if env == nil {
+		env = source.Getenv
+	}
+	src, err := source.Read(o.Root, env)
+	if err != nil {
+		return nil, err
+	}
+	if o.Version != "" {
+		src.Version = o.Version
+	}
+	if err := build.PrepareOutput(o.Out); err != nil {
+		return nil, err
+	}
+	all := platforms
+	if len(all) == 0 {
+		seen := map[catalog.Platform]bool{}
+		for _, s := range specs {
+			for _, p := range s.Platforms {
+				if !seen[p] {
+					seen[p] = true
+					all = append(all, p)
+				}
+			}
+		}
+	}
+	t := time.Now()
+	base, err := build.ResolveBase(ctx, o.Base, all, o.CABundle, src.Epoch)
+	if err != nil {
+		return nil, err
+	}
+	say("base: %s %s resolved in %s", base.Name, base.Digest, time.Since(t).Round(time.Millisecond))
+	say("build: %d service(s), version %s, revision %.12s, SOURCE_DATE_EPOCH %d", len(specs), src.Version, src.Revision, src.Epoch.Unix())
+	res, err := build.Run(ctx, build.Options{Root: o.Root, Specs: specs, Platforms: platforms, Base: base,
+		Epoch: src.Epoch, Version: src.Version, Revision: src.Revision, Source: o.SourceURL, Jobs: o.Jobs, Progress: o.Progress})
+	if err != nil {
+		return nil, err
+	}
+	m, err := build.WriteOutputs(o.Out, res, src.Version, src.Revision, src.Epoch)
+	if err != nil {
+		return nil, err
+	}
+	say("build-all: %d image(s) in %s, total %s; see %s", len(m.Images), filepath.Join(o.Out, build.LayoutDir),
+		time.Since(start).Round(time.Millisecond), filepath.Join(o.Out, build.SummaryFile))
+	return m, nil
+}
