@@ -1,11 +1,15 @@
 # Thin aliases; the work lives in Go (pipelines/, services/) and scripts/.
 export GOTOOLCHAIN := go1.27.3
 
-.PHONY: test services lint
+.PHONY: test build-all services lint
 
 ## test: install what the tests need, then gofmt, go vet and every test (the README's test command)
 test:
 	scripts/test.sh
+
+## build-all: the main job: build every image into dist/ (go run . build-all)
+build-all:
+	go run . build-all
 
 ## services: build the four service binaries into bin/
 services:

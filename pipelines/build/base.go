@@ -40,8 +40,7 @@ func (b *Base) Image(p catalog.Platform) (v1.Image, error) {
 const BaseSkeleton = "skeleton"
 
 // ResolveBase turns a --base value into a Base: "skeleton" (generated
-// in-process) or "oci-layout:PATH" (an OCI image layout on disk). Registry
-// references are resolved through the lock file (see lock.go).
+// in-process) or "oci-layout:PATH" (an OCI image layout on disk).
 func ResolveBase(ctx context.Context, value string, platforms []catalog.Platform, caBundle string, epoch time.Time) (*Base, error) {
 	switch {
 	case value == BaseSkeleton:
