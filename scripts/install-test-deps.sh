@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Installs, from Debian's packages, the servers the test suite starts on
-# loopback: PostgreSQL and Redis. Idempotent; installs only what is missing.
+# loopback: PostgreSQL, Redis and the CNCF distribution registry. Idempotent; installs only what is missing.
 set -euo pipefail
 
 need=()
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || command -v initdb >/dev/null || need+=(postgresql)
 command -v redis-server >/dev/null || need+=(redis-server)
+command -v docker-registry >/dev/null || need+=(docker-registry)
 
 if ((${#need[@]} == 0)); then
   echo "test dependencies: all present"

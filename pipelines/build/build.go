@@ -59,6 +59,7 @@ type Image struct {
 	BaseName   string          `json:"baseName"`
 	BaseDigest string          `json:"baseDigest"`
 	Platforms  []PlatformImage `json:"platforms"`
+	Pushed     string          `json:"pushed,omitempty"` // repo:tag@digest once published
 	Index      v1.ImageIndex   `json:"-"`
 }
 

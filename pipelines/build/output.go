@@ -77,15 +77,20 @@ func WriteOutputs(out string, res *Result, version, revision string, epoch time.
 	if err := os.WriteFile(filepath.Join(out, SummaryFile), []byte(Summary(m, res)), 0o644); err != nil {
 		return nil, err
 	}
+	return m, WriteManifest(out, m)
+}
+
+// WriteManifest (re)writes manifest.json atomically.
+func WriteManifest(out string, m *Manifest) error {
 	data, err := json.MarshalIndent(m, "", "  ")
 	if err != nil {
-		return nil, err
+		return err
 	}
 	tmp := filepath.Join(out, ManifestFile+".tmp")
 	if err := os.WriteFile(tmp, append(data, '\n'), 0o644); err != nil {
-		return nil, err
+		return err
 	}
-	return m, os.Rename(tmp, filepath.Join(out, ManifestFile))
+	return os.Rename(tmp, filepath.Join(out, ManifestFile))
 }
 
 // Summary renders the Markdown summary (also suitable for a CI job summary).

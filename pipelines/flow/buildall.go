@@ -11,6 +11,7 @@ import (
 
 	"github.com/darktower/delivery/pipelines/build"
 	"github.com/darktower/delivery/pipelines/catalog"
+	"github.com/darktower/delivery/pipelines/registry"
 	"github.com/darktower/delivery/pipelines/source"
 )
 
@@ -24,8 +25,9 @@ type BuildAllOptions struct {
 	CABundle  string   // skeleton's CA bundle (host's when empty)
 	Version   string   // overrides the git-derived version
 	SourceURL string   // org.opencontainers.image.source
+	Push      string   // registry/repository prefix to publish to ("" = build only)
 	Jobs      int
-	Env       func(string) string // environment lookup (SOURCE_DATE_EPOCH)
+	Env       func(string) string // environment lookup (SOURCE_DATE_EPOCH, registry credentials)
 	Progress  io.Writer
 }
 
@@ -95,6 +97,18 @@ func BuildAll(ctx context.Context, o BuildAllOptions) (*build.Manifest, error) {
 	m, err := build.WriteOutputs(o.Out, res, src.Version, src.Revision, src.Epoch)
 	if err != nil {
 		return nil, err
+	}
+	if o.Push != "" {
+		pushed, err := registry.Push(ctx, res.Images, o.Push, registry.Keychain(env), o.Progress)
+		if err != nil {
+			return nil, err
+		}
+		for i, p := range pushed {
+			res.Images[i].Pushed = p.Ref
+		}
+		if err := build.WriteManifest(o.Out, m); err != nil {
+			return nil, err
+		}
 	}
 	say("build-all: %d image(s) in %s, total %s; see %s", len(m.Images), filepath.Join(o.Out, build.LayoutDir),
 		time.Since(start).Round(time.Millisecond), filepath.Join(o.Out, build.SummaryFile))

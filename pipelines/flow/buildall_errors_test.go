@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/darktower/delivery/pipelines/build"
+	"github.com/darktower/delivery/pipelines/internal/testreg"
 )
 
 // fixtureRepo is a tiny module with one good and one broken service, so the
@@ -98,5 +99,27 @@ func TestOCILayoutBaseRoundTrip(t *testing.T) {
 	}
 	if m.Images[0].BaseDigest != first.Images[0].Digest || m.Images[0].Platforms[0].Layers != 3 {
 		t.Fatalf("base digest %s (want %s), layers %d (want 3)", m.Images[0].BaseDigest, first.Images[0].Digest, m.Images[0].Platforms[0].Layers)
+	}
+}
+
+func TestBuildAllPushRecordsRefsInManifest(t *testing.T) {
+	root := fixtureRepo(t)
+	host := testreg.Distribution(t)
+	out := filepath.Join(root, "dist")
+	m, err := BuildAll(context.Background(), BuildAllOptions{Root: root, Services: []string{"ok"}, Out: out,
+		Base: build.BaseSkeleton, Version: "1.0.0", Env: fixedEnv, Push: host + "/darktower"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := host + "/darktower/ok:1.0.0@" + m.Images[0].Digest
+	raw, _ := os.ReadFile(filepath.Join(out, build.ManifestFile))
+	if m.Images[0].Pushed != want || !strings.Contains(string(raw), want) {
+		t.Fatalf("pushed = %q, manifest.json:\n%s", m.Images[0].Pushed, raw)
+	}
+	// A push that fails (nothing listens there) fails build-all.
+	_, err = BuildAll(context.Background(), BuildAllOptions{Root: root, Services: []string{"ok"}, Out: out,
+		Base: build.BaseSkeleton, Version: "1.0.0", Env: fixedEnv, Push: "127.0.0.1:1/darktower"})
+	if err == nil || !strings.Contains(err.Error(), "pushing ok") {
+		t.Fatalf("err = %v", err)
 	}
 }
