@@ -137,6 +137,6 @@ func TestEnvCredentialsWinAndAreUsed(t *testing.T) {
 	}
 	env := map[string]string{EnvUsername: "ci-bot", EnvPassword: "s3cret"}
 	if _, err := Push(context.Background(), images, host+"/darktower", Keychain(func(k string) string { return env[k] }), nil); err != nil || !sawAuth.Load() {
-		t.Fatalf("push with env credentials: %v (auth seen %v)", err, sawAuth)
+		t.Fatalf("push with env credentials: %v (auth seen %v)", err, sawAuth.Load())
 	}
 }
