@@ -26,6 +26,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/darktower/delivery/services/internal/ac"
 	"github.com/darktower/delivery/services/internal/mh"
 	"github.com/darktower/delivery/services/internal/testenv"
 	"golang.org/x/crypto/bcrypt"
@@ -217,20 +218,13 @@ func setup(t *testing.T) *env {
 }
 
 func writeClients(t *testing.T, path string, clients map[string][2]string) {
-	type client struct {
-		ID           string   `json:"id"`
-		SecretBcrypt string   `json:"secret_bcrypt"`
-		Audiences    []string `json:"audiences"`
-	}
-	var f struct {
-		Clients []client `json:"clients"`
-	}
+	var f ac.ClientsFile
 	for id, c := range clients {
 		h, err := bcrypt.GenerateFromPassword([]byte(c[0]), bcrypt.MinCost)
 		if err != nil {
 			t.Fatal(err)
 		}
-		f.Clients = append(f.Clients, client{ID: id, SecretBcrypt: string(h), Audiences: strings.Fields(c[1])})
+		f.Clients = append(f.Clients, ac.Client{ID: id, SecretBcrypt: string(h), Audiences: strings.Fields(c[1])})
 	}
 	b, _ := json.Marshal(f)
 	if err := os.WriteFile(path, b, 0o600); err != nil {

@@ -65,25 +65,7 @@ func TestRegistryBehindTokens(t *testing.T) {
 	defer api.Close()
 
 	call := func(method, token string, body any) (int, []byte) {
-		var rd *bytes.Reader
-		if s, ok := body.(string); ok {
-			rd = bytes.NewReader([]byte(s))
-		} else {
-			b, _ := json.Marshal(body)
-			rd = bytes.NewReader(b)
-		}
-		req, _ := http.NewRequest(method, api.URL+"/v1/meeting-controllers", rd)
-		if token != "" {
-			req.Header.Set("Authorization", "Bearer "+token)
-		}
-		resp, err := api.Client().Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		var buf bytes.Buffer
-		_, _ = buf.ReadFrom(resp.Body)
-		return resp.StatusCode, buf.Bytes()
+		return testenv.CallJSON(t, api.Client(), method, api.URL+"/v1/meeting-controllers", token, body)
 	}
 	good := iss.Token(t, "meeting-controller", "global-controller")
 	reg := wire.MCRegistration{ID: "mc-0", Endpoint: "https://mc-0.meeting-controller:443", Region: "us-west"}

@@ -1,9 +1,7 @@
 package mc
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -47,17 +45,7 @@ func TestMediaHandlerRegistryInRedis(t *testing.T) {
 	defer api.Close()
 	token := iss.Token(t, "media-handler", "meeting-controller")
 	call := func(method string, body any) (int, []byte) {
-		b, _ := json.Marshal(body)
-		req, _ := http.NewRequest(method, api.URL+"/v1/media-handlers", bytes.NewReader(b))
-		req.Header.Set("Authorization", "Bearer "+token)
-		resp, err := api.Client().Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		var buf bytes.Buffer
-		_, _ = buf.ReadFrom(resp.Body)
-		return resp.StatusCode, buf.Bytes()
+		return testenv.CallJSON(t, api.Client(), method, api.URL+"/v1/media-handlers", token, body)
 	}
 	mh := wire.MHRegistration{ID: "mh-0", MediaAddr: "10.0.0.7:443", Endpoint: "https://mh-0:8443", Utilization: 0.1, Admitting: true}
 

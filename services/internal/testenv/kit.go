@@ -75,3 +75,32 @@ func (i *Issuer) Token(t testing.TB, subject, audience string) string {
 	}
 	return tok
 }
+
+// CallJSON sends body (a string is sent as is, anything else as JSON) with
+// an optional bearer token and returns the status and response body.
+func CallJSON(t testing.TB, c *http.Client, method, url, token string, body any) (int, []byte) {
+	t.Helper()
+	var payload []byte
+	switch b := body.(type) {
+	case nil:
+	case string:
+		payload = []byte(b)
+	default:
+		payload, _ = json.Marshal(b)
+	}
+	req, err := http.NewRequest(method, url, bytes.NewReader(payload))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var buf bytes.Buffer
+	_, _ = buf.ReadFrom(resp.Body)
+	return resp.StatusCode, buf.Bytes()
+}
