@@ -339,17 +339,8 @@ func (e *env) token(t *testing.T, audience string) string {
 func (e *env) tokens(t *testing.T) {
 	c := e.httpsClient()
 	list := func(token string) (int, string, int) {
-		req, _ := http.NewRequest("GET", "https://"+e.gc.apiAddr+"/v1/meeting-controllers", nil)
-		if token != "" {
-			req.Header.Set("Authorization", "Bearer "+token)
-		}
-		resp, err := c.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, string(b), resp.ProtoMajor
+		code, body, proto := testenv.CallJSON(t, c, "GET", "https://"+e.gc.apiAddr+"/v1/meeting-controllers", token, nil)
+		return code, string(body), proto
 	}
 	code, body, proto := list(e.token(t, "global-controller"))
 	if code != 200 || !strings.Contains(body, `"mc-e2e"`) || proto != 2 {

@@ -26,14 +26,7 @@ import (
 var pg *testenv.Postgres
 
 func TestMain(m *testing.M) {
-	var err error
-	if pg, err = testenv.StartPostgres(); err != nil {
-		fmt.Fprintln(os.Stderr, "starting PostgreSQL for ac tests:", err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	pg.Stop()
-	os.Exit(code)
+	testenv.MainWith(m, testenv.StartPostgres, func(s *testenv.Postgres) { pg = s })
 }
 
 const clientSecret = "mc-client-secret-value"

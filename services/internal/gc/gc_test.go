@@ -4,10 +4,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"fmt"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"testing"
 	"time"
 
@@ -20,14 +18,7 @@ import (
 var pg *testenv.Postgres
 
 func TestMain(m *testing.M) {
-	var err error
-	if pg, err = testenv.StartPostgres(); err != nil {
-		fmt.Fprintln(os.Stderr, "starting PostgreSQL for gc tests:", err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	pg.Stop()
-	os.Exit(code)
+	testenv.MainWith(m, testenv.StartPostgres, func(s *testenv.Postgres) { pg = s })
 }
 
 func TestRegistryBehindTokens(t *testing.T) {
@@ -65,7 +56,8 @@ func TestRegistryBehindTokens(t *testing.T) {
 	defer api.Close()
 
 	call := func(method, token string, body any) (int, []byte) {
-		return testenv.CallJSON(t, api.Client(), method, api.URL+"/v1/meeting-controllers", token, body)
+		code, resp, _ := testenv.CallJSON(t, api.Client(), method, api.URL+"/v1/meeting-controllers", token, body)
+		return code, resp
 	}
 	good := iss.Token(t, "meeting-controller", "global-controller")
 	reg := wire.MCRegistration{ID: "mc-0", Endpoint: "https://mc-0.meeting-controller:443", Region: "us-west"}

@@ -2,10 +2,8 @@ package mc
 
 import (
 	"context"
-	"fmt"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -20,14 +18,7 @@ import (
 var rds *testenv.Redis
 
 func TestMain(m *testing.M) {
-	var err error
-	if rds, err = testenv.StartRedis(); err != nil {
-		fmt.Fprintln(os.Stderr, "starting Redis for mc tests:", err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	rds.Stop()
-	os.Exit(code)
+	testenv.MainWith(m, testenv.StartRedis, func(s *testenv.Redis) { rds = s })
 }
 
 func TestMediaHandlerRegistryInRedis(t *testing.T) {
@@ -45,7 +36,8 @@ func TestMediaHandlerRegistryInRedis(t *testing.T) {
 	defer api.Close()
 	token := iss.Token(t, "media-handler", "meeting-controller")
 	call := func(method string, body any) (int, []byte) {
-		return testenv.CallJSON(t, api.Client(), method, api.URL+"/v1/media-handlers", token, body)
+		code, resp, _ := testenv.CallJSON(t, api.Client(), method, api.URL+"/v1/media-handlers", token, body)
+		return code, resp
 	}
 	mh := wire.MHRegistration{ID: "mh-0", MediaAddr: "10.0.0.7:443", Endpoint: "https://mh-0:8443", Utilization: 0.1, Admitting: true}
 

@@ -195,14 +195,6 @@ func (s *Service) bindAndRelay(ctx context.Context, relayErr chan<- error) {
 	}
 }
 
-// MediaAddr returns the bound media address, or nil before binding.
-func (s *Service) MediaAddr() net.Addr {
-	if r := s.currentRelay(); r != nil {
-		return r.conn.LocalAddr()
-	}
-	return nil
-}
-
 func (s *Service) heartbeat(ctx context.Context) {
 	authn.Heartbeat{
 		Client: s.mc, URL: s.cfg.MCURL + "/v1/media-handlers", Interval: s.cfg.HeartbeatInterval,

@@ -19,7 +19,7 @@ import (
 // self-signed one when the operator explicitly asked for development mode.
 func serverCertificate(c Common) (tls.Certificate, error) {
 	if c.DevSelfSignedTLS {
-		return SelfSignedCertificate(c.Service)
+		return selfSignedCertificate(c.Service)
 	}
 	cert, err := tls.LoadX509KeyPair(c.TLSCertFile, c.TLSKeyFile)
 	if err != nil {
@@ -28,9 +28,9 @@ func serverCertificate(c Common) (tls.Certificate, error) {
 	return cert, nil
 }
 
-// SelfSignedCertificate makes a throwaway ECDSA certificate for localhost
+// selfSignedCertificate makes a throwaway ECDSA certificate for localhost
 // and the host name; it is only for development.
-func SelfSignedCertificate(commonName string) (tls.Certificate, error) {
+func selfSignedCertificate(commonName string) (tls.Certificate, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return tls.Certificate{}, err

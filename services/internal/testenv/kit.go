@@ -5,8 +5,11 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -77,8 +80,9 @@ func (i *Issuer) Token(t testing.TB, subject, audience string) string {
 }
 
 // CallJSON sends body (a string is sent as is, anything else as JSON) with
-// an optional bearer token and returns the status and response body.
-func CallJSON(t testing.TB, c *http.Client, method, url, token string, body any) (int, []byte) {
+// an optional bearer token and returns the status, the response body and the
+// HTTP major version it was served over.
+func CallJSON(t testing.TB, c *http.Client, method, url, token string, body any) (int, []byte, int) {
 	t.Helper()
 	var payload []byte
 	switch b := body.(type) {
@@ -102,5 +106,20 @@ func CallJSON(t testing.TB, c *http.Client, method, url, token string, body any)
 	defer resp.Body.Close()
 	var buf bytes.Buffer
 	_, _ = buf.ReadFrom(resp.Body)
-	return resp.StatusCode, buf.Bytes()
+	return resp.StatusCode, buf.Bytes(), resp.ProtoMajor
+}
+
+// MainWith starts a server once for a package's tests (start is
+// StartPostgres or StartRedis), hands it to set, runs the tests, stops the
+// server and exits with the tests' status.
+func MainWith[S interface{ Stop() }](m *testing.M, start func() (S, error), set func(S)) {
+	srv, err := start()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "%s: starting a server for the tests: %v\n", filepath.Base(os.Args[0]), err)
+		os.Exit(1)
+	}
+	set(srv)
+	code := m.Run()
+	srv.Stop()
+	os.Exit(code)
 }
