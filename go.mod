@@ -6,6 +6,7 @@ toolchain go1.27.3
 
 require (
 	github.com/google/go-containerregistry v0.22.1
+	golang.org/x/crypto v0.59.0
 	sigs.k8s.io/yaml v1.6.0
 )
 
@@ -18,6 +19,6 @@ require (
 	github.com/sirupsen/logrus v1.9.4 // indirect
 	go.yaml.in/yaml/v2 v2.4.2 // indirect
 	golang.org/x/sync v0.22.0 // indirect
-	golang.org/x/sys v0.47.0 // indirect
+	golang.org/x/sys v0.50.0 // indirect
 	gotest.tools/v3 v3.5.2 // indirect
 )

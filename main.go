@@ -59,6 +59,7 @@ func runBuildAll(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	version := fs.String("version", "", "version to stamp (default: git describe, or 0.0.0-dev+<revision>)")
 	sourceURL := fs.String("source-url", "https://github.com/darktower/delivery", "org.opencontainers.image.source label")
 	push := fs.String("push", "", "publish to this registry/repository prefix, e.g. ghcr.io/darktower (credentials: "+registry.EnvUsername+"/"+registry.EnvPassword+" or the Docker config)")
+	load := fs.Bool("load", false, "also load the host platform's images into the local Docker engine (docker CLI; DOCKER_HOST applies)")
 	jobs := fs.Int("jobs", 0, "parallel compiles (default: number of CPUs)")
 	if err := fs.Parse(args); err != nil {
 		return usageError{err.Error()}
@@ -71,7 +72,7 @@ func runBuildAll(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		return err
 	}
 	_, err = flow.BuildAll(ctx, flow.BuildAllOptions{Root: root, Services: csv(*services), Platforms: csv(*platforms),
-		Out: *out, Base: *base, CABundle: *caBundle, Version: *version, SourceURL: *sourceURL, Push: *push, Jobs: *jobs, Progress: stdout})
+		Out: *out, Base: *base, CABundle: *caBundle, Version: *version, SourceURL: *sourceURL, Push: *push, Load: *load, Jobs: *jobs, Progress: stdout})
 	return err
 }
 

@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Installs, from Debian's packages, the servers the test suite starts on
-# loopback: PostgreSQL, Redis and the CNCF distribution registry. Idempotent; installs only what is missing.
+# loopback: PostgreSQL, Redis, the CNCF distribution registry and a Docker
+# engine (docker.io: dockerd, containerd, runc). Idempotent; installs only what is missing.
 set -euo pipefail
 
 need=()
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || command -v initdb >/dev/null || need+=(postgresql)
 command -v redis-server >/dev/null || need+=(redis-server)
 command -v docker-registry >/dev/null || need+=(docker-registry)
+command -v dockerd >/dev/null || need+=(docker.io)
 
 if ((${#need[@]} == 0)); then
   echo "test dependencies: all present"

@@ -10,6 +10,10 @@ step() { printf '\n==> %s\n' "$*"; }
 
 step "installing test dependencies"
 scripts/install-test-deps.sh
+step "Docker engine"
+DOCKER_HOST=$(scripts/start-dockerd.sh)
+export DOCKER_HOST
+echo "DOCKER_HOST=$DOCKER_HOST"
 
 modules=(. services)
 

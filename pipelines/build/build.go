@@ -59,7 +59,8 @@ type Image struct {
 	BaseName   string          `json:"baseName"`
 	BaseDigest string          `json:"baseDigest"`
 	Platforms  []PlatformImage `json:"platforms"`
-	Pushed     string          `json:"pushed,omitempty"` // repo:tag@digest once published
+	Pushed     string          `json:"pushed,omitempty"`   // repo:tag@digest once published
+	Loaded     string          `json:"loadedID,omitempty"` // Docker image ID once loaded (--load)
 	Index      v1.ImageIndex   `json:"-"`
 }
 
@@ -232,7 +233,7 @@ func assemble(o Options, s *catalog.Spec, bins map[binKey]string) (*Image, error
 	for _, p := range s.Ports {
 		ports[p] = struct{}{}
 	}
-	out := &Image{Service: s.Name, Tag: s.Name + ":" + o.Version, BaseName: o.Base.Name, BaseDigest: o.Base.Digest.String()}
+	out := &Image{Service: s.Name, Tag: s.Name + ":" + TagFor(o.Version), BaseName: o.Base.Name, BaseDigest: o.Base.Digest.String()}
 	idx := mutate.IndexMediaType(empty.Index, types.OCIImageIndex)
 	for _, p := range o.platformsFor(s) {
 		base, err := o.Base.Image(p)
@@ -319,4 +320,34 @@ func shortDigest(d string) string {
 		return d[:i+13]
 	}
 	return d
+}
+
+// ImageFor returns the built image for platform p.
+func (i *Image) ImageFor(p catalog.Platform) (v1.Image, error) {
+	for _, pi := range i.Platforms {
+		if pi.Platform == p && pi.image != nil {
+			return pi.image, nil
+		}
+	}
+	return nil, fmt.Errorf("%s was not built for %s", i.Service, p)
+}
+
+// TagFor turns a version into an OCI tag: a tag takes only [A-Za-z0-9_.-]
+// (at most 128, not starting with . or -), so semver build metadata
+// ("0.0.0-dev+abc") becomes "0.0.0-dev-abc", as docker/metadata-action does.
+func TagFor(version string) string {
+	b := []byte(version)
+	for i, c := range b {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '.' || c == '-') {
+			b[i] = '-'
+		}
+	}
+	t := strings.TrimLeft(string(b), ".-")
+	if len(t) > 128 {
+		t = t[:128]
+	}
+	if t == "" {
+		t = "latest"
+	}
+	return t
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/darktower/delivery/pipelines/build"
 	"github.com/darktower/delivery/pipelines/catalog"
+	"github.com/darktower/delivery/pipelines/dockerload"
 	"github.com/darktower/delivery/pipelines/registry"
 	"github.com/darktower/delivery/pipelines/source"
 )
@@ -26,6 +27,7 @@ type BuildAllOptions struct {
 	Version   string   // overrides the git-derived version
 	SourceURL string   // org.opencontainers.image.source
 	Push      string   // registry/repository prefix to publish to ("" = build only)
+	Load      bool     // load the host platform's images into the local Docker engine
 	Jobs      int
 	Env       func(string) string // environment lookup (SOURCE_DATE_EPOCH, registry credentials)
 	Progress  io.Writer
@@ -82,6 +84,11 @@ func BuildAll(ctx context.Context, o BuildAllOptions) (*build.Manifest, error) {
 			}
 		}
 	}
+	if o.Load {
+		if err := dockerload.Preflight(ctx, all); err != nil {
+			return nil, err
+		}
+	}
 	t := time.Now()
 	base, err := build.ResolveBase(ctx, o.Base, all, o.CABundle, src.Epoch)
 	if err != nil {
@@ -106,6 +113,17 @@ func BuildAll(ctx context.Context, o BuildAllOptions) (*build.Manifest, error) {
 		for i, p := range pushed {
 			res.Images[i].Pushed = p.Ref
 		}
+	}
+	if o.Load {
+		loaded, err := dockerload.Load(ctx, res.Images, dockerload.HostPlatform(), o.Progress)
+		if err != nil {
+			return nil, err
+		}
+		for i, l := range loaded {
+			res.Images[i].Loaded = l.ImageID
+		}
+	}
+	if o.Push != "" || o.Load {
 		if err := build.WriteManifest(o.Out, m); err != nil {
 			return nil, err
 		}

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/darktower/delivery/pipelines/build"
+	"github.com/darktower/delivery/pipelines/dockerload"
 	"github.com/darktower/delivery/pipelines/internal/testreg"
 )
 
@@ -121,5 +122,34 @@ func TestBuildAllPushRecordsRefsInManifest(t *testing.T) {
 		Base: build.BaseSkeleton, Version: "1.0.0", Env: fixedEnv, Push: "127.0.0.1:1/darktower"})
 	if err == nil || !strings.Contains(err.Error(), "pushing ok") {
 		t.Fatalf("err = %v", err)
+	}
+}
+
+func TestBuildAllLoadFailuresNameTheFix(t *testing.T) {
+	root := fixtureRepo(t)
+	out := filepath.Join(root, "dist")
+	// No engine at DOCKER_HOST: refused before the build, the CLI's reason kept.
+	t.Setenv("DOCKER_HOST", "unix://"+filepath.Join(root, "no-engine.sock"))
+	_, err := BuildAll(context.Background(), BuildAllOptions{Root: root, Services: []string{"ok"}, Out: out,
+		Base: build.BaseSkeleton, Version: "1.0.0", Env: fixedEnv, Load: true})
+	if err == nil || !strings.Contains(err.Error(), "no Docker engine answers") || !strings.Contains(err.Error(), "no-engine.sock") {
+		t.Errorf("no engine: err = %v", err)
+	}
+	// The host platform not built: nothing is handed to Docker.
+	other := "linux/arm64"
+	if dockerload.HostPlatform().Arch == "arm64" {
+		other = "linux/amd64"
+	}
+	_, err = BuildAll(context.Background(), BuildAllOptions{Root: root, Services: []string{"ok"}, Out: out, Platforms: []string{other},
+		Base: build.BaseSkeleton, Version: "1.0.0", Env: fixedEnv, Load: true})
+	if err == nil || !strings.Contains(err.Error(), "include "+dockerload.HostPlatform().String()+" in --platforms") {
+		t.Errorf("host platform missing: err = %v", err)
+	}
+	// No docker CLI at all.
+	t.Setenv("PATH", t.TempDir())
+	_, err = BuildAll(context.Background(), BuildAllOptions{Root: root, Services: []string{"ok"}, Out: out,
+		Base: build.BaseSkeleton, Version: "1.0.0", Env: fixedEnv, Load: true})
+	if err == nil || !strings.Contains(err.Error(), "--load needs the docker CLI") {
+		t.Errorf("no CLI: err = %v", err)
 	}
 }
