@@ -7,9 +7,10 @@ export GOTOOLCHAIN := go1.27.3
 test:
 	scripts/test.sh
 
-## build-all: the main job: build every image into dist/ (go run . build-all)
+## build-all: the main job: build every image into dist/ (go run . build-all $(ARGS));
+## air-gapped: make build-all ARGS="--base skeleton"
 build-all:
-	go run . build-all
+	go run . build-all $(ARGS)
 
 ## services: build the four service binaries into bin/
 services:

@@ -33,8 +33,9 @@ type usageError struct{ msg string }
 func (e usageError) Error() string { return e.msg }
 
 var commands = map[string]command{
-	"version":   {summary: "print the pipeline's version and build information", run: runVersion},
-	"build-all": {summary: "build the services' OCI images into dist/ (the main job)", run: runBuildAll},
+	"version":     {summary: "print the pipeline's version and build information", run: runVersion},
+	"build-all":   {summary: "build the services' OCI images into dist/ (the main job)", run: runBuildAll},
+	"update-base": {summary: "pin the specs' base images to their current digests in images/base.lock.json", run: runUpdateBase},
 }
 
 // csv splits a comma-separated flag value, dropping empty items.
@@ -54,7 +55,8 @@ func runBuildAll(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	services := fs.String("services", "", "comma-separated services to build (default: all in images/)")
 	platforms := fs.String("platforms", "", "comma-separated platforms, e.g. linux/amd64 (default: each spec's own)")
 	out := fs.String("out", "dist", "output directory")
-	base := fs.String("base", build.BaseSkeleton, `base image: "skeleton" (built in) or oci-layout:PATH`)
+	base := fs.String("base", build.BaseLocked, `base image: "locked" (the specs' base at the digest in images/base.lock.json), "skeleton" (built in, offline), oci-layout:PATH, or an image reference`)
+	cacheDir := fs.String("cache-dir", build.DefaultCacheDir(), "where fetched base images are kept (an OCI layout)")
 	caBundle := fs.String("ca-bundle", "", "CA bundle for the skeleton base (default: the host's)")
 	version := fs.String("version", "", "version to stamp (default: git describe, or 0.0.0-dev+<revision>)")
 	sourceURL := fs.String("source-url", "https://github.com/darktower/delivery", "org.opencontainers.image.source label")
@@ -72,7 +74,19 @@ func runBuildAll(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		return err
 	}
 	_, err = flow.BuildAll(ctx, flow.BuildAllOptions{Root: root, Services: csv(*services), Platforms: csv(*platforms),
-		Out: *out, Base: *base, CABundle: *caBundle, Version: *version, SourceURL: *sourceURL, Push: *push, Load: *load, Jobs: *jobs, Progress: stdout})
+		Out: *out, Base: *base, CacheDir: *cacheDir, CABundle: *caBundle, Version: *version, SourceURL: *sourceURL, Push: *push, Load: *load, Jobs: *jobs, Progress: stdout})
+	return err
+}
+
+func runUpdateBase(ctx context.Context, args []string, stdout, _ io.Writer) error {
+	if len(args) > 0 {
+		return usageError{"update-base takes no arguments (it reads the bases from images/*.yaml)"}
+	}
+	root, err := os.Getwd()
+	if err != nil {
+		return err
+	}
+	_, err = flow.UpdateBase(ctx, root, nil, stdout)
 	return err
 }
 

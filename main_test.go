@@ -18,6 +18,9 @@ func TestCLIDispatch(t *testing.T) {
 		{[]string{"no-such-command"}, 2, "", `unknown command "no-such-command"`},
 		{[]string{"version"}, 0, "darktower delivery", ""},
 		{[]string{"version", "extra"}, 2, "", "version takes no arguments"},
+		{[]string{"update-base", "extra"}, 2, "", "update-base takes no arguments"},
+		{[]string{"build-all", "--no-such-flag"}, 2, "", "flag provided but not defined"},
+		{[]string{"build-all", "--services", "nope", "--base", "skeleton"}, 1, "", `unknown service "nope"`},
 	} {
 		var stdout, stderr bytes.Buffer
 		if code := run(context.Background(), c.args, &stdout, &stderr); code != c.code {
@@ -26,5 +29,24 @@ func TestCLIDispatch(t *testing.T) {
 		if !strings.Contains(stdout.String(), c.out) || !strings.Contains(stderr.String(), c.err) {
 			t.Errorf("%v: stdout %q stderr %q", c.args, stdout.String(), stderr.String())
 		}
+	}
+}
+
+// TestREADMEAirGappedBuildAll runs the README's air-gapped main job through
+// the CLI, on this repository (one platform, to keep it quick).
+func TestREADMEAirGappedBuildAll(t *testing.T) {
+	out := t.TempDir()
+	var stdout, stderr bytes.Buffer
+	code := run(context.Background(), []string{"build-all", "--base", "skeleton", "--platforms", "linux/amd64", "--out", out, "--cache-dir", t.TempDir()}, &stdout, &stderr)
+	if code != 0 {
+		t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s", code, stdout.String(), stderr.String())
+	}
+	for _, svc := range []string{"ac-service", "global-controller", "meeting-controller", "media-handler"} {
+		if !strings.Contains(stdout.String(), "build: "+svc) {
+			t.Errorf("no progress line for %s in:\n%s", svc, stdout.String())
+		}
+	}
+	if !strings.Contains(stdout.String(), "build-all: 4 image(s)") {
+		t.Errorf("no final line in:\n%s", stdout.String())
 	}
 }

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/darktower/delivery/pipelines/catalog"
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/layout"
@@ -36,19 +38,47 @@ func (b *Base) Image(p catalog.Platform) (v1.Image, error) {
 	return img, nil
 }
 
-// BaseSkeleton is the --base value for the built-in base.
-const BaseSkeleton = "skeleton"
+// The --base values besides oci-layout:PATH and a registry reference.
+const (
+	BaseLocked   = "locked"   // the specs' base at the digest in images/base.lock.json
+	BaseSkeleton = "skeleton" // generated in-process, no network
+)
 
-// ResolveBase turns a --base value into a Base: "skeleton" (generated
-// in-process) or "oci-layout:PATH" (an OCI image layout on disk).
-func ResolveBase(ctx context.Context, value string, platforms []catalog.Platform, caBundle string, epoch time.Time) (*Base, error) {
-	switch {
-	case value == BaseSkeleton:
-		return SkeletonBase(platforms, caBundle, epoch)
-	case strings.HasPrefix(value, "oci-layout:"):
-		return layoutBase(strings.TrimPrefix(value, "oci-layout:"), platforms)
+// BaseOptions say which base to resolve and how.
+type BaseOptions struct {
+	Value     string             // --base: locked, skeleton, oci-layout:PATH or a registry reference
+	SpecBase  string             // the base reference the selected specs name (for locked)
+	ImagesDir string             // where the lock file is
+	Platforms []catalog.Platform // platforms the base must provide
+	CABundle  string             // skeleton's CA bundle (host's when empty)
+	Epoch     time.Time          // skeleton's file times
+	Keychain  authn.Keychain     // registry credentials (default keychain when nil)
+	CacheDir  string             // fetched bases are kept here ("" = no cache)
+}
+
+// ResolveBase turns a --base value into a Base.
+func ResolveBase(ctx context.Context, o BaseOptions) (*Base, error) {
+	switch v := o.Value; {
+	case v == BaseSkeleton:
+		return SkeletonBase(o.Platforms, o.CABundle, o.Epoch)
+	case strings.HasPrefix(v, "oci-layout:"):
+		return layoutBase(strings.TrimPrefix(v, "oci-layout:"), o.Platforms)
+	case v == BaseLocked || v == "":
+		lock, err := ReadLock(o.ImagesDir)
+		if err != nil {
+			return nil, err
+		}
+		pinned, err := lock.Pinned(o.ImagesDir, o.SpecBase)
+		if err != nil {
+			return nil, err
+		}
+		return remoteBase(ctx, o.SpecBase, pinned, o.Platforms, o.Keychain, o.CacheDir)
 	default:
-		return nil, fmt.Errorf("--base %q: expected %q or oci-layout:PATH", value, BaseSkeleton)
+		ref, err := name.ParseReference(v)
+		if err != nil {
+			return nil, fmt.Errorf("--base %q: expected %q, %q, oci-layout:PATH or an image reference: %w", v, BaseLocked, BaseSkeleton, err)
+		}
+		return remoteBase(ctx, v, ref, o.Platforms, o.Keychain, o.CacheDir)
 	}
 }
 

@@ -22,7 +22,8 @@ type BuildAllOptions struct {
 	Services  []string // empty: all
 	Platforms []string // empty: each spec's own
 	Out       string   // output directory (dist)
-	Base      string   // "skeleton" or "oci-layout:PATH"
+	Base      string   // "locked" (default), "skeleton", "oci-layout:PATH" or an image reference
+	CacheDir  string   // where fetched bases are kept ("" = build.DefaultCacheDir())
 	CABundle  string   // skeleton's CA bundle (host's when empty)
 	Version   string   // overrides the git-derived version
 	SourceURL string   // org.opencontainers.image.source
@@ -90,7 +91,16 @@ func BuildAll(ctx context.Context, o BuildAllOptions) (*build.Manifest, error) {
 		}
 	}
 	t := time.Now()
-	base, err := build.ResolveBase(ctx, o.Base, all, o.CABundle, src.Epoch)
+	specBase, err := commonBase(specs)
+	if err != nil && (o.Base == build.BaseLocked || o.Base == "") {
+		return nil, err
+	}
+	cacheDir := o.CacheDir
+	if cacheDir == "" {
+		cacheDir = build.DefaultCacheDir()
+	}
+	base, err := build.ResolveBase(ctx, build.BaseOptions{Value: o.Base, SpecBase: specBase, ImagesDir: filepath.Join(o.Root, "images"),
+		Platforms: all, CABundle: o.CABundle, Epoch: src.Epoch, Keychain: registry.Keychain(env), CacheDir: cacheDir})
 	if err != nil {
 		return nil, err
 	}
@@ -131,4 +141,43 @@ func BuildAll(ctx context.Context, o BuildAllOptions) (*build.Manifest, error) {
 	say("build-all: %d image(s) in %s, total %s; see %s", len(m.Images), filepath.Join(o.Out, build.LayoutDir),
 		time.Since(start).Round(time.Millisecond), filepath.Join(o.Out, build.SummaryFile))
 	return m, nil
+}
+
+// commonBase is the one base reference the specs share: a build assembles
+// every image on the same base.
+func commonBase(specs []*catalog.Spec) (string, error) {
+	var ref string
+	for _, s := range specs {
+		if ref != "" && s.Base != ref {
+			return "", fmt.Errorf("specs name different bases (%s: %s, others: %s); one build uses one base: build them separately with --services", s.Name, s.Base, ref)
+		}
+		ref = s.Base
+	}
+	return ref, nil
+}
+
+// UpdateBase pins every base the specs in images/ name to its current
+// digest in images/base.lock.json (the only step that moves a base).
+func UpdateBase(ctx context.Context, root string, env func(string) string, progress io.Writer) ([]build.BaseChange, error) {
+	if env == nil {
+		env = source.Getenv
+	}
+	dir := filepath.Join(root, "images")
+	cat, err := catalog.Load(dir)
+	if err != nil {
+		return nil, err
+	}
+	specs, err := cat.Select(nil)
+	if err != nil {
+		return nil, err
+	}
+	seen := map[string]bool{}
+	var refs []string
+	for _, s := range specs {
+		if !seen[s.Base] {
+			seen[s.Base] = true
+			refs = append(refs, s.Base)
+		}
+	}
+	return build.UpdateLock(ctx, dir, refs, registry.Keychain(env), time.Now(), progress)
 }

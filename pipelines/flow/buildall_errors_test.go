@@ -56,7 +56,8 @@ func TestBuildAllFailuresNameTheCauseAndClaimNothing(t *testing.T) {
 		"missing main":      {[]string{"missing"}, build.BaseSkeleton, "", "main package ./cmd/missing not found"},
 		"compile error":     {[]string{"ok", "broken"}, build.BaseSkeleton, "", "undefined: undefinedCall"},
 		"unresolvable base": {[]string{"ok"}, "oci-layout:" + filepath.Join(root, "no-such-layout"), "", "not an OCI image layout"},
-		"unknown base kind": {[]string{"ok"}, "registry.example/base:1", "", `expected "skeleton" or oci-layout:PATH`},
+		"unreachable base":  {[]string{"ok"}, "127.0.0.1:1/distroless/static:nonroot", "", "127.0.0.1:1/distroless/static:nonroot cannot be resolved"},
+		"malformed base":    {[]string{"ok"}, "Not A Reference", "", `expected "locked", "skeleton", oci-layout:PATH or an image reference`},
 		"unwritable out":    {[]string{"ok"}, build.BaseSkeleton, fileAsDir, "choose another with --out"},
 	} {
 		out := c.out

@@ -22,9 +22,16 @@ import (
 
 // InProcess starts go-containerregistry's registry; returns host:port.
 func InProcess(t testing.TB) string {
+	host, _ := InProcessStoppable(t)
+	return host
+}
+
+// InProcessStoppable is InProcess with a stop function, for tests of what
+// happens once the registry is gone.
+func InProcessStoppable(t testing.TB) (host string, stop func()) {
 	srv := httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
 	t.Cleanup(srv.Close)
-	return strings.TrimPrefix(srv.URL, "http://")
+	return strings.TrimPrefix(srv.URL, "http://"), srv.Close
 }
 
 // Distribution starts /usr/bin/docker-registry with filesystem storage on a
