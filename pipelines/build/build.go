@@ -39,6 +39,7 @@ type Options struct {
 	WorkDir   string             // where binaries are compiled (a temp dir when empty)
 	Jobs      int                // parallel compiles (NumCPU when 0)
 	Progress  io.Writer          // one line per step with durations (nil: silent)
+	Previous  *Previous          // the last build in the output directory (nil: assemble everything)
 }
 
 // PlatformImage is one built per-platform image.
@@ -61,6 +62,8 @@ type Image struct {
 	Platforms  []PlatformImage `json:"platforms"`
 	Pushed     string          `json:"pushed,omitempty"`   // repo:tag@digest once published
 	Loaded     string          `json:"loadedID,omitempty"` // Docker image ID once loaded (--load)
+	BuildKey   string          `json:"buildKey"`           // hash of every input; equal keys, equal images
+	Reused     bool            `json:"-"`                  // taken unchanged from the previous build
 	Index      v1.ImageIndex   `json:"-"`
 }
 
@@ -107,10 +110,21 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	res := &Result{Compile: time.Since(start)}
 	for _, s := range o.Specs {
 		t := time.Now()
+		key, err := buildKey(o, s, bins)
+		if err != nil {
+			return nil, err
+		}
+		if img := o.Previous.reuse(s.Name, key); img != nil {
+			img.Reused = true
+			o.progress("build: %-20s unchanged, reused %s", s.Name, shortDigest(img.Digest))
+			res.Images = append(res.Images, img)
+			continue
+		}
 		img, err := assemble(o, s, bins)
 		if err != nil {
 			return nil, fmt.Errorf("assembling %s: %w", s.Name, err)
 		}
+		img.BuildKey = key
 		o.progress("build: %-20s assembled %s in %s", s.Name, shortDigest(img.Digest), time.Since(t).Round(time.Millisecond))
 		res.Images = append(res.Images, img)
 	}

@@ -73,6 +73,18 @@ func WriteOutputs(out string, res *Result, version, revision string, epoch time.
 	if err := os.Rename(tmpLayout, layoutPath); err != nil {
 		return nil, err
 	}
+	// Reused images were read from the layout just replaced: point every
+	// image at the new one, so later steps (push, load) read what is there.
+	final, err := layout.FromPath(layoutPath)
+	if err != nil {
+		return nil, err
+	}
+	for i, img := range res.Images {
+		if res.Images[i], err = fromLayout(final, img); err != nil {
+			return nil, err
+		}
+		res.Images[i].Reused = img.Reused
+	}
 	m := &Manifest{Version: version, Revision: revision, Created: epoch.UTC().Format(time.RFC3339), Layout: LayoutDir, Images: res.Images}
 	if err := os.WriteFile(filepath.Join(out, SummaryFile), []byte(Summary(m, res)), 0o644); err != nil {
 		return nil, err

@@ -70,6 +70,7 @@ func BuildAll(ctx context.Context, o BuildAllOptions) (*build.Manifest, error) {
 	if o.Version != "" {
 		src.Version = o.Version
 	}
+	previous := build.ReadPrevious(o.Out) // before PrepareOutput removes its manifest
 	if err := build.PrepareOutput(o.Out); err != nil {
 		return nil, err
 	}
@@ -107,7 +108,7 @@ func BuildAll(ctx context.Context, o BuildAllOptions) (*build.Manifest, error) {
 	say("base: %s %s resolved in %s", base.Name, base.Digest, time.Since(t).Round(time.Millisecond))
 	say("build: %d service(s), version %s, revision %.12s, SOURCE_DATE_EPOCH %d", len(specs), src.Version, src.Revision, src.Epoch.Unix())
 	res, err := build.Run(ctx, build.Options{Root: o.Root, Specs: specs, Platforms: platforms, Base: base,
-		Epoch: src.Epoch, Version: src.Version, Revision: src.Revision, Source: o.SourceURL, Jobs: o.Jobs, Progress: o.Progress})
+		Epoch: src.Epoch, Version: src.Version, Revision: src.Revision, Source: o.SourceURL, Jobs: o.Jobs, Progress: o.Progress, Previous: previous})
 	if err != nil {
 		return nil, err
 	}

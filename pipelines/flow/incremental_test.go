@@ -1,0 +1,83 @@
+package flow
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/darktower/delivery/pipelines/build"
+	"github.com/darktower/delivery/pipelines/internal/testreg"
+	"github.com/google/go-containerregistry/pkg/v1/layout"
+)
+
+func TestUnchangedServicesAreReusedNotReassembled(t *testing.T) {
+	root := fixtureRepo(t)
+	if err := os.WriteFile(filepath.Join(root, "images", "ok2.yaml"), []byte(spec("ok2", "./cmd/ok")), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(root, "dist")
+	opts := BuildAllOptions{Root: root, Services: []string{"ok", "ok2"}, Out: out, Base: build.BaseSkeleton, Version: "1.0.0", Env: fixedEnv}
+	buildOnce := func() map[string]*build.Image {
+		t.Helper()
+		m, err := BuildAll(context.Background(), opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		byName := map[string]*build.Image{}
+		for _, img := range m.Images {
+			byName[img.Service] = img
+		}
+		return byName
+	}
+	first := buildOnce()
+	if first["ok"].Reused || first["ok2"].Reused {
+		t.Fatal("a first build reused something")
+	}
+	second := buildOnce()
+	for _, svc := range []string{"ok", "ok2"} {
+		if !second[svc].Reused || second[svc].Digest != first[svc].Digest {
+			t.Errorf("%s: unchanged but reused=%v, digest %s vs %s", svc, second[svc].Reused, second[svc].Digest, first[svc].Digest)
+		}
+	}
+	// The reused images are whole in the new layout: push reads them from it.
+	host := testreg.InProcess(t)
+	opts.Push = host + "/darktower"
+	third := buildOnce()
+	if third["ok"].Pushed == "" || !third["ok"].Reused {
+		t.Fatalf("push after reuse: %+v", third["ok"])
+	}
+	opts.Push = ""
+	p, err := layout.FromPath(filepath.Join(out, build.LayoutDir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if idx, err := p.ImageIndex(); err != nil {
+		t.Fatal(err)
+	} else if im, _ := idx.IndexManifest(); len(im.Manifests) != 2 {
+		t.Fatalf("layout lists %d images, want 2", len(im.Manifests))
+	}
+
+	// A source change rebuilds exactly the services it touches (here both
+	// share ./cmd/ok); a version change rebuilds everything.
+	if err := os.WriteFile(filepath.Join(root, "fx", "cmd", "ok", "main.go"), []byte("package main\n\nfunc main() { println(1) }\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	changed := buildOnce()
+	if changed["ok"].Reused || changed["ok"].Digest == first["ok"].Digest {
+		t.Errorf("ok changed but was reused (digest %s)", changed["ok"].Digest)
+	}
+	opts.Services = []string{"ok"}
+	opts.Version = "1.0.1"
+	if again := buildOnce(); again["ok"].Reused {
+		t.Error("a new version reused the old image")
+	}
+	// A manifest that no longer matches its layout is not trusted.
+	opts.Version = "1.0.1"
+	if err := os.RemoveAll(filepath.Join(out, build.LayoutDir, "blobs")); err != nil {
+		t.Fatal(err)
+	}
+	if again := buildOnce(); again["ok"].Reused {
+		t.Error("reused an image whose blobs are gone")
+	}
+}
