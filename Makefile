@@ -1,7 +1,7 @@
 # Thin aliases; the work lives in Go (pipelines/, services/) and scripts/.
 export GOTOOLCHAIN := go1.27.3
 
-.PHONY: test build-all services lint
+.PHONY: test build-all bench-build services lint
 
 ## test: install what the tests need, then gofmt, go vet and every test (the README's test command)
 test:
@@ -11,6 +11,10 @@ test:
 ## air-gapped: make build-all ARGS="--base skeleton"
 build-all:
 	go run . build-all $(ARGS)
+
+## bench-build: build-all vs ko vs go build, cold and warm, sizes and reproducibility (installs ko from the module proxy into ~/.cache)
+bench-build:
+	go run ./bench/buildbench
 
 ## services: build the four service binaries into bin/
 services:

@@ -62,7 +62,7 @@ func runBuildAll(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	sourceURL := fs.String("source-url", "https://github.com/darktower/delivery", "org.opencontainers.image.source label")
 	push := fs.String("push", "", "publish to this registry/repository prefix, e.g. ghcr.io/darktower (credentials: "+registry.EnvUsername+"/"+registry.EnvPassword+" or the Docker config)")
 	load := fs.Bool("load", false, "also load the host platform's images into the local Docker engine (docker CLI; DOCKER_HOST applies)")
-	jobs := fs.Int("jobs", 0, "parallel compiles (default: number of CPUs)")
+	jobs := fs.Int("jobs", 1, "concurrent go builds, one per module and platform (each already uses every core)")
 	if err := fs.Parse(args); err != nil {
 		return usageError{err.Error()}
 	}

@@ -3,6 +3,7 @@ package build
 import (
 	"archive/tar"
 	"bytes"
+	"compress/gzip"
 	"context"
 	"fmt"
 	"io"
@@ -177,7 +178,9 @@ func tarLayer(entries []tarEntry, epoch time.Time) (v1.Layer, error) {
 	data := buf.Bytes()
 	return tarball.LayerFromOpener(func() (io.ReadCloser, error) {
 		return io.NopCloser(bytes.NewReader(data)), nil
-	}, tarball.WithMediaType(types.OCILayer), tarball.WithCompressedCaching)
+	}, tarball.WithMediaType(types.OCILayer), tarball.WithCompressedCaching,
+		// Level 6, not ggcr's default 1: ~11% smaller layers for ~0.1 s each.
+		tarball.WithCompressionLevel(gzip.DefaultCompression))
 }
 
 // SkeletonBase generates the built-in base, so the pipeline also works

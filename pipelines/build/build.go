@@ -12,8 +12,10 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"path"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -37,7 +39,7 @@ type Options struct {
 	Revision  string             // source revision, stamped likewise
 	Source    string             // org.opencontainers.image.source
 	WorkDir   string             // where binaries are compiled (a temp dir when empty)
-	Jobs      int                // parallel compiles (NumCPU when 0)
+	Jobs      int                // concurrent go builds (1 when 0; each uses every core)
 	Progress  io.Writer          // one line per step with durations (nil: silent)
 	Previous  *Previous          // the last build in the output directory (nil: assemble everything)
 }
@@ -107,29 +109,48 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	res := &Result{Compile: time.Since(start)}
-	for _, s := range o.Specs {
-		t := time.Now()
-		key, err := buildKey(o, s, bins)
-		if err != nil {
-			return nil, err
-		}
-		if img := o.Previous.reuse(s.Name, key); img != nil {
-			img.Reused = true
-			o.progress("build: %-20s unchanged, reused %s", s.Name, shortDigest(img.Digest))
-			res.Images = append(res.Images, img)
-			continue
-		}
-		img, err := assemble(o, s, bins)
-		if err != nil {
-			return nil, fmt.Errorf("assembling %s: %w", s.Name, err)
-		}
-		img.BuildKey = key
-		o.progress("build: %-20s assembled %s in %s", s.Name, shortDigest(img.Digest), time.Since(t).Round(time.Millisecond))
-		res.Images = append(res.Images, img)
+	res := &Result{Compile: time.Since(start), Images: make([]*Image, len(o.Specs))}
+	// Assembling is mostly gzip: one service per core.
+	sem := make(chan struct{}, runtime.NumCPU())
+	errs := make([]error, len(o.Specs))
+	var wg sync.WaitGroup
+	for i, s := range o.Specs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			res.Images[i], errs[i] = assembleOrReuse(o, s, bins)
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
 	}
 	res.Build = time.Since(start)
 	return res, nil
+}
+
+// assembleOrReuse takes s's image from the previous build when its build
+// key is unchanged, and assembles it otherwise.
+func assembleOrReuse(o Options, s *catalog.Spec, bins map[binKey]string) (*Image, error) {
+	t := time.Now()
+	key, err := buildKey(o, s, bins)
+	if err != nil {
+		return nil, err
+	}
+	if img := o.Previous.reuse(s.Name, key); img != nil {
+		img.Reused = true
+		o.progress("build: %-20s unchanged, reused %s", s.Name, shortDigest(img.Digest))
+		return img, nil
+	}
+	img, err := assemble(o, s, bins)
+	if err != nil {
+		return nil, fmt.Errorf("assembling %s: %w", s.Name, err)
+	}
+	img.BuildKey = key
+	o.progress("build: %-20s assembled %s in %s", s.Name, shortDigest(img.Digest), time.Since(t).Round(time.Millisecond))
+	return img, nil
 }
 
 type binKey struct {
@@ -137,21 +158,51 @@ type binKey struct {
 	platform catalog.Platform
 }
 
-// compileAll builds every (service, platform) binary in parallel.
-func compileAll(ctx context.Context, o Options, work string) (map[binKey]string, error) {
-	type job struct {
-		spec *catalog.Spec
-		p    catalog.Platform
-	}
-	var jobs []job
+// compileGroup is one `go build` invocation: every main package of one
+// module for one platform. One invocation per group (not per service)
+// shares the package loading and never compiles a dependency twice.
+type compileGroup struct {
+	module string
+	p      catalog.Platform
+	mains  []string        // unique main packages, unique base names
+	specs  []*catalog.Spec // the specs these mains serve
+	out    string          // directory `go build -o` writes into
+}
+
+// groups splits the work into compileGroups, in a stable order.
+func (o *Options) groups(work string) []*compileGroup {
+	var gs []*compileGroup
+	byKey := map[string][]*compileGroup{}
 	for _, s := range o.Specs {
 		for _, p := range o.platformsFor(s) {
-			jobs = append(jobs, job{s, p})
+			key := s.Module + "|" + p.String()
+			var g *compileGroup
+			for _, cand := range byKey[key] {
+				if slices.Contains(cand.mains, s.Main) || !slices.ContainsFunc(cand.mains, func(m string) bool { return path.Base(m) == path.Base(s.Main) }) {
+					g = cand
+					break
+				}
+			}
+			if g == nil {
+				g = &compileGroup{module: s.Module, p: p, out: filepath.Join(work, fmt.Sprintf("g%d-%s-%s", len(gs), p.OS, p.Arch)) + string(filepath.Separator)}
+				gs = append(gs, g)
+				byKey[key] = append(byKey[key], g)
+			}
+			if !slices.Contains(g.mains, s.Main) {
+				g.mains = append(g.mains, s.Main)
+			}
+			g.specs = append(g.specs, s)
 		}
 	}
+	return gs
+}
+
+// compileAll builds every (service, platform) binary, o.Jobs go builds at
+// a time (default 1: each go build already uses every core).
+func compileAll(ctx context.Context, o Options, work string) (map[binKey]string, error) {
 	n := o.Jobs
 	if n <= 0 {
-		n = runtime.NumCPU()
+		n = 1
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -160,7 +211,7 @@ func compileAll(ctx context.Context, o Options, work string) (map[binKey]string,
 	bins := map[binKey]string{}
 	var errs []error
 	var wg sync.WaitGroup
-	for _, j := range jobs {
+	for _, g := range o.groups(work) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -170,8 +221,7 @@ func compileAll(ctx context.Context, o Options, work string) (map[binKey]string,
 				return
 			}
 			t := time.Now()
-			out := filepath.Join(work, j.p.OS+"-"+j.p.Arch, j.spec.Name)
-			err := compile(ctx, o, j.spec, j.p, out)
+			err := compile(ctx, o, g)
 			mu.Lock()
 			defer mu.Unlock()
 			if err != nil {
@@ -179,8 +229,12 @@ func compileAll(ctx context.Context, o Options, work string) (map[binKey]string,
 				cancel() // one failure fails the stage; stop the rest early
 				return
 			}
-			bins[binKey{j.spec.Name, j.p}] = out
-			o.progress("build: %-20s %s compiled in %s", j.spec.Name, j.p, time.Since(t).Round(time.Millisecond))
+			var names []string
+			for _, s := range g.specs {
+				bins[binKey{s.Name, g.p}] = filepath.Join(g.out, path.Base(s.Main))
+				names = append(names, s.Name)
+			}
+			o.progress("build: %s compiled %s in %s", g.p, strings.Join(names, ", "), time.Since(t).Round(time.Millisecond))
 		}()
 	}
 	wg.Wait()
@@ -194,20 +248,25 @@ func compileAll(ctx context.Context, o Options, work string) (map[binKey]string,
 // opskitPkg is where the services keep their link-time version variables.
 const opskitPkg = "github.com/darktower/delivery/services/internal/opskit"
 
-func compile(ctx context.Context, o Options, s *catalog.Spec, p catalog.Platform, out string) error {
-	modDir := filepath.Join(o.Root, s.Module)
-	if _, err := os.Stat(filepath.Join(modDir, s.Main)); err != nil {
-		return fmt.Errorf("%s: main package %s not found in %s (spec %s)", s.Name, s.Main, modDir, s.File)
+func compile(ctx context.Context, o Options, g *compileGroup) error {
+	modDir := filepath.Join(o.Root, g.module)
+	var names []string
+	for _, s := range g.specs {
+		names = append(names, s.Name)
+		if _, err := os.Stat(filepath.Join(modDir, s.Main)); err != nil {
+			return fmt.Errorf("%s: main package %s not found in %s (spec %s)", s.Name, s.Main, modDir, s.File)
+		}
 	}
 	ldflags := fmt.Sprintf("-s -w -buildid= -X %s.Version=%s -X %s.Revision=%s", opskitPkg, o.Version, opskitPkg, o.Revision)
-	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-buildvcs=false", "-ldflags", ldflags, "-o", out, s.Main)
+	args := append([]string{"build", "-trimpath", "-buildvcs=false", "-ldflags", ldflags, "-o", g.out}, g.mains...)
+	cmd := exec.CommandContext(ctx, "go", args...)
 	cmd.Dir = modDir
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS="+p.OS, "GOARCH="+p.Arch, "GOFLAGS=-mod=readonly")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS="+g.p.OS, "GOARCH="+g.p.Arch, "GOFLAGS=-mod=readonly")
 	if output, err := cmd.CombinedOutput(); err != nil {
 		if ctx.Err() != nil {
-			return fmt.Errorf("%s %s: cancelled", s.Name, p)
+			return fmt.Errorf("%s %s: cancelled", strings.Join(names, ", "), g.p)
 		}
-		return fmt.Errorf("%s %s: go build failed: %v\n%s", s.Name, p, err, strings.TrimSpace(string(output)))
+		return fmt.Errorf("%s %s: go build failed: %v\n%s", strings.Join(names, ", "), g.p, err, strings.TrimSpace(string(output)))
 	}
 	return nil
 }
