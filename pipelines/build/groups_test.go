@@ -11,7 +11,7 @@ func TestCompileGroupsOneGoBuildPerModuleAndPlatform(t *testing.T) {
 	specs := []*catalog.Spec{
 		{Name: "a", Module: "svc", Main: "./cmd/a", Platforms: []catalog.Platform{amd, arm}},
 		{Name: "b", Module: "svc", Main: "./cmd/b", Platforms: []catalog.Platform{amd}},
-		{Name: "a2", Module: "svc", Main: "./cmd/a", Platforms: []catalog.Platform{amd}},     // same main: same binary
+		{Name: "a2", Module: "svc", Main: "./cmd/a", Platforms: []catalog.Platform{amd}},        // same main: same binary
 		{Name: "other-a", Module: "svc", Main: "./tools/a", Platforms: []catalog.Platform{amd}}, // same base name: own go build
 		{Name: "c", Module: "other", Main: "./cmd/c", Platforms: []catalog.Platform{amd}},
 	}
