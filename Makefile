@@ -23,4 +23,4 @@ services:
 ## lint: gofmt and go vet only
 lint:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); exit 1; }
-	go vet ./... && cd services && go vet ./...
+	go vet ./... && (cd services && go vet ./...) && (cd policy && go vet ./...)

@@ -15,7 +15,7 @@ DOCKER_HOST=$(scripts/start-dockerd.sh)
 export DOCKER_HOST
 echo "DOCKER_HOST=$DOCKER_HOST"
 
-modules=(. services)
+modules=(. services policy)
 
 step "gofmt"
 unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go' -not -path './.cache/*'))
