@@ -58,3 +58,73 @@ var RecommendedLabels = []string{
 	"app.kubernetes.io/name", "app.kubernetes.io/component", "app.kubernetes.io/part-of",
 	"app.kubernetes.io/managed-by", "app.kubernetes.io/instance",
 }
+
+// Allow is one allowed flow in a service's table: "peer proto/port", the
+// peer a service name, a platform peer, or Any (outside the cluster and so
+// everyone).
+type Allow struct {
+	Flow   string
+	Reason string // "" for the ADR's own rows; why, for each addition
+}
+
+// Reasons for the additions to the ADR's table (docs/operations/network-policy.md).
+const (
+	whyTokens   = "fetches its own service token (and JWKS) from AC; the ADR's table predates service tokens"
+	whyRegister = "MC registers and heartbeats with GC"
+	whyMHtoMC   = "the ADR lets MH call MC (MH egress); MC must accept it"
+	whyMetrics  = "ADR: /metrics is scraped in-cluster by Prometheus via the ServiceMonitor"
+	whyDNS      = "every pod resolves names"
+	whyMesh     = "the Linkerd proxy talks to its control plane (identity, destination, policy)"
+)
+
+// NetworkIngress and NetworkEgress are ADR-0012's network policy table,
+// one service per key, plus the documented additions.
+var (
+	NetworkIngress = map[string][]Allow{
+		"ac-service": {
+			{"global-controller TCP/443", ""},
+			{"meeting-controller TCP/443", whyTokens}, {"media-handler TCP/443", whyTokens},
+			{"prometheus TCP/8080", whyMetrics},
+		},
+		"global-controller": {
+			{Any + " TCP/443", ""}, {Any + " UDP/443", ""},
+			{"prometheus TCP/8080", whyMetrics},
+		},
+		"meeting-controller": {
+			{"global-controller TCP/443", ""}, {Any + " UDP/443", ""},
+			{"media-handler TCP/443", whyMHtoMC},
+			{"prometheus TCP/8080", whyMetrics},
+		},
+		"media-handler": {
+			// "Clients media" and "other MH media" on UDP 443: clients are anyone.
+			{"meeting-controller TCP/443", ""}, {Any + " UDP/443", ""},
+			{"prometheus TCP/8080", whyMetrics},
+		},
+	}
+	NetworkEgress = map[string][]Allow{
+		"ac-service": {{"postgresql TCP/5432", ""}},
+		"global-controller": {
+			{"ac-service TCP/443", ""}, {"meeting-controller TCP/443", ""}, {"postgresql TCP/5432", ""},
+		},
+		"meeting-controller": {
+			{"redis TCP/6379", ""}, {"media-handler TCP/443", ""},
+			{"global-controller TCP/443", whyRegister}, {"ac-service TCP/443", whyTokens},
+		},
+		"media-handler": {
+			{"meeting-controller TCP/443", ""}, {"media-handler UDP/443", ""},
+			{"ac-service TCP/443", whyTokens},
+		},
+	}
+	// EveryPodEgress is allowed to every pod of the namespace.
+	EveryPodEgress = []Allow{
+		{"kube-dns UDP/53", whyDNS}, {"kube-dns TCP/53", whyDNS},
+		{"linkerd TCP/8080", whyMesh}, {"linkerd TCP/8086", whyMesh}, {"linkerd TCP/8090", whyMesh},
+	}
+)
+
+// Data-store reachability (ADR: "TCP:5432 from AC, GC only", "TCP:6379
+// from MC only"), end to end, whatever else the policies say.
+var (
+	PostgresClients = []string{"ac-service", "global-controller"}
+	RedisClients    = []string{"meeting-controller"}
+)
