@@ -73,7 +73,7 @@ func NewService(kit *opskit.Kit, cfg Config) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
-	pool, err := pgstore.Open(cfg.DatabaseURL, int32(cfg.DBMaxConns))
+	pool, err := pgstore.Open(cfg.DatabaseURL, int32(cfg.DBMaxConns), kit.Registry)
 	if err != nil {
 		return nil, errors.New("AC_DATABASE_URL: " + err.Error())
 	}

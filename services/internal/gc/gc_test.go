@@ -101,3 +101,40 @@ func TestRegistryBehindTokens(t *testing.T) {
 		t.Fatalf("stale MC still listed: %s", body)
 	}
 }
+
+// The pool's utilization is on /metrics: the ADR's connection pool alerts
+// (infra/platform/observability/alerts.yaml) are computed from it.
+func TestPoolUtilizationIsExported(t *testing.T) {
+	dbURL, err := pg.CreateDatabase("gc_pool_metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	kit, _ := testenv.Kit(t, "global-controller", "")
+	s, err := New(context.Background(), kit, Config{DatabaseURL: envconf.NewSecret(dbURL), JWKSURL: "https://127.0.0.1:1/jwks",
+		Issuer: "https://ac-service", Audience: "global-controller", JWKSRefresh: time.Minute, MCTTL: 30 * time.Second, DBMaxConns: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := s.(*Service).pool.Acquire(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Release()
+	families, err := kit.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, f := range families {
+		for _, m := range f.GetMetric() {
+			key := f.GetName()
+			for _, l := range m.GetLabel() {
+				key += "," + l.GetName() + "=" + l.GetValue()
+			}
+			got[key] = m.GetGauge().GetValue()
+		}
+	}
+	if got["db_pool_connections,state=acquired"] != 1 || got["db_pool_max_connections"] != 4 {
+		t.Fatalf("pool metrics: %v", got)
+	}
+}

@@ -69,7 +69,7 @@ type Service struct {
 
 // New builds GC.
 func New(_ context.Context, kit *opskit.Kit, cfg Config) (opskit.Service, error) {
-	pool, err := pgstore.Open(cfg.DatabaseURL, int32(cfg.DBMaxConns))
+	pool, err := pgstore.Open(cfg.DatabaseURL, int32(cfg.DBMaxConns), kit.Registry)
 	if err != nil {
 		return nil, errors.New("GC_DATABASE_URL: " + err.Error())
 	}

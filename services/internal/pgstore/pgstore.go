@@ -11,11 +11,14 @@ import (
 	"github.com/darktower/delivery/services/internal/envconf"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Open parses the URL and builds a pool; it does not connect yet, so a
-// service starts (not ready) while the database is down.
-func Open(dsn envconf.Secret, maxConns int32) (*pgxpool.Pool, error) {
+// service starts (not ready) while the database is down. The pool's
+// utilization is exported on reg (the ADR's connection pool thresholds:
+// scale up at 80%, down at 30%; see infra/platform/observability).
+func Open(dsn envconf.Secret, maxConns int32, reg prometheus.Registerer) (*pgxpool.Pool, error) {
 	cfg, err := pgxpool.ParseConfig(dsn.Reveal())
 	if err != nil {
 		// pgx errors can quote the DSN, password included: say only what is wrong.
@@ -25,7 +28,33 @@ func Open(dsn envconf.Secret, maxConns int32) (*pgxpool.Pool, error) {
 	cfg.MaxConnIdleTime = 5 * time.Minute
 	cfg.HealthCheckPeriod = 15 * time.Second
 	cfg.ConnConfig.ConnectTimeout = 2 * time.Second
-	return pgxpool.NewWithConfig(context.Background(), cfg)
+	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
+	if err != nil {
+		return nil, err
+	}
+	if reg != nil {
+		registerPoolMetrics(reg, pool)
+	}
+	return pool, nil
+}
+
+// registerPoolMetrics exports the pool's state at scrape time.
+func registerPoolMetrics(reg prometheus.Registerer, pool *pgxpool.Pool) {
+	for state, value := range map[string]func(*pgxpool.Stat) int32{
+		"acquired":     (*pgxpool.Stat).AcquiredConns,
+		"idle":         (*pgxpool.Stat).IdleConns,
+		"constructing": (*pgxpool.Stat).ConstructingConns,
+	} {
+		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name:        "db_pool_connections",
+			Help:        "Connections in the PostgreSQL pool, by state.",
+			ConstLabels: prometheus.Labels{"state": state},
+		}, func() float64 { return float64(value(pool.Stat())) }))
+	}
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "db_pool_max_connections",
+		Help: "The PostgreSQL pool's size limit.",
+	}, func() float64 { return float64(pool.Stat().MaxConns()) }))
 }
 
 // Ping is the readiness check: one round trip on a pooled connection.
