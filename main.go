@@ -17,7 +17,9 @@ import (
 	"syscall"
 
 	"github.com/darktower/delivery/pipelines/build"
+	"github.com/darktower/delivery/pipelines/devsecrets"
 	"github.com/darktower/delivery/pipelines/flow"
+	"github.com/darktower/delivery/pipelines/platform"
 	"github.com/darktower/delivery/pipelines/registry"
 )
 
@@ -33,9 +35,11 @@ type usageError struct{ msg string }
 func (e usageError) Error() string { return e.msg }
 
 var commands = map[string]command{
-	"version":     {summary: "print the pipeline's version and build information", run: runVersion},
-	"build-all":   {summary: "build the services' OCI images into dist/ (the main job)", run: runBuildAll},
-	"update-base": {summary: "pin the specs' base images to their current digests in images/base.lock.json", run: runUpdateBase},
+	"version":         {summary: "print the pipeline's version and build information", run: runVersion},
+	"build-all":       {summary: "build the services' OCI images into dist/ (the main job)", run: runBuildAll},
+	"update-base":     {summary: "pin the specs' base images to their current digests in images/base.lock.json", run: runUpdateBase},
+	"dev-secrets":     {summary: "print fresh local-environment secrets as Kubernetes Secrets (infra/local/setup.sh)", run: runDevSecrets},
+	"platform-charts": {summary: "list infra/platform/charts.yaml as tab-separated lines (infra/local/setup.sh)", run: runPlatformCharts},
 }
 
 // csv splits a comma-separated flag value, dropping empty items.
@@ -90,6 +94,44 @@ func runUpdateBase(ctx context.Context, args []string, stdout, _ io.Writer) erro
 	return err
 }
 
+func runDevSecrets(_ context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("dev-secrets", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	ns := fs.String("namespace", "dark-tower-local-secrets", "namespace of the Secrets (the local ClusterSecretStore reads it)")
+	serviceNS := fs.String("service-namespaces", "region-us-west,region-us-east", "comma-separated namespaces running the services")
+	dataNS := fs.String("data-namespace", "dark-tower-data", "PostgreSQL's and Redis's namespace")
+	if err := fs.Parse(args); err != nil {
+		return usageError{err.Error()}
+	}
+	secrets, err := devsecrets.Generate(devsecrets.Options{Namespace: *ns, ServiceNamespaces: csv(*serviceNS), DataNamespace: *dataNS})
+	if err != nil {
+		return err
+	}
+	manifest, err := devsecrets.Manifest(secrets)
+	if err != nil {
+		return err
+	}
+	// Only the manifest goes to stdout (it is meant for kubectl); never log it.
+	fmt.Fprintf(stderr, "dev-secrets: %d secrets for namespace %s (local development only)\n", len(secrets), *ns)
+	_, err = stdout.Write(manifest)
+	return err
+}
+
+func runPlatformCharts(_ context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("platform-charts", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	file := fs.String("file", "infra/platform/charts.yaml", "the charts file")
+	if err := fs.Parse(args); err != nil {
+		return usageError{err.Error()}
+	}
+	charts, err := platform.LoadCharts(*file)
+	if err != nil {
+		return err
+	}
+	_, err = io.WriteString(stdout, platform.TSV(charts))
+	return err
+}
+
 func runVersion(_ context.Context, args []string, stdout, _ io.Writer) error {
 	if len(args) > 0 {
 		return usageError{"version takes no arguments"}
@@ -121,7 +163,7 @@ func usage(w io.Writer) {
 	}
 	sort.Strings(names)
 	for _, n := range names {
-		fmt.Fprintf(w, "  %-12s %s\n", n, commands[n].summary)
+		fmt.Fprintf(w, "  %-16s %s\n", n, commands[n].summary)
 	}
 }
 

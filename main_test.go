@@ -19,6 +19,9 @@ func TestCLIDispatch(t *testing.T) {
 		{[]string{"version"}, 0, "darktower delivery", ""},
 		{[]string{"version", "extra"}, 2, "", "version takes no arguments"},
 		{[]string{"update-base", "extra"}, 2, "", "update-base takes no arguments"},
+		{[]string{"platform-charts"}, 0, "linkerd-control-plane\thttps://helm.linkerd.io/stable", ""},
+		{[]string{"platform-charts", "--file", "no-such.yaml"}, 1, "", "no-such.yaml"},
+		{[]string{"dev-secrets"}, 0, "name: dark-tower-internal-ca", "local development only"},
 		{[]string{"build-all", "--no-such-flag"}, 2, "", "flag provided but not defined"},
 		{[]string{"build-all", "--services", "nope", "--base", "skeleton"}, 1, "", `unknown service "nope"`},
 	} {
