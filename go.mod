@@ -6,6 +6,7 @@ toolchain go1.27.3
 
 require (
 	github.com/google/go-containerregistry v0.22.1
+	go.yaml.in/yaml/v3 v3.0.6
 	golang.org/x/crypto v0.59.0
 	sigs.k8s.io/yaml v1.6.0
 )

@@ -19,6 +19,7 @@ import (
 	"github.com/darktower/delivery/pipelines/build"
 	"github.com/darktower/delivery/pipelines/devsecrets"
 	"github.com/darktower/delivery/pipelines/flow"
+	"github.com/darktower/delivery/pipelines/overlay"
 	"github.com/darktower/delivery/pipelines/platform"
 	"github.com/darktower/delivery/pipelines/registry"
 )
@@ -39,6 +40,7 @@ var commands = map[string]command{
 	"build-all":       {summary: "build the services' OCI images into dist/ (the main job)", run: runBuildAll},
 	"update-base":     {summary: "pin the specs' base images to their current digests in images/base.lock.json", run: runUpdateBase},
 	"dev-secrets":     {summary: "print fresh local-environment secrets as Kubernetes Secrets (infra/local/setup.sh)", run: runDevSecrets},
+	"pin-images":      {summary: "pin an overlay's images to the digests of a build (dist/manifest.json)", run: runPinImages},
 	"platform-charts": {summary: "list infra/platform/charts.yaml as tab-separated lines (infra/local/setup.sh)", run: runPlatformCharts},
 }
 
@@ -100,15 +102,25 @@ func runDevSecrets(_ context.Context, args []string, stdout, stderr io.Writer) e
 	ns := fs.String("namespace", "dark-tower-local-secrets", "namespace of the Secrets (the local ClusterSecretStore reads it)")
 	serviceNS := fs.String("service-namespaces", "region-us-west,region-us-east", "comma-separated namespaces running the services")
 	dataNS := fs.String("data-namespace", "dark-tower-data", "PostgreSQL's and Redis's namespace")
+	format := fs.String("format", "kubernetes", `"kubernetes" (Secrets, for kubectl apply -f -) or "env" (infra/local/.env for docker compose)`)
 	if err := fs.Parse(args); err != nil {
 		return usageError{err.Error()}
+	}
+	if *format != "kubernetes" && *format != "env" {
+		return usageError{fmt.Sprintf("--format %q: use kubernetes or env", *format)}
 	}
 	secrets, err := devsecrets.Generate(devsecrets.Options{Namespace: *ns, ServiceNamespaces: csv(*serviceNS), DataNamespace: *dataNS})
 	if err != nil {
 		return err
 	}
-	manifest, err := devsecrets.Manifest(secrets)
-	if err != nil {
+	var manifest []byte
+	if *format == "env" {
+		env, err := devsecrets.EnvFile(secrets)
+		if err != nil {
+			return err
+		}
+		manifest = []byte(env)
+	} else if manifest, err = devsecrets.Manifest(secrets); err != nil {
 		return err
 	}
 	// Only the manifest goes to stdout (it is meant for kubectl); never log it.
@@ -130,6 +142,33 @@ func runPlatformCharts(_ context.Context, args []string, stdout, stderr io.Write
 	}
 	_, err = io.WriteString(stdout, platform.TSV(charts))
 	return err
+}
+
+func runPinImages(_ context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("pin-images", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	manifest := fs.String("manifest", "dist/manifest.json", "the build whose digests to pin")
+	kustomization := fs.String("kustomization", "", "the overlay's kustomization.yaml (required)")
+	registryPrefix := fs.String("registry", "", "where the images were pushed, e.g. localhost:5001/darktower (required)")
+	if err := fs.Parse(args); err != nil {
+		return usageError{err.Error()}
+	}
+	if *kustomization == "" || *registryPrefix == "" {
+		return usageError{"pin-images needs --kustomization and --registry"}
+	}
+	m, err := build.ReadManifest(*manifest)
+	if err != nil {
+		return err
+	}
+	pins := map[string]overlay.Pin{}
+	for _, img := range m.Images {
+		pins[img.Service] = overlay.Pin{NewName: strings.TrimSuffix(*registryPrefix, "/") + "/" + img.Service, Digest: img.Digest}
+	}
+	if err := overlay.PinImages(*kustomization, pins); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "pin-images: %d image(s) in %s pinned to build %s\n", len(pins), *kustomization, m.Version)
+	return nil
 }
 
 func runVersion(_ context.Context, args []string, stdout, _ io.Writer) error {

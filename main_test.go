@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -51,5 +53,33 @@ func TestREADMEAirGappedBuildAll(t *testing.T) {
 	}
 	if !strings.Contains(stdout.String(), "build-all: 4 image(s)") {
 		t.Errorf("no final line in:\n%s", stdout.String())
+	}
+}
+
+func TestPinImagesCommand(t *testing.T) {
+	dir := t.TempDir()
+	raw, err := os.ReadFile("infra/overlays/local/common/kustomization.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	kust := filepath.Join(dir, "kustomization.yaml")
+	os.WriteFile(kust, raw, 0o644)
+	digest := "sha256:" + strings.Repeat("b", 64)
+	var images []string
+	for _, s := range []string{"ac-service", "global-controller", "meeting-controller", "media-handler"} {
+		images = append(images, `{"service":"`+s+`","digest":"`+digest+`"}`)
+	}
+	manifest := filepath.Join(dir, "manifest.json")
+	os.WriteFile(manifest, []byte(`{"version":"9.9.9","images":[`+strings.Join(images, ",")+`]}`), 0o644)
+	var stdout, stderr bytes.Buffer
+	if code := run(context.Background(), []string{"pin-images", "--manifest", manifest, "--kustomization", kust, "--registry", "localhost:5001/darktower"}, &stdout, &stderr); code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr.String())
+	}
+	after, _ := os.ReadFile(kust)
+	if strings.Count(string(after), digest) != 4 || !strings.Contains(stdout.String(), "pinned to build 9.9.9") {
+		t.Fatalf("stdout %q, file:\n%s", stdout.String(), after)
+	}
+	if code := run(context.Background(), []string{"pin-images", "--kustomization", kust}, &stdout, &stderr); code != 2 {
+		t.Errorf("missing --registry: exit %d", code)
 	}
 }

@@ -27,12 +27,8 @@ type Previous struct {
 // ReadPrevious reads out's last build. Anything missing or unreadable just
 // means nothing is reused; it never fails a build.
 func ReadPrevious(out string) *Previous {
-	raw, err := os.ReadFile(filepath.Join(out, ManifestFile))
+	m, err := ReadManifest(filepath.Join(out, ManifestFile))
 	if err != nil {
-		return nil
-	}
-	var m Manifest
-	if json.Unmarshal(raw, &m) != nil {
 		return nil
 	}
 	p, err := layout.FromPath(filepath.Join(out, LayoutDir))

@@ -92,6 +92,22 @@ func WriteOutputs(out string, res *Result, version, revision string, epoch time.
 	return m, WriteManifest(out, m)
 }
 
+// ReadManifest reads a manifest.json a build wrote.
+func ReadManifest(path string) (*Manifest, error) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("%w (run build-all first)", err)
+	}
+	var m Manifest
+	if err := json.Unmarshal(raw, &m); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	if len(m.Images) == 0 {
+		return nil, fmt.Errorf("%s names no images", path)
+	}
+	return &m, nil
+}
+
 // WriteManifest (re)writes manifest.json atomically.
 func WriteManifest(out string, m *Manifest) error {
 	data, err := json.MarshalIndent(m, "", "  ")

@@ -246,3 +246,47 @@ func Manifest(secrets []Secret) ([]byte, error) {
 	}
 	return []byte(strings.Join(docs, "---\n")), nil
 }
+
+// envKeys maps the compose file's variables (infra/local/docker-compose.yml)
+// to secret/key.
+var envKeys = []struct{ env, secret, key string }{
+	{"AC_DB_PASSWORD", "dark-tower-postgresql-ac", "password"},
+	{"GC_DB_PASSWORD", "dark-tower-postgresql-gc", "password"},
+	{"REDIS_PASSWORD", "dark-tower-redis", "password"},
+	{"AC_MASTER_KEY", "dark-tower-ac-service", "master-key"},
+	{"AC_CLIENTS_JSON", "dark-tower-ac-service", "clients-json"},
+	{"MC_CLIENT_SECRET", "dark-tower-meeting-controller", "client-secret"},
+	{"MH_CLIENT_SECRET", "dark-tower-media-handler", "client-secret"},
+	{"TLS_CA_PEM", "dark-tower-internal-ca", "certificate"},
+	{"AC_TLS_CERT", "dark-tower-ac-service-tls", "certificate"},
+	{"AC_TLS_KEY", "dark-tower-ac-service-tls", "private-key"},
+	{"GC_TLS_CERT", "dark-tower-global-controller-tls", "certificate"},
+	{"GC_TLS_KEY", "dark-tower-global-controller-tls", "private-key"},
+	{"MC_TLS_CERT", "dark-tower-meeting-controller-tls", "certificate"},
+	{"MC_TLS_KEY", "dark-tower-meeting-controller-tls", "private-key"},
+	{"MH_TLS_CERT", "dark-tower-media-handler-tls", "certificate"},
+	{"MH_TLS_KEY", "dark-tower-media-handler-tls", "private-key"},
+}
+
+// EnvFile renders the secrets as a compose .env file: KEY='value', single
+// quoted so compose takes the value literally ($ in bcrypt hashes, PEM
+// newlines).
+func EnvFile(secrets []Secret) (string, error) {
+	byName := map[string]map[string]string{}
+	for _, s := range secrets {
+		byName[s.Metadata.Name] = s.StringData
+	}
+	var b strings.Builder
+	b.WriteString("# Local development secrets for infra/local/docker-compose.yml (go run . dev-secrets --format env).\n")
+	for _, k := range envKeys {
+		v, ok := byName[k.secret][k.key]
+		if !ok {
+			return "", fmt.Errorf("devsecrets: no %s/%s for %s", k.secret, k.key, k.env)
+		}
+		if strings.Contains(v, "'") {
+			return "", fmt.Errorf("devsecrets: %s contains a single quote", k.env)
+		}
+		fmt.Fprintf(&b, "%s='%s'\n", k.env, strings.TrimSuffix(v, "\n"))
+	}
+	return b.String(), nil
+}

@@ -135,3 +135,22 @@ func TestEachRunMakesNewSecretsAndTheManifestRoundTrips(t *testing.T) {
 		t.Fatal("no namespaces accepted")
 	}
 }
+
+func TestEnvFileHasEveryComposeVariable(t *testing.T) {
+	secrets, err := Generate(Options{Namespace: "ns", ServiceNamespaces: []string{"x"}, DataNamespace: "d"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	env, err := EnvFile(secrets)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range envKeys {
+		if !strings.Contains(env, "\n"+k.env+"='") {
+			t.Errorf("no %s in the env file", k.env)
+		}
+	}
+	if strings.Count(env, "'") != 2*len(envKeys) {
+		t.Errorf("quotes do not pair up: %d for %d values", strings.Count(env, "'"), len(envKeys))
+	}
+}

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Destroys the full local environment: the kind cluster and the local
+# registry. Idempotent: nothing to remove is not an error.
+set -euo pipefail
+# shellcheck source=lib.sh source-path=SCRIPTDIR
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+need_docker
+need kind "https://kind.sigs.k8s.io/docs/user/quick-start/#installation"
+
+if cluster_exists; then
+  say "deleting kind cluster $cluster"
+  kind delete cluster --name "$cluster"
+else
+  say "no kind cluster $cluster"
+fi
+if docker inspect "$registry" >/dev/null 2>&1; then
+  say "removing the local registry"
+  docker rm -f "$registry" >/dev/null
+else
+  say "no local registry"
+fi
