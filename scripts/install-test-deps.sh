@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs, from Debian's packages, the servers the test suite starts on
 # loopback: PostgreSQL, Redis, the CNCF distribution registry and a Docker
-# engine (docker.io: dockerd, containerd, runc). Idempotent; installs only what is missing.
+# engine (docker.io: dockerd, containerd, runc), and shellcheck for the
+# infra/local scripts. Idempotent; installs only what is missing.
 set -euo pipefail
 
 need=()
@@ -9,6 +10,7 @@ compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || command -v initdb >/
 command -v redis-server >/dev/null || need+=(redis-server)
 command -v docker-registry >/dev/null || need+=(docker-registry)
 command -v dockerd >/dev/null || need+=(docker.io)
+command -v shellcheck >/dev/null || need+=(shellcheck)
 
 if ((${#need[@]} == 0)); then
   echo "test dependencies: all present"
