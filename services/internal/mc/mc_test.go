@@ -22,10 +22,25 @@ func TestMain(m *testing.M) {
 }
 
 func TestMediaHandlerRegistryInRedis(t *testing.T) {
+	exerciseRegistry(t, rds.Addr(), false)
+}
+
+// ADR-0012 §5 runs Redis as a cluster: the same behaviour against a real
+// three-master Redis Cluster, MC connected through one node.
+func TestMediaHandlerRegistryOnRedisCluster(t *testing.T) {
+	cluster, err := testenv.StartRedisCluster(3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cluster.Stop)
+	exerciseRegistry(t, cluster.Addr(), true)
+}
+
+func exerciseRegistry(t *testing.T, addr string, cluster bool) {
 	iss := testenv.NewIssuer(t)
 	kit, _ := testenv.Kit(t, "meeting-controller", "")
 	kit.HTTPClient = iss.Server.Client()
-	svc := NewService(kit, Config{ID: "mc-0", Region: "local", RedisAddr: rds.Addr(), JWKSURL: iss.JWKSURL(),
+	svc := NewService(kit, Config{ID: "mc-0", Region: "local", RedisAddr: addr, RedisCluster: cluster, JWKSURL: iss.JWKSURL(),
 		Issuer: "https://ac-service", Audience: "meeting-controller", ClientSecret: envconf.NewSecret("x"),
 		HeartbeatInterval: time.Second, MHTTL: 30 * time.Second})
 	defer svc.Close()

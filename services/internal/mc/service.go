@@ -28,6 +28,7 @@ type Config struct {
 	AdvertiseURL      string         // MC_ADVERTISE_URL: how GC and MHs reach this MC's API
 	RedisAddr         string         // MC_REDIS_ADDR
 	RedisPassword     envconf.Secret // MC_REDIS_PASSWORD (optional)
+	RedisCluster      bool           // MC_REDIS_CLUSTER: MC_REDIS_ADDR is a Redis Cluster node (ADR-0012 §5)
 	GCURL             string         // MC_GC_URL
 	TokenURL          string         // MC_AC_TOKEN_URL
 	JWKSURL           string         // MC_AC_JWKS_URL: to verify media handlers' tokens
@@ -48,6 +49,7 @@ func LoadConfig(l *envconf.Loader) Config {
 		Region:            l.String("MC_REGION", "local"),
 		RedisAddr:         l.RequiredString("MC_REDIS_ADDR", "the Redis address host:port, e.g. redis:6379"),
 		RedisPassword:     envconf.NewSecret(l.String("MC_REDIS_PASSWORD", "")),
+		RedisCluster:      l.Bool("MC_REDIS_CLUSTER", false),
 		Issuer:            l.String("MC_AC_ISSUER", "https://ac-service"),
 		ClientID:          l.String("MC_CLIENT_ID", "meeting-controller"),
 		ClientSecret:      l.RequiredSecret("MC_CLIENT_SECRET", "this MC's client secret registered with AC"),
@@ -70,12 +72,31 @@ func LoadConfig(l *envconf.Loader) Config {
 type Service struct {
 	cfg      Config
 	kit      *opskit.Kit
-	rdb      *redis.Client
+	rdb      redis.UniversalClient
 	gc       *authn.ServiceClient
 	keys     *authn.KeySet
 	verifier *authn.Verifier
 	gcReg    opskit.Freshness
 	beats    *prometheus.CounterVec
+}
+
+// newRedis connects to one Redis server, or through one node to a Redis
+// Cluster (the client follows MOVED/ASK redirections and slot changes).
+func newRedis(cfg Config) redis.UniversalClient {
+	// One quick redial: readiness must see an outage within its 1 s budget,
+	// not after the default five back-off attempts.
+	if cfg.RedisCluster {
+		return redis.NewClusterClient(&redis.ClusterOptions{
+			Addrs: []string{cfg.RedisAddr}, Password: cfg.RedisPassword.Reveal(),
+			DialTimeout: time.Second, ReadTimeout: time.Second, WriteTimeout: time.Second,
+			MaxRetries: 1, DialerRetries: 1, DialerRetryTimeout: 50 * time.Millisecond,
+		})
+	}
+	return redis.NewClient(&redis.Options{
+		Addr: cfg.RedisAddr, Password: cfg.RedisPassword.Reveal(),
+		DialTimeout: time.Second, ReadTimeout: time.Second, WriteTimeout: time.Second,
+		MaxRetries: 1, DialerRetries: 1, DialerRetryTimeout: 50 * time.Millisecond,
+	})
 }
 
 // New builds MC.
@@ -85,14 +106,7 @@ func New(_ context.Context, kit *opskit.Kit, cfg Config) (opskit.Service, error)
 
 // NewService is New with the concrete type (tests).
 func NewService(kit *opskit.Kit, cfg Config) *Service {
-	rdb := redis.NewClient(&redis.Options{
-		Addr: cfg.RedisAddr, Password: cfg.RedisPassword.Reveal(),
-		DialTimeout: time.Second, ReadTimeout: time.Second, WriteTimeout: time.Second,
-		MaxRetries: 1,
-		// One quick redial: readiness must see an outage within its 1 s
-		// budget, not after the default five back-off attempts.
-		DialerRetries: 1, DialerRetryTimeout: 50 * time.Millisecond,
-	})
+	rdb := newRedis(cfg)
 	keys := &authn.KeySet{URL: cfg.JWKSURL, Client: kit.HTTPClient, RefreshInterval: 5 * time.Minute,
 		MinRefetch: 10 * time.Second, Logger: kit.Logger}
 	s := &Service{
@@ -158,8 +172,10 @@ func (s *Service) Routes(mux *http.ServeMux) {
 	mux.Handle("GET /v1/media-handlers", s.verifier.Require(s.kit.Logger, http.HandlerFunc(s.list)))
 }
 
-func (s *Service) registryKey() string  { return "dt:mc:" + s.cfg.ID + ":media-handlers" }
-func (s *Service) heartbeatKey() string { return "dt:mc:" + s.cfg.ID + ":media-handlers:heartbeat" }
+// The {id} hash tag keeps an MC's two keys in one Redis Cluster slot, so
+// the transactions that update both work on a cluster too.
+func (s *Service) registryKey() string  { return "dt:mc:{" + s.cfg.ID + "}:media-handlers" }
+func (s *Service) heartbeatKey() string { return "dt:mc:{" + s.cfg.ID + "}:media-handlers:heartbeat" }
 
 func (s *Service) register(w http.ResponseWriter, r *http.Request) {
 	// Taking registrations while not ready would hand MHs to an MC that GC

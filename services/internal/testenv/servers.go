@@ -239,16 +239,19 @@ func (p *Postgres) Stop() {
 
 // Redis is a throwaway redis-server on 127.0.0.1 (no persistence).
 type Redis struct {
-	Port int
-	base string
-	proc *process
+	Port  int
+	base  string
+	proc  *process
+	extra []string // more redis-server arguments
 }
 
 // Addr is host:port.
 func (r *Redis) Addr() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(r.Port)) }
 
 // StartRedis starts redis-server on a free port.
-func StartRedis() (*Redis, error) {
+func StartRedis() (*Redis, error) { return startRedis(nil) }
+
+func startRedis(extra []string) (*Redis, error) {
 	base, err := os.MkdirTemp("", "dt-redis-")
 	if err != nil {
 		return nil, err
@@ -258,7 +261,7 @@ func StartRedis() (*Redis, error) {
 		os.RemoveAll(base)
 		return nil, err
 	}
-	r := &Redis{Port: port, base: base}
+	r := &Redis{Port: port, base: base, extra: extra}
 	if err := r.Start(); err != nil {
 		os.RemoveAll(base)
 		return nil, err
@@ -272,9 +275,9 @@ func (r *Redis) Start() error {
 	if err != nil {
 		return errors.New("redis-server not found: install Debian's redis-server package (the README's test command does)")
 	}
-	r.proc, err = startProcess(filepath.Join(r.base, "redis.log"), nil, bin,
-		"--port", strconv.Itoa(r.Port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-		"--dir", r.base, "--protected-mode", "no")
+	args := append([]string{"--port", strconv.Itoa(r.Port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+		"--dir", r.base, "--protected-mode", "no"}, r.extra...)
+	r.proc, err = startProcess(filepath.Join(r.base, "redis.log"), nil, bin, args...)
 	if err != nil {
 		return err
 	}
@@ -310,4 +313,60 @@ func (r *Redis) Stop() {
 		r.proc.stop(syscall.SIGTERM, 5*time.Second)
 	}
 	os.RemoveAll(r.base)
+}
+
+// RedisCluster is a Redis Cluster of real redis-server processes on
+// loopback: masters only, every slot assigned.
+type RedisCluster struct{ Nodes []*Redis }
+
+// Addr is one node's address (a cluster client discovers the rest).
+func (c *RedisCluster) Addr() string { return c.Nodes[0].Addr() }
+
+// StartRedisCluster starts n cluster-enabled servers and forms a cluster
+// of them with redis-cli (Debian's redis-tools, installed with redis-server).
+func StartRedisCluster(n int) (*RedisCluster, error) {
+	c := &RedisCluster{}
+	var addrs []string
+	for i := 0; i < n; i++ {
+		r, err := startRedis([]string{"--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "2000"})
+		if err != nil {
+			c.Stop()
+			return nil, err
+		}
+		c.Nodes = append(c.Nodes, r)
+		addrs = append(addrs, r.Addr())
+	}
+	cli, err := exec.LookPath("redis-cli")
+	if err != nil {
+		c.Stop()
+		return nil, errors.New("redis-cli not found: install Debian's redis-tools (comes with redis-server)")
+	}
+	args := append([]string{"--cluster", "create"}, addrs...)
+	if out, err := exec.Command(cli, append(args, "--cluster-replicas", "0", "--cluster-yes")...).CombinedOutput(); err != nil {
+		c.Stop()
+		return nil, fmt.Errorf("redis-cli --cluster create: %v\n%s", err, out)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		ok := true
+		for _, r := range c.Nodes {
+			out, err := exec.Command(cli, "-p", strconv.Itoa(r.Port), "cluster", "info").Output()
+			ok = ok && err == nil && strings.Contains(string(out), "cluster_state:ok")
+		}
+		if ok {
+			return c, nil
+		}
+		if time.Now().After(deadline) {
+			c.Stop()
+			return nil, errors.New("the Redis Cluster did not reach cluster_state:ok within 20 s")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// Stop stops every node.
+func (c *RedisCluster) Stop() {
+	for _, r := range c.Nodes {
+		r.Stop()
+	}
 }
