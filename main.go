@@ -44,6 +44,24 @@ var commands = map[string]command{
 	"platform-charts": {summary: "list infra/platform/charts.yaml as tab-separated lines (infra/local/setup.sh)", run: runPlatformCharts},
 }
 
+// newFlags is a command's flag set; its errors and -h output go to stderr.
+func newFlags(name string, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	return fs
+}
+
+// parseFlags parses args; bad flags and stray arguments are usage errors.
+func parseFlags(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		return usageError{err.Error()}
+	}
+	if fs.NArg() > 0 {
+		return usageError{fmt.Sprintf("%s: unexpected argument %q", fs.Name(), fs.Arg(0))}
+	}
+	return nil
+}
+
 // csv splits a comma-separated flag value, dropping empty items.
 func csv(s string) []string {
 	var out []string
@@ -56,8 +74,7 @@ func csv(s string) []string {
 }
 
 func runBuildAll(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("build-all", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlags("build-all", stderr)
 	services := fs.String("services", "", "comma-separated services to build (default: all in images/)")
 	platforms := fs.String("platforms", "", "comma-separated platforms, e.g. linux/amd64 (default: each spec's own)")
 	out := fs.String("out", "dist", "output directory")
@@ -69,11 +86,8 @@ func runBuildAll(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	push := fs.String("push", "", "publish to this registry/repository prefix, e.g. ghcr.io/darktower (credentials: "+registry.EnvUsername+"/"+registry.EnvPassword+" or the Docker config)")
 	load := fs.Bool("load", false, "also load the host platform's images into the local Docker engine (docker CLI; DOCKER_HOST applies)")
 	jobs := fs.Int("jobs", 1, "concurrent go builds, one per module and platform (each already uses every core)")
-	if err := fs.Parse(args); err != nil {
-		return usageError{err.Error()}
-	}
-	if fs.NArg() > 0 {
-		return usageError{fmt.Sprintf("unexpected argument %q", fs.Arg(0))}
+	if err := parseFlags(fs, args); err != nil {
+		return err
 	}
 	root, err := os.Getwd()
 	if err != nil {
@@ -97,14 +111,13 @@ func runUpdateBase(ctx context.Context, args []string, stdout, _ io.Writer) erro
 }
 
 func runDevSecrets(_ context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("dev-secrets", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlags("dev-secrets", stderr)
 	ns := fs.String("namespace", "dark-tower-local-secrets", "namespace of the Secrets (the local ClusterSecretStore reads it)")
 	serviceNS := fs.String("service-namespaces", "region-us-west,region-us-east", "comma-separated namespaces running the services")
 	dataNS := fs.String("data-namespace", "dark-tower-data", "PostgreSQL's and Redis's namespace")
 	format := fs.String("format", "kubernetes", `"kubernetes" (Secrets, for kubectl apply -f -) or "env" (infra/local/.env for docker compose)`)
-	if err := fs.Parse(args); err != nil {
-		return usageError{err.Error()}
+	if err := parseFlags(fs, args); err != nil {
+		return err
 	}
 	if *format != "kubernetes" && *format != "env" {
 		return usageError{fmt.Sprintf("--format %q: use kubernetes or env", *format)}
@@ -130,11 +143,10 @@ func runDevSecrets(_ context.Context, args []string, stdout, stderr io.Writer) e
 }
 
 func runPlatformCharts(_ context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("platform-charts", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlags("platform-charts", stderr)
 	file := fs.String("file", "infra/platform/charts.yaml", "the charts file")
-	if err := fs.Parse(args); err != nil {
-		return usageError{err.Error()}
+	if err := parseFlags(fs, args); err != nil {
+		return err
 	}
 	charts, err := platform.LoadCharts(*file)
 	if err != nil {
@@ -145,13 +157,12 @@ func runPlatformCharts(_ context.Context, args []string, stdout, stderr io.Write
 }
 
 func runPinImages(_ context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("pin-images", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlags("pin-images", stderr)
 	manifest := fs.String("manifest", "dist/manifest.json", "the build whose digests to pin")
 	kustomization := fs.String("kustomization", "", "the overlay's kustomization.yaml (required)")
 	registryPrefix := fs.String("registry", "", "where the images were pushed, e.g. localhost:5001/darktower (required)")
-	if err := fs.Parse(args); err != nil {
-		return usageError{err.Error()}
+	if err := parseFlags(fs, args); err != nil {
+		return err
 	}
 	if *kustomization == "" || *registryPrefix == "" {
 		return usageError{"pin-images needs --kustomization and --registry"}

@@ -64,15 +64,7 @@ func (p *Previous) reuse(service, key string) *Image {
 // fromLayout rebinds an Image record to the index and images stored in a
 // layout (checking the index's digest on the way).
 func fromLayout(p layout.Path, rec *Image) (*Image, error) {
-	h, err := v1.NewHash(rec.Digest)
-	if err != nil {
-		return nil, err
-	}
-	root, err := p.ImageIndex()
-	if err != nil {
-		return nil, err
-	}
-	idx, err := root.ImageIndex(h)
+	idx, h, err := indexInLayout(p, rec.Digest)
 	if err != nil {
 		return nil, err
 	}
@@ -139,3 +131,17 @@ var selfDigest = sync.OnceValues(func() (string, error) {
 	}
 	return fileDigest(exe)
 })
+
+// indexInLayout finds the image index with the given digest in a layout.
+func indexInLayout(p layout.Path, digest string) (v1.ImageIndex, v1.Hash, error) {
+	h, err := v1.NewHash(digest)
+	if err != nil {
+		return nil, h, err
+	}
+	root, err := p.ImageIndex()
+	if err != nil {
+		return nil, h, err
+	}
+	idx, err := root.ImageIndex(h)
+	return idx, h, err
+}

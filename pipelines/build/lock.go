@@ -77,15 +77,7 @@ func (l *Lock) Pinned(dir, ref string) (name.Digest, error) {
 // Write writes the lock with stable key order (encoding/json sorts maps).
 func (l *Lock) Write(dir string) error {
 	l.Comment = lockComment
-	data, err := json.MarshalIndent(l, "", "  ")
-	if err != nil {
-		return err
-	}
-	tmp := filepath.Join(dir, LockFile+".tmp")
-	if err := os.WriteFile(tmp, append(data, '\n'), 0o644); err != nil {
-		return err
-	}
-	return os.Rename(tmp, filepath.Join(dir, LockFile))
+	return writeJSONAtomically(filepath.Join(dir, LockFile), l)
 }
 
 // BaseChange is what update-base did to one reference.

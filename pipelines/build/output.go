@@ -110,15 +110,21 @@ func ReadManifest(path string) (*Manifest, error) {
 
 // WriteManifest (re)writes manifest.json atomically.
 func WriteManifest(out string, m *Manifest) error {
-	data, err := json.MarshalIndent(m, "", "  ")
+	return writeJSONAtomically(filepath.Join(out, ManifestFile), m)
+}
+
+// writeJSONAtomically writes v as indented JSON to a temporary file and
+// renames it over path, so readers see the old file or the new, whole.
+func writeJSONAtomically(path string, v any) error {
+	data, err := json.MarshalIndent(v, "", "  ")
 	if err != nil {
 		return err
 	}
-	tmp := filepath.Join(out, ManifestFile+".tmp")
+	tmp := path + ".tmp"
 	if err := os.WriteFile(tmp, append(data, '\n'), 0o644); err != nil {
 		return err
 	}
-	return os.Rename(tmp, filepath.Join(out, ManifestFile))
+	return os.Rename(tmp, path)
 }
 
 // Summary renders the Markdown summary (also suitable for a CI job summary).

@@ -106,15 +106,7 @@ func cachedBase(dir, label string, d name.Digest, platforms []catalog.Platform) 
 	if err != nil {
 		return nil, err
 	}
-	h, err := v1.NewHash(d.DigestStr())
-	if err != nil {
-		return nil, err
-	}
-	root, err := p.ImageIndex()
-	if err != nil {
-		return nil, err
-	}
-	idx, err := root.ImageIndex(h)
+	idx, h, err := indexInLayout(p, d.DigestStr())
 	if err != nil {
 		return nil, err
 	}
