@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"net/url"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -152,5 +153,44 @@ func TestEnvFileHasEveryComposeVariable(t *testing.T) {
 	}
 	if strings.Count(env, "'") != 2*len(envKeys) {
 		t.Errorf("quotes do not pair up: %d for %d values", strings.Count(env, "'"), len(envKeys))
+	}
+}
+
+// Every remote key and property an ExternalSecret in infra/ reads is one
+// dev-secrets makes: the local environment lacks no secret.
+func TestEveryExternalSecretReadIsGenerated(t *testing.T) {
+	s := generate(t)
+	files := []string{
+		"../../infra/platform/external-secrets/service-secrets/external-secrets.yaml",
+		"../../infra/platform/database/external-secrets.yaml",
+		"../../infra/platform/observability/external-secrets.yaml",
+	}
+	reads := 0
+	for _, f := range files {
+		raw, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, doc := range strings.Split(string(raw), "\n---\n") {
+			var es struct {
+				Spec struct {
+					Data []struct {
+						RemoteRef struct{ Key, Property string } `json:"remoteRef"`
+					}
+				}
+			}
+			if err := yaml.Unmarshal([]byte(doc), &es); err != nil {
+				t.Fatalf("%s: %v", f, err)
+			}
+			for _, d := range es.Spec.Data {
+				reads++
+				if _, ok := s[d.RemoteRef.Key][d.RemoteRef.Property]; !ok {
+					t.Errorf("%s reads %s/%s, which dev-secrets does not make", f, d.RemoteRef.Key, d.RemoteRef.Property)
+				}
+			}
+		}
+	}
+	if reads < 20 {
+		t.Fatalf("only %d reads found", reads)
 	}
 }
