@@ -15,6 +15,7 @@ import (
 	"sort"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/darktower/delivery/pipelines/build"
 	"github.com/darktower/delivery/pipelines/devsecrets"
@@ -22,6 +23,7 @@ import (
 	"github.com/darktower/delivery/pipelines/overlay"
 	"github.com/darktower/delivery/pipelines/platform"
 	"github.com/darktower/delivery/pipelines/registry"
+	"github.com/darktower/delivery/pipelines/sim"
 )
 
 // command is one CLI verb.
@@ -38,6 +40,7 @@ func (e usageError) Error() string { return e.msg }
 var commands = map[string]command{
 	"version":         {summary: "print the pipeline's version and build information", run: runVersion},
 	"build-all":       {summary: "build the services' OCI images into dist/ (the main job)", run: runBuildAll},
+	"sim":             {summary: "the simulated cluster: sim up | down | status | kubeconfig", run: runSim},
 	"update-base":     {summary: "pin the specs' base images to their current digests in images/base.lock.json", run: runUpdateBase},
 	"dev-secrets":     {summary: "print fresh local-environment secrets as Kubernetes Secrets (infra/local/setup.sh)", run: runDevSecrets},
 	"pin-images":      {summary: "pin an overlay's images to the digests of a build (dist/manifest.json)", run: runPinImages},
@@ -180,6 +183,55 @@ func runPinImages(_ context.Context, args []string, stdout, stderr io.Writer) er
 	}
 	fmt.Fprintf(stdout, "pin-images: %d image(s) in %s pinned to build %s\n", len(pins), *kustomization, m.Version)
 	return nil
+}
+
+func runSim(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		return usageError{"sim needs a subcommand: up, down, status or kubeconfig"}
+	}
+	fs := newFlags("sim "+args[0], stderr)
+	dir := fs.String("state-dir", sim.DefaultStateDir(), "where the cluster keeps its state, certificates and logs")
+	cache := fs.String("cache-dir", sim.DefaultCacheDir(), "where the built control plane and kwok are kept")
+	if err := parseFlags(fs, args[1:]); err != nil {
+		return err
+	}
+	switch args[0] {
+	case "up":
+		tools, err := sim.EnsureTools(ctx, *cache, stdout)
+		if err != nil {
+			return err
+		}
+		s, err := sim.Up(ctx, *dir, tools, stdout)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "export KUBECONFIG=%s\n", s.Kubeconfig)
+		return nil
+	case "down":
+		return sim.Down(*dir, stdout)
+	case "status":
+		s, err := sim.ReadState(*dir)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "server %s (Kubernetes %s), up since %s\n", s.Server, s.Kubernetes, s.Started.Format(time.RFC3339))
+		for _, p := range s.Processes {
+			fmt.Fprintf(stdout, "  %-24s pid %d\n", p.Name, p.PID)
+		}
+		if err := s.Check(ctx); err != nil {
+			return fmt.Errorf("unhealthy: %w", err)
+		}
+		fmt.Fprintln(stdout, "healthy")
+		return nil
+	case "kubeconfig":
+		s, err := sim.ReadState(*dir)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintln(stdout, s.Kubeconfig)
+		return nil
+	}
+	return usageError{fmt.Sprintf("sim %q: use up, down, status or kubeconfig", args[0])}
 }
 
 func runVersion(_ context.Context, args []string, stdout, _ io.Writer) error {
