@@ -18,12 +18,16 @@ import (
 	"time"
 
 	"github.com/darktower/delivery/pipelines/build"
+	"github.com/darktower/delivery/pipelines/cluster"
 	"github.com/darktower/delivery/pipelines/devsecrets"
 	"github.com/darktower/delivery/pipelines/flow"
 	"github.com/darktower/delivery/pipelines/overlay"
 	"github.com/darktower/delivery/pipelines/platform"
 	"github.com/darktower/delivery/pipelines/registry"
 	"github.com/darktower/delivery/pipelines/sim"
+	"github.com/darktower/delivery/pipelines/validate"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
 )
 
 // command is one CLI verb.
@@ -41,6 +45,7 @@ var commands = map[string]command{
 	"version":         {summary: "print the pipeline's version and build information", run: runVersion},
 	"build-all":       {summary: "build the services' OCI images into dist/ (the main job)", run: runBuildAll},
 	"sim":             {summary: "the simulated cluster: sim up | down | status | kubeconfig", run: runSim},
+	"validate":        {summary: "validate --server: apply every infra/ overlay to the simulated cluster (or --kubeconfig) and run it", run: runValidate},
 	"update-base":     {summary: "pin the specs' base images to their current digests in images/base.lock.json", run: runUpdateBase},
 	"dev-secrets":     {summary: "print fresh local-environment secrets as Kubernetes Secrets (infra/local/setup.sh)", run: runDevSecrets},
 	"pin-images":      {summary: "pin an overlay's images to the digests of a build (dist/manifest.json)", run: runPinImages},
@@ -232,6 +237,62 @@ func runSim(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return nil
 	}
 	return usageError{fmt.Sprintf("sim %q: use up, down, status or kubeconfig", args[0])}
+}
+
+func runValidate(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("validate", stderr)
+	server := fs.Bool("server", false, "validate against a Kubernetes API server (required; client-side checks are `make test`'s policy tests)")
+	overlays := fs.String("overlays", strings.Join(validate.Overlays, ","), "comma-separated overlays under infra/")
+	kubeconfig := fs.String("kubeconfig", "", "validate against this cluster instead of the simulated one (sim up)")
+	dir := fs.String("state-dir", sim.DefaultStateDir(), "the simulated cluster's state directory")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if !*server {
+		return usageError{"validate needs --server (the client-side checks run with `make test`)"}
+	}
+	cacheDir := sim.DefaultCacheDir()
+	var cfg *rest.Config
+	var err error
+	if *kubeconfig != "" {
+		cfg, err = clientcmd.BuildConfigFromFlags("", *kubeconfig)
+	} else {
+		var tools *sim.Tools
+		if tools, err = sim.EnsureTools(ctx, cacheDir, stdout); err != nil {
+			return err
+		}
+		var s *sim.State
+		if s, err = sim.Up(ctx, *dir, tools, stdout); err != nil {
+			return err
+		}
+		cfg, err = s.RESTConfig()
+	}
+	if err != nil {
+		return err
+	}
+	client, err := cluster.New(cfg)
+	if err != nil {
+		return err
+	}
+	crds, err := sim.LoadCRDs(ctx, cacheDir, sim.PlatformCRDs)
+	if err != nil {
+		return err
+	}
+	rep, err := validate.Server(ctx, validate.Options{Infra: "infra", Overlays: csv(*overlays), Client: client, CRDs: crds, Progress: stdout})
+	if err != nil {
+		return err
+	}
+	for _, f := range rep.Findings {
+		fmt.Fprintf(stdout, "REFUSED %s\n", f)
+	}
+	for _, n := range rep.NotReady {
+		fmt.Fprintf(stdout, "NOT READY %s\n", n)
+	}
+	if !rep.OK() {
+		return fmt.Errorf("%d object(s) refused, %d overlay(s) not ready", len(rep.Findings), len(rep.NotReady))
+	}
+	fmt.Fprintf(stdout, "validate: %d objects accepted by the server; every workload Ready and replaced a deleted pod\n", rep.Applied)
+	return nil
 }
 
 func runVersion(_ context.Context, args []string, stdout, _ io.Writer) error {

@@ -39,7 +39,7 @@ for m in "${modules[@]}"; do
   step "go test ($m)"
   start=$SECONDS
   # -race on the packages; services/e2e builds and runs the real binaries.
-  (cd "$m" && go test -race -count=1 -v ./... 2>&1) | tee -a "$log" || status=1
+  (cd "$m" && go test -race -count=1 -timeout 40m -v ./... 2>&1) | tee -a "$log" || status=1
   echo "($m: $((SECONDS - start)) s)"
 done
 

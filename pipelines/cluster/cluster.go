@@ -63,6 +63,9 @@ func (w *warnings) take() []string {
 // New builds a client from a REST config.
 func New(cfg *rest.Config) (*Client, error) {
 	cfg = rest.CopyConfig(cfg)
+	// client-go's default (5 requests/s) makes applying an overlay take
+	// seconds per dozen objects; the pipeline is one well-behaved client.
+	cfg.QPS, cfg.Burst = 50, 100
 	w := &warnings{}
 	cfg.WarningHandlerWithContext = w
 	typed, err := kubernetes.NewForConfig(cfg)
@@ -297,23 +300,25 @@ func podReady(p *corev1.Pod) bool {
 }
 
 // DeleteOnePod deletes one Ready pod of a workload's selector and returns
-// its name (what a pod-delete chaos experiment does).
-func (c *Client) DeleteOnePod(ctx context.Context, namespace, selector string) (string, error) {
+// its name (what a pod-delete chaos experiment does). grace is the
+// termination grace period (nil: the pod's own).
+func (c *Client) DeleteOnePod(ctx context.Context, namespace, selector string, grace *int64) (string, error) {
 	pods, err := c.Typed.CoreV1().Pods(namespace).List(ctx, metav1.ListOptions{LabelSelector: selector})
 	if err != nil {
 		return "", err
 	}
 	for _, p := range pods.Items {
 		if podReady(&p) && p.DeletionTimestamp == nil {
-			return p.Name, c.Typed.CoreV1().Pods(namespace).Delete(ctx, p.Name, metav1.DeleteOptions{})
+			return p.Name, c.Typed.CoreV1().Pods(namespace).Delete(ctx, p.Name, metav1.DeleteOptions{GracePeriodSeconds: grace})
 		}
 	}
 	return "", fmt.Errorf("no Ready pod matches %s in %s", selector, namespace)
 }
 
-// DeleteByLabel deletes every pod matching selector.
-func (c *Client) DeleteByLabel(ctx context.Context, namespace, selector string) error {
-	return c.Typed.CoreV1().Pods(namespace).DeleteCollection(ctx, metav1.DeleteOptions{}, metav1.ListOptions{LabelSelector: selector})
+// DeleteByLabel deletes every pod matching selector ("" for all) with the
+// given grace period (nil: each pod's own).
+func (c *Client) DeleteByLabel(ctx context.Context, namespace, selector string, grace *int64) error {
+	return c.Typed.CoreV1().Pods(namespace).DeleteCollection(ctx, metav1.DeleteOptions{GracePeriodSeconds: grace}, listOpts(selector))
 }
 
 // Selector of a workload, for the helpers above.

@@ -3,52 +3,27 @@ package cluster
 import (
 	"context"
 	"fmt"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/darktower/delivery/pipelines/internal/simtest"
 	"github.com/darktower/delivery/pipelines/sim"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 )
 
-// One simulated cluster for the package's tests: a real API server,
-// controllers and scheduler, kwok's nodes.
-var (
-	state  *sim.State
-	client *Client
-)
+var client *Client
 
 func TestMain(m *testing.M) {
-	ctx := context.Background()
-	tools, err := sim.EnsureTools(ctx, sim.DefaultCacheDir(), os.Stderr)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "cluster tests need the simulated cluster:", err)
-		os.Exit(1)
-	}
-	dir, err := os.MkdirTemp("", "darktower-sim-test-")
-	if err != nil {
-		os.Exit(1)
-	}
-	state, err = sim.Up(ctx, filepath.Join(dir, "cluster"), tools, os.Stderr)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "sim up:", err)
-		os.Exit(1)
-	}
-	cfg, err := state.RESTConfig()
-	if err == nil {
-		client, err = New(cfg)
-	}
-	code := 1
-	if err == nil {
-		code = m.Run()
-	} else {
-		fmt.Fprintln(os.Stderr, err)
-	}
-	_ = sim.Down(state.Dir, os.Stderr)
-	os.RemoveAll(dir)
-	os.Exit(code)
+	simtest.Main(m, func(s *sim.State) {
+		cfg, err := s.RESTConfig()
+		if err == nil {
+			client, err = New(cfg)
+		}
+		if err != nil {
+			panic(err)
+		}
+	})
 }
 
 func objects(t *testing.T, yamls ...string) []*unstructured.Unstructured {
@@ -119,7 +94,7 @@ func TestApplyWaitAndReplace(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	gone, err := client.DeleteOnePod(ctx, "demo", sel)
+	gone, err := client.DeleteOnePod(ctx, "demo", sel, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -177,6 +177,9 @@ func Up(ctx context.Context, dir string, tools *Tools, progress io.Writer) (*Sta
 	}
 	if err := s.start("kwok", tools.Kwok, "--kubeconfig", s.Kubeconfig, "--config", tools.KwokStages,
 		"--manage-nodes-with-annotation-selector", KwokNode+"=fake",
+		// Nodes renew leases like kubelets; without this they go NotReady
+		// after the node monitor's grace period and their pods unready.
+		"--node-lease-duration-seconds", "40",
 		"--server-address", fmt.Sprintf("127.0.0.1:%d", kwokPort)); err != nil {
 		return fail(err)
 	}
