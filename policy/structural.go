@@ -2,6 +2,7 @@ package policy
 
 import (
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 
@@ -43,7 +44,7 @@ func (s shape) check(o Object) error {
 	if spec, ok := m["spec"].(map[string]any); ok && s.specAllowed != nil {
 		var unknown []string
 		for k := range spec {
-			if !contains(s.specAllowed, k) {
+			if !slices.Contains(s.specAllowed, k) {
 				unknown = append(unknown, k)
 			}
 		}
@@ -53,15 +54,6 @@ func (s shape) check(o Object) error {
 		}
 	}
 	return nil
-}
-
-func contains(list []string, s string) bool {
-	for _, v := range list {
-		if v == s {
-			return true
-		}
-	}
-	return false
 }
 
 // Lookup follows a dotted path (numeric parts index lists) through a

@@ -2,6 +2,7 @@ package policy
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -191,7 +192,7 @@ func checkPodSecurity(p *problems, spec corev1.PodSpec) {
 	}
 	podSeccomp := psc.SeccompProfile != nil && psc.SeccompProfile.Type == corev1.SeccompProfileTypeRuntimeDefault
 	for _, s := range psc.Sysctls {
-		if !contains(safeSysctls, s.Name) {
+		if !slices.Contains(safeSysctls, s.Name) {
 			p.add("sysctl %s is not in Pod Security's safe set", s.Name)
 		}
 	}
@@ -215,7 +216,7 @@ func checkPodSecurity(p *problems, spec corev1.PodSpec) {
 		if sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem {
 			p.add("container %s must have a read-only root filesystem", c.Name)
 		}
-		if sc.Capabilities == nil || !containsCap(sc.Capabilities.Drop, "ALL") {
+		if sc.Capabilities == nil || !slices.Contains(sc.Capabilities.Drop, "ALL") {
 			p.add("container %s must drop ALL capabilities", c.Name)
 		} else {
 			for _, a := range sc.Capabilities.Add {
@@ -236,15 +237,6 @@ func checkPodSecurity(p *problems, spec corev1.PodSpec) {
 			}
 		}
 	}
-}
-
-func containsCap(list []corev1.Capability, c corev1.Capability) bool {
-	for _, v := range list {
-		if v == c {
-			return true
-		}
-	}
-	return false
 }
 
 // CheckScaling holds the HPAs, PDBs and ServiceMonitors to the ADR: one of

@@ -379,13 +379,29 @@ func describe(p catalog.Platform, img v1.Image) (PlatformImage, error) {
 	return pi, nil
 }
 
+// uncompressedSizes remembers each layer's size by digest: every service
+// shares the base's layers, which would otherwise be decompressed again
+// for each service and platform.
+var uncompressedSizes sync.Map // v1.Hash → int64
+
 func uncompressedSize(l v1.Layer) (int64, error) {
+	d, err := l.Digest()
+	if err != nil {
+		return 0, err
+	}
+	if n, ok := uncompressedSizes.Load(d); ok {
+		return n.(int64), nil
+	}
 	rc, err := l.Uncompressed()
 	if err != nil {
 		return 0, err
 	}
 	defer rc.Close()
-	return io.Copy(io.Discard, rc)
+	n, err := io.Copy(io.Discard, rc)
+	if err == nil {
+		uncompressedSizes.Store(d, n)
+	}
+	return n, err
 }
 
 func shortDigest(d string) string {

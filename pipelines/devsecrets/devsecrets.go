@@ -5,23 +5,20 @@
 package devsecrets
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/base64"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
-	"math/big"
 	"net/url"
 	"sort"
 	"strings"
 	"time"
 
+	"github.com/darktower/delivery/pipelines/internal/certs"
 	"golang.org/x/crypto/bcrypt"
 	"sigs.k8s.io/yaml"
 )
@@ -78,16 +75,16 @@ func Generate(o Options) ([]Secret, error) {
 	if err != nil {
 		return nil, err
 	}
-	g.add("dark-tower-internal-ca", map[string]string{"certificate": ca.certPEM, "private-key": ca.keyPEM})
+	g.add("dark-tower-internal-ca", map[string]string{"certificate": string(ca.CertPEM), "private-key": string(ca.KeyPEM)})
 	for _, svc := range Services {
 		c, err := g.leaf(ca, svc)
 		if err != nil {
 			return nil, err
 		}
-		g.add("dark-tower-"+svc+"-tls", map[string]string{"certificate": c.certPEM, "private-key": c.keyPEM})
+		g.add("dark-tower-"+svc+"-tls", map[string]string{"certificate": string(c.CertPEM), "private-key": string(c.KeyPEM)})
 	}
 	pw := map[string]string{}
-	for _, k := range []string{"ac-db", "gc-db", "redis", "grafana", "backup-id", "backup-secret", "master-key"} {
+	for _, k := range []string{"ac-db", "gc-db", "redis", "grafana", "backup-id", "backup-secret"} {
 		if pw[k], err = g.random(32); err != nil {
 			return nil, err
 		}
@@ -166,25 +163,14 @@ func (g *gen) databaseURL(db, password string) string {
 	return u.String()
 }
 
-type keyPair struct {
-	cert    *x509.Certificate
-	key     *ecdsa.PrivateKey
-	certPEM string
-	keyPEM  string
-}
-
-func (g *gen) serial() (*big.Int, error) {
-	return rand.Int(g.r, new(big.Int).Lsh(big.NewInt(1), 127))
-}
-
-func (g *gen) ca() (*keyPair, error) {
-	return g.issue(&x509.Certificate{Subject: pkix.Name{CommonName: "Dark Tower local internal CA"}, IsCA: true,
+func (g *gen) ca() (*certs.Pair, error) {
+	return certs.Issue(&x509.Certificate{Subject: pkix.Name{CommonName: "Dark Tower local internal CA"}, IsCA: true,
 		BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
-		NotBefore: g.o.Now.Add(-time.Hour), NotAfter: g.o.Now.AddDate(1, 0, 0)}, nil)
+		NotBefore: g.o.Now.Add(-time.Hour), NotAfter: g.o.Now.AddDate(1, 0, 0)}, nil, g.r)
 }
 
 // leaf issues svc's certificate, valid for every name it is reached by.
-func (g *gen) leaf(ca *keyPair, svc string) (*keyPair, error) {
+func (g *gen) leaf(ca *certs.Pair, svc string) (*certs.Pair, error) {
 	names := []string{svc}
 	hosts := []string{svc}
 	if svc == "ac-service" {
@@ -200,38 +186,9 @@ func (g *gen) leaf(ca *keyPair, svc string) (*keyPair, error) {
 			names = append(names, "*.ac-service-headless."+ns+".svc")
 		}
 	}
-	return g.issue(&x509.Certificate{Subject: pkix.Name{CommonName: svc}, DNSNames: names,
+	return certs.Issue(&x509.Certificate{Subject: pkix.Name{CommonName: svc}, DNSNames: names,
 		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
-		NotBefore: g.o.Now.Add(-time.Hour), NotAfter: g.o.Now.AddDate(0, 3, 0)}, ca)
-}
-
-func (g *gen) issue(tmpl *x509.Certificate, parent *keyPair) (*keyPair, error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), g.r)
-	if err != nil {
-		return nil, err
-	}
-	if tmpl.SerialNumber, err = g.serial(); err != nil {
-		return nil, err
-	}
-	signer, parentCert := key, tmpl
-	if parent != nil {
-		signer, parentCert = parent.key, parent.cert
-	}
-	der, err := x509.CreateCertificate(g.r, tmpl, parentCert, &key.PublicKey, signer)
-	if err != nil {
-		return nil, fmt.Errorf("issuing %s: %w", tmpl.Subject.CommonName, err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		return nil, err
-	}
-	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		return nil, err
-	}
-	return &keyPair{cert: cert, key: key,
-		certPEM: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})),
-		keyPEM:  string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}))}, nil
+		NotBefore: g.o.Now.Add(-time.Hour), NotAfter: g.o.Now.AddDate(0, 3, 0)}, ca, g.r)
 }
 
 // Manifest renders the secrets as one YAML stream for `kubectl apply -f -`.
