@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Installs, from Debian's packages, the servers the test suite starts on
 # loopback: PostgreSQL, Redis, the CNCF distribution registry and a Docker
-# engine (docker.io: dockerd, containerd, runc), shellcheck for the
-# infra/local scripts, and etcd for the simulated cluster. Idempotent; installs only what is missing.
+# engine (docker.io: dockerd, containerd, runc) and shellcheck for the
+# infra/local scripts. Idempotent; installs only what is missing. (The
+# simulated cluster's etcd, control plane and kwok are built from the Go
+# module proxy on first use: pipelines/sim.)
 set -euo pipefail
 
 need=()
@@ -11,7 +13,6 @@ command -v redis-server >/dev/null || need+=(redis-server)
 command -v docker-registry >/dev/null || need+=(docker-registry)
 command -v dockerd >/dev/null || need+=(docker.io)
 command -v shellcheck >/dev/null || need+=(shellcheck)
-command -v etcd >/dev/null || need+=(etcd-server)
 
 if ((${#need[@]} == 0)); then
   echo "test dependencies: all present"

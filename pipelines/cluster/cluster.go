@@ -15,6 +15,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -319,6 +320,53 @@ func (c *Client) DeleteOnePod(ctx context.Context, namespace, selector string, g
 // given grace period (nil: each pod's own).
 func (c *Client) DeleteByLabel(ctx context.Context, namespace, selector string, grace *int64) error {
 	return c.Typed.CoreV1().Pods(namespace).DeleteCollection(ctx, metav1.DeleteOptions{GracePeriodSeconds: grace}, listOpts(selector))
+}
+
+// RemoveNamespaces deletes namespaces and waits until they are gone. The
+// workload controllers go first, orphaning their pods so none is
+// recreated, then the pods without grace: the namespace controller
+// otherwise waits out the pods' termination grace (30 s here) before it
+// finishes. For test clusters and previews, not for production.
+func (c *Client) RemoveNamespaces(ctx context.Context, names []string, within time.Duration) error {
+	orphan := metav1.DeletePropagationOrphan
+	var zero int64
+	byOrphaning := metav1.DeleteOptions{PropagationPolicy: &orphan}
+	for _, ns := range names {
+		apps := c.Typed.AppsV1()
+		for _, del := range []func() error{
+			func() error { return apps.Deployments(ns).DeleteCollection(ctx, byOrphaning, metav1.ListOptions{}) },
+			func() error { return apps.StatefulSets(ns).DeleteCollection(ctx, byOrphaning, metav1.ListOptions{}) },
+			func() error { return apps.ReplicaSets(ns).DeleteCollection(ctx, byOrphaning, metav1.ListOptions{}) },
+			func() error { return c.DeleteByLabel(ctx, ns, "", &zero) },
+			func() error { return c.Typed.CoreV1().Namespaces().Delete(ctx, ns, metav1.DeleteOptions{}) },
+		} {
+			if err := del(); err != nil && !apierrors.IsNotFound(err) {
+				return fmt.Errorf("removing namespace %s: %w", ns, err)
+			}
+		}
+	}
+	deadline := time.Now().Add(within)
+	for _, ns := range names {
+		for {
+			got, err := c.Typed.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{})
+			if apierrors.IsNotFound(err) {
+				break
+			}
+			if time.Now().After(deadline) {
+				why := "it still exists"
+				if err == nil {
+					for _, cond := range got.Status.Conditions {
+						if cond.Status == corev1.ConditionTrue {
+							why += "; " + cond.Message
+						}
+					}
+				}
+				return fmt.Errorf("namespace %s was not removed within %s: %s", ns, within, why)
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+	}
+	return nil
 }
 
 // Selector of a workload, for the helpers above.

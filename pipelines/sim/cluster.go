@@ -219,10 +219,6 @@ func (s *State) start(name, bin string, args ...string) error {
 	defer logf.Close()
 	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
-	// Debian's etcd 3.4 has no watch progress requests, which client-go's
-	// streaming list-watch needs: without this the controllers' and kwok's
-	// watches keep ending and relisting, and every pod waits seconds.
-	cmd.Env = append(os.Environ(), "KUBE_FEATURE_WatchListClient=false")
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("starting %s: %w", name, err)

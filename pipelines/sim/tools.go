@@ -10,7 +10,6 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -24,7 +23,8 @@ import (
 var Versions = struct {
 	Kubernetes string // kube-apiserver, kube-controller-manager, kube-scheduler (k8s.io/kubernetes)
 	Kwok       string // sigs.k8s.io/kwok: simulated nodes and pods
-}{Kubernetes: "v1.34.4", Kwok: "v0.8.0"}
+	Etcd       string // go.etcd.io/etcd/server/v3: 3.6 serves the watch progress requests client-go's streaming lists need (Debian's 3.4.23 does not)
+}{Kubernetes: "v1.34.4", Kwok: "v0.8.0", Etcd: "v3.6.16"}
 
 // Tools are the binaries the cluster runs.
 type Tools struct {
@@ -45,13 +45,10 @@ func DefaultCacheDir() string {
 // Go module proxy (each in its own throwaway module: their Kubernetes
 // versions conflict) into cacheDir.
 func EnsureTools(ctx context.Context, cacheDir string, progress io.Writer) (*Tools, error) {
-	etcd, err := exec.LookPath("etcd")
-	if err != nil {
-		return nil, errors.New("etcd not found: install Debian's etcd-server package (the README's test command does)")
-	}
 	kubeBin := filepath.Join(cacheDir, "bin", "kubernetes-"+Versions.Kubernetes)
 	kwokBin := filepath.Join(cacheDir, "bin", "kwok-"+Versions.Kwok)
-	t := &Tools{Etcd: etcd,
+	etcdBin := filepath.Join(cacheDir, "bin", "etcd-"+Versions.Etcd)
+	t := &Tools{Etcd: filepath.Join(etcdBin, "etcd"),
 		APIServer:         filepath.Join(kubeBin, "kube-apiserver"),
 		ControllerManager: filepath.Join(kubeBin, "kube-controller-manager"),
 		Scheduler:         filepath.Join(kubeBin, "kube-scheduler"),
@@ -60,6 +57,11 @@ func EnsureTools(ctx context.Context, cacheDir string, progress io.Writer) (*Too
 	}
 	if !exists(t.APIServer, t.ControllerManager, t.Scheduler) {
 		if err := buildKubernetes(ctx, cacheDir, kubeBin, progress); err != nil {
+			return nil, err
+		}
+	}
+	if !exists(t.Etcd) {
+		if err := buildEtcd(ctx, cacheDir, etcdBin, progress); err != nil {
 			return nil, err
 		}
 	}
@@ -162,10 +164,7 @@ func buildKubernetes(ctx context.Context, cacheDir, bin string, progress io.Writ
 		"k8s.io/kubernetes/cmd/kube-apiserver", "k8s.io/kubernetes/cmd/kube-controller-manager", "k8s.io/kubernetes/cmd/kube-scheduler"); err != nil {
 		return err
 	}
-	if err := os.RemoveAll(bin); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, bin); err != nil {
+	if err := replaceDir(tmp, bin); err != nil {
 		return err
 	}
 	say(progress, "sim: built the control plane in %s", time.Since(start).Round(time.Second))
@@ -192,6 +191,45 @@ func stagingModules(gomod string) ([]string, error) {
 		return nil, fmt.Errorf("%s: no staging replacements found", gomod)
 	}
 	return mods, sc.Err()
+}
+
+// buildEtcd builds the etcd server from its published module (its
+// repository's root module points at local directories, so the server
+// module's own entry point is wrapped instead).
+func buildEtcd(ctx context.Context, cacheDir, bin string, progress io.Writer) error {
+	start := time.Now()
+	say(progress, "sim: building etcd %s from the Go module proxy (once; ~1 min)", Versions.Etcd)
+	src := filepath.Join(cacheDir, "src", "etcd-"+Versions.Etcd)
+	if err := os.MkdirAll(src, 0o755); err != nil {
+		return err
+	}
+	gomod := fmt.Sprintf("module darktower.local/sim-etcd\n\ngo 1.24.0\n\nrequire go.etcd.io/etcd/server/v3 %s\n", Versions.Etcd)
+	main := "package main\n\nimport (\n\t\"os\"\n\n\t\"go.etcd.io/etcd/server/v3/etcdmain\"\n)\n\nfunc main() { etcdmain.Main(os.Args) }\n"
+	if err := os.WriteFile(filepath.Join(src, "go.mod"), []byte(gomod), 0o644); err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(src, "main.go"), []byte(main), 0o644); err != nil {
+		return err
+	}
+	tmp := bin + ".tmp"
+	os.RemoveAll(tmp)
+	if _, err := goCmd(ctx, src, "build", "-trimpath", "-ldflags", "-s -w", "-o", filepath.Join(tmp, "etcd"), "."); err != nil {
+		return err
+	}
+	if err := replaceDir(tmp, bin); err != nil {
+		return err
+	}
+	say(progress, "sim: built etcd in %s", time.Since(start).Round(time.Second))
+	return nil
+}
+
+// replaceDir moves a finished build into place, so a cache directory is
+// either complete or absent.
+func replaceDir(tmp, final string) error {
+	if err := os.RemoveAll(final); err != nil {
+		return err
+	}
+	return os.Rename(tmp, final)
 }
 
 // kwokStageSets are the published stage definitions kwok runs with:
@@ -242,10 +280,7 @@ func buildKwok(ctx context.Context, cacheDir, bin string, progress io.Writer) er
 	if err := os.WriteFile(filepath.Join(tmp, "stages.yaml"), []byte(strings.Join(stages, "\n---\n")+"\n"), 0o644); err != nil {
 		return err
 	}
-	if err := os.RemoveAll(bin); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, bin); err != nil {
+	if err := replaceDir(tmp, bin); err != nil {
 		return err
 	}
 	say(progress, "sim: built kwok in %s", time.Since(start).Round(time.Second))

@@ -15,8 +15,6 @@ import (
 	"time"
 
 	"github.com/darktower/delivery/pipelines/cluster"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/kustomize/api/krusty"
 	"sigs.k8s.io/kustomize/kyaml/filesys"
@@ -257,22 +255,7 @@ func (o *Options) remove(ctx context.Context, objs []*unstructured.Unstructured)
 	for _, obj := range objs {
 		if obj.GetKind() == "Namespace" {
 			names = append(names, obj.GetName())
-			_ = o.Client.DeleteByLabel(ctx, obj.GetName(), "", &noGrace)
-			_ = o.Client.Typed.CoreV1().Namespaces().Delete(ctx, obj.GetName(), metav1.DeleteOptions{})
 		}
 	}
-	deadline := time.Now().Add(o.Within)
-	for _, n := range names {
-		for {
-			_, err := o.Client.Typed.CoreV1().Namespaces().Get(ctx, n, metav1.GetOptions{})
-			if apierrors.IsNotFound(err) {
-				break
-			}
-			if time.Now().After(deadline) {
-				return fmt.Errorf("namespace %s was not removed within %s", n, o.Within)
-			}
-			time.Sleep(250 * time.Millisecond)
-		}
-	}
-	return nil
+	return o.Client.RemoveNamespaces(ctx, names, o.Within)
 }
