@@ -150,7 +150,7 @@ func (c *Client) applyOne(ctx context.Context, o *unstructured.Unstructured, dry
 	if err != nil {
 		c.mapper.Reset()
 		if m, err = c.mapper.RESTMapping(gvk.GroupKind(), gvk.Version); err != nil {
-			return fmt.Errorf("the cluster does not serve %s (is its CRD installed?)", gvk)
+			return &NotServedError{GVK: gvk.String()}
 		}
 	}
 	data, err := json.Marshal(o.Object)
@@ -172,6 +172,14 @@ func (c *Client) applyOne(ctx context.Context, o *unstructured.Unstructured, dry
 	}
 	_, err = ri.Patch(ctx, o.GetName(), types.ApplyPatchType, data, opts)
 	return err
+}
+
+// NotServedError: the cluster has no resource for an object's kind (a
+// CRD that is not installed).
+type NotServedError struct{ GVK string }
+
+func (e *NotServedError) Error() string {
+	return fmt.Sprintf("the cluster does not serve %s (is its CRD installed?)", e.GVK)
 }
 
 // Workload is a Deployment or StatefulSet to wait for.

@@ -18,7 +18,8 @@ type CRDSource struct {
 // PlatformCRDs are the platform's CRDs the simulated cluster installs, for
 // the objects infra/ renders. CloudNativePG's and LitmusChaos's modules are
 // not served by the module proxy here, so their kinds cannot be validated
-// server-side (policy/ checks them structurally).
+// server-side (validate reports them unchecked; policy/ checks them
+// structurally). infra/ uses none of Linkerd's custom kinds.
 var PlatformCRDs = []CRDSource{
 	{"github.com/prometheus-operator/prometheus-operator", "v0.85.0", []string{
 		"example/prometheus-operator-crd/monitoring.coreos.com_servicemonitors.yaml",
