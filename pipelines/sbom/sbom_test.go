@@ -1,0 +1,167 @@
+package sbom
+
+import (
+	"archive/tar"
+	"context"
+	"debug/buildinfo"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	cdx "github.com/CycloneDX/cyclonedx-go"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	spdxjson "github.com/spdx/tools-golang/json"
+
+	"github.com/darktower/delivery/pipelines/catalog"
+	"github.com/darktower/delivery/pipelines/internal/imagetest"
+)
+
+// binaryInfo reads the Go build info of the service binary inside img.
+func binaryInfo(t *testing.T, img v1.Image, service string) *buildinfo.BuildInfo {
+	t.Helper()
+	rc := mutate.Extract(img)
+	defer rc.Close()
+	tr := tar.NewReader(rc)
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			t.Fatalf("no /usr/local/bin/%s in the image", service)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if h.Name == "usr/local/bin/"+service {
+			path := filepath.Join(t.TempDir(), service)
+			f, err := os.Create(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := io.Copy(f, tr); err != nil {
+				t.Fatal(err)
+			}
+			f.Close()
+			info, err := buildinfo.ReadFile(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return info
+		}
+	}
+}
+
+// The SBOMs of every service parse as SPDX 2.3 and CycloneDX 1.6 with their
+// own libraries and list exactly the modules (at the versions) the binary
+// was linked with, the Go version, and the base's Debian packages.
+func TestSBOMsListTheBinariesModulesAndTheBasePackages(t *testing.T) {
+	amd64 := []catalog.Platform{{OS: "linux", Arch: "amd64"}}
+	base := imagetest.DebianBase(t, t.TempDir(), amd64)
+	images := imagetest.Build(t, "../..", nil, amd64, base)
+	out := t.TempDir()
+	res, err := Generate(context.Background(), Options{Images: images, Out: out})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Documents) != len(images) {
+		t.Fatalf("%d documents for %d images", len(res.Documents), len(images))
+	}
+	t.Logf("FIGURE sbom for %d images in %s", len(images), res.Took)
+	for i, doc := range res.Documents {
+		im := images[i]
+		img, err := im.Index.Image(mustHash(doc.ImageDigest))
+		if err != nil {
+			t.Fatal(err)
+		}
+		info := binaryInfo(t, img, im.Service)
+		want := map[string]string{"stdlib": strings.TrimPrefix(info.GoVersion, "go")}
+		for _, d := range info.Deps {
+			if d.Replace != nil {
+				d = d.Replace
+			}
+			want[d.Path] = d.Version
+		}
+		for _, p := range imagetest.BasePackages {
+			want[p.Name] = p.Version
+		}
+		checkSPDX(t, filepath.Join(out, doc.SPDX), want)
+		checkCycloneDX(t, filepath.Join(out, doc.CycloneDX), want)
+		if doc.OS == nil || doc.OS.ID != "debian" || doc.OS.VersionID != "12" {
+			t.Errorf("%s: OS %+v, want debian 12", im.Service, doc.OS)
+		}
+		var openssl bool
+		for _, p := range doc.Packages {
+			if p.Name == "libssl3" {
+				openssl = p.SourceName == "openssl" && p.SourceVersion == "3.0.11-1~deb12u2"
+			}
+		}
+		if !openssl {
+			t.Errorf("%s: libssl3's source package (openssl 3.0.11-1~deb12u2) not recorded", im.Service)
+		}
+		t.Logf("%s: %d packages (%d Go modules in the binary)", im.Service, doc.PackageCount, len(info.Deps))
+	}
+}
+
+// versionOf compares the way each format writes Go versions (syft writes
+// stdlib as "go1.x.y"; modules with their v prefix).
+func versionMatches(got, want string) bool {
+	return got == want || strings.TrimPrefix(got, "go") == want
+}
+
+func checkSPDX(t *testing.T, path string, want map[string]string) {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	doc, err := spdxjson.Read(f)
+	if err != nil {
+		t.Fatalf("%s does not parse as SPDX: %v", path, err)
+	}
+	if doc.SPDXVersion != "SPDX-2.3" {
+		t.Errorf("%s: %s, want SPDX-2.3", path, doc.SPDXVersion)
+	}
+	got := map[string]string{}
+	for _, p := range doc.Packages {
+		got[p.PackageName] = p.PackageVersion
+	}
+	compare(t, path, got, want)
+}
+
+func checkCycloneDX(t *testing.T, path string, want map[string]string) {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var bom cdx.BOM
+	if err := cdx.NewBOMDecoder(f, cdx.BOMFileFormatJSON).Decode(&bom); err != nil {
+		t.Fatalf("%s does not parse as CycloneDX: %v", path, err)
+	}
+	if bom.SpecVersion != cdx.SpecVersion1_6 {
+		t.Errorf("%s: spec version %s, want 1.6", path, bom.SpecVersion)
+	}
+	got := map[string]string{}
+	if bom.Components != nil {
+		for _, c := range *bom.Components {
+			got[c.Name] = c.Version
+		}
+	}
+	compare(t, path, got, want)
+}
+
+func compare(t *testing.T, path string, got, want map[string]string) {
+	t.Helper()
+	for name, v := range want {
+		g, ok := got[name]
+		if !ok {
+			t.Errorf("%s: %s missing", filepath.Base(path), name)
+		} else if !versionMatches(g, v) {
+			t.Errorf("%s: %s at %s, the binary has %s", filepath.Base(path), name, g, v)
+		}
+	}
+}
+
