@@ -164,4 +164,3 @@ func compare(t *testing.T, path string, got, want map[string]string) {
 		}
 	}
 }
-
