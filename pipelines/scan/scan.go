@@ -1,0 +1,289 @@
+// Package scan is the pipeline's vulnerability gate. It checks what each
+// image's SBOM lists (pipelines/sbom) against Trivy's vulnerability DB
+// with Trivy's own detectors — the Go ecosystem's advisories for the
+// binary's modules and Go version, Debian's for the base's packages — and
+// blocks the release when a finding at or above the threshold is not
+// covered by an accepted, unexpired exception.
+//
+// Trivy's image analyzers are not used: they go through trivy's
+// encoding/json/v2 helpers written for Go 1.26's experimental API, which
+// Go 1.27 changed (json.SkipFunc is gone). Scanning the SBOM is also what
+// `trivy sbom` does, and it scans exactly what was inventoried.
+package scan
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+
+	trivydb "github.com/aquasecurity/trivy-db/pkg/db"
+	dbTypes "github.com/aquasecurity/trivy-db/pkg/types"
+	"github.com/aquasecurity/trivy/pkg/detector/library"
+	"github.com/aquasecurity/trivy/pkg/detector/ospkg"
+	ftypes "github.com/aquasecurity/trivy/pkg/fanal/types"
+	"github.com/aquasecurity/trivy/pkg/types"
+	"github.com/aquasecurity/trivy/pkg/vulnerability"
+	packageurl "github.com/package-url/packageurl-go"
+
+	"github.com/darktower/delivery/pipelines/sbom"
+)
+
+// DefaultThreshold blocks CRITICAL findings (ADR-0012 §7).
+const DefaultThreshold = "CRITICAL"
+
+// Options are the stage's inputs. The DB must be open (OpenDB).
+type Options struct {
+	Documents  []*sbom.Document
+	Threshold  string      // LOW, MEDIUM, HIGH or CRITICAL ("" = CRITICAL)
+	Exceptions *Exceptions // nil: none
+	Progress   io.Writer
+}
+
+// Finding is one vulnerability in one package of one image.
+type Finding struct {
+	ID        string `json:"id"`
+	Severity  string `json:"severity"`
+	Package   string `json:"package"`
+	Installed string `json:"installed"`
+	Fixed     string `json:"fixed,omitempty"`
+	Title     string `json:"title,omitempty"`
+	Class     string `json:"class"` // os-pkgs or lang-pkgs, as Trivy names them
+	// Accepted is the exception's reason when one covers the finding.
+	Accepted string `json:"accepted,omitempty"`
+	Blocking bool   `json:"blocking"`
+	detected types.DetectedVulnerability
+}
+
+// Image is one scanned image platform.
+type Image struct {
+	Service  string         `json:"service"`
+	Platform string         `json:"platform"`
+	Digest   string         `json:"digest"`
+	OS       *sbom.OS       `json:"os,omitempty"`
+	Findings []*Finding     `json:"findings"`
+	Counts   map[string]int `json:"counts"` // per severity, accepted ones included
+	Blocking int            `json:"blocking"`
+	packages int
+}
+
+// Result is the stage's output.
+type Result struct {
+	Threshold string   `json:"threshold"`
+	Images    []*Image `json:"images"`
+	Took      time.Duration
+}
+
+// Blocking lists every blocking finding with its image.
+func (r *Result) Blocking() []string {
+	var out []string
+	for _, im := range r.Images {
+		for _, f := range im.Findings {
+			if f.Blocking {
+				fixed := f.Fixed
+				if fixed == "" {
+					fixed = "no fixed version yet"
+				}
+				out = append(out, fmt.Sprintf("%s %s in %s (%s): %s %s installed, fixed in %s",
+					f.Severity, f.ID, im.Service, im.Platform, f.Package, f.Installed, fixed))
+			}
+		}
+	}
+	return out
+}
+
+// BlockedError is the gate's refusal: it names each blocking finding.
+type BlockedError struct {
+	Threshold string
+	Findings  []string
+}
+
+func (e *BlockedError) Error() string {
+	return fmt.Sprintf("vulnerability gate: %d finding(s) at or above %s without an accepted exception (nothing is signed or pushed):\n  %s\n"+
+		"fix them (upgrade the module or the base: go run . update-base), or accept one in %s with id, reason and expires",
+		len(e.Findings), e.Threshold, strings.Join(e.Findings, "\n  "), ExceptionsFile)
+}
+
+// ParseThreshold checks a --severity value.
+func ParseThreshold(s string) (dbTypes.Severity, error) {
+	if s == "" {
+		s = DefaultThreshold
+	}
+	sev, err := dbTypes.NewSeverity(strings.ToUpper(s))
+	if err != nil || sev == dbTypes.SeverityUnknown {
+		return 0, fmt.Errorf("--severity %q: expected one of LOW, MEDIUM, HIGH, CRITICAL", s)
+	}
+	return sev, nil
+}
+
+// Scan checks every document. It returns the result and, when anything
+// blocks, a *BlockedError alongside it (the reports are still written).
+func Scan(ctx context.Context, o Options) (*Result, error) {
+	start := time.Now()
+	threshold, err := ParseThreshold(o.Threshold)
+	if err != nil {
+		return nil, err
+	}
+	res := &Result{Threshold: threshold.String()}
+	vulnInfo := vulnerability.NewClient(trivydb.Config{})
+	for _, doc := range o.Documents {
+		im := &Image{Service: doc.Service, Platform: doc.Platform, Digest: doc.ImageDigest, OS: doc.OS, Counts: map[string]int{}, packages: len(doc.Packages)}
+		detected, err := detect(ctx, doc)
+		if err != nil {
+			return nil, fmt.Errorf("scan: %s %s: %w", doc.Service, doc.Platform, err)
+		}
+		vulnInfo.FillInfo(detected, []dbTypes.SourceID{"auto"}) // Trivy's default --severity-src
+		for _, d := range detected {
+			f := &Finding{ID: d.VulnerabilityID, Severity: d.Severity, Package: d.PkgName, Installed: d.InstalledVersion,
+				Fixed: d.FixedVersion, Title: d.Title, Class: classOf(d), detected: d}
+			if f.Severity == "" {
+				f.Severity = dbTypes.SeverityUnknown.String()
+			}
+			im.Counts[f.Severity]++
+			sev, _ := dbTypes.NewSeverity(f.Severity)
+			if e := o.Exceptions.Covering(f.ID, doc.Service, f.Package); e != nil {
+				f.Accepted = fmt.Sprintf("%s (until %s)", e.Reason, e.Expires)
+			} else if sev >= threshold {
+				f.Blocking = true
+				im.Blocking++
+			}
+			im.Findings = append(im.Findings, f)
+		}
+		sort.SliceStable(im.Findings, func(i, j int) bool { return less(im.Findings[i], im.Findings[j]) })
+		res.Images = append(res.Images, im)
+		if o.Progress != nil {
+			fmt.Fprintf(o.Progress, "scan: %s %s: %d package(s), %s; %d blocking\n", doc.Service, doc.Platform, len(doc.Packages), counts(im.Counts), im.Blocking)
+		}
+	}
+	res.Took = time.Since(start)
+	if blocking := res.Blocking(); len(blocking) > 0 {
+		return res, &BlockedError{Threshold: res.Threshold, Findings: blocking}
+	}
+	return res, nil
+}
+
+// less orders blocking findings first, then by severity, id, package.
+func less(a, b *Finding) bool {
+	if a.Blocking != b.Blocking {
+		return a.Blocking
+	}
+	if c := dbTypes.CompareSeverityString(a.Severity, b.Severity); c != 0 {
+		return c < 0
+	}
+	if a.ID != b.ID {
+		return a.ID < b.ID
+	}
+	return a.Package < b.Package
+}
+
+func counts(c map[string]int) string {
+	var parts []string
+	for _, s := range slices.Backward(dbTypes.SeverityNames) {
+		if c[s] > 0 {
+			parts = append(parts, fmt.Sprintf("%d %s", c[s], s))
+		}
+	}
+	if len(parts) == 0 {
+		return "no vulnerabilities"
+	}
+	return strings.Join(parts, ", ")
+}
+
+const (
+	classOS   = "os-pkgs"
+	classLang = "lang-pkgs"
+)
+
+func classOf(d types.DetectedVulnerability) string {
+	if d.PkgIdentifier.PURL != nil && d.PkgIdentifier.PURL.Type == "deb" {
+		return classOS
+	}
+	return classLang
+}
+
+// detect runs Trivy's detectors over one SBOM's packages.
+func detect(ctx context.Context, doc *sbom.Document) ([]types.DetectedVulnerability, error) {
+	goPkgs, debPkgs := trivyPackages(doc.Packages)
+	var out []types.DetectedVulnerability
+	if len(goPkgs) > 0 {
+		vulns, err := library.Detect(ctx, ftypes.GoBinary, goPkgs)
+		if err != nil {
+			return nil, fmt.Errorf("Go advisories: %w", err)
+		}
+		out = append(out, vulns...)
+	}
+	if len(debPkgs) > 0 {
+		if doc.OS == nil || doc.OS.ID != string(ftypes.Debian) {
+			return nil, errors.New("the image has Debian packages but its os-release does not say Debian: its OS packages cannot be matched")
+		}
+		d, err := ospkg.NewDetector(types.ScanTarget{Name: doc.Service,
+			OS: ftypes.OS{Family: ftypes.Debian, Name: doc.OS.VersionID}, Packages: debPkgs})
+		if err != nil {
+			return nil, fmt.Errorf("Debian advisories: %w", err)
+		}
+		vulns, _, err := d.Detect(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("Debian advisories: %w", err)
+		}
+		for i := range vulns {
+			if vulns[i].PkgIdentifier.PURL == nil {
+				vulns[i].PkgIdentifier = debIdentifier(debPkgs, vulns[i].PkgName)
+			}
+		}
+		out = append(out, vulns...)
+	}
+	return out, nil
+}
+
+// trivyPackages converts the SBOM's inventory into what Trivy's detectors
+// take, written the way Trivy's own analyzers write them: Go versions
+// without the "v" (and "stdlib" without "go"), Debian packages with their
+// source package.
+func trivyPackages(pkgs []sbom.Package) (goPkgs, debPkgs []ftypes.Package) {
+	for _, p := range pkgs {
+		switch p.Type {
+		case "go-module":
+			if p.Version == "" || p.Version == "(devel)" || p.Version == "UNKNOWN" {
+				continue // the service's own main module
+			}
+			v := strings.TrimPrefix(p.Version, "v")
+			if p.Name == "stdlib" {
+				v = strings.TrimPrefix(p.Version, "go")
+			}
+			goPkgs = append(goPkgs, ftypes.Package{ID: p.Name + "@" + v, Name: p.Name, Version: v,
+				Identifier: identifier(p.PURL)})
+		case "deb":
+			src, srcVersion := p.SourceName, p.SourceVersion
+			if src == "" {
+				src = p.Name
+			}
+			if srcVersion == "" {
+				srcVersion = p.Version
+			}
+			debPkgs = append(debPkgs, ftypes.Package{ID: p.Name + "@" + p.Version, Name: p.Name, Version: p.Version,
+				SrcName: src, SrcVersion: srcVersion, Identifier: identifier(p.PURL)})
+		}
+	}
+	return goPkgs, debPkgs
+}
+
+func identifier(purl string) ftypes.PkgIdentifier {
+	id := ftypes.PkgIdentifier{}
+	if p, err := packageurl.FromString(purl); err == nil {
+		id.PURL = &p
+	}
+	return id
+}
+
+func debIdentifier(pkgs []ftypes.Package, name string) ftypes.PkgIdentifier {
+	for _, p := range pkgs {
+		if p.Name == name || p.SrcName == name {
+			return p.Identifier
+		}
+	}
+	return ftypes.PkgIdentifier{}
+}
