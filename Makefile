@@ -8,7 +8,7 @@ test:
 	scripts/test.sh
 
 ## build-all: the main job: build every image into dist/ (go run . build-all $(ARGS));
-## air-gapped: make build-all ARGS="--base skeleton"
+## air-gapped: make build-all ARGS="--base skeleton --vuln-db DIR" (a prepared Trivy DB; see the README)
 build-all:
 	go run . build-all $(ARGS)
 

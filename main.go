@@ -6,6 +6,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -26,6 +27,7 @@ import (
 	"github.com/darktower/delivery/pipelines/overlay"
 	"github.com/darktower/delivery/pipelines/platform"
 	"github.com/darktower/delivery/pipelines/registry"
+	"github.com/darktower/delivery/pipelines/scan"
 	"github.com/darktower/delivery/pipelines/sim"
 	"github.com/darktower/delivery/pipelines/validate"
 	"k8s.io/client-go/rest"
@@ -96,6 +98,11 @@ func runBuildAll(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	push := fs.String("push", "", "publish to this registry/repository prefix, e.g. ghcr.io/darktower (credentials: "+registry.EnvUsername+"/"+registry.EnvPassword+" or the Docker config)")
 	load := fs.Bool("load", false, "also load the host platform's images into the local Docker engine (docker CLI; DOCKER_HOST applies)")
 	jobs := fs.Int("jobs", 1, "concurrent go builds, one per module and platform (each already uses every core)")
+	vulnDB := fs.String("vuln-db", "", "a prepared Trivy DB directory (trivy.db + metadata.json, or Trivy's cache dir with them under db/): the air-gapped form; default: download Trivy's DB into --db-cache-dir")
+	dbCache := fs.String("db-cache-dir", scan.DefaultCacheDir(), "where the downloaded Trivy DB is kept (refreshed after its NextUpdate)")
+	severity := fs.String("severity", scan.DefaultThreshold, "block findings at or above this severity: LOW, MEDIUM, HIGH or CRITICAL")
+	exceptions := fs.String("exceptions", scan.ExceptionsFile, "accepted findings: entries of id, reason, expires (YYYY-MM-DD), optional services and packages")
+	dbMaxAge := fs.Duration("db-max-age", 72*time.Hour, "warn in the summary when the DB was updated longer ago than this")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -104,7 +111,8 @@ func runBuildAll(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		return err
 	}
 	_, err = flow.BuildAll(ctx, flow.BuildAllOptions{Root: root, Services: csv(*services), Platforms: csv(*platforms),
-		Out: *out, Base: *base, CacheDir: *cacheDir, CABundle: *caBundle, Version: *version, SourceURL: *sourceURL, Push: *push, Load: *load, Jobs: *jobs, Progress: stdout})
+		Out: *out, Base: *base, CacheDir: *cacheDir, CABundle: *caBundle, Version: *version, SourceURL: *sourceURL, Push: *push, Load: *load, Jobs: *jobs,
+		VulnDB: *vulnDB, DBCacheDir: *dbCache, Severity: *severity, Exceptions: *exceptions, DBMaxAge: *dbMaxAge, Progress: stdout})
 	return err
 }
 
@@ -340,8 +348,12 @@ func usage(w io.Writer) {
 	}
 }
 
+// exitBlocked is the vulnerability gate's refusal, distinct from other
+// failures so CI can tell "vulnerable" from "broken".
+const exitBlocked = 3
+
 // run dispatches and returns the process exit code: 0 success, 1 failure,
-// 2 bad usage.
+// 2 bad usage, 3 blocked by the vulnerability gate.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
 		usage(stdout)
@@ -359,6 +371,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "%s: %s\n", args[0], strings.TrimSpace(err.Error()))
 		if _, bad := err.(usageError); bad {
 			return 2
+		}
+		if blocked := (*scan.BlockedError)(nil); errors.As(err, &blocked) {
+			return exitBlocked
 		}
 		return 1
 	}

@@ -3,10 +3,15 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/darktower/delivery/internal/vulndbtest"
+	"github.com/darktower/delivery/pipelines/build"
 )
 
 func TestCLIDispatch(t *testing.T) {
@@ -38,22 +43,105 @@ func TestCLIDispatch(t *testing.T) {
 }
 
 // TestREADMEAirGappedBuildAll runs the README's air-gapped main job through
-// the CLI, on this repository (one platform, to keep it quick).
+// the CLI, on this repository (one platform, to keep it quick): with a
+// prepared vulnerability DB it builds, writes SBOMs and passes the gate;
+// with a CRITICAL finding it exits 3 naming the CVE and claims nothing;
+// without a DB it fails closed, saying how to supply one.
 func TestREADMEAirGappedBuildAll(t *testing.T) {
+	db := t.TempDir()
+	if err := vulndbtest.Write(db, time.Now()); err != nil {
+		t.Fatal(err)
+	}
 	out := t.TempDir()
+	args := []string{"build-all", "--base", "skeleton", "--platforms", "linux/amd64", "--out", out, "--cache-dir", t.TempDir()}
 	var stdout, stderr bytes.Buffer
-	code := run(context.Background(), []string{"build-all", "--base", "skeleton", "--platforms", "linux/amd64", "--out", out, "--cache-dir", t.TempDir()}, &stdout, &stderr)
+	code := run(context.Background(), append(args, "--vuln-db", db), &stdout, &stderr)
 	if code != 0 {
 		t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s", code, stdout.String(), stderr.String())
 	}
-	for _, svc := range []string{"ac-service", "global-controller", "meeting-controller", "media-handler"} {
-		if !strings.Contains(stdout.String(), "build: "+svc) {
-			t.Errorf("no progress line for %s in:\n%s", svc, stdout.String())
+	for _, want := range []string{"build: ac-service", "build: global-controller", "build: meeting-controller", "build: media-handler",
+		"sbom: 4 document pair(s)", "scan: passed the CRITICAL gate", "build-all: 4 image(s)"} {
+		if !strings.Contains(stdout.String(), want) {
+			t.Errorf("no %q in:\n%s", want, stdout.String())
 		}
 	}
-	if !strings.Contains(stdout.String(), "build-all: 4 image(s)") {
-		t.Errorf("no final line in:\n%s", stdout.String())
+	m, err := build.ReadManifest(filepath.Join(out, build.ManifestFile))
+	if err != nil {
+		t.Fatal(err)
 	}
+	const module = "golang.org/x/crypto" // linked by ac-service only
+	for _, im := range m.Images {
+		p := im.Platforms[0]
+		if p.SBOM == nil || p.SBOM.Packages < 10 || p.Vulnerabilities == nil {
+			t.Errorf("%s: manifest lacks the SBOM record or scan counts: %+v", im.Service, p)
+		}
+	}
+	if m.Scan == nil || m.Scan.SARIF == "" {
+		t.Fatalf("manifest has no scan record: %+v", m.Scan)
+	}
+	if _, err := os.Stat(filepath.Join(out, m.Scan.SARIF)); err != nil {
+		t.Error(err)
+	}
+
+	// A CRITICAL advisory for a module only ac-service links blocks the build.
+	var version string
+	for _, d := range readSPDXPackages(t, filepath.Join(out, "sbom", "ac-service_linux_amd64.spdx.json")) {
+		if d[0] == module {
+			version = strings.TrimPrefix(d[1], "v")
+		}
+	}
+	if version == "" {
+		t.Fatalf("%s not in ac-service's SBOM", module)
+	}
+	critical := t.TempDir()
+	if err := vulndbtest.Write(critical, time.Now(), vulndbtest.Advisory{ID: "CVE-2099-1000", Severity: "CRITICAL", Title: "fixture",
+		Package: module, Vulnerable: "<= " + version, Fixed: "99.0.0"}); err != nil {
+		t.Fatal(err)
+	}
+	stdout.Reset()
+	stderr.Reset()
+	code = run(context.Background(), append(args, "--vuln-db", critical), &stdout, &stderr)
+	if code != exitBlocked || !strings.Contains(stderr.String(), "CVE-2099-1000 in ac-service") || !strings.Contains(stderr.String(), module) {
+		t.Fatalf("want exit %d naming CVE-2099-1000 in ac-service, got %d\nstderr:\n%s", exitBlocked, code, stderr.String())
+	}
+	if _, err := os.Stat(filepath.Join(out, build.ManifestFile)); !os.IsNotExist(err) {
+		t.Errorf("a blocked build left manifest.json claiming images: %v", err)
+	}
+	summary, _ := os.ReadFile(filepath.Join(out, build.SummaryFile))
+	if !strings.Contains(string(summary), "**Blocking**") {
+		t.Errorf("the summary does not list the blocking finding:\n%s", summary)
+	}
+
+	// No DB: fails closed, before building, with the way to supply one.
+	stdout.Reset()
+	stderr.Reset()
+	code = run(context.Background(), append(args, "--vuln-db", t.TempDir()), &stdout, &stderr)
+	if code != 1 || !strings.Contains(stderr.String(), "no vulnerability database") || !strings.Contains(stderr.String(), "--vuln-db DIR") || strings.Contains(stdout.String(), "build: ac-service") {
+		t.Fatalf("want a closed failure before building, got %d\nstdout:\n%s\nstderr:\n%s", code, stdout.String(), stderr.String())
+	}
+}
+
+// readSPDXPackages lists (name, version) pairs of an SPDX JSON document.
+func readSPDXPackages(t *testing.T, path string) [][2]string {
+	t.Helper()
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc struct {
+		Packages []struct {
+			Name    string `json:"name"`
+			Version string `json:"versionInfo"`
+		} `json:"packages"`
+	}
+	if err := json.Unmarshal(raw, &doc); err != nil {
+		t.Fatal(err)
+	}
+	var out [][2]string
+	for _, p := range doc.Packages {
+		out = append(out, [2]string{p.Name, p.Version})
+	}
+	return out
 }
 
 func TestPinImagesCommand(t *testing.T) {

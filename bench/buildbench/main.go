@@ -25,6 +25,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/darktower/delivery/internal/vulndbtest"
 	"github.com/darktower/delivery/pipelines/build"
 	"github.com/darktower/delivery/pipelines/catalog"
 	"github.com/darktower/delivery/pipelines/source"
@@ -184,6 +185,12 @@ func run(koVersion string, keep bool) error {
 	if err := sh(root, env(), nil, "go", "build", "-o", darktower, "."); err != nil {
 		return err
 	}
+	// build-all also writes SBOMs and runs the vulnerability gate (ko's
+	// side: --sbom=none); an empty prepared DB keeps the bench offline.
+	vulnDB := filepath.Join(work, "vuln-db")
+	if err := vulndbtest.Write(vulnDB, time.Now()); err != nil {
+		return err
+	}
 	koConfig := filepath.Join(work, "ko-config")
 	if err := writeKoConfig(koConfig, baseRef); err != nil {
 		return err
@@ -204,7 +211,7 @@ func run(koVersion string, keep bool) error {
 		}},
 		{name: "build-all", build: func(repo, out, gocache string) error {
 			return sh(repo, env("GOCACHE="+gocache, "SOURCE_DATE_EPOCH="+epoch), nil, darktower, "build-all",
-				"--base", baseRef, "--out", out, "--cache-dir", out+"-base-cache", "--version", "bench", "--source-url", "https://example.invalid/src")
+				"--base", baseRef, "--out", out, "--cache-dir", out+"-base-cache", "--version", "bench", "--source-url", "https://example.invalid/src", "--vuln-db", vulnDB)
 		}, digests: buildAllDigests},
 		{name: "ko", build: func(repo, out, gocache string) error {
 			args := append([]string{"build", "--push=false", "--sbom=none", "--base-import-paths", "--oci-layout-path", out,

@@ -51,6 +51,8 @@ type PlatformImage struct {
 	CompressedSize   int64            `json:"compressedSize"`
 	UncompressedSize int64            `json:"uncompressedSize"`
 	Layers           int              `json:"layers"`
+	SBOM             *SBOMRecord      `json:"sbom,omitempty"`            // sbom stage
+	Vulnerabilities  *VulnCounts      `json:"vulnerabilities,omitempty"` // scan stage
 	image            v1.Image
 }
 

@@ -27,6 +27,45 @@ type Manifest struct {
 	Created  string   `json:"created"`
 	Layout   string   `json:"layout"`
 	Images   []*Image `json:"images"`
+	// Scan: the vulnerability gate's threshold, DB and reports (scan stage).
+	Scan *ScanRecord `json:"scan,omitempty"`
+	// Stages: how long each stage took, in order.
+	Stages []StageTime `json:"stages,omitempty"`
+}
+
+// SBOMRecord locates a platform image's SBOMs (relative to the output
+// directory) and their digests.
+type SBOMRecord struct {
+	SPDX            string `json:"spdx"`
+	SPDXDigest      string `json:"spdxDigest"`
+	CycloneDX       string `json:"cyclonedx"`
+	CycloneDXDigest string `json:"cyclonedxDigest"`
+	Packages        int    `json:"packages"`
+}
+
+// VulnCounts are a platform image's findings per severity (accepted ones
+// included) and how many of them blocked.
+type VulnCounts struct {
+	Critical int `json:"critical"`
+	High     int `json:"high"`
+	Medium   int `json:"medium"`
+	Low      int `json:"low"`
+	Unknown  int `json:"unknown"`
+	Blocking int `json:"blocking"`
+}
+
+// ScanRecord is what the vulnerability gate used and wrote.
+type ScanRecord struct {
+	Threshold   string   `json:"threshold"`
+	DBUpdatedAt string   `json:"dbUpdatedAt"`
+	Reports     []string `json:"reports"`
+	SARIF       string   `json:"sarif"`
+}
+
+// StageTime is one stage's duration.
+type StageTime struct {
+	Stage   string  `json:"stage"`
+	Seconds float64 `json:"seconds"`
 }
 
 // PrepareOutput makes sure out is writable and removes a previous
@@ -53,6 +92,17 @@ func PrepareOutput(out string) error {
 // then manifest.json and the Markdown summary — the manifest last, and by
 // rename, so it exists only when everything it names does.
 func WriteOutputs(out string, res *Result, version, revision string, epoch time.Time) (*Manifest, error) {
+	m, err := WriteLayout(out, res, version, revision, epoch)
+	if err != nil {
+		return nil, err
+	}
+	return m, Finish(out, m, res, "")
+}
+
+// WriteLayout writes the OCI layout and returns the manifest describing
+// it, not yet written: later stages (sbom, scan) add to it, and Finish
+// writes it.
+func WriteLayout(out string, res *Result, version, revision string, epoch time.Time) (*Manifest, error) {
 	layoutPath := filepath.Join(out, LayoutDir)
 	tmpLayout := layoutPath + ".tmp"
 	os.RemoveAll(tmpLayout)
@@ -85,11 +135,22 @@ func WriteOutputs(out string, res *Result, version, revision string, epoch time.
 		}
 		res.Images[i].Reused = img.Reused
 	}
-	m := &Manifest{Version: version, Revision: revision, Created: epoch.UTC().Format(time.RFC3339), Layout: LayoutDir, Images: res.Images}
-	if err := os.WriteFile(filepath.Join(out, SummaryFile), []byte(Summary(m, res)), 0o644); err != nil {
-		return nil, err
+	return &Manifest{Version: version, Revision: revision, Created: epoch.UTC().Format(time.RFC3339), Layout: LayoutDir, Images: res.Images}, nil
+}
+
+// WriteSummary writes summary.md: the build's table, then the later
+// stages' Markdown sections.
+func WriteSummary(out string, m *Manifest, res *Result, sections string) error {
+	return os.WriteFile(filepath.Join(out, SummaryFile), []byte(Summary(m, res)+sections), 0o644)
+}
+
+// Finish writes summary.md, then manifest.json last: its presence says
+// every stage before it succeeded.
+func Finish(out string, m *Manifest, res *Result, sections string) error {
+	if err := WriteSummary(out, m, res, sections); err != nil {
+		return err
 	}
-	return m, WriteManifest(out, m)
+	return WriteManifest(out, m)
 }
 
 // ReadManifest reads a manifest.json a build wrote.

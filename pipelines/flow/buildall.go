@@ -7,12 +7,15 @@ import (
 	"fmt"
 	"io"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/darktower/delivery/pipelines/build"
 	"github.com/darktower/delivery/pipelines/catalog"
 	"github.com/darktower/delivery/pipelines/dockerload"
 	"github.com/darktower/delivery/pipelines/registry"
+	"github.com/darktower/delivery/pipelines/sbom"
+	"github.com/darktower/delivery/pipelines/scan"
 	"github.com/darktower/delivery/pipelines/source"
 )
 
@@ -30,11 +33,21 @@ type BuildAllOptions struct {
 	Push      string   // registry/repository prefix to publish to ("" = build only)
 	Load      bool     // load the host platform's images into the local Docker engine
 	Jobs      int
-	Env       func(string) string // environment lookup (SOURCE_DATE_EPOCH, registry credentials)
+	// The vulnerability gate: a prepared Trivy DB directory (air-gapped;
+	// empty: download into DBCacheDir), the threshold (default CRITICAL),
+	// the exceptions file (default Root/.trivyignore.yaml) and the age
+	// past which the DB is reported stale (default 72 h).
+	VulnDB     string
+	DBCacheDir string
+	Severity   string
+	Exceptions string
+	DBMaxAge   time.Duration
+	Env        func(string) string // environment lookup (SOURCE_DATE_EPOCH, registry credentials)
 	Progress  io.Writer
 }
 
-// BuildAll runs catalog → base → build → outputs. On any error nothing in
+// BuildAll runs catalog → base → build → sbom → scan (gate) → outputs →
+// push/load. On any error nothing in
 // Out claims success (manifest.json is removed first, written last).
 func BuildAll(ctx context.Context, o BuildAllOptions) (*build.Manifest, error) {
 	say := func(f string, a ...any) {
@@ -91,6 +104,35 @@ func BuildAll(ctx context.Context, o BuildAllOptions) (*build.Manifest, error) {
 			return nil, err
 		}
 	}
+	// The gate's inputs first: a build that cannot be scanned is not
+	// started (fail closed, before minutes of compiling).
+	if _, err := scan.ParseThreshold(o.Severity); err != nil {
+		return nil, err
+	}
+	exceptionsPath := o.Exceptions
+	if exceptionsPath == "" {
+		exceptionsPath = filepath.Join(o.Root, scan.ExceptionsFile)
+	}
+	exceptions, err := scan.LoadExceptions(exceptionsPath, time.Now())
+	if err != nil {
+		return nil, err
+	}
+	for _, p := range exceptions.Problems {
+		say("scan: warning: %s", p)
+	}
+	maxAge := o.DBMaxAge
+	if maxAge == 0 {
+		maxAge = 72 * time.Hour
+	}
+	dbInfo, err := scan.OpenDB(ctx, scan.DBOptions{Dir: o.VulnDB, CacheDir: o.DBCacheDir, MaxAge: maxAge})
+	if err != nil {
+		return nil, err
+	}
+	defer scan.CloseDB()
+	say("scan: Trivy DB %s (updated %s)", dbInfo.Dir, dbInfo.UpdatedAt.Format(time.RFC3339))
+	if dbInfo.Stale != "" {
+		say("scan: warning: %s", dbInfo.Stale)
+	}
 	t := time.Now()
 	specBase, err := commonBase(specs)
 	if err != nil && (o.Base == build.BaseLocked || o.Base == "") {
@@ -112,8 +154,38 @@ func BuildAll(ctx context.Context, o BuildAllOptions) (*build.Manifest, error) {
 	if err != nil {
 		return nil, err
 	}
-	m, err := build.WriteOutputs(o.Out, res, src.Version, src.Revision, src.Epoch)
+	m, err := build.WriteLayout(o.Out, res, src.Version, src.Revision, src.Epoch)
 	if err != nil {
+		return nil, err
+	}
+	m.Stages = append(m.Stages, stageTime("build", res.Build))
+	sboms, err := sbom.Generate(ctx, sbom.Options{Images: res.Images, Out: o.Out, Progress: o.Progress})
+	if err != nil {
+		return nil, err
+	}
+	m.Stages = append(m.Stages, stageTime("sbom", sboms.Took))
+	say("sbom: %d document pair(s) (SPDX %s, CycloneDX %s) in %s", len(sboms.Documents), sbom.SPDXVersion, sbom.CycloneDXVersion, sboms.Took.Round(time.Millisecond))
+	scanned, gateErr := scan.Scan(ctx, scan.Options{Documents: sboms.Documents, Threshold: o.Severity, Exceptions: exceptions, Progress: o.Progress})
+	if scanned == nil {
+		return nil, gateErr
+	}
+	m.Stages = append(m.Stages, stageTime("scan", scanned.Took))
+	reports, err := scan.WriteReports(o.Out, scanned)
+	if err != nil {
+		return nil, err
+	}
+	record(m, sboms, scanned)
+	m.Scan = &build.ScanRecord{Threshold: scanned.Threshold, DBUpdatedAt: dbInfo.UpdatedAt.Format(time.RFC3339), Reports: reports.Trivy, SARIF: reports.SARIF}
+	sections := supplySection(m) + scan.Markdown(scanned, dbInfo, exceptions)
+	if gateErr != nil {
+		// The summary and reports say why; no manifest claims the build.
+		if err := build.WriteSummary(o.Out, m, res, sections); err != nil {
+			return nil, err
+		}
+		return nil, gateErr
+	}
+	say("scan: passed the %s gate in %s; reports in %s", scanned.Threshold, scanned.Took.Round(time.Millisecond), filepath.Join(o.Out, scan.Dir))
+	if err := build.Finish(o.Out, m, res, sections); err != nil {
 		return nil, err
 	}
 	if o.Push != "" {
@@ -142,6 +214,59 @@ func BuildAll(ctx context.Context, o BuildAllOptions) (*build.Manifest, error) {
 	say("build-all: %d image(s) in %s, total %s; see %s", len(m.Images), filepath.Join(o.Out, build.LayoutDir),
 		time.Since(start).Round(time.Millisecond), filepath.Join(o.Out, build.SummaryFile))
 	return m, nil
+}
+
+func stageTime(name string, d time.Duration) build.StageTime {
+	return build.StageTime{Stage: name, Seconds: d.Round(time.Millisecond).Seconds()}
+}
+
+// record puts each platform image's SBOMs and vulnerability counts into
+// the manifest.
+func record(m *build.Manifest, sboms *sbom.Result, scanned *scan.Result) {
+	for _, im := range m.Images {
+		for i := range im.Platforms {
+			p := &im.Platforms[i]
+			for _, d := range sboms.Documents {
+				if d.Service == im.Service && d.Platform == p.Platform.String() {
+					p.SBOM = &build.SBOMRecord{SPDX: d.SPDX, SPDXDigest: d.SPDXDigest, CycloneDX: d.CycloneDX, CycloneDXDigest: d.CycloneDXDigest, Packages: d.PackageCount}
+				}
+			}
+			for _, s := range scanned.Images {
+				if s.Service == im.Service && s.Platform == p.Platform.String() {
+					c := s.Counts
+					p.Vulnerabilities = &build.VulnCounts{Critical: c["CRITICAL"], High: c["HIGH"], Medium: c["MEDIUM"],
+						Low: c["LOW"], Unknown: c["UNKNOWN"], Blocking: s.Blocking}
+				}
+			}
+		}
+	}
+}
+
+// supplySection is the summary's per-image supply-chain table.
+func supplySection(m *build.Manifest) string {
+	var b strings.Builder
+	b.WriteString("\n## Supply chain\n\n| service | platform | image digest | SBOM packages | CRITICAL | HIGH | MEDIUM | LOW | signed |\n|---|---|---|---:|---:|---:|---:|---:|---|\n")
+	for _, im := range m.Images {
+		for _, p := range im.Platforms {
+			pkgs := 0
+			if p.SBOM != nil {
+				pkgs = p.SBOM.Packages
+			}
+			v := p.Vulnerabilities
+			if v == nil {
+				v = &build.VulnCounts{}
+			}
+			fmt.Fprintf(&b, "| %s | %s | `%s` | %d | %d | %d | %d | %d | no |\n", im.Service, p.Platform, p.Digest, pkgs,
+				v.Critical, v.High, v.Medium, v.Low)
+		}
+	}
+	if len(m.Stages) > 0 {
+		b.WriteString("\n| stage | seconds |\n|---|---:|\n")
+		for _, s := range m.Stages {
+			fmt.Fprintf(&b, "| %s | %.1f |\n", s.Stage, s.Seconds)
+		}
+	}
+	return b.String()
 }
 
 // commonBase is the one base reference the specs share: a build assembles

@@ -17,7 +17,7 @@ func TestUnchangedServicesAreReusedNotReassembled(t *testing.T) {
 		t.Fatal(err)
 	}
 	out := filepath.Join(root, "dist")
-	opts := BuildAllOptions{Root: root, Services: []string{"ok", "ok2"}, Out: out, Base: build.BaseSkeleton, Version: "1.0.0", Env: fixedEnv}
+	opts := BuildAllOptions{Root: root, Services: []string{"ok", "ok2"}, Out: out, Base: build.BaseSkeleton, Version: "1.0.0", Env: fixedEnv, VulnDB: testDB}
 	buildOnce := func() map[string]*build.Image {
 		t.Helper()
 		m, err := BuildAll(context.Background(), opts)

@@ -17,9 +17,9 @@ import (
 	"github.com/aquasecurity/trivy/pkg/types"
 	"github.com/owenrumney/go-sarif/v2/sarif"
 
+	"github.com/darktower/delivery/internal/vulndbtest"
 	"github.com/darktower/delivery/pipelines/catalog"
 	"github.com/darktower/delivery/pipelines/internal/imagetest"
-	"github.com/darktower/delivery/pipelines/internal/vulndbtest"
 	"github.com/darktower/delivery/pipelines/sbom"
 )
 
@@ -98,7 +98,9 @@ func advisory(id, severity string, p sbom.Package) vulndbtest.Advisory {
 func scanWith(t *testing.T, threshold string, ex *Exceptions, advisories ...vulndbtest.Advisory) (*Result, error) {
 	t.Helper()
 	dir := t.TempDir()
-	vulndbtest.Write(t, dir, time.Now().Add(-time.Hour), advisories...)
+	if err := vulndbtest.Write(dir, time.Now().Add(-time.Hour), advisories...); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := OpenDB(context.Background(), DBOptions{Dir: dir}); err != nil {
 		t.Fatal(err)
 	}
@@ -268,7 +270,9 @@ func TestMissingOrBadDBFailsClosedWithInstructions(t *testing.T) {
 	for name, setup := range map[string]func(dir string){
 		"empty directory": func(string) {},
 		"no metadata": func(dir string) {
-			vulndbtest.Write(t, dir, time.Now())
+			if err := vulndbtest.Write(dir, time.Now()); err != nil {
+				t.Fatal(err)
+			}
 			os.Remove(filepath.Join(dir, "metadata.json"))
 		},
 	} {
@@ -286,7 +290,9 @@ func TestMissingOrBadDBFailsClosedWithInstructions(t *testing.T) {
 
 func TestOldDBIsReportedStale(t *testing.T) {
 	dir := t.TempDir()
-	vulndbtest.Write(t, dir, time.Now().AddDate(0, 0, -10))
+	if err := vulndbtest.Write(dir, time.Now().AddDate(0, 0, -10)); err != nil {
+		t.Fatal(err)
+	}
 	info, err := OpenDB(context.Background(), DBOptions{Dir: dir, MaxAge: 7 * 24 * time.Hour})
 	if err != nil {
 		t.Fatal(err)

@@ -1,10 +1,9 @@
 // Package vulndbtest writes small Trivy vulnerability DBs with trivy-db's
-// own Go API, for offline tests of the scan stage (Trivy's DB cannot be
-// downloaded here).
+// own Go API, for offline tests of the scan stage and the benchmark
+// (Trivy's DB cannot be downloaded here).
 package vulndbtest
 
 import (
-	"testing"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -31,17 +30,16 @@ type Advisory struct {
 
 // Write creates dir/trivy.db and dir/metadata.json (updated at updated,
 // next update a day later) holding the advisories.
-func Write(t testing.TB, dir string, updated time.Time, advisories ...Advisory) {
-	t.Helper()
+func Write(dir string, updated time.Time, advisories ...Advisory) error {
 	if err := trivydb.Init(dir); err != nil {
-		t.Fatal(err)
+		return err
 	}
 	defer trivydb.Close()
 	dbc := trivydb.Config{}
 	goSource := dbTypes.DataSource{ID: "ghsa", Name: "GitHub Security Advisory Go", URL: "https://github.com/advisories?query=type%3Areviewed+ecosystem%3Ago"}
 	goBucket, err := bucket.NewGo(goSource)
 	if err != nil {
-		t.Fatal(err)
+		return err
 	}
 	err = dbc.BatchUpdate(func(tx *bolt.Tx) error {
 		for _, a := range advisories {
@@ -76,11 +74,8 @@ func Write(t testing.TB, dir string, updated time.Time, advisories ...Advisory) 
 		return nil
 	})
 	if err != nil {
-		t.Fatal(err)
+		return err
 	}
-	err = metadata.NewClient(dir).Update(metadata.Metadata{Version: trivydb.SchemaVersion,
+	return metadata.NewClient(dir).Update(metadata.Metadata{Version: trivydb.SchemaVersion,
 		UpdatedAt: updated, NextUpdate: updated.Add(24 * time.Hour), DownloadedAt: updated})
-	if err != nil {
-		t.Fatal(err)
-	}
 }
