@@ -43,7 +43,7 @@ type BuildAllOptions struct {
 	Exceptions string
 	DBMaxAge   time.Duration
 	Env        func(string) string // environment lookup (SOURCE_DATE_EPOCH, registry credentials)
-	Progress  io.Writer
+	Progress   io.Writer
 }
 
 // BuildAll runs catalog → base → build → sbom → scan (gate) → outputs →
