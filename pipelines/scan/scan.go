@@ -75,6 +75,7 @@ type Image struct {
 type Result struct {
 	Threshold string   `json:"threshold"`
 	Images    []*Image `json:"images"`
+	Started   time.Time
 	Took      time.Duration
 }
 
@@ -128,7 +129,7 @@ func Scan(ctx context.Context, o Options) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	res := &Result{Threshold: threshold.String()}
+	res := &Result{Threshold: threshold.String(), Started: start}
 	vulnInfo := vulnerability.NewClient(trivydb.Config{})
 	for _, doc := range o.Documents {
 		im := &Image{Service: doc.Service, Platform: doc.Platform, Digest: doc.ImageDigest, OS: doc.OS, Counts: map[string]int{}, packages: len(doc.Packages)}

@@ -1,0 +1,329 @@
+// Package sign is the pipeline's signing stage (cosign as a library):
+// every image index digest gets a cosign signature and three in-toto
+// attestations — the CycloneDX SBOM of each platform, the vulnerability
+// scan (cosign's vuln predicate) and SLSA v1 provenance — stored as
+// cosign stores them (the sha256-<digest>.sig and .att artifacts), in the
+// build's OCI layout and, on push, in the registry next to the image.
+// Verify checks a published image against a public key.
+package sign
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/layout"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/sigstore/cosign/v2/pkg/oci"
+	"github.com/sigstore/cosign/v2/pkg/oci/mutate"
+	ociremote "github.com/sigstore/cosign/v2/pkg/oci/remote"
+	"github.com/sigstore/cosign/v2/pkg/oci/signed"
+	"github.com/sigstore/cosign/v2/pkg/oci/static"
+	"github.com/sigstore/sigstore/pkg/signature/dsse"
+	sigpayload "github.com/sigstore/sigstore/pkg/signature/payload"
+
+	"github.com/darktower/delivery/pipelines/build"
+	"github.com/darktower/delivery/pipelines/sbom"
+	"github.com/darktower/delivery/pipelines/scan"
+)
+
+// Predicate types of the attestations every image carries.
+const (
+	PredicateCycloneDX  = "https://cyclonedx.org/bom"
+	PredicateVuln       = "https://cosign.sigstore.dev/attestation/vuln/v1"
+	PredicateSLSA       = "https://slsa.dev/provenance/v1"
+	statementType       = "https://in-toto.io/Statement/v1"
+	intotoPayloadType   = "application/vnd.in-toto+json"
+	localRepositoryHost = "dist.local" // names the images in signatures made before a push
+)
+
+// Predicates lists what Verify requires.
+var Predicates = []string{PredicateCycloneDX, PredicateVuln, PredicateSLSA}
+
+// Provenance is what the SLSA predicate records about the build.
+type Provenance struct {
+	BuilderID  string            // who built: the workflow, or local:<host>
+	SourceURL  string            // the repository
+	Revision   string            // the commit
+	Parameters map[string]string // the build's parameters (services, platforms, version, base choice)
+	BaseName   string
+	BaseDigest string
+	Started    time.Time
+	Finished   time.Time
+}
+
+// Options are the stage's inputs.
+type Options struct {
+	Images     []*build.Image
+	Documents  []*sbom.Document // every platform's SBOM (Out-relative paths)
+	Scan       *scan.Result
+	ScanDB     *scan.DBInfo
+	Key        *Key
+	Out        string // the build's output directory (reads SBOMs, writes the layout)
+	Repository string // the push prefix, named in the signature payloads ("" before any push: dist.local)
+	Provenance Provenance
+	Progress   io.Writer
+}
+
+// Signed is one signed image: the entity to publish and what it carries.
+type Signed struct {
+	Service           string
+	Digest            string
+	Entity            oci.SignedImageIndex
+	SignatureDigest   string
+	AttestationDigest string
+}
+
+// Result is the stage's output.
+type Result struct {
+	Images      []*Signed
+	Development bool
+	Took        time.Duration
+}
+
+// Sign signs and attests every image and adds the signature and
+// attestation artifacts to the output's OCI layout.
+func Sign(ctx context.Context, o Options) (*Result, error) {
+	start := time.Now()
+	if o.Key == nil {
+		return nil, fmt.Errorf("sign: no key")
+	}
+	res := &Result{Development: o.Key.Development}
+	dsseSigner := dsse.WrapSigner(o.Key.Signer, intotoPayloadType)
+	for _, im := range o.Images {
+		digest, err := v1.NewHash(im.Digest)
+		if err != nil {
+			return nil, err
+		}
+		repo := localRepositoryHost + "/" + im.Service
+		if o.Repository != "" {
+			repo = strings.TrimSuffix(o.Repository, "/") + "/" + im.Service
+		}
+		ref, err := name.NewDigest(repo + "@" + im.Digest)
+		if err != nil {
+			return nil, fmt.Errorf("sign: %s: %w", im.Service, err)
+		}
+		payload, err := json.Marshal(sigpayload.Cosign{Image: ref, Annotations: map[string]interface{}{"dev.darktower.service": im.Service}})
+		if err != nil {
+			return nil, err
+		}
+		raw, err := o.Key.Signer.SignMessage(bytes.NewReader(payload))
+		if err != nil {
+			return nil, fmt.Errorf("sign: %s: %w", im.Service, err)
+		}
+		sig, err := static.NewSignature(payload, base64.StdEncoding.EncodeToString(raw))
+		if err != nil {
+			return nil, err
+		}
+		entity, err := mutate.AttachSignatureToImageIndex(signed.ImageIndex(im.Index), sig)
+		if err != nil {
+			return nil, err
+		}
+		statements, err := o.statements(im, digest)
+		if err != nil {
+			return nil, fmt.Errorf("sign: %s: %w", im.Service, err)
+		}
+		for _, st := range statements {
+			envelope, err := dsseSigner.SignMessage(bytes.NewReader(st))
+			if err != nil {
+				return nil, fmt.Errorf("sign: %s: attesting: %w", im.Service, err)
+			}
+			att, err := static.NewAttestation(envelope)
+			if err != nil {
+				return nil, err
+			}
+			if entity, err = mutate.AttachAttestationToImageIndex(entity, att); err != nil {
+				return nil, err
+			}
+		}
+		s := &Signed{Service: im.Service, Digest: im.Digest, Entity: entity}
+		if s.SignatureDigest, s.AttestationDigest, err = writeToLayout(filepath.Join(o.Out, build.LayoutDir), s); err != nil {
+			return nil, fmt.Errorf("sign: %s: writing to the layout: %w", im.Service, err)
+		}
+		res.Images = append(res.Images, s)
+		if o.Progress != nil {
+			fmt.Fprintf(o.Progress, "sign: %-20s %s signed, %d attestations (%s)\n", im.Service, im.Digest, len(statements), o.Key.Source)
+		}
+	}
+	res.Took = time.Since(start)
+	return res, nil
+}
+
+// statement is an in-toto v1 statement.
+type statement struct {
+	Type          string    `json:"_type"`
+	Subject       []subject `json:"subject"`
+	PredicateType string    `json:"predicateType"`
+	Predicate     any       `json:"predicate"`
+}
+
+type subject struct {
+	Name   string            `json:"name"`
+	Digest map[string]string `json:"digest"`
+}
+
+func subjectsOf(im *build.Image, digest v1.Hash) []subject {
+	return []subject{{Name: im.Service, Digest: map[string]string{digest.Algorithm: digest.Hex}}}
+}
+
+// statements are the three attestations' statements for one image.
+func (o Options) statements(im *build.Image, digest v1.Hash) ([][]byte, error) {
+	subj := subjectsOf(im, digest)
+	var out []statement
+	for _, d := range o.Documents {
+		if d.Service != im.Service {
+			continue
+		}
+		raw, err := os.ReadFile(filepath.Join(o.Out, d.CycloneDX))
+		if err != nil {
+			return nil, err
+		}
+		var bom json.RawMessage = raw
+		// The index digest (what is verified) and the platform image's.
+		ph, err := v1.NewHash(d.ImageDigest)
+		if err != nil {
+			return nil, err
+		}
+		s := append(append([]subject(nil), subj...), subject{Name: im.Service + " " + d.Platform, Digest: map[string]string{ph.Algorithm: ph.Hex}})
+		out = append(out, statement{statementType, s, PredicateCycloneDX, bom})
+	}
+	if o.Scan != nil {
+		out = append(out, statement{statementType, subj, PredicateVuln, vulnPredicate(o.Scan, o.ScanDB, im.Service)})
+	}
+	out = append(out, statement{statementType, subj, PredicateSLSA, slsaPredicate(o.Provenance, im)})
+	var raw [][]byte
+	for _, s := range out {
+		b, err := json.Marshal(s)
+		if err != nil {
+			return nil, err
+		}
+		raw = append(raw, b)
+	}
+	return raw, nil
+}
+
+// vulnPredicate is cosign's vulnerability attestation: the scanner, its
+// DB and the findings of every platform of the service.
+func vulnPredicate(res *scan.Result, db *scan.DBInfo, service string) any {
+	var images []*scan.Image
+	for _, im := range res.Images {
+		if im.Service == service {
+			images = append(images, im)
+		}
+	}
+	return map[string]any{
+		"invocation": map[string]any{"parameters": map[string]string{"severity-threshold": res.Threshold}, "uri": "", "event_id": "", "builder.id": ""},
+		"scanner": map[string]any{
+			"uri":     "pkg:golang/github.com/aquasecurity/trivy",
+			"version": trivyVersion,
+			"db":      map[string]any{"uri": "pkg:oci/trivy-db?repository_url=ghcr.io/aquasecurity/trivy-db", "version": dbVersion(db)},
+			"result":  images,
+		},
+		"metadata": map[string]any{"scanStartedOn": res.Started.UTC().Format(time.RFC3339), "scanFinishedOn": res.Started.Add(res.Took).UTC().Format(time.RFC3339)},
+	}
+}
+
+func dbVersion(db *scan.DBInfo) string {
+	if db == nil {
+		return ""
+	}
+	return fmt.Sprintf("schema %d, updated %s", db.Version, db.UpdatedAt.UTC().Format(time.RFC3339))
+}
+
+// trivyVersion is the Trivy library version the scan stage is built with.
+const trivyVersion = "v0.74.0"
+
+// slsaPredicate is SLSA v1 provenance.
+func slsaPredicate(p Provenance, im *build.Image) any {
+	deps := []map[string]any{}
+	if p.SourceURL != "" {
+		deps = append(deps, map[string]any{"uri": "git+" + p.SourceURL + "@" + p.Revision, "digest": map[string]string{"gitCommit": p.Revision}})
+	}
+	if base, err := v1.NewHash(im.BaseDigest); err == nil {
+		deps = append(deps, map[string]any{"uri": im.BaseName, "digest": map[string]string{base.Algorithm: base.Hex}})
+	}
+	return map[string]any{
+		"buildDefinition": map[string]any{
+			"buildType":          "https://github.com/darktower/delivery/build-all/v1",
+			"externalParameters": p.Parameters,
+			"internalParameters": map[string]any{"buildKey": im.BuildKey, "tag": im.Tag},
+			"resolvedDependencies": deps,
+		},
+		"runDetails": map[string]any{
+			"builder":  map[string]any{"id": p.BuilderID},
+			"metadata": map[string]any{"startedOn": p.Started.UTC().Format(time.RFC3339), "finishedOn": p.Finished.UTC().Format(time.RFC3339)},
+		},
+	}
+}
+
+// writeToLayout adds the signature and attestation images to the layout,
+// named as cosign tags them (sha256-<hex>.sig / .att), so a later push of
+// the layout publishes them too.
+func writeToLayout(path string, s *Signed) (sigDigest, attDigest string, err error) {
+	p, err := layout.FromPath(path)
+	if err != nil {
+		return "", "", err
+	}
+	h, err := v1.NewHash(s.Digest)
+	if err != nil {
+		return "", "", err
+	}
+	sigs, err := s.Entity.Signatures()
+	if err != nil {
+		return "", "", err
+	}
+	atts, err := s.Entity.Attestations()
+	if err != nil {
+		return "", "", err
+	}
+	for _, a := range []struct {
+		img    v1.Image
+		suffix string
+		out    *string
+	}{{sigs, ".sig", &sigDigest}, {atts, ".att", &attDigest}} {
+		d, err := a.img.Digest()
+		if err != nil {
+			return "", "", err
+		}
+		*a.out = d.String()
+		if err := p.AppendImage(a.img, layout.WithAnnotations(map[string]string{
+			"org.opencontainers.image.ref.name": h.Algorithm + "-" + h.Hex + a.suffix,
+			"dev.darktower.service":             s.Service,
+		})); err != nil {
+			return "", "", err
+		}
+	}
+	return sigDigest, attDigest, nil
+}
+
+// Publish writes the signatures and attestations next to the pushed
+// images (<prefix>/<service>:sha256-<hex>.sig / .att).
+func Publish(ctx context.Context, images []*Signed, prefix string, kc authn.Keychain, progress io.Writer) error {
+	opts := ociremote.WithRemoteOptions(remote.WithContext(ctx), remote.WithAuthFromKeychain(kc))
+	for _, s := range images {
+		repo, err := name.NewRepository(strings.TrimSuffix(prefix, "/") + "/" + s.Service)
+		if err != nil {
+			return err
+		}
+		if err := ociremote.WriteSignatures(repo, s.Entity, opts); err != nil {
+			return fmt.Errorf("publishing %s's signature: %w", s.Service, err)
+		}
+		if err := ociremote.WriteAttestations(repo, s.Entity, opts); err != nil {
+			return fmt.Errorf("publishing %s's attestations: %w", s.Service, err)
+		}
+		if progress != nil {
+			fmt.Fprintf(progress, "push: %-20s signature and attestations\n", s.Service)
+		}
+	}
+	return nil
+}

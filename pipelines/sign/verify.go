@@ -1,0 +1,142 @@
+package sign
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/sigstore/cosign/v2/pkg/cosign"
+	ociremote "github.com/sigstore/cosign/v2/pkg/oci/remote"
+)
+
+// VerifyOptions: what to verify and against which key.
+type VerifyOptions struct {
+	Image     string // a registry reference (tag or digest)
+	PublicKey []byte // PEM
+	Keychain  authn.Keychain
+	// Predicates that must each be attested (default: Predicates).
+	Predicates []string
+}
+
+// Verified is what Verify checked.
+type Verified struct {
+	Digest       string
+	Signatures   int
+	Attestations map[string]int // per predicate type
+}
+
+// Verify checks that the image (as the registry serves it now) carries a
+// signature by the key over its digest, and every required attestation,
+// signed by the key, whose subject is that digest.
+func Verify(ctx context.Context, o VerifyOptions) (*Verified, error) {
+	ref, err := name.ParseReference(o.Image)
+	if err != nil {
+		return nil, fmt.Errorf("--image %q: %w", o.Image, err)
+	}
+	if len(o.PublicKey) == 0 {
+		return nil, errors.New("no public key: pass --key cosign.pub")
+	}
+	verifier, err := PublicKeyVerifier(o.PublicKey)
+	if err != nil {
+		return nil, fmt.Errorf("--key: %w", err)
+	}
+	kc := o.Keychain
+	if kc == nil {
+		kc = authn.DefaultKeychain
+	}
+	desc, err := remote.Head(ref, remote.WithContext(ctx), remote.WithAuthFromKeychain(kc))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", ref, err)
+	}
+	co := &cosign.CheckOpts{
+		RegistryClientOpts: []ociremote.Option{ociremote.WithRemoteOptions(remote.WithContext(ctx), remote.WithAuthFromKeychain(kc))},
+		SigVerifier:        verifier,
+		// Keyed signatures made here are not in a transparency log.
+		IgnoreTlog:    true,
+		IgnoreSCT:     true,
+		ClaimVerifier: cosign.SimpleClaimVerifier,
+	}
+	digestRef := ref.Context().Digest(desc.Digest.String())
+	sigs, _, err := cosign.VerifyImageSignatures(ctx, digestRef, co)
+	if err != nil {
+		return nil, fmt.Errorf("%s (%s): signature: %w", ref, desc.Digest, err)
+	}
+	co.ClaimVerifier = cosign.IntotoSubjectClaimVerifier
+	atts, _, err := cosign.VerifyImageAttestations(ctx, digestRef, co)
+	if err != nil {
+		return nil, fmt.Errorf("%s (%s): attestations: %w", ref, desc.Digest, err)
+	}
+	v := &Verified{Digest: desc.Digest.String(), Signatures: len(sigs), Attestations: map[string]int{}}
+	for _, a := range atts {
+		raw, err := a.Payload()
+		if err != nil {
+			return nil, err
+		}
+		st, err := DecodeStatement(raw)
+		if err != nil {
+			return nil, err
+		}
+		v.Attestations[st.PredicateType]++
+	}
+	want := o.Predicates
+	if want == nil {
+		want = Predicates
+	}
+	for _, p := range want {
+		if v.Attestations[p] == 0 {
+			return v, fmt.Errorf("%s (%s): no verified %s attestation", ref, desc.Digest, p)
+		}
+	}
+	return v, nil
+}
+
+// Statement is a decoded in-toto statement.
+type Statement struct {
+	Type          string          `json:"_type"`
+	PredicateType string          `json:"predicateType"`
+	Subject       []subject       `json:"subject"`
+	Predicate     json.RawMessage `json:"predicate"`
+}
+
+// DecodeStatement opens a DSSE envelope holding an in-toto statement.
+func DecodeStatement(envelope []byte) (*Statement, error) {
+	var env struct {
+		PayloadType string `json:"payloadType"`
+		Payload     string `json:"payload"`
+	}
+	if err := json.Unmarshal(envelope, &env); err != nil {
+		return nil, fmt.Errorf("attestation is not a DSSE envelope: %w", err)
+	}
+	if env.PayloadType != intotoPayloadType {
+		return nil, fmt.Errorf("attestation payload type %q, want %q", env.PayloadType, intotoPayloadType)
+	}
+	raw, err := base64.StdEncoding.DecodeString(env.Payload)
+	if err != nil {
+		return nil, err
+	}
+	var st Statement
+	if err := json.Unmarshal(raw, &st); err != nil {
+		return nil, err
+	}
+	if !slices.Contains([]string{statementType, "https://in-toto.io/Statement/v0.1"}, st.Type) {
+		return nil, fmt.Errorf("not an in-toto statement: _type %q", st.Type)
+	}
+	return &st, nil
+}
+
+// Subjects lists a statement's subject digests ("sha256:<hex>").
+func (s *Statement) Subjects() []string {
+	var out []string
+	for _, sub := range s.Subject {
+		for alg, hex := range sub.Digest {
+			out = append(out, alg+":"+hex)
+		}
+	}
+	return out
+}
