@@ -254,9 +254,9 @@ func slsaPredicate(p Provenance, im *build.Image) any {
 	}
 	return map[string]any{
 		"buildDefinition": map[string]any{
-			"buildType":          "https://github.com/darktower/delivery/build-all/v1",
-			"externalParameters": p.Parameters,
-			"internalParameters": map[string]any{"buildKey": im.BuildKey, "tag": im.Tag},
+			"buildType":            "https://github.com/darktower/delivery/build-all/v1",
+			"externalParameters":   p.Parameters,
+			"internalParameters":   map[string]any{"buildKey": im.BuildKey, "tag": im.Tag},
 			"resolvedDependencies": deps,
 		},
 		"runDetails": map[string]any{
