@@ -31,6 +31,7 @@ func TestCLIDispatch(t *testing.T) {
 		{[]string{"dev-secrets"}, 0, "name: dark-tower-internal-ca", "local development only"},
 		{[]string{"build-all", "--no-such-flag"}, 2, "", "flag provided but not defined"},
 		{[]string{"build-all", "--services", "nope", "--base", "skeleton"}, 1, "", `unknown service "nope"`},
+		{[]string{"verify"}, 2, "", "verify needs --image REF and --key cosign.pub"},
 	} {
 		var stdout, stderr bytes.Buffer
 		if code := run(context.Background(), c.args, &stdout, &stderr); code != c.code {
@@ -53,14 +54,14 @@ func TestREADMEAirGappedBuildAll(t *testing.T) {
 		t.Fatal(err)
 	}
 	out := t.TempDir()
-	args := []string{"build-all", "--base", "skeleton", "--platforms", "linux/amd64", "--out", out, "--cache-dir", t.TempDir()}
+	args := []string{"build-all", "--base", "skeleton", "--platforms", "linux/amd64", "--out", out, "--cache-dir", t.TempDir(), "--dev-key-dir", t.TempDir()}
 	var stdout, stderr bytes.Buffer
 	code := run(context.Background(), append(args, "--vuln-db", db), &stdout, &stderr)
 	if code != 0 {
 		t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s", code, stdout.String(), stderr.String())
 	}
 	for _, want := range []string{"build: ac-service", "build: global-controller", "build: meeting-controller", "build: media-handler",
-		"sbom: 4 document pair(s)", "scan: passed the CRITICAL gate", "build-all: 4 image(s)"} {
+		"sbom: 4 document pair(s)", "scan: passed the CRITICAL gate", "sign: signed with this machine's DEVELOPMENT key", "build-all: 4 image(s)"} {
 		if !strings.Contains(stdout.String(), want) {
 			t.Errorf("no %q in:\n%s", want, stdout.String())
 		}
@@ -74,6 +75,9 @@ func TestREADMEAirGappedBuildAll(t *testing.T) {
 		p := im.Platforms[0]
 		if p.SBOM == nil || p.SBOM.Packages < 10 || p.Vulnerabilities == nil {
 			t.Errorf("%s: manifest lacks the SBOM record or scan counts: %+v", im.Service, p)
+		}
+		if im.Signature == nil || !im.Signature.Development || len(im.Signature.Predicates) != 3 {
+			t.Errorf("%s: manifest lacks the signature record: %+v", im.Service, im.Signature)
 		}
 	}
 	if m.Scan == nil || m.Scan.SARIF == "" {

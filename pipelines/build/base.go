@@ -93,8 +93,16 @@ func layoutBase(path string, platforms []catalog.Platform) (*Base, error) {
 	if err != nil {
 		return nil, err
 	}
-	if len(im.Manifests) == 1 && im.Manifests[0].MediaType.IsIndex() {
-		if idx, err = idx.ImageIndex(im.Manifests[0].Digest); err != nil {
+	// A build's own layout also holds cosign signature and attestation
+	// artifacts next to the index: they are not base candidates.
+	var indexes []v1.Descriptor
+	for _, d := range im.Manifests {
+		if d.MediaType.IsIndex() {
+			indexes = append(indexes, d)
+		}
+	}
+	if len(indexes) == 1 {
+		if idx, err = idx.ImageIndex(indexes[0].Digest); err != nil {
 			return nil, err
 		}
 	}

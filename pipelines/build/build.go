@@ -58,17 +58,18 @@ type PlatformImage struct {
 
 // Image is one built service: its index and per-platform images.
 type Image struct {
-	Service    string          `json:"service"`
-	Tag        string          `json:"tag"`
-	Digest     string          `json:"digest"`
-	BaseName   string          `json:"baseName"`
-	BaseDigest string          `json:"baseDigest"`
-	Platforms  []PlatformImage `json:"platforms"`
-	Pushed     string          `json:"pushed,omitempty"`   // repo:tag@digest once published
-	Loaded     string          `json:"loadedID,omitempty"` // Docker image ID once loaded (--load)
-	BuildKey   string          `json:"buildKey"`           // hash of every input; equal keys, equal images
-	Reused     bool            `json:"-"`                  // taken unchanged from the previous build
-	Index      v1.ImageIndex   `json:"-"`
+	Service    string           `json:"service"`
+	Tag        string           `json:"tag"`
+	Digest     string           `json:"digest"`
+	BaseName   string           `json:"baseName"`
+	BaseDigest string           `json:"baseDigest"`
+	Platforms  []PlatformImage  `json:"platforms"`
+	Pushed     string           `json:"pushed,omitempty"`    // repo:tag@digest once published
+	Loaded     string           `json:"loadedID,omitempty"`  // Docker image ID once loaded (--load)
+	Signature  *SignatureRecord `json:"signature,omitempty"` // sign stage
+	BuildKey   string           `json:"buildKey"`            // hash of every input; equal keys, equal images
+	Reused     bool             `json:"-"`                   // taken unchanged from the previous build
+	Index      v1.ImageIndex    `json:"-"`
 }
 
 // Result is the build stage's output.

@@ -54,6 +54,16 @@ type VulnCounts struct {
 	Blocking int `json:"blocking"`
 }
 
+// SignatureRecord: the cosign signature and attestation artifacts of an
+// image index, in the OCI layout (and the registry once pushed).
+type SignatureRecord struct {
+	Signature    string   `json:"signature"`    // digest of the .sig artifact
+	Attestations string   `json:"attestations"` // digest of the .att artifact
+	Predicates   []string `json:"predicates"`
+	Key          string   `json:"key"` // where the key came from (never the key)
+	Development  bool     `json:"developmentKey,omitempty"`
+}
+
 // ScanRecord is what the vulnerability gate used and wrote.
 type ScanRecord struct {
 	Threshold   string   `json:"threshold"`

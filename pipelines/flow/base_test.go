@@ -19,7 +19,7 @@ import (
 func publishBase(t *testing.T, root, ref, version string) string {
 	t.Helper()
 	m, err := BuildAll(context.Background(), BuildAllOptions{Root: root, Services: []string{"ok"},
-		Out: filepath.Join(root, "base-"+version), Base: build.BaseSkeleton, Version: version, Env: fixedEnv, VulnDB: testDB})
+		Out: filepath.Join(root, "base-"+version), Base: build.BaseSkeleton, Version: version, Env: fixedEnv, VulnDB: testDB, DevKeyDir: testDevKeys})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -51,7 +51,7 @@ func TestUpdateBasePinsAndLockedBuildsUseThePin(t *testing.T) {
 	// Not pinned yet: the locked build says how to pin, or what to use instead.
 	cache := t.TempDir()
 	locked := BuildAllOptions{Root: root, Services: []string{"ok"}, Out: filepath.Join(root, "dist"),
-		Base: build.BaseLocked, CacheDir: cache, Version: "1.0.0", Env: fixedEnv, VulnDB: testDB}
+		Base: build.BaseLocked, CacheDir: cache, Version: "1.0.0", Env: fixedEnv, VulnDB: testDB, DevKeyDir: testDevKeys}
 	if _, err := BuildAll(context.Background(), locked); err == nil || !strings.Contains(err.Error(), "update-base") || !strings.Contains(err.Error(), "--base skeleton") {
 		t.Fatalf("unpinned base: err = %v", err)
 	}

@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"os"
 	"path/filepath"
 	"strings"
 	"time"
@@ -16,6 +17,7 @@ import (
 	"github.com/darktower/delivery/pipelines/registry"
 	"github.com/darktower/delivery/pipelines/sbom"
 	"github.com/darktower/delivery/pipelines/scan"
+	"github.com/darktower/delivery/pipelines/sign"
 	"github.com/darktower/delivery/pipelines/source"
 )
 
@@ -42,12 +44,18 @@ type BuildAllOptions struct {
 	Severity   string
 	Exceptions string
 	DBMaxAge   time.Duration
-	Env        func(string) string // environment lookup (SOURCE_DATE_EPOCH, registry credentials)
-	Progress   io.Writer
+	// Signing: a cosign private key (file or env://NAME; password in
+	// COSIGN_PASSWORD); none: the machine's development key in DevKeyDir.
+	// NoSign skips signing (only when asked).
+	Key       string
+	DevKeyDir string
+	NoSign    bool
+	Env       func(string) string // environment lookup (SOURCE_DATE_EPOCH, registry credentials)
+	Progress  io.Writer
 }
 
-// BuildAll runs catalog → base → build → sbom → scan (gate) → outputs →
-// push/load. On any error nothing in
+// BuildAll runs catalog → base → build → sbom → scan (gate) → sign →
+// outputs → push (images, then signatures and attestations) / load. On any error nothing in
 // Out claims success (manifest.json is removed first, written last).
 func BuildAll(ctx context.Context, o BuildAllOptions) (*build.Manifest, error) {
 	say := func(f string, a ...any) {
@@ -130,6 +138,10 @@ func BuildAll(ctx context.Context, o BuildAllOptions) (*build.Manifest, error) {
 	}
 	defer scan.CloseDB()
 	say("scan: Trivy DB %s (updated %s)", dbInfo.Dir, dbInfo.UpdatedAt.Format(time.RFC3339))
+	key, err := signingKey(o, env)
+	if err != nil {
+		return nil, err
+	}
 	if dbInfo.Stale != "" {
 		say("scan: warning: %s", dbInfo.Stale)
 	}
@@ -185,6 +197,29 @@ func BuildAll(ctx context.Context, o BuildAllOptions) (*build.Manifest, error) {
 		return nil, gateErr
 	}
 	say("scan: passed the %s gate in %s; reports in %s", scanned.Threshold, scanned.Took.Round(time.Millisecond), filepath.Join(o.Out, scan.Dir))
+	var signedImages []*sign.Signed
+	if key != nil {
+		signedRes, err := sign.Sign(ctx, sign.Options{Images: res.Images, Documents: sboms.Documents, Scan: scanned, ScanDB: dbInfo, Key: key,
+			Out: o.Out, Repository: o.Push, Progress: o.Progress, Provenance: sign.Provenance{
+				BuilderID: builderID(env), SourceURL: o.SourceURL, Revision: src.Revision, Started: start, Finished: time.Now(),
+				Parameters: map[string]string{"services": strings.Join(o.Services, ","), "platforms": strings.Join(o.Platforms, ","),
+					"version": src.Version, "base": o.Base, "severity": scanned.Threshold}}})
+		if err != nil {
+			return nil, err
+		}
+		signedImages = signedRes.Images
+		m.Stages = append(m.Stages, stageTime("sign", signedRes.Took))
+		for i, s := range signedRes.Images {
+			res.Images[i].Signature = &build.SignatureRecord{Signature: s.SignatureDigest, Attestations: s.AttestationDigest,
+				Predicates: sign.Predicates, Key: key.Source, Development: key.Development}
+		}
+		if key.Development {
+			say("sign: signed with this machine's DEVELOPMENT key %s (release refuses it; pass --key for a real one)", key.Source)
+		}
+	} else {
+		say("sign: skipped (--no-sign)")
+	}
+	sections = supplySection(m) + scan.Markdown(scanned, dbInfo, exceptions)
 	if err := build.Finish(o.Out, m, res, sections); err != nil {
 		return nil, err
 	}
@@ -195,6 +230,9 @@ func BuildAll(ctx context.Context, o BuildAllOptions) (*build.Manifest, error) {
 		}
 		for i, p := range pushed {
 			res.Images[i].Pushed = p.Ref
+		}
+		if err := sign.Publish(ctx, signedImages, o.Push, registry.Keychain(env), o.Progress); err != nil {
+			return nil, err
 		}
 	}
 	if o.Load {
@@ -214,6 +252,34 @@ func BuildAll(ctx context.Context, o BuildAllOptions) (*build.Manifest, error) {
 	say("build-all: %d image(s) in %s, total %s; see %s", len(m.Images), filepath.Join(o.Out, build.LayoutDir),
 		time.Since(start).Round(time.Millisecond), filepath.Join(o.Out, build.SummaryFile))
 	return m, nil
+}
+
+// signingKey is the key to sign with: --key, else the development key;
+// nil with --no-sign.
+func signingKey(o BuildAllOptions, env func(string) string) (*sign.Key, error) {
+	switch {
+	case o.NoSign:
+		return nil, nil
+	case o.Key != "":
+		return sign.LoadKey(o.Key, env)
+	case env("ACTIONS_ID_TOKEN_REQUEST_URL") != "":
+		return nil, fmt.Errorf("running in GitHub Actions with an OIDC token, but keyless signing (Fulcio/Rekor) is not implemented yet: pass --key env://COSIGN_PRIVATE_KEY (password in %s) or --no-sign", sign.EnvPassword)
+	default:
+		dir := o.DevKeyDir
+		if dir == "" {
+			dir = sign.DefaultDevKeyDir()
+		}
+		return sign.DevKey(dir)
+	}
+}
+
+// builderID names who ran the build, for the provenance.
+func builderID(env func(string) string) string {
+	if ref := env("GITHUB_WORKFLOW_REF"); ref != "" {
+		return env("GITHUB_SERVER_URL") + "/" + ref
+	}
+	host, _ := os.Hostname()
+	return "local:" + host
 }
 
 func stageTime(name string, d time.Duration) build.StageTime {
@@ -256,8 +322,15 @@ func supplySection(m *build.Manifest) string {
 			if v == nil {
 				v = &build.VulnCounts{}
 			}
-			fmt.Fprintf(&b, "| %s | %s | `%s` | %d | %d | %d | %d | %d | no |\n", im.Service, p.Platform, p.Digest, pkgs,
-				v.Critical, v.High, v.Medium, v.Low)
+			signedCol := "no"
+			if s := im.Signature; s != nil {
+				signedCol = "yes"
+				if s.Development {
+					signedCol = "yes (development key)"
+				}
+			}
+			fmt.Fprintf(&b, "| %s | %s | `%s` | %d | %d | %d | %d | %d | %s |\n", im.Service, p.Platform, p.Digest, pkgs,
+				v.Critical, v.High, v.Medium, v.Low, signedCol)
 		}
 	}
 	if len(m.Stages) > 0 {

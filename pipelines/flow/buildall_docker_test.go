@@ -96,7 +96,7 @@ func TestBuiltImagesRunInDocker(t *testing.T) {
 	copyTree(t, root)
 	version := fmt.Sprintf("test-%d", time.Now().UnixNano())
 	m, err := BuildAll(context.Background(), BuildAllOptions{Root: root, Out: filepath.Join(root, "dist"), Base: build.BaseSkeleton,
-		Platforms: []string{"linux/amd64"}, Version: version, SourceURL: "https://example.com/src", Env: fixedEnv, VulnDB: testDB, Load: true})
+		Platforms: []string{"linux/amd64"}, Version: version, SourceURL: "https://example.com/src", Env: fixedEnv, VulnDB: testDB, DevKeyDir: testDevKeys, Load: true})
 	if err != nil {
 		t.Fatal(err)
 	}

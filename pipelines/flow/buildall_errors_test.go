@@ -65,7 +65,7 @@ func TestBuildAllFailuresNameTheCauseAndClaimNothing(t *testing.T) {
 			out = filepath.Join(root, "dist")
 		}
 		_, err := BuildAll(context.Background(), BuildAllOptions{Root: root, Services: c.services, Out: out,
-			Base: c.base, Version: "1.0.0", Env: fixedEnv, VulnDB: testDB})
+			Base: c.base, Version: "1.0.0", Env: fixedEnv, VulnDB: testDB, DevKeyDir: testDevKeys})
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%s: err = %v, want it to contain %q", name, err, c.want)
 		}
@@ -75,7 +75,7 @@ func TestBuildAllFailuresNameTheCauseAndClaimNothing(t *testing.T) {
 	}
 	// And the good service alone builds, into a manifest naming only it.
 	m, err := BuildAll(context.Background(), BuildAllOptions{Root: root, Services: []string{"ok"},
-		Out: filepath.Join(root, "dist"), Base: build.BaseSkeleton, Version: "1.0.0", Env: fixedEnv, VulnDB: testDB})
+		Out: filepath.Join(root, "dist"), Base: build.BaseSkeleton, Version: "1.0.0", Env: fixedEnv, VulnDB: testDB, DevKeyDir: testDevKeys})
 	if err != nil || len(m.Images) != 1 || m.Images[0].Service != "ok" {
 		t.Fatalf("good build: %v %+v", err, m)
 	}
@@ -89,13 +89,13 @@ func TestOCILayoutBaseRoundTrip(t *testing.T) {
 	// files come through, the app layer stacks on top.
 	root := fixtureRepo(t)
 	first, err := BuildAll(context.Background(), BuildAllOptions{Root: root, Services: []string{"ok"},
-		Out: filepath.Join(root, "base-out"), Base: build.BaseSkeleton, Version: "1.0.0", Env: fixedEnv, VulnDB: testDB})
+		Out: filepath.Join(root, "base-out"), Base: build.BaseSkeleton, Version: "1.0.0", Env: fixedEnv, VulnDB: testDB, DevKeyDir: testDevKeys})
 	if err != nil {
 		t.Fatal(err)
 	}
 	baseLayout := filepath.Join(root, "base-out", build.LayoutDir)
 	m, err := BuildAll(context.Background(), BuildAllOptions{Root: root, Services: []string{"ok"},
-		Out: filepath.Join(root, "dist2"), Base: "oci-layout:" + baseLayout, Version: "1.0.0", Env: fixedEnv, VulnDB: testDB})
+		Out: filepath.Join(root, "dist2"), Base: "oci-layout:" + baseLayout, Version: "1.0.0", Env: fixedEnv, VulnDB: testDB, DevKeyDir: testDevKeys})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -109,7 +109,7 @@ func TestBuildAllPushRecordsRefsInManifest(t *testing.T) {
 	host := testreg.Distribution(t)
 	out := filepath.Join(root, "dist")
 	m, err := BuildAll(context.Background(), BuildAllOptions{Root: root, Services: []string{"ok"}, Out: out,
-		Base: build.BaseSkeleton, Version: "1.0.0", Env: fixedEnv, VulnDB: testDB, Push: host + "/darktower"})
+		Base: build.BaseSkeleton, Version: "1.0.0", Env: fixedEnv, VulnDB: testDB, DevKeyDir: testDevKeys, Push: host + "/darktower"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -120,7 +120,7 @@ func TestBuildAllPushRecordsRefsInManifest(t *testing.T) {
 	}
 	// A push that fails (nothing listens there) fails build-all.
 	_, err = BuildAll(context.Background(), BuildAllOptions{Root: root, Services: []string{"ok"}, Out: out,
-		Base: build.BaseSkeleton, Version: "1.0.0", Env: fixedEnv, VulnDB: testDB, Push: "127.0.0.1:1/darktower"})
+		Base: build.BaseSkeleton, Version: "1.0.0", Env: fixedEnv, VulnDB: testDB, DevKeyDir: testDevKeys, Push: "127.0.0.1:1/darktower"})
 	if err == nil || !strings.Contains(err.Error(), "pushing ok") {
 		t.Fatalf("err = %v", err)
 	}
@@ -132,7 +132,7 @@ func TestBuildAllLoadFailuresNameTheFix(t *testing.T) {
 	// No engine at DOCKER_HOST: refused before the build, the CLI's reason kept.
 	t.Setenv("DOCKER_HOST", "unix://"+filepath.Join(root, "no-engine.sock"))
 	_, err := BuildAll(context.Background(), BuildAllOptions{Root: root, Services: []string{"ok"}, Out: out,
-		Base: build.BaseSkeleton, Version: "1.0.0", Env: fixedEnv, VulnDB: testDB, Load: true})
+		Base: build.BaseSkeleton, Version: "1.0.0", Env: fixedEnv, VulnDB: testDB, DevKeyDir: testDevKeys, Load: true})
 	if err == nil || !strings.Contains(err.Error(), "no Docker engine answers") || !strings.Contains(err.Error(), "no-engine.sock") {
 		t.Errorf("no engine: err = %v", err)
 	}
@@ -142,14 +142,14 @@ func TestBuildAllLoadFailuresNameTheFix(t *testing.T) {
 		other = "linux/amd64"
 	}
 	_, err = BuildAll(context.Background(), BuildAllOptions{Root: root, Services: []string{"ok"}, Out: out, Platforms: []string{other},
-		Base: build.BaseSkeleton, Version: "1.0.0", Env: fixedEnv, VulnDB: testDB, Load: true})
+		Base: build.BaseSkeleton, Version: "1.0.0", Env: fixedEnv, VulnDB: testDB, DevKeyDir: testDevKeys, Load: true})
 	if err == nil || !strings.Contains(err.Error(), "include "+dockerload.HostPlatform().String()+" in --platforms") {
 		t.Errorf("host platform missing: err = %v", err)
 	}
 	// No docker CLI at all.
 	t.Setenv("PATH", t.TempDir())
 	_, err = BuildAll(context.Background(), BuildAllOptions{Root: root, Services: []string{"ok"}, Out: out,
-		Base: build.BaseSkeleton, Version: "1.0.0", Env: fixedEnv, VulnDB: testDB, Load: true})
+		Base: build.BaseSkeleton, Version: "1.0.0", Env: fixedEnv, VulnDB: testDB, DevKeyDir: testDevKeys, Load: true})
 	if err == nil || !strings.Contains(err.Error(), "--load needs the docker CLI") {
 		t.Errorf("no CLI: err = %v", err)
 	}

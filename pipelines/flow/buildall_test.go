@@ -44,7 +44,7 @@ func buildRepoCopy(t *testing.T, platforms []string) (*build.Manifest, string) {
 	copyTree(t, root)
 	out := filepath.Join(root, "dist")
 	m, err := BuildAll(context.Background(), BuildAllOptions{Root: root, Out: out, Base: build.BaseSkeleton,
-		Platforms: platforms, Version: "1.2.3", SourceURL: "https://example.com/src", Env: fixedEnv, VulnDB: testDB})
+		Platforms: platforms, Version: "1.2.3", SourceURL: "https://example.com/src", Env: fixedEnv, VulnDB: testDB, DevKeyDir: testDevKeys})
 	if err != nil {
 		t.Fatal(err)
 	}

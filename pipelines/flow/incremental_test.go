@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/darktower/delivery/pipelines/build"
@@ -17,7 +18,7 @@ func TestUnchangedServicesAreReusedNotReassembled(t *testing.T) {
 		t.Fatal(err)
 	}
 	out := filepath.Join(root, "dist")
-	opts := BuildAllOptions{Root: root, Services: []string{"ok", "ok2"}, Out: out, Base: build.BaseSkeleton, Version: "1.0.0", Env: fixedEnv, VulnDB: testDB}
+	opts := BuildAllOptions{Root: root, Services: []string{"ok", "ok2"}, Out: out, Base: build.BaseSkeleton, Version: "1.0.0", Env: fixedEnv, VulnDB: testDB, DevKeyDir: testDevKeys}
 	buildOnce := func() map[string]*build.Image {
 		t.Helper()
 		m, err := BuildAll(context.Background(), opts)
@@ -54,8 +55,19 @@ func TestUnchangedServicesAreReusedNotReassembled(t *testing.T) {
 	}
 	if idx, err := p.ImageIndex(); err != nil {
 		t.Fatal(err)
-	} else if im, _ := idx.IndexManifest(); len(im.Manifests) != 2 {
-		t.Fatalf("layout lists %d images, want 2", len(im.Manifests))
+	} else {
+		im, _ := idx.IndexManifest()
+		indexes, artifacts := 0, 0
+		for _, d := range im.Manifests {
+			if d.MediaType.IsIndex() {
+				indexes++
+			} else if ref := d.Annotations["org.opencontainers.image.ref.name"]; strings.HasSuffix(ref, ".sig") || strings.HasSuffix(ref, ".att") {
+				artifacts++
+			}
+		}
+		if indexes != 2 || artifacts != 4 || len(im.Manifests) != 6 {
+			t.Fatalf("layout lists %d images, %d artifacts (%d entries), want 2 images, their 2 signatures and 2 attestation sets", indexes, artifacts, len(im.Manifests))
+		}
 	}
 
 	// A source change rebuilds exactly the services it touches (here both

@@ -13,6 +13,10 @@ import (
 // the CLI's test).
 var testDB string
 
+// testDevKeys holds the development signing key the flow tests sign with
+// (not the user's own).
+var testDevKeys string
+
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "darktower-flow-db-")
 	if err != nil {
@@ -22,7 +26,9 @@ func TestMain(m *testing.M) {
 		panic(err)
 	}
 	testDB = dir
+	testDevKeys = dir + "-keys"
 	code := m.Run()
 	os.RemoveAll(dir)
+	os.RemoveAll(testDevKeys)
 	os.Exit(code)
 }
