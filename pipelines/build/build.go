@@ -79,8 +79,14 @@ type Result struct {
 	Build   time.Duration
 }
 
+// progressMu serialises progress lines: images are assembled in
+// parallel, and the writer (a buffer, a pipe) need not be safe for that.
+var progressMu sync.Mutex
+
 func (o *Options) progress(format string, a ...any) {
 	if o.Progress != nil {
+		progressMu.Lock()
+		defer progressMu.Unlock()
 		fmt.Fprintf(o.Progress, format+"\n", a...)
 	}
 }
