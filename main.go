@@ -108,6 +108,8 @@ func runBuildAll(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	key := fs.String("key", "", "cosign private key to sign with: a file or env://NAME (password in "+sign.EnvPassword+"); default: this machine's development key")
 	devKeyDir := fs.String("dev-key-dir", sign.DefaultDevKeyDir(), "where the development key pair is created once and kept")
 	noSign := fs.Bool("no-sign", false, "do not sign or attest (the images are not releasable)")
+	fulcioURL := fs.String("fulcio-url", sign.DefaultFulcioURL, "keyless signing (GitHub Actions with id-token: write, no --key): the Fulcio CA")
+	rekorURL := fs.String("rekor-url", sign.DefaultRekorURL, "keyless signing: the Rekor transparency log")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -118,7 +120,7 @@ func runBuildAll(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	_, err = flow.BuildAll(ctx, flow.BuildAllOptions{Root: root, Services: csv(*services), Platforms: csv(*platforms),
 		Out: *out, Base: *base, CacheDir: *cacheDir, CABundle: *caBundle, Version: *version, SourceURL: *sourceURL, Push: *push, Load: *load, Jobs: *jobs,
 		VulnDB: *vulnDB, DBCacheDir: *dbCache, Severity: *severity, Exceptions: *exceptions, DBMaxAge: *dbMaxAge,
-		Key: *key, DevKeyDir: *devKeyDir, NoSign: *noSign, Progress: stdout})
+		Key: *key, DevKeyDir: *devKeyDir, NoSign: *noSign, Keyless: sign.KeylessOptions{FulcioURL: *fulcioURL, RekorURL: *rekorURL}, Progress: stdout})
 	return err
 }
 
@@ -126,21 +128,31 @@ func runVerify(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	fs := newFlags("verify", stderr)
 	image := fs.String("image", "", "the image to verify, as a registry reference (tag or digest)")
 	key := fs.String("key", "", "the signer's public key (PEM file)")
+	identity := fs.String("certificate-identity", "", "keyless: the signing workflow, e.g. https://github.com/ORG/REPO/.github/workflows/release.yml@refs/tags/v1.2.3")
+	issuer := fs.String("certificate-oidc-issuer", "https://token.actions.githubusercontent.com", "keyless: the OIDC issuer of that identity")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	if *image == "" || *key == "" {
-		return usageError{"verify needs --image REF and --key cosign.pub (keyless identities are not supported yet)"}
+	if *image == "" || (*key == "") == (*identity == "") {
+		return usageError{"verify needs --image REF and either --key cosign.pub or --certificate-identity WORKFLOW (keyless)"}
 	}
-	pub, err := os.ReadFile(*key)
-	if err != nil {
-		return fmt.Errorf("--key: %w", err)
+	o := sign.VerifyOptions{Image: *image, Keychain: registry.Keychain(os.Getenv)}
+	against := *key
+	if *key != "" {
+		pub, err := os.ReadFile(*key)
+		if err != nil {
+			return fmt.Errorf("--key: %w", err)
+		}
+		o.PublicKey = pub
+	} else {
+		o.Keyless = &sign.KeylessIdentity{Identity: *identity, Issuer: *issuer}
+		against = *identity + " (" + *issuer + ")"
 	}
-	v, err := sign.Verify(ctx, sign.VerifyOptions{Image: *image, PublicKey: pub, Keychain: registry.Keychain(os.Getenv)})
+	v, err := sign.Verify(ctx, o)
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "verify: %s (%s): %d signature(s) and attestations %v verified with %s\n", *image, v.Digest, v.Signatures, v.Attestations, *key)
+	fmt.Fprintf(stdout, "verify: %s (%s): %d signature(s) and attestations %v verified against %s\n", *image, v.Digest, v.Signatures, v.Attestations, against)
 	return nil
 }
 

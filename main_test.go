@@ -31,7 +31,7 @@ func TestCLIDispatch(t *testing.T) {
 		{[]string{"dev-secrets"}, 0, "name: dark-tower-internal-ca", "local development only"},
 		{[]string{"build-all", "--no-such-flag"}, 2, "", "flag provided but not defined"},
 		{[]string{"build-all", "--services", "nope", "--base", "skeleton"}, 1, "", `unknown service "nope"`},
-		{[]string{"verify"}, 2, "", "verify needs --image REF and --key cosign.pub"},
+		{[]string{"verify"}, 2, "", "verify needs --image REF and either --key cosign.pub or --certificate-identity"},
 	} {
 		var stdout, stderr bytes.Buffer
 		if code := run(context.Background(), c.args, &stdout, &stderr); code != c.code {

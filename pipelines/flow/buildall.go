@@ -50,6 +50,7 @@ type BuildAllOptions struct {
 	Key       string
 	DevKeyDir string
 	NoSign    bool
+	Keyless   sign.KeylessOptions // Fulcio and Rekor for keyless signing in CI
 	Env       func(string) string // environment lookup (SOURCE_DATE_EPOCH, registry credentials)
 	Progress  io.Writer
 }
@@ -138,7 +139,7 @@ func BuildAll(ctx context.Context, o BuildAllOptions) (*build.Manifest, error) {
 	}
 	defer scan.CloseDB()
 	say("scan: Trivy DB %s (updated %s)", dbInfo.Dir, dbInfo.UpdatedAt.Format(time.RFC3339))
-	key, err := signingKey(o, env)
+	key, err := signingKey(ctx, o, env)
 	if err != nil {
 		return nil, err
 	}
@@ -254,16 +255,17 @@ func BuildAll(ctx context.Context, o BuildAllOptions) (*build.Manifest, error) {
 	return m, nil
 }
 
-// signingKey is the key to sign with: --key, else the development key;
-// nil with --no-sign.
-func signingKey(o BuildAllOptions, env func(string) string) (*sign.Key, error) {
+// signingKey is the key to sign with: --key; else keyless where the job
+// has an OIDC identity (GitHub Actions with id-token: write); else this
+// machine's development key; nil with --no-sign.
+func signingKey(ctx context.Context, o BuildAllOptions, env func(string) string) (*sign.Key, error) {
 	switch {
 	case o.NoSign:
 		return nil, nil
 	case o.Key != "":
 		return sign.LoadKey(o.Key, env)
-	case env("ACTIONS_ID_TOKEN_REQUEST_URL") != "":
-		return nil, fmt.Errorf("running in GitHub Actions with an OIDC token, but keyless signing (Fulcio/Rekor) is not implemented yet: pass --key env://COSIGN_PRIVATE_KEY (password in %s) or --no-sign", sign.EnvPassword)
+	case sign.KeylessAvailable(ctx):
+		return sign.KeylessKey(ctx, o.Keyless)
 	default:
 		dir := o.DevKeyDir
 		if dir == "" {

@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/sigstore/cosign/v2/pkg/cosign"
+	rekorapi "github.com/sigstore/rekor/pkg/generated/client"
 	"github.com/sigstore/sigstore/pkg/cryptoutils"
 	"github.com/sigstore/sigstore/pkg/signature"
 )
@@ -27,6 +28,10 @@ type Key struct {
 	// Development: created by the pipeline on this machine because no key
 	// was given. Good for trying the flow; release refuses it.
 	Development bool
+	// Keyless: the Fulcio certificate (and chain) for Signer's public key,
+	// and the Rekor log every signature is recorded in.
+	Cert, Chain []byte
+	Rekor       *rekorapi.Rekor
 }
 
 // LoadKey reads a cosign private key (cosign's encrypted PEM) from a file

@@ -10,6 +10,7 @@ package sign
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
@@ -24,11 +25,15 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/layout"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/sigstore/cosign/v2/pkg/cosign"
+	cbundle "github.com/sigstore/cosign/v2/pkg/cosign/bundle"
 	"github.com/sigstore/cosign/v2/pkg/oci"
 	"github.com/sigstore/cosign/v2/pkg/oci/mutate"
 	ociremote "github.com/sigstore/cosign/v2/pkg/oci/remote"
 	"github.com/sigstore/cosign/v2/pkg/oci/signed"
 	"github.com/sigstore/cosign/v2/pkg/oci/static"
+	rekorapi "github.com/sigstore/rekor/pkg/generated/client"
+	"github.com/sigstore/rekor/pkg/generated/models"
 	"github.com/sigstore/sigstore/pkg/signature/dsse"
 	sigpayload "github.com/sigstore/sigstore/pkg/signature/payload"
 
@@ -121,7 +126,15 @@ func Sign(ctx context.Context, o Options) (*Result, error) {
 		if err != nil {
 			return nil, fmt.Errorf("sign: %s: %w", im.Service, err)
 		}
-		sig, err := static.NewSignature(payload, base64.StdEncoding.EncodeToString(raw))
+		sigOpts, err := o.Key.transparency(ctx, func(rc *rekorapi.Rekor) (*models.LogEntryAnon, error) {
+			h := sha256.New()
+			h.Write(payload)
+			return cosign.TLogUpload(ctx, rc, raw, h, o.Key.Cert)
+		})
+		if err != nil {
+			return nil, fmt.Errorf("sign: %s: %w", im.Service, err)
+		}
+		sig, err := static.NewSignature(payload, base64.StdEncoding.EncodeToString(raw), sigOpts...)
 		if err != nil {
 			return nil, err
 		}
@@ -138,7 +151,13 @@ func Sign(ctx context.Context, o Options) (*Result, error) {
 			if err != nil {
 				return nil, fmt.Errorf("sign: %s: attesting: %w", im.Service, err)
 			}
-			att, err := static.NewAttestation(envelope)
+			attOpts, err := o.Key.transparency(ctx, func(rc *rekorapi.Rekor) (*models.LogEntryAnon, error) {
+				return cosign.TLogUploadInTotoAttestation(ctx, rc, envelope, o.Key.Cert)
+			})
+			if err != nil {
+				return nil, fmt.Errorf("sign: %s: %w", im.Service, err)
+			}
+			att, err := static.NewAttestation(envelope, attOpts...)
 			if err != nil {
 				return nil, err
 			}
@@ -157,6 +176,23 @@ func Sign(ctx context.Context, o Options) (*Result, error) {
 	}
 	res.Took = time.Since(start)
 	return res, nil
+}
+
+// transparency: a keyless key's certificate rides with each signature,
+// and the signature is recorded in Rekor with its inclusion bundle.
+func (k *Key) transparency(ctx context.Context, upload func(*rekorapi.Rekor) (*models.LogEntryAnon, error)) ([]static.Option, error) {
+	if k.Cert == nil {
+		return nil, nil
+	}
+	opts := []static.Option{static.WithCertChain(k.Cert, k.Chain)}
+	if k.Rekor != nil {
+		entry, err := upload(k.Rekor)
+		if err != nil {
+			return nil, fmt.Errorf("recording the signature in Rekor: %w", err)
+		}
+		opts = append(opts, static.WithBundle(cbundle.EntryToBundle(entry)))
+	}
+	return opts, nil
 }
 
 // statement is an in-toto v1 statement.

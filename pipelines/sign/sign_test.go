@@ -46,9 +46,9 @@ func keyPair(t *testing.T) (privPath string, pub []byte, password string) {
 }
 
 // signedBuild builds two services, writes SBOMs, scans them against an
-// empty fixture DB and signs them with a loaded key; it returns the output
-// directory and the stage results.
-func signedBuild(t *testing.T, key *Key, progress *bytes.Buffer) (string, *build.Result, *Result) {
+// empty fixture DB and signs them with key; it returns the output
+// directory, the stage results and the signing error.
+func signedBuild(t *testing.T, key *Key, progress *bytes.Buffer) (string, *build.Result, *Result, error) {
 	t.Helper()
 	amd64 := []catalog.Platform{{OS: "linux", Arch: "amd64"}}
 	images := imagetest.Build(t, "../..", []string{"media-handler", "meeting-controller"}, amd64, imagetest.DebianBase(t, t.TempDir(), amd64))
@@ -78,10 +78,7 @@ func signedBuild(t *testing.T, key *Key, progress *bytes.Buffer) (string, *build
 		Provenance: Provenance{BuilderID: "local:test", SourceURL: "https://example.com/src", Revision: "test",
 			Parameters: map[string]string{"services": "media-handler,meeting-controller"}, Started: time.Now(), Finished: time.Now()},
 		Progress: progress})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out, res, signed
+	return out, res, signed, err
 }
 
 func TestSignPushVerifyAndPromote(t *testing.T) {
@@ -97,7 +94,10 @@ func TestSignPushVerifyAndPromote(t *testing.T) {
 		t.Fatal(err)
 	}
 	var progress bytes.Buffer
-	out, res, signed := signedBuild(t, key, &progress)
+	out, res, signed, err := signedBuild(t, key, &progress)
+	if err != nil {
+		t.Fatal(err)
+	}
 
 	host := testreg.Distribution(t)
 	prefix := host + "/darktower"

@@ -18,7 +18,8 @@ import (
 // VerifyOptions: what to verify and against which key.
 type VerifyOptions struct {
 	Image     string // a registry reference (tag or digest)
-	PublicKey []byte // PEM
+	PublicKey []byte // PEM; or, for keyless signatures, Keyless
+	Keyless   *KeylessIdentity
 	Keychain  authn.Keychain
 	// Predicates that must each be attested (default: Predicates).
 	Predicates []string
@@ -39,12 +40,8 @@ func Verify(ctx context.Context, o VerifyOptions) (*Verified, error) {
 	if err != nil {
 		return nil, fmt.Errorf("--image %q: %w", o.Image, err)
 	}
-	if len(o.PublicKey) == 0 {
-		return nil, errors.New("no public key: pass --key cosign.pub")
-	}
-	verifier, err := PublicKeyVerifier(o.PublicKey)
-	if err != nil {
-		return nil, fmt.Errorf("--key: %w", err)
+	if (len(o.PublicKey) == 0) == (o.Keyless == nil) {
+		return nil, errors.New("verify against either a public key (--key cosign.pub) or a keyless identity (--certificate-identity and --certificate-oidc-issuer)")
 	}
 	kc := o.Keychain
 	if kc == nil {
@@ -56,11 +53,18 @@ func Verify(ctx context.Context, o VerifyOptions) (*Verified, error) {
 	}
 	co := &cosign.CheckOpts{
 		RegistryClientOpts: []ociremote.Option{ociremote.WithRemoteOptions(remote.WithContext(ctx), remote.WithAuthFromKeychain(kc))},
-		SigVerifier:        verifier,
-		// Keyed signatures made here are not in a transparency log.
-		IgnoreTlog:    true,
-		IgnoreSCT:     true,
-		ClaimVerifier: cosign.SimpleClaimVerifier,
+		ClaimVerifier:      cosign.SimpleClaimVerifier,
+	}
+	if o.Keyless != nil {
+		if err := o.Keyless.checkOpts(ctx, co); err != nil {
+			return nil, fmt.Errorf("keyless verification: %w", err)
+		}
+	} else {
+		if co.SigVerifier, err = PublicKeyVerifier(o.PublicKey); err != nil {
+			return nil, fmt.Errorf("--key: %w", err)
+		}
+		// Keyed signatures made by this pipeline are not in a transparency log.
+		co.IgnoreTlog, co.IgnoreSCT = true, true
 	}
 	digestRef := ref.Context().Digest(desc.Digest.String())
 	sigs, _, err := cosign.VerifyImageSignatures(ctx, digestRef, co)
