@@ -215,7 +215,7 @@ func BuildAll(ctx context.Context, o BuildAllOptions) (*build.Manifest, error) {
 				Predicates: sign.Predicates, Key: key.Source, Development: key.Development}
 		}
 		if key.Development {
-			say("sign: signed with this machine's DEVELOPMENT key %s (release refuses it; pass --key for a real one)", key.Source)
+			say("sign: signed with this machine's DEVELOPMENT key %s (for trying the flow, not for releases: pass --key, or sign keyless in CI)", key.Source)
 		}
 	} else {
 		say("sign: skipped (--no-sign)")
