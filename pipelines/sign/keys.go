@@ -26,7 +26,8 @@ type Key struct {
 	PublicPEM []byte
 	Source    string // file path or env://NAME; never the key itself
 	// Development: created by the pipeline on this machine because no key
-	// was given. Good for trying the flow; release refuses it.
+	// was given. Good for trying the flow, not for releases (labelled so in
+	// the progress output, manifest.json and the summary).
 	Development bool
 	// Keyless: the Fulcio certificate (and chain) for Signer's public key,
 	// and the Rekor log every signature is recorded in.
