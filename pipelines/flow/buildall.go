@@ -189,10 +189,9 @@ func BuildAll(ctx context.Context, o BuildAllOptions) (*build.Manifest, error) {
 	}
 	record(m, sboms, scanned)
 	m.Scan = &build.ScanRecord{Threshold: scanned.Threshold, DBUpdatedAt: dbInfo.UpdatedAt.Format(time.RFC3339), Reports: reports.Trivy, SARIF: reports.SARIF}
-	sections := supplySection(m) + scan.Markdown(scanned, dbInfo, exceptions)
 	if gateErr != nil {
 		// The summary and reports say why; no manifest claims the build.
-		if err := build.WriteSummary(o.Out, m, res, sections); err != nil {
+		if err := build.WriteSummary(o.Out, m, res, supplySection(m)+scan.Markdown(scanned, dbInfo, exceptions)); err != nil {
 			return nil, err
 		}
 		return nil, gateErr
@@ -220,8 +219,7 @@ func BuildAll(ctx context.Context, o BuildAllOptions) (*build.Manifest, error) {
 	} else {
 		say("sign: skipped (--no-sign)")
 	}
-	sections = supplySection(m) + scan.Markdown(scanned, dbInfo, exceptions)
-	if err := build.Finish(o.Out, m, res, sections); err != nil {
+	if err := build.Finish(o.Out, m, res, supplySection(m)+scan.Markdown(scanned, dbInfo, exceptions)); err != nil {
 		return nil, err
 	}
 	if o.Push != "" {

@@ -68,7 +68,6 @@ type Image struct {
 	Findings []*Finding     `json:"findings"`
 	Counts   map[string]int `json:"counts"` // per severity, accepted ones included
 	Blocking int            `json:"blocking"`
-	packages int
 }
 
 // Result is the stage's output.
@@ -132,7 +131,7 @@ func Scan(ctx context.Context, o Options) (*Result, error) {
 	res := &Result{Threshold: threshold.String(), Started: start}
 	vulnInfo := vulnerability.NewClient(trivydb.Config{})
 	for _, doc := range o.Documents {
-		im := &Image{Service: doc.Service, Platform: doc.Platform, Digest: doc.ImageDigest, OS: doc.OS, Counts: map[string]int{}, packages: len(doc.Packages)}
+		im := &Image{Service: doc.Service, Platform: doc.Platform, Digest: doc.ImageDigest, OS: doc.OS, Counts: map[string]int{}}
 		detected, err := detect(ctx, doc)
 		if err != nil {
 			return nil, fmt.Errorf("scan: %s %s: %w", doc.Service, doc.Platform, err)
@@ -230,11 +229,6 @@ func detect(ctx context.Context, doc *sbom.Document) ([]types.DetectedVulnerabil
 		if err != nil {
 			return nil, fmt.Errorf("Debian advisories: %w", err)
 		}
-		for i := range vulns {
-			if vulns[i].PkgIdentifier.PURL == nil {
-				vulns[i].PkgIdentifier = debIdentifier(debPkgs, vulns[i].PkgName)
-			}
-		}
 		out = append(out, vulns...)
 	}
 	return out, nil
@@ -278,13 +272,4 @@ func identifier(purl string) ftypes.PkgIdentifier {
 		id.PURL = &p
 	}
 	return id
-}
-
-func debIdentifier(pkgs []ftypes.Package, name string) ftypes.PkgIdentifier {
-	for _, p := range pkgs {
-		if p.Name == name || p.SrcName == name {
-			return p.Identifier
-		}
-	}
-	return ftypes.PkgIdentifier{}
 }

@@ -91,9 +91,8 @@ type Signed struct {
 
 // Result is the stage's output.
 type Result struct {
-	Images      []*Signed
-	Development bool
-	Took        time.Duration
+	Images []*Signed
+	Took   time.Duration
 }
 
 // Sign signs and attests every image and adds the signature and
@@ -103,7 +102,7 @@ func Sign(ctx context.Context, o Options) (*Result, error) {
 	if o.Key == nil {
 		return nil, fmt.Errorf("sign: no key")
 	}
-	res := &Result{Development: o.Key.Development}
+	res := &Result{}
 	dsseSigner := dsse.WrapSigner(o.Key.Signer, intotoPayloadType)
 	for _, im := range o.Images {
 		digest, err := v1.NewHash(im.Digest)

@@ -41,10 +41,7 @@ var PlatformCRDs = []CRDSource{
 // each.
 func LoadCRDs(ctx context.Context, cacheDir string, sources []CRDSource) ([][]byte, error) {
 	work := filepath.Join(cacheDir, "src", "crds")
-	if err := os.MkdirAll(work, 0o755); err != nil {
-		return nil, err
-	}
-	if err := os.WriteFile(filepath.Join(work, "go.mod"), []byte("module darktower.local/sim-crds\n\ngo 1.24.0\n"), 0o644); err != nil {
+	if err := throwawayModule(work, map[string]string{"go.mod": "module darktower.local/sim-crds\n\ngo 1.24.0\n"}); err != nil {
 		return nil, err
 	}
 	var docs [][]byte

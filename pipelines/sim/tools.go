@@ -132,10 +132,7 @@ func buildKubernetes(ctx context.Context, cacheDir, bin string, progress io.Writ
 	start := time.Now()
 	say(progress, "sim: building kube-apiserver, kube-controller-manager, kube-scheduler %s from the Go module proxy (once; ~10 min on 2 cores)", Versions.Kubernetes)
 	src := filepath.Join(cacheDir, "src", "kubernetes-"+Versions.Kubernetes)
-	if err := os.MkdirAll(src, 0o755); err != nil {
-		return err
-	}
-	if err := os.WriteFile(filepath.Join(src, "go.mod"), []byte("module darktower.local/sim-kubernetes\n\ngo 1.24.0\n"), 0o644); err != nil {
+	if err := throwawayModule(src, map[string]string{"go.mod": "module darktower.local/sim-kubernetes\n\ngo 1.24.0\n"}); err != nil {
 		return err
 	}
 	info, err := download(ctx, src, "k8s.io/kubernetes@"+Versions.Kubernetes)
@@ -152,15 +149,12 @@ func buildKubernetes(ctx context.Context, cacheDir, bin string, progress io.Writ
 	for _, m := range staging {
 		fmt.Fprintf(&gomod, "replace %s => %s %s\n", m, m, staged)
 	}
-	if err := os.WriteFile(filepath.Join(src, "go.mod"), []byte(gomod.String()), 0o644); err != nil {
-		return err
-	}
-	if err := os.WriteFile(filepath.Join(src, "doc.go"), []byte("// Package simkubernetes only anchors the build.\npackage simkubernetes\n"), 0o644); err != nil {
+	if err := throwawayModule(src, map[string]string{"go.mod": gomod.String(),
+		"doc.go": "// Package simkubernetes only anchors the build.\npackage simkubernetes\n"}); err != nil {
 		return err
 	}
 	tmp := bin + ".tmp"
-	os.RemoveAll(tmp)
-	if _, err := goCmd(ctx, src, "build", "-trimpath", "-ldflags", "-s -w", "-o", tmp+string(filepath.Separator),
+	if err := goBuild(ctx, src, tmp, "",
 		"k8s.io/kubernetes/cmd/kube-apiserver", "k8s.io/kubernetes/cmd/kube-controller-manager", "k8s.io/kubernetes/cmd/kube-scheduler"); err != nil {
 		return err
 	}
@@ -200,20 +194,13 @@ func buildEtcd(ctx context.Context, cacheDir, bin string, progress io.Writer) er
 	start := time.Now()
 	say(progress, "sim: building etcd %s from the Go module proxy (once; ~1 min)", Versions.Etcd)
 	src := filepath.Join(cacheDir, "src", "etcd-"+Versions.Etcd)
-	if err := os.MkdirAll(src, 0o755); err != nil {
-		return err
-	}
 	gomod := fmt.Sprintf("module darktower.local/sim-etcd\n\ngo 1.24.0\n\nrequire go.etcd.io/etcd/server/v3 %s\n", Versions.Etcd)
 	main := "package main\n\nimport (\n\t\"os\"\n\n\t\"go.etcd.io/etcd/server/v3/etcdmain\"\n)\n\nfunc main() { etcdmain.Main(os.Args) }\n"
-	if err := os.WriteFile(filepath.Join(src, "go.mod"), []byte(gomod), 0o644); err != nil {
-		return err
-	}
-	if err := os.WriteFile(filepath.Join(src, "main.go"), []byte(main), 0o644); err != nil {
+	if err := throwawayModule(src, map[string]string{"go.mod": gomod, "main.go": main}); err != nil {
 		return err
 	}
 	tmp := bin + ".tmp"
-	os.RemoveAll(tmp)
-	if _, err := goCmd(ctx, src, "build", "-trimpath", "-ldflags", "-s -w", "-o", filepath.Join(tmp, "etcd"), "."); err != nil {
+	if err := goBuild(ctx, src, tmp, "etcd", "."); err != nil {
 		return err
 	}
 	if err := replaceDir(tmp, bin); err != nil {
@@ -221,6 +208,29 @@ func buildEtcd(ctx context.Context, cacheDir, bin string, progress io.Writer) er
 	}
 	say(progress, "sim: built etcd in %s", time.Since(start).Round(time.Second))
 	return nil
+}
+
+// throwawayModule writes a module's files into src (created if needed).
+func throwawayModule(src string, files map[string]string) error {
+	if err := os.MkdirAll(src, 0o755); err != nil {
+		return err
+	}
+	for name, body := range files {
+		if err := os.WriteFile(filepath.Join(src, name), []byte(body), 0o644); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// goBuild builds stripped, path-independent binaries of pkgs in the
+// module at src into dir (emptied first), as name, or under their own
+// names when name is "".
+func goBuild(ctx context.Context, src, dir, name string, pkgs ...string) error {
+	os.RemoveAll(dir)
+	out := dir + string(filepath.Separator) + name
+	_, err := goCmd(ctx, src, append([]string{"build", "-trimpath", "-ldflags", "-s -w", "-o", out}, pkgs...)...)
+	return err
 }
 
 // replaceDir moves a finished build into place, so a cache directory is
@@ -241,14 +251,8 @@ func buildKwok(ctx context.Context, cacheDir, bin string, progress io.Writer) er
 	start := time.Now()
 	say(progress, "sim: building kwok %s from the Go module proxy (once)", Versions.Kwok)
 	src := filepath.Join(cacheDir, "src", "kwok-"+Versions.Kwok)
-	if err := os.MkdirAll(src, 0o755); err != nil {
-		return err
-	}
 	gomod := fmt.Sprintf("module darktower.local/sim-kwok\n\ngo 1.24.0\n\nrequire sigs.k8s.io/kwok %s\n", Versions.Kwok)
-	if err := os.WriteFile(filepath.Join(src, "go.mod"), []byte(gomod), 0o644); err != nil {
-		return err
-	}
-	if err := os.WriteFile(filepath.Join(src, "doc.go"), []byte("// Package simkwok only anchors the build.\npackage simkwok\n"), 0o644); err != nil {
+	if err := throwawayModule(src, map[string]string{"go.mod": gomod, "doc.go": "// Package simkwok only anchors the build.\npackage simkwok\n"}); err != nil {
 		return err
 	}
 	info, err := download(ctx, src, "sigs.k8s.io/kwok@"+Versions.Kwok)
@@ -256,8 +260,7 @@ func buildKwok(ctx context.Context, cacheDir, bin string, progress io.Writer) er
 		return err
 	}
 	tmp := bin + ".tmp"
-	os.RemoveAll(tmp)
-	if _, err := goCmd(ctx, src, "build", "-trimpath", "-ldflags", "-s -w", "-o", filepath.Join(tmp, "kwok"), "sigs.k8s.io/kwok/cmd/kwok"); err != nil {
+	if err := goBuild(ctx, src, tmp, "kwok", "sigs.k8s.io/kwok/cmd/kwok"); err != nil {
 		return err
 	}
 	var stages []string

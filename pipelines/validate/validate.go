@@ -107,16 +107,7 @@ func Server(ctx context.Context, o Options) (*Report, error) {
 		if err != nil {
 			return nil, err
 		}
-		// Namespaces first, for real: a dry-run object cannot land in a
-		// namespace that a dry run only pretended to create.
-		var namespaces, rest []*unstructured.Unstructured
-		for _, obj := range objs {
-			if obj.GetKind() == "Namespace" {
-				namespaces = append(namespaces, obj)
-			} else {
-				rest = append(rest, obj)
-			}
-		}
+		namespaces, rest := splitNamespaces(objs)
 		findings := refusals(ov, o.Client.Apply(ctx, namespaces, false))
 		findings = append(findings, refusals(ov, o.Client.Apply(ctx, rest, true))...)
 		if len(findings) > 0 {
@@ -169,7 +160,48 @@ func (o *Options) dryRunPlatform(ctx context.Context, component string, rep *Rep
 	if err != nil {
 		return err
 	}
-	var namespaces, rest []*unstructured.Unstructured
+	namespaces, rest := splitNamespaces(objs)
+	for _, ns := range namespaces {
+		created[ns.GetName()] = true
+	}
+	// The namespaces it deploys into but does not create (dark-tower).
+	for _, obj := range rest {
+		if ns := obj.GetNamespace(); ns != "" && !created[ns] {
+			created[ns] = true
+			host := &unstructured.Unstructured{}
+			host.SetAPIVersion("v1")
+			host.SetKind("Namespace")
+			host.SetName(ns)
+			namespaces = append(namespaces, host)
+		}
+	}
+	findings := refusals(component, o.Client.Apply(ctx, namespaces, false))
+	accepted, unchecked := 0, 0
+	for _, r := range o.Client.Apply(ctx, rest, true) {
+		var notServed *cluster.NotServedError
+		if errors.As(r.Err, &notServed) {
+			if rep.Unchecked == nil {
+				rep.Unchecked = map[string]int{}
+			}
+			rep.Unchecked[notServed.GVK]++
+			unchecked++
+			continue
+		}
+		if r.Err == nil {
+			accepted++
+		}
+		findings = append(findings, refusals(component, []cluster.Result{r})...)
+	}
+	rep.Findings = append(rep.Findings, findings...)
+	rep.Applied += accepted + len(namespaces)
+	o.say("validate: %s: %d objects accepted (dry run), %d of kinds the cluster does not serve", component, accepted+len(namespaces), unchecked)
+	return nil
+}
+
+// splitNamespaces separates Namespaces from the rest: they are applied
+// for real first, since a dry-run object cannot land in a namespace that a
+// dry run only pretended to create.
+func splitNamespaces(objs []*unstructured.Unstructured) (namespaces, rest []*unstructured.Unstructured) {
 	for _, obj := range objs {
 		if obj.GetKind() == "Namespace" {
 			namespaces = append(namespaces, obj)
@@ -177,52 +209,7 @@ func (o *Options) dryRunPlatform(ctx context.Context, component string, rep *Rep
 			rest = append(rest, obj)
 		}
 	}
-	own := map[string]bool{}
-	for _, ns := range namespaces {
-		own[ns.GetName()] = true
-		created[ns.GetName()] = true
-	}
-	for _, obj := range rest {
-		if ns := obj.GetNamespace(); ns != "" && !own[ns] {
-			own[ns] = true
-			created[ns] = true
-			host := &unstructured.Unstructured{}
-			host.SetAPIVersion("v1")
-			host.SetKind("Namespace")
-			host.SetName(ns)
-			o.Client.Apply(ctx, []*unstructured.Unstructured{host}, false)
-		}
-	}
-	findings := refusals(component, o.Client.Apply(ctx, namespaces, false))
-	accepted, unchecked := 0, 0
-	for _, r := range o.Client.Apply(ctx, rest, true) {
-		var notServed *cluster.NotServedError
-		switch {
-		case errors.As(r.Err, &notServed):
-			if rep.Unchecked == nil {
-				rep.Unchecked = map[string]int{}
-			}
-			rep.Unchecked[notServed.GVK]++
-			unchecked++
-		case r.Err == nil:
-			accepted++
-		}
-		findings = append(findings, refusals(component, []cluster.Result{r})...)
-	}
-	rep.Findings = append(rep.Findings, filterNotServed(findings)...)
-	rep.Applied += accepted + len(namespaces)
-	o.say("validate: %s: %d objects accepted (dry run), %d of kinds the cluster does not serve", component, accepted+len(namespaces), unchecked)
-	return nil
-}
-
-func filterNotServed(fs []Finding) []Finding {
-	var out []Finding
-	for _, f := range fs {
-		if !strings.Contains(f.Reason, "does not serve") {
-			out = append(out, f)
-		}
-	}
-	return out
+	return namespaces, rest
 }
 
 // refusals turns apply results into findings: errors, and Pod Security
@@ -347,11 +334,10 @@ func (o *Options) exercise(ctx context.Context, objs []*unstructured.Unstructure
 // remove deletes the overlay's namespaces and waits until they are gone,
 // so the next overlay (staging and prod share names) starts clean.
 func (o *Options) remove(ctx context.Context, objs []*unstructured.Unstructured) error {
+	namespaces, _ := splitNamespaces(objs)
 	var names []string
-	for _, obj := range objs {
-		if obj.GetKind() == "Namespace" {
-			names = append(names, obj.GetName())
-		}
+	for _, ns := range namespaces {
+		names = append(names, ns.GetName())
 	}
 	return o.Client.RemoveNamespaces(ctx, names, o.Within)
 }
