@@ -51,6 +51,8 @@ var commands = map[string]command{
 	"build-all":       {summary: "build the services' OCI images into dist/ (the main job)", run: runBuildAll},
 	"sim":             {summary: "the simulated cluster: sim up | down | status | kubeconfig", run: runSim},
 	"validate":        {summary: "validate --server: apply every infra/ overlay to the simulated cluster (or --kubeconfig) and run it", run: runValidate},
+	"release":         {summary: "release --tag vX.Y.Z --push REGISTRY: build-all for a release tag; signed (never with the development key) and published", run: runRelease},
+	"export-image":    {summary: "export-image --service NAME --file F.tar: one image of a build as an OCI layout tarball (docker load, Dagger's import)", run: runExportImage},
 	"verify":          {summary: "verify --image REF --key cosign.pub: check an image's signature and its SBOM, vulnerability and provenance attestations", run: runVerify},
 	"update-base":     {summary: "pin the specs' base images to their current digests in images/base.lock.json", run: runUpdateBase},
 	"dev-secrets":     {summary: "print fresh local-environment secrets as Kubernetes Secrets (infra/local/setup.sh)", run: runDevSecrets},
@@ -87,8 +89,9 @@ func csv(s string) []string {
 	return out
 }
 
-func runBuildAll(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("build-all", stderr)
+// buildAllFlags declares build-all's flags on fs (release shares them)
+// and returns a function giving their values as options, after parsing.
+func buildAllFlags(fs *flag.FlagSet) func(root string, progress io.Writer) flow.BuildAllOptions {
 	services := fs.String("services", "", "comma-separated services to build (default: all in images/)")
 	platforms := fs.String("platforms", "", "comma-separated platforms, e.g. linux/amd64 (default: each spec's own)")
 	out := fs.String("out", "dist", "output directory")
@@ -110,6 +113,17 @@ func runBuildAll(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	noSign := fs.Bool("no-sign", false, "do not sign or attest (the images are not releasable)")
 	fulcioURL := fs.String("fulcio-url", sign.DefaultFulcioURL, "keyless signing (GitHub Actions with id-token: write, no --key): the Fulcio CA")
 	rekorURL := fs.String("rekor-url", sign.DefaultRekorURL, "keyless signing: the Rekor transparency log")
+	return func(root string, progress io.Writer) flow.BuildAllOptions {
+		return flow.BuildAllOptions{Root: root, Services: csv(*services), Platforms: csv(*platforms),
+			Out: *out, Base: *base, CacheDir: *cacheDir, CABundle: *caBundle, Version: *version, SourceURL: *sourceURL, Push: *push, Load: *load, Jobs: *jobs,
+			VulnDB: *vulnDB, DBCacheDir: *dbCache, Severity: *severity, Exceptions: *exceptions, DBMaxAge: *dbMaxAge,
+			Key: *key, DevKeyDir: *devKeyDir, NoSign: *noSign, Keyless: sign.KeylessOptions{FulcioURL: *fulcioURL, RekorURL: *rekorURL}, Progress: progress}
+	}
+}
+
+func runBuildAll(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("build-all", stderr)
+	options := buildAllFlags(fs)
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -117,11 +131,61 @@ func runBuildAll(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if err != nil {
 		return err
 	}
-	_, err = flow.BuildAll(ctx, flow.BuildAllOptions{Root: root, Services: csv(*services), Platforms: csv(*platforms),
-		Out: *out, Base: *base, CacheDir: *cacheDir, CABundle: *caBundle, Version: *version, SourceURL: *sourceURL, Push: *push, Load: *load, Jobs: *jobs,
-		VulnDB: *vulnDB, DBCacheDir: *dbCache, Severity: *severity, Exceptions: *exceptions, DBMaxAge: *dbMaxAge,
-		Key: *key, DevKeyDir: *devKeyDir, NoSign: *noSign, Keyless: sign.KeylessOptions{FulcioURL: *fulcioURL, RekorURL: *rekorURL}, Progress: stdout})
+	_, err = flow.BuildAll(ctx, options(root, stdout))
 	return err
+}
+
+func runRelease(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("release", stderr)
+	tag := fs.String("tag", "", "the release tag, vMAJOR.MINOR.PATCH[-PRERELEASE] (required; the images' version)")
+	options := buildAllFlags(fs)
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	root, err := os.Getwd()
+	if err != nil {
+		return err
+	}
+	m, err := flow.Release(ctx, flow.ReleaseOptions{Tag: *tag, BuildAllOptions: options(root, stdout)})
+	if err != nil {
+		return err
+	}
+	for _, img := range m.Images {
+		fmt.Fprintf(stdout, "release: %s\n", img.Pushed)
+	}
+	return nil
+}
+
+func runExportImage(_ context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("export-image", stderr)
+	out := fs.String("out", "dist", "the build's output directory (build-all --out)")
+	service := fs.String("service", "", "the service whose image to export (required)")
+	platform := fs.String("platform", "", "export only this platform's image, e.g. linux/amd64 (default: the multi-platform index)")
+	file := fs.String("file", "", "the tarball to write (required)")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if *service == "" || *file == "" {
+		return usageError{"export-image needs --service NAME and --file PATH.tar"}
+	}
+	tmp := *file + ".tmp"
+	f, err := os.Create(tmp)
+	if err != nil {
+		return fmt.Errorf("--file: %w", err)
+	}
+	err = build.ExportTar(build.ExportOptions{Out: *out, Service: *service, Platform: *platform}, f)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, *file)
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	fmt.Fprintf(stdout, "export-image: %s written (an OCI layout tarball)\n", *file)
+	return nil
 }
 
 func runVerify(ctx context.Context, args []string, stdout, stderr io.Writer) error {

@@ -53,6 +53,7 @@ type BuildAllOptions struct {
 	Keyless   sign.KeylessOptions // Fulcio and Rekor for keyless signing in CI
 	Env       func(string) string // environment lookup (SOURCE_DATE_EPOCH, registry credentials)
 	Progress  io.Writer
+	release   bool // set by Release: the development key is refused
 }
 
 // BuildAll runs catalog → base → build → sbom → scan (gate) → sign →
@@ -268,6 +269,9 @@ func signingKey(ctx context.Context, o BuildAllOptions, env func(string) string)
 		dir := o.DevKeyDir
 		if dir == "" {
 			dir = sign.DefaultDevKeyDir()
+		}
+		if o.release {
+			return nil, errDevelopmentKey
 		}
 		return sign.DevKey(dir)
 	}

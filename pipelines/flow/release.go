@@ -1,0 +1,56 @@
+package flow
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"regexp"
+
+	"github.com/darktower/delivery/pipelines/build"
+)
+
+// releaseTag is a release tag: v, then semantic version 2.0 without build
+// metadata (a registry tag cannot carry "+").
+var releaseTag = regexp.MustCompile(`^v(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)(-[0-9A-Za-z-]+(\.[0-9A-Za-z-]+)*)?$`)
+
+// ReleaseOptions are release's inputs: the tag being released and the
+// build-all options it runs with.
+type ReleaseOptions struct {
+	Tag string
+	BuildAllOptions
+}
+
+// Release builds, scans, signs and publishes the images of a release tag:
+// build-all stamped with the tag, refusing what a release must not have
+// (no registry, no signature, the development key, a version other than
+// the tag). Promotion to production follows from the pushed digests.
+func Release(ctx context.Context, o ReleaseOptions) (*build.Manifest, error) {
+	if err := checkRelease(o); err != nil {
+		return nil, err
+	}
+	o.Version = o.Tag
+	o.release = true
+	return BuildAll(ctx, o.BuildAllOptions)
+}
+
+// checkRelease refuses a release's bad inputs before anything is built.
+func checkRelease(o ReleaseOptions) error {
+	var problems []error
+	if !releaseTag.MatchString(o.Tag) {
+		problems = append(problems, fmt.Errorf("--tag %q is not a release tag: use vMAJOR.MINOR.PATCH or vMAJOR.MINOR.PATCH-PRERELEASE, e.g. v1.4.0", o.Tag))
+	}
+	if o.Push == "" {
+		problems = append(problems, errors.New("--push is required: a release publishes its images, e.g. --push ghcr.io/darktower"))
+	}
+	if o.NoSign {
+		problems = append(problems, errors.New("--no-sign: a release is always signed"))
+	}
+	if o.Version != "" && o.Version != o.Tag {
+		problems = append(problems, fmt.Errorf("--version %q differs from --tag %q: a release is stamped with its tag (drop --version)", o.Version, o.Tag))
+	}
+	return errors.Join(problems...)
+}
+
+// errDevelopmentKey refuses a release signed with the machine's
+// development key.
+var errDevelopmentKey = errors.New("release: no signing key — a release is not signed with this machine's development key: pass --key FILE or env://NAME (password in COSIGN_PASSWORD), or run in GitHub Actions with permissions id-token: write (keyless)")
