@@ -53,6 +53,8 @@ var commands = map[string]command{
 	"validate":        {summary: "validate --server: apply every infra/ overlay to the simulated cluster (or --kubeconfig) and run it", run: runValidate},
 	"release":         {summary: "release --tag vX.Y.Z --push REGISTRY: build-all for a release tag; signed (never with the development key) and published", run: runRelease},
 	"export-image":    {summary: "export-image --service NAME --file F.tar: one image of a build as an OCI layout tarball (docker load, Dagger's import)", run: runExportImage},
+	"ci":              {summary: "the pull-request check: gofmt, go vet and go test of every module, then build-all; records dist/ci.json", run: runCI},
+	"ci-verdict":      {summary: "ci-verdict --out DIR: print a ci run's checks from DIR/ci.json and fail if any failed", run: runCIVerdict},
 	"verify":          {summary: "verify --image REF --key cosign.pub: check an image's signature and its SBOM, vulnerability and provenance attestations", run: runVerify},
 	"update-base":     {summary: "pin the specs' base images to their current digests in images/base.lock.json", run: runUpdateBase},
 	"dev-secrets":     {summary: "print fresh local-environment secrets as Kubernetes Secrets (infra/local/setup.sh)", run: runDevSecrets},
@@ -154,6 +156,46 @@ func runRelease(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		fmt.Fprintf(stdout, "release: %s\n", img.Pushed)
 	}
 	return nil
+}
+
+func runCI(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("ci", stderr)
+	modules := fs.String("modules", ".,services,policy", "comma-separated Go modules to gofmt-check, vet and test")
+	withoutDocker := fs.Bool("without-docker", false, "skip the tests that need a Docker engine ("+strings.Join(flow.DockerTests, ", ")+"); the Dagger ci function has none")
+	options := buildAllFlags(fs)
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	root, err := os.Getwd()
+	if err != nil {
+		return err
+	}
+	o := flow.PROptions{Modules: csv(*modules), BuildAllOptions: options(root, stdout)}
+	if *withoutDocker {
+		o.SkipTests = flow.DockerTests
+	}
+	_, err = flow.PR(ctx, o)
+	return err
+}
+
+func runCIVerdict(_ context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("ci-verdict", stderr)
+	out := fs.String("out", "dist", "the directory the ci check wrote")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	r, err := flow.ReadCIResult(*out)
+	if err != nil {
+		return err
+	}
+	for _, c := range r.Checks {
+		if c.Passed {
+			fmt.Fprintf(stdout, "ci: %-20s passed (%.1f s)\n", c.Name, c.Seconds)
+		} else {
+			fmt.Fprintf(stdout, "ci: %-20s FAILED (%.1f s)\n%s\n", c.Name, c.Seconds, c.Error)
+		}
+	}
+	return r.Err()
 }
 
 func runExportImage(_ context.Context, args []string, stdout, stderr io.Writer) error {

@@ -1,0 +1,216 @@
+package flow
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"go/format"
+	"io"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/darktower/delivery/pipelines/build"
+)
+
+// CIResultFile is where PR records its checks, next to the build's
+// outputs: the job uploads the directory and then reads the verdict.
+const CIResultFile = "ci.json"
+
+// DockerTests need a Docker engine and CLI; make test runs them (it starts
+// dockerd), the Dagger ci function, which has no Docker-in-Docker, skips
+// them by these names.
+var DockerTests = []string{"TestBuiltImagesRunInDocker", "TestBuildAllLoadFailuresNameTheFix"}
+
+// PROptions are the PR check's inputs.
+type PROptions struct {
+	Modules   []string // Go modules to format-check, vet and test, relative to Root (the build-all options' Root)
+	SkipTests []string // test names go test -skip leaves out
+	BuildAllOptions
+}
+
+// Check is one step of the PR check.
+type Check struct {
+	Name    string  `json:"name"`
+	Passed  bool    `json:"passed"`
+	Seconds float64 `json:"seconds"`
+	Error   string  `json:"error,omitempty"`
+}
+
+// CIResult is what the PR check records in CIResultFile.
+type CIResult struct {
+	Passed bool    `json:"passed"`
+	Checks []Check `json:"checks"`
+}
+
+// PR runs the pull-request check: gofmt, go vet and go test of every
+// module, then build-all (which includes the vulnerability gate). Every
+// step runs even when one before it failed, so one run reports every
+// problem; the result is written to Out/ci.json and appended to
+// summary.md, and the error names the failed steps.
+func PR(ctx context.Context, o PROptions) (*CIResult, error) {
+	say := func(f string, a ...any) {
+		if o.Progress != nil {
+			fmt.Fprintf(o.Progress, f+"\n", a...)
+		}
+	}
+	res := &CIResult{Passed: true}
+	run := func(name string, step func() error) {
+		say("ci: %s", name)
+		start := time.Now()
+		err := step()
+		c := Check{Name: name, Passed: err == nil, Seconds: time.Since(start).Round(time.Millisecond).Seconds()}
+		if err != nil {
+			c.Error = err.Error()
+			res.Passed = false
+			say("ci: %s FAILED: %v", name, err)
+		}
+		res.Checks = append(res.Checks, c)
+	}
+	run("gofmt", func() error { return unformatted(o.Root) })
+	for _, m := range o.Modules {
+		dir := filepath.Join(o.Root, m)
+		run("go vet ("+m+")", func() error { return goTool(ctx, dir, o.Progress, "vet", "./...") })
+		args := []string{"test", "-count=1", "./..."}
+		if len(o.SkipTests) > 0 {
+			args = append(args, "-skip", "^("+strings.Join(o.SkipTests, "|")+")$")
+		}
+		run("go test ("+m+")", func() error { return goTool(ctx, dir, o.Progress, args...) })
+	}
+	run("build-all", func() error { _, err := BuildAll(ctx, o.BuildAllOptions); return err })
+	if err := writeCIResult(o.Out, res); err != nil {
+		return nil, err
+	}
+	return res, res.Err()
+}
+
+// Err names the failed checks (nil when all passed).
+func (r *CIResult) Err() error {
+	var failed []string
+	for _, c := range r.Checks {
+		if !c.Passed {
+			failed = append(failed, c.Name)
+		}
+	}
+	if len(failed) == 0 {
+		return nil
+	}
+	return fmt.Errorf("ci: %d check(s) failed: %s", len(failed), strings.Join(failed, ", "))
+}
+
+// ReadCIResult reads the result a PR check wrote into out.
+func ReadCIResult(out string) (*CIResult, error) {
+	raw, err := os.ReadFile(filepath.Join(out, CIResultFile))
+	if err != nil {
+		return nil, fmt.Errorf("%w (the ci check writes it; is --out the directory it wrote?)", err)
+	}
+	var r CIResult
+	if err := json.Unmarshal(raw, &r); err != nil {
+		return nil, fmt.Errorf("%s: %w", filepath.Join(out, CIResultFile), err)
+	}
+	if len(r.Checks) == 0 {
+		return nil, fmt.Errorf("%s records no checks", filepath.Join(out, CIResultFile))
+	}
+	return &r, nil
+}
+
+func writeCIResult(out string, r *CIResult) error {
+	if err := os.MkdirAll(out, 0o755); err != nil {
+		return err
+	}
+	data, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(out, CIResultFile), append(data, '\n'), 0o644); err != nil {
+		return err
+	}
+	var md strings.Builder
+	md.WriteString("\n## Checks\n\n| check | result | seconds |\n|---|---|---|\n")
+	for _, c := range r.Checks {
+		result := "passed"
+		if !c.Passed {
+			result = "**FAILED**"
+		}
+		fmt.Fprintf(&md, "| %s | %s | %.1f |\n", c.Name, result, c.Seconds)
+	}
+	f, err := os.OpenFile(filepath.Join(out, build.SummaryFile), os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
+	if err != nil {
+		return err
+	}
+	_, err = f.WriteString(md.String())
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// unformatted fails naming every Go file gofmt would change under root
+// (nested modules included; dot and underscore directories, testdata and
+// vendor skipped, as the go command does).
+func unformatted(root string) error {
+	var bad []string
+	err := filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		name := d.Name()
+		if d.IsDir() {
+			if path != root && (strings.HasPrefix(name, ".") || strings.HasPrefix(name, "_") || name == "testdata" || name == "vendor") {
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		if !strings.HasSuffix(name, ".go") {
+			return nil
+		}
+		src, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		formatted, err := format.Source(src)
+		if err != nil || !bytes.Equal(src, formatted) {
+			rel, _ := filepath.Rel(root, path)
+			bad = append(bad, rel)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if len(bad) > 0 {
+		return fmt.Errorf("gofmt would change %s (run gofmt -w on them)", strings.Join(bad, ", "))
+	}
+	return nil
+}
+
+// goTool runs the go command in dir, its output to progress; the error
+// keeps the output's last lines, where go vet and go test say what failed.
+func goTool(ctx context.Context, dir string, progress io.Writer, args ...string) error {
+	var tail bytes.Buffer
+	cmd := exec.CommandContext(ctx, "go", args...)
+	cmd.Dir = dir
+	w := io.Writer(&tail)
+	if progress != nil {
+		w = io.MultiWriter(progress, &tail)
+	}
+	cmd.Stdout, cmd.Stderr = w, w
+	err := cmd.Run()
+	if err == nil {
+		return nil
+	}
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) {
+		return fmt.Errorf("go %s: %w", args[0], err)
+	}
+	lines := strings.Split(strings.TrimSpace(tail.String()), "\n")
+	if len(lines) > 15 {
+		lines = lines[len(lines)-15:]
+	}
+	return fmt.Errorf("go %s in %s: %v\n%s", strings.Join(args, " "), dir, err, strings.Join(lines, "\n"))
+}
