@@ -1,0 +1,122 @@
+// Package cli turns the Dagger functions' typed arguments into the
+// darktower CLI's command lines and environment, in one place, so that a
+// wrong flag or variable name fails this package's tests (which ask the
+// real CLI) instead of a user's `dagger call`.
+package cli
+
+import (
+	"strconv"
+	"strings"
+)
+
+// Paths inside the pipeline's container.
+const (
+	Binary    = "/usr/local/bin/darktower" // the CLI, built from the source
+	SourceDir = "/src"                     // the repository
+	OutDir    = "/out"                     // build-all --out
+	DBCache   = "/cache/trivy-db"          // --db-cache-dir (a cache volume)
+	BaseCache = "/cache/base-images"       // --cache-dir (a cache volume)
+	VulnDBDir = "/vuln-db"                 // --vuln-db, when a prepared DB is given
+	ImageTar  = "/out/image.tar"           // export-image --file
+	KeyFile   = "/run/secrets/cosign.pub"  // verify --key
+)
+
+// Environment variables the CLI reads; the secret ones are only ever set
+// with Container.withSecretVariable.
+const (
+	EnvSigningKey       = "DARKTOWER_COSIGN_KEY"           // --key env://DARKTOWER_COSIGN_KEY (secret)
+	EnvKeyPassword      = "COSIGN_PASSWORD"                // the key's password (secret)
+	EnvRegistryUsername = "DARKTOWER_REGISTRY_USERNAME"    // registry user for --push
+	EnvRegistryPassword = "DARKTOWER_REGISTRY_PASSWORD"    // registry password or token (secret)
+	EnvOIDCRequestURL   = "ACTIONS_ID_TOKEN_REQUEST_URL"   // GitHub Actions' OIDC endpoint (keyless signing)
+	EnvOIDCRequestToken = "ACTIONS_ID_TOKEN_REQUEST_TOKEN" // and the job's token for it (secret)
+	EnvWorkflowRef      = "GITHUB_WORKFLOW_REF"            // the provenance's builder id
+	EnvServerURL        = "GITHUB_SERVER_URL"
+)
+
+// BuildAll is build-all's flags as the Dagger functions take them; the
+// zero value of each leaves the CLI's default.
+type BuildAll struct {
+	Services  []string
+	Platforms []string
+	Base      string
+	Version   string
+	Severity  string
+	Push      string
+	VulnDB    bool // a prepared DB is mounted at VulnDBDir
+	SignKey   bool // a signing key is in $EnvSigningKey
+	NoSign    bool
+	Jobs      int
+}
+
+// Args is the flags, after the command name.
+func (b BuildAll) Args() []string {
+	args := []string{"--out", OutDir, "--db-cache-dir", DBCache, "--cache-dir", BaseCache}
+	add := func(flag, value string) {
+		if value != "" {
+			args = append(args, flag, value)
+		}
+	}
+	add("--services", strings.Join(b.Services, ","))
+	add("--platforms", strings.Join(b.Platforms, ","))
+	add("--base", b.Base)
+	add("--version", b.Version)
+	add("--severity", b.Severity)
+	add("--push", b.Push)
+	if b.VulnDB {
+		add("--vuln-db", VulnDBDir)
+	}
+	if b.SignKey {
+		add("--key", "env://"+EnvSigningKey)
+	}
+	if b.NoSign {
+		args = append(args, "--no-sign")
+	}
+	if b.Jobs > 0 {
+		add("--jobs", strconv.Itoa(b.Jobs))
+	}
+	return args
+}
+
+// BuildAllCmd is `darktower build-all …`.
+func BuildAllCmd(b BuildAll) []string { return append([]string{Binary, "build-all"}, b.Args()...) }
+
+// ReleaseCmd is `darktower release --tag TAG …`.
+func ReleaseCmd(tag string, b BuildAll) []string {
+	return append([]string{Binary, "release", "--tag", tag}, b.Args()...)
+}
+
+// CICmd is `darktower ci --without-docker …`: the PR check in a container
+// with no Docker engine.
+func CICmd(b BuildAll) []string {
+	return append([]string{Binary, "ci", "--without-docker"}, b.Args()...)
+}
+
+// CIVerdictCmd reads a ci run's result from dir.
+func CIVerdictCmd(dir string) []string { return []string{Binary, "ci-verdict", "--out", dir} }
+
+// ExportImageCmd writes one service's image (one platform) to ImageTar.
+func ExportImageCmd(service, platform string) []string {
+	return []string{Binary, "export-image", "--out", OutDir, "--service", service, "--platform", platform, "--file", ImageTar}
+}
+
+// VerifyCmd is `darktower verify`: against the public key at KeyFile when
+// keyFile, else keyless against the signing workflow's identity.
+func VerifyCmd(image string, keyFile bool, identity, issuer string) []string {
+	cmd := []string{Binary, "verify", "--image", image}
+	if keyFile {
+		return append(cmd, "--key", KeyFile)
+	}
+	cmd = append(cmd, "--certificate-identity", identity)
+	if issuer != "" {
+		cmd = append(cmd, "--certificate-oidc-issuer", issuer)
+	}
+	return cmd
+}
+
+// RegistryHost is the registry part of a repository prefix such as
+// ghcr.io/darktower (what Container.withRegistryAuth is keyed by).
+func RegistryHost(prefix string) string {
+	host, _, _ := strings.Cut(prefix, "/")
+	return host
+}

@@ -1,0 +1,91 @@
+package cli
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+)
+
+func TestBuildAllArgsCarryOnlyWhatWasGiven(t *testing.T) {
+	got := BuildAllCmd(BuildAll{})
+	want := []string{Binary, "build-all", "--out", OutDir, "--db-cache-dir", DBCache, "--cache-dir", BaseCache}
+	if !slices.Equal(got, want) {
+		t.Errorf("defaults:\n got %q\nwant %q", got, want)
+	}
+	got = ReleaseCmd("v1.2.3", BuildAll{Services: []string{"ac-service", "media-handler"}, Platforms: []string{"linux/amd64"},
+		Base: "skeleton", Severity: "HIGH", Push: "ghcr.io/darktower", VulnDB: true, SignKey: true, Jobs: 2})
+	want = []string{Binary, "release", "--tag", "v1.2.3", "--out", OutDir, "--db-cache-dir", DBCache, "--cache-dir", BaseCache,
+		"--services", "ac-service,media-handler", "--platforms", "linux/amd64", "--base", "skeleton", "--severity", "HIGH",
+		"--push", "ghcr.io/darktower", "--vuln-db", VulnDBDir, "--key", "env://" + EnvSigningKey, "--jobs", "2"}
+	if !slices.Equal(got, want) {
+		t.Errorf("release:\n got %q\nwant %q", got, want)
+	}
+	if got := CICmd(BuildAll{NoSign: true}); !slices.Contains(got, "--without-docker") || got[len(got)-1] != "--no-sign" {
+		t.Errorf("ci: %q", got)
+	}
+	if got := VerifyCmd("r/x:1", false, "https://github.com/o/r/.github/workflows/release.yml@refs/tags/v1.0.0", ""); slices.Contains(got, "--key") || !slices.Contains(got, "--certificate-identity") {
+		t.Errorf("keyless verify: %q", got)
+	}
+	for prefix, host := range map[string]string{"ghcr.io/darktower": "ghcr.io", "localhost:5000/a/b": "localhost:5000", "registry.example": "registry.example"} {
+		if got := RegistryHost(prefix); got != host {
+			t.Errorf("RegistryHost(%q) = %q, want %q", prefix, got, host)
+		}
+	}
+}
+
+// The real CLI is asked which flags each command takes: every flag the
+// Dagger functions pass must be one of them.
+func TestEveryFlagIsOneTheCLIAccepts(t *testing.T) {
+	bin := filepath.Join(t.TempDir(), "darktower")
+	build := exec.Command("go", "build", "-o", bin, ".")
+	build.Dir = filepath.Join("..", "..") // the repository root: the CLI's module
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("building the CLI: %v\n%s", err, out)
+	}
+	every := BuildAll{Services: []string{"s"}, Platforms: []string{"linux/amd64"}, Base: "b", Version: "v", Severity: "HIGH",
+		Push: "r/p", VulnDB: true, SignKey: true, NoSign: true, Jobs: 1}
+	for _, cmd := range [][]string{
+		BuildAllCmd(every), ReleaseCmd("v1.0.0", every), CICmd(every), CIVerdictCmd(OutDir),
+		ExportImageCmd("s", "linux/amd64"), VerifyCmd("r/x:1", true, "", ""), VerifyCmd("r/x:1", false, "id", "https://issuer"),
+	} {
+		help := cliHelp(t, bin, cmd[1])
+		for _, arg := range cmd[2:] {
+			if name, ok := strings.CutPrefix(arg, "--"); ok && !help.flags[name] {
+				t.Errorf("%s: the CLI has no flag --%s", cmd[1], name)
+			}
+		}
+		if cmd[1] == "build-all" {
+			for _, env := range []string{EnvRegistryUsername, EnvRegistryPassword, EnvKeyPassword} {
+				if !strings.Contains(help.text, env) {
+					t.Errorf("build-all -h does not mention $%s, which the Dagger functions set", env)
+				}
+			}
+		}
+	}
+}
+
+type help struct {
+	text  string
+	flags map[string]bool
+}
+
+var flagLine = regexp.MustCompile(`(?m)^  -([a-z0-9-]+)`)
+
+func cliHelp(t *testing.T, bin, command string) help {
+	t.Helper()
+	cmd := exec.Command(bin, command, "-h")
+	cmd.Env = append(os.Environ(), "NO_COLOR=1")
+	out, _ := cmd.CombinedOutput() // -h exits non-zero
+	h := help{text: string(out), flags: map[string]bool{}}
+	for _, m := range flagLine.FindAllStringSubmatch(h.text, -1) {
+		h.flags[m[1]] = true
+	}
+	if len(h.flags) == 0 {
+		t.Fatalf("%s -h lists no flags:\n%s", command, out)
+	}
+	return h
+}

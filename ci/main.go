@@ -1,0 +1,360 @@
+// Dark Tower's delivery pipeline as Dagger functions.
+//
+// Every function runs the repository's own CLI (the same `go run .
+// <command>` a laptop runs without Dagger) in a pinned Go container, with
+// cache volumes for Go's module and build caches, the Trivy DB and the
+// fetched base images. Secrets arrive as Dagger secrets and reach the CLI
+// only as secret environment variables. No pipeline logic lives here: the
+// command lines are made by the cli package, whose tests check them
+// against the real CLI.
+package main
+
+import (
+	"context"
+
+	"dagger/darktower/cli"
+	"dagger/darktower/internal/dagger"
+)
+
+// Darktower is the delivery pipeline of one checkout of the repository.
+type Darktower struct {
+	// The repository.
+	Source *dagger.Directory
+	// The Go image the CLI is built and run in.
+	GoImage string
+}
+
+// New loads the pipeline for a checkout of the repository.
+func New(
+	// The repository (default: the one this module lives in). Its .git is
+	// kept: the version, revision and SOURCE_DATE_EPOCH come from it.
+	// +defaultPath="/"
+	// +ignore=["dist", "bin", ".cache", "ci/internal/dagger", "ci/dagger.gen.go", ".git/hooks", ".git/logs"]
+	source *dagger.Directory,
+	// The Go toolchain image (the project builds with Go 1.27.3).
+	// +optional
+	// +default="golang:1.27.3-trixie"
+	goImage string,
+) *Darktower {
+	return &Darktower{Source: source, GoImage: goImage}
+}
+
+// toolchain is the Go container with the CLI built from the source.
+func (m *Darktower) toolchain() *dagger.Container {
+	return dag.Container().From(m.GoImage).
+		WithEnvVariable("GOTOOLCHAIN", "go1.27.3").
+		WithMountedCache("/go/pkg/mod", dag.CacheVolume("darktower-go-mod")).
+		WithMountedCache("/root/.cache/go-build", dag.CacheVolume("darktower-go-build")).
+		WithMountedCache(cli.DBCache, dag.CacheVolume("darktower-trivy-db")).
+		WithMountedCache(cli.BaseCache, dag.CacheVolume("darktower-base-images")).
+		WithMountedDirectory(cli.SourceDir, m.Source).
+		WithWorkdir(cli.SourceDir).
+		WithExec([]string{"go", "build", "-o", cli.Binary, "."})
+}
+
+// signing gives the container what the CLI signs with: a cosign key and
+// its password, or in GitHub Actions the job's OIDC request endpoint and
+// token for keyless signing. Nothing given: the CLI's development key.
+type signing struct {
+	key, password, oidcToken *dagger.Secret
+	oidcURL, workflowRef     string
+}
+
+func (s signing) apply(c *dagger.Container, b *cli.BuildAll) *dagger.Container {
+	if s.key != nil {
+		b.SignKey = true
+		c = c.WithSecretVariable(cli.EnvSigningKey, s.key)
+	}
+	if s.password != nil {
+		c = c.WithSecretVariable(cli.EnvKeyPassword, s.password)
+	}
+	if s.oidcToken != nil && s.oidcURL != "" {
+		c = c.WithEnvVariable(cli.EnvOIDCRequestURL, s.oidcURL).WithSecretVariable(cli.EnvOIDCRequestToken, s.oidcToken)
+	}
+	if s.workflowRef != "" {
+		c = c.WithEnvVariable(cli.EnvWorkflowRef, s.workflowRef).WithEnvVariable(cli.EnvServerURL, "https://github.com")
+	}
+	return c
+}
+
+// withRegistry gives the CLI and Dagger's own pulls and pushes the
+// registry's credentials.
+func withRegistry(c *dagger.Container, registry, username string, password *dagger.Secret) *dagger.Container {
+	if username == "" || password == nil {
+		return c
+	}
+	return c.WithRegistryAuth(cli.RegistryHost(registry), username, password).
+		WithEnvVariable(cli.EnvRegistryUsername, username).
+		WithSecretVariable(cli.EnvRegistryPassword, password)
+}
+
+// withVulnDB mounts a prepared Trivy DB (the air-gapped form).
+func withVulnDB(c *dagger.Container, db *dagger.Directory, b *cli.BuildAll) *dagger.Container {
+	if db == nil {
+		return c
+	}
+	b.VulnDB = true
+	return c.WithMountedDirectory(cli.VulnDBDir, db)
+}
+
+// BuildAll builds every service's image (each platform), writes their
+// SPDX and CycloneDX SBOMs, scans them (blocking on CRITICAL findings),
+// signs and attests them, and returns the output directory: the OCI
+// layout, manifest.json, summary.md, sbom/ and scan/ (Trivy JSON, SARIF).
+func (m *Darktower) BuildAll(
+	// Services to build (default: all in images/).
+	// +optional
+	services []string,
+	// Platforms, e.g. linux/amd64 (default: each spec's own).
+	// +optional
+	platforms []string,
+	// Base image: "locked", "skeleton", or an image reference.
+	// +optional
+	// +default="locked"
+	base string,
+	// Version to stamp (default: from git describe).
+	// +optional
+	version string,
+	// Lowest severity that blocks the build.
+	// +optional
+	// +default="CRITICAL"
+	severity string,
+	// A prepared Trivy DB directory (default: download and cache Trivy's).
+	// +optional
+	vulnDb *dagger.Directory,
+	// Cosign private key (PEM) to sign with (default: keyless in GitHub Actions, else a throwaway development key).
+	// +optional
+	key *dagger.Secret,
+	// The key's password.
+	// +optional
+	keyPassword *dagger.Secret,
+	// Do not sign or attest.
+	// +optional
+	noSign bool,
+) *dagger.Directory {
+	b := cli.BuildAll{Services: services, Platforms: platforms, Base: base, Version: version, Severity: severity, NoSign: noSign}
+	c := withVulnDB(m.toolchain(), vulnDb, &b)
+	c = signing{key: key, password: keyPassword}.apply(c, &b)
+	return c.WithExec(cli.BuildAllCmd(b)).Directory(cli.OutDir)
+}
+
+// Build builds one service for one platform (scanned, not signed) and
+// returns it as a container, e.g. to publish:
+// dagger call build --service ac-service publish --address ttl.sh/ac-service:1h
+func (m *Darktower) Build(
+	// The service (a file in images/).
+	service string,
+	// The platform.
+	// +optional
+	// +default="linux/amd64"
+	platform string,
+	// Base image: "locked", "skeleton", or an image reference.
+	// +optional
+	// +default="locked"
+	base string,
+	// A prepared Trivy DB directory.
+	// +optional
+	vulnDb *dagger.Directory,
+	// Registry the returned container will be published to (for its credentials).
+	// +optional
+	registry string,
+	// Registry user name.
+	// +optional
+	registryUsername string,
+	// Registry password or token.
+	// +optional
+	registryPassword *dagger.Secret,
+) *dagger.Container {
+	b := cli.BuildAll{Services: []string{service}, Platforms: []string{platform}, Base: base, NoSign: true}
+	c := withVulnDB(m.toolchain(), vulnDb, &b)
+	image := c.WithExec(cli.BuildAllCmd(b)).
+		WithExec(cli.ExportImageCmd(service, platform)).
+		File(cli.ImageTar)
+	out := dag.Container(dagger.ContainerOpts{Platform: dagger.Platform(platform)}).Import(image)
+	if registry != "" && registryUsername != "" && registryPassword != nil {
+		out = out.WithRegistryAuth(cli.RegistryHost(registry), registryUsername, registryPassword)
+	}
+	return out
+}
+
+// Sbom returns the SPDX 2.3 and CycloneDX 1.6 SBOMs of every image (build-all's sbom/).
+func (m *Darktower) Sbom(
+	// Services (default: all).
+	// +optional
+	services []string,
+	// A prepared Trivy DB directory.
+	// +optional
+	vulnDb *dagger.Directory,
+) *dagger.Directory {
+	return m.BuildAll(services, nil, "locked", "", "CRITICAL", vulnDb, nil, nil, true).Directory("sbom")
+}
+
+// Scan returns the vulnerability reports (build-all's scan/: Trivy JSON,
+// SARIF, Markdown); it fails when a finding at or above severity has no
+// accepted exception in .trivyignore.yaml.
+func (m *Darktower) Scan(
+	// Services (default: all).
+	// +optional
+	services []string,
+	// Lowest severity that blocks.
+	// +optional
+	// +default="CRITICAL"
+	severity string,
+	// A prepared Trivy DB directory.
+	// +optional
+	vulnDb *dagger.Directory,
+) *dagger.Directory {
+	return m.BuildAll(services, nil, "locked", "", severity, vulnDb, nil, nil, true).Directory("scan")
+}
+
+// Sign builds, scans, signs and attests every image with the given key
+// (SBOM, vulnerability and SLSA provenance attestations) and returns the
+// output directory, signatures included in its OCI layout.
+func (m *Darktower) Sign(
+	// Cosign private key (PEM).
+	key *dagger.Secret,
+	// The key's password.
+	// +optional
+	keyPassword *dagger.Secret,
+	// Services (default: all).
+	// +optional
+	services []string,
+	// A prepared Trivy DB directory.
+	// +optional
+	vulnDb *dagger.Directory,
+) *dagger.Directory {
+	return m.BuildAll(services, nil, "locked", "", "CRITICAL", vulnDb, key, keyPassword, false)
+}
+
+// Publish builds, scans and signs every image and pushes images,
+// signatures and attestations under a registry prefix; returns the output
+// directory (manifest.json names each pushed reference).
+func (m *Darktower) Publish(
+	// Registry and repository prefix, e.g. ghcr.io/darktower.
+	registry string,
+	// Registry user name.
+	// +optional
+	registryUsername string,
+	// Registry password or token.
+	// +optional
+	registryPassword *dagger.Secret,
+	// Cosign private key (PEM) (default: keyless in GitHub Actions).
+	// +optional
+	key *dagger.Secret,
+	// The key's password.
+	// +optional
+	keyPassword *dagger.Secret,
+	// Version to stamp (default: from git describe).
+	// +optional
+	version string,
+	// A prepared Trivy DB directory.
+	// +optional
+	vulnDb *dagger.Directory,
+) *dagger.Directory {
+	b := cli.BuildAll{Version: version, Push: registry}
+	c := withRegistry(m.toolchain(), registry, registryUsername, registryPassword)
+	c = withVulnDB(c, vulnDb, &b)
+	c = signing{key: key, password: keyPassword}.apply(c, &b)
+	return c.WithExec(cli.BuildAllCmd(b)).Directory(cli.OutDir)
+}
+
+// Verify checks a pushed image's signature and its SBOM, vulnerability
+// and provenance attestations, against a public key or (keyless) the
+// workflow identity that signed it.
+func (m *Darktower) Verify(
+	ctx context.Context,
+	// The image, by tag or digest.
+	image string,
+	// The signer's public key (PEM).
+	// +optional
+	key *dagger.File,
+	// Keyless: the signing workflow, e.g. https://github.com/ORG/REPO/.github/workflows/release.yml@refs/tags/v1.2.3.
+	// +optional
+	certificateIdentity string,
+	// Keyless: the identity's OIDC issuer.
+	// +optional
+	// +default="https://token.actions.githubusercontent.com"
+	certificateOidcIssuer string,
+	// Registry user name.
+	// +optional
+	registryUsername string,
+	// Registry password or token.
+	// +optional
+	registryPassword *dagger.Secret,
+) (string, error) {
+	c := withRegistry(m.toolchain(), image, registryUsername, registryPassword)
+	if key != nil {
+		c = c.WithMountedFile(cli.KeyFile, key)
+	}
+	return c.WithExec(cli.VerifyCmd(image, key != nil, certificateIdentity, certificateOidcIssuer)).Stdout(ctx)
+}
+
+// Ci is the pull-request check: gofmt, go vet and go test of every module
+// (the Docker tests excepted: there is no engine in here), then build-all
+// with the vulnerability gate. It returns the output directory whatever
+// the outcome, so the job can publish summary.md and the SARIF; then
+// ci-verdict fails the job if a check failed.
+func (m *Darktower) Ci(
+	// A prepared Trivy DB directory.
+	// +optional
+	vulnDb *dagger.Directory,
+) *dagger.Directory {
+	b := cli.BuildAll{NoSign: true}
+	// The tests start PostgreSQL, Redis and a registry from Debian's
+	// packages; the repository's installer knows which.
+	c := m.toolchain().
+		WithMountedCache("/var/cache/apt/archives", dag.CacheVolume("darktower-apt")).
+		WithEnvVariable("DARKTOWER_TEST_DEPS", "no-docker").
+		WithExec([]string{"scripts/install-test-deps.sh"})
+	c = withVulnDB(c, vulnDb, &b)
+	return c.WithExec(cli.CICmd(b), dagger.ContainerWithExecOpts{Expect: dagger.ReturnTypeAny}).Directory(cli.OutDir)
+}
+
+// CiVerdict prints a ci run's checks and fails if any failed.
+func (m *Darktower) CiVerdict(
+	ctx context.Context,
+	// The directory ci returned.
+	dist *dagger.Directory,
+) (string, error) {
+	return m.toolchain().WithMountedDirectory(cli.OutDir, dist).WithExec(cli.CIVerdictCmd(cli.OutDir)).Stdout(ctx)
+}
+
+// Release builds, scans, signs (never with a development key) and pushes
+// the images of a release tag, stamped with it; returns the output
+// directory. In GitHub Actions it signs keyless with the job's identity.
+func (m *Darktower) Release(
+	// The release tag, vMAJOR.MINOR.PATCH[-PRERELEASE].
+	tag string,
+	// Registry and repository prefix, e.g. ghcr.io/darktower.
+	registry string,
+	// Registry user name.
+	// +optional
+	registryUsername string,
+	// Registry password or token.
+	// +optional
+	registryPassword *dagger.Secret,
+	// Cosign private key (PEM); without it, keyless signing needs the OIDC arguments.
+	// +optional
+	key *dagger.Secret,
+	// The key's password.
+	// +optional
+	keyPassword *dagger.Secret,
+	// GitHub Actions: $ACTIONS_ID_TOKEN_REQUEST_URL (keyless signing).
+	// +optional
+	oidcRequestUrl string,
+	// GitHub Actions: $ACTIONS_ID_TOKEN_REQUEST_TOKEN.
+	// +optional
+	oidcRequestToken *dagger.Secret,
+	// GitHub Actions: $GITHUB_WORKFLOW_REF (the provenance's builder).
+	// +optional
+	workflowRef string,
+	// A prepared Trivy DB directory.
+	// +optional
+	vulnDb *dagger.Directory,
+) *dagger.Directory {
+	b := cli.BuildAll{Push: registry}
+	c := withRegistry(m.toolchain(), registry, registryUsername, registryPassword)
+	c = withVulnDB(c, vulnDb, &b)
+	c = signing{key: key, password: keyPassword, oidcToken: oidcRequestToken, oidcURL: oidcRequestUrl, workflowRef: workflowRef}.apply(c, &b)
+	return c.WithExec(cli.ReleaseCmd(tag, b)).Directory(cli.OutDir)
+}
