@@ -1,9 +1,9 @@
-# Thin aliases; the work lives in Go (pipelines/, services/) and scripts/.
+# Thin aliases; the work lives in Go (pipelines/, services/, ci/) and scripts/.
 export GOTOOLCHAIN := go1.27.3
 
-.PHONY: test build-all bench-build services lint
+.PHONY: test build-all bench-build services lint dagger-check sim-up sim-down validate-server
 
-## test: install what the tests need, then gofmt, go vet and every test (the README's test command)
+## test: install what the tests need, then gofmt, go vet, every test and dagger-check (the README's test command)
 test:
 	scripts/test.sh
 
@@ -24,3 +24,15 @@ services:
 lint:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); exit 1; }
 	go vet ./... && (cd services && go vet ./...) && (cd policy && go vet ./...)
+
+## dagger-check: generate the Dagger module's bindings offline (codegen v0.21.7), then go build, vet and test ci/
+dagger-check:
+	go run ./tools/dagger-check
+
+## sim-up / sim-down: the simulated cluster (validate-server applies every overlay to it)
+sim-up:
+	go run . sim up
+sim-down:
+	go run . sim down
+validate-server:
+	go run . validate --server

@@ -4,14 +4,18 @@
 # engine (docker.io: dockerd, containerd, runc) and shellcheck for the
 # infra/local scripts. Idempotent; installs only what is missing. (The
 # simulated cluster's etcd, control plane and kwok are built from the Go
-# module proxy on first use: pipelines/sim.)
+# module proxy on first use: pipelines/sim.) DARKTOWER_TEST_DEPS=no-docker
+# leaves the Docker engine out: the Dagger ci function runs the tests in a
+# container without one.
 set -euo pipefail
 
 need=()
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || command -v initdb >/dev/null || need+=(postgresql)
 command -v redis-server >/dev/null || need+=(redis-server)
 command -v docker-registry >/dev/null || need+=(docker-registry)
-command -v dockerd >/dev/null || need+=(docker.io)
+if [[ ${DARKTOWER_TEST_DEPS:-} != no-docker ]]; then
+  command -v dockerd >/dev/null || need+=(docker.io)
+fi
 command -v shellcheck >/dev/null || need+=(shellcheck)
 
 if ((${#need[@]} == 0)); then

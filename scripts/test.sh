@@ -43,6 +43,15 @@ for m in "${modules[@]}"; do
   echo "($m: $((SECONDS - start)) s)"
 done
 
+step "dagger-check (the Dagger module, compiled offline)"
+start=$SECONDS
+if go run ./tools/dagger-check 2>&1 | tee -a "$log"; then
+  echo "--- PASS: dagger-check ($((SECONDS - start)) s)" | tee -a "$log"
+else
+  echo "--- FAIL: dagger-check ($((SECONDS - start)) s)" | tee -a "$log"
+  status=1
+fi
+
 passed=$(grep -cE '^\s*--- PASS' "$log" || true)
 failed=$(grep -cE '^\s*--- FAIL' "$log" || true)
 skipped=$(grep -cE '^\s*--- SKIP' "$log" || true)
