@@ -56,8 +56,8 @@ func (m *Darktower) toolchain() *dagger.Container {
 // its password, or in GitHub Actions the job's OIDC request endpoint and
 // token for keyless signing. Nothing given: the CLI's development key.
 type signing struct {
-	key, password, oidcToken *dagger.Secret
-	oidcURL, workflowRef     string
+	key, password, oidcURL, oidcToken *dagger.Secret
+	workflowRef                       string
 }
 
 func (s signing) apply(c *dagger.Container, b *cli.BuildAll) *dagger.Container {
@@ -68,8 +68,8 @@ func (s signing) apply(c *dagger.Container, b *cli.BuildAll) *dagger.Container {
 	if s.password != nil {
 		c = c.WithSecretVariable(cli.EnvKeyPassword, s.password)
 	}
-	if s.oidcToken != nil && s.oidcURL != "" {
-		c = c.WithEnvVariable(cli.EnvOIDCRequestURL, s.oidcURL).WithSecretVariable(cli.EnvOIDCRequestToken, s.oidcToken)
+	if s.oidcURL != nil && s.oidcToken != nil {
+		c = c.WithSecretVariable(cli.EnvOIDCRequestURL, s.oidcURL).WithSecretVariable(cli.EnvOIDCRequestToken, s.oidcToken)
 	}
 	if s.workflowRef != "" {
 		c = c.WithEnvVariable(cli.EnvWorkflowRef, s.workflowRef).WithEnvVariable(cli.EnvServerURL, "https://github.com")
@@ -339,10 +339,11 @@ func (m *Darktower) Release(
 	// The key's password.
 	// +optional
 	keyPassword *dagger.Secret,
-	// GitHub Actions: $ACTIONS_ID_TOKEN_REQUEST_URL (keyless signing).
+	// GitHub Actions: env://ACTIONS_ID_TOKEN_REQUEST_URL (keyless signing; a
+	// secret because the runner gives it only as an environment variable).
 	// +optional
-	oidcRequestUrl string,
-	// GitHub Actions: $ACTIONS_ID_TOKEN_REQUEST_TOKEN.
+	oidcRequestUrl *dagger.Secret,
+	// GitHub Actions: env://ACTIONS_ID_TOKEN_REQUEST_TOKEN.
 	// +optional
 	oidcRequestToken *dagger.Secret,
 	// GitHub Actions: $GITHUB_WORKFLOW_REF (the provenance's builder).

@@ -1,0 +1,164 @@
+package workflows
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/darktower/delivery/internal/daggercheck"
+	"github.com/rhysd/actionlint"
+)
+
+var repoWorkflows = filepath.Join("..", "..", ".github", "workflows")
+
+func engineVersion(t *testing.T) string {
+	t.Helper()
+	cfg, err := daggercheck.ReadConfig(filepath.Join("..", ".."))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg.EngineVersion
+}
+
+func TestRepositoryWorkflowsPassActionlint(t *testing.T) {
+	problems, err := Lint(repoWorkflows)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range problems {
+		t.Error(p)
+	}
+}
+
+func TestRepositoryWorkflowsKeepTheirShape(t *testing.T) {
+	problems, err := CheckShape(repoWorkflows, engineVersion(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range problems {
+		t.Error(p)
+	}
+	// What each workflow is for: its trigger, its permissions, its calls.
+	for file, want := range map[string]struct {
+		event       string
+		permissions map[string]string
+		calls       []string
+	}{
+		"pr.yml":      {"pull_request", map[string]string{"contents": "read", "security-events": "write"}, []string{"ci export --path=dist", "ci-verdict --dist=dist"}},
+		"release.yml": {"push", map[string]string{"contents": "read", "packages": "write", "id-token": "write"}, []string{"release --tag=${{ github.ref_name }}", "--oidc-request-token=env://ACTIONS_ID_TOKEN_REQUEST_TOKEN"}},
+	} {
+		raw, err := os.ReadFile(filepath.Join(repoWorkflows, file))
+		if err != nil {
+			t.Fatal(err)
+		}
+		w, errs := actionlint.Parse(raw)
+		if len(errs) > 0 {
+			t.Fatalf("%s: %v", file, errs[0])
+		}
+		if len(w.On) != 1 || w.On[0].EventName() != want.event {
+			t.Errorf("%s: triggered by %v, want %s", file, w.On, want.event)
+		}
+		for _, job := range w.Jobs {
+			got := map[string]string{}
+			for scope, p := range job.Permissions.Scopes {
+				got[scope] = p.Value.Value
+			}
+			for scope, value := range want.permissions {
+				if got[scope] != value {
+					t.Errorf("%s: permission %s is %q, want %q", file, scope, got[scope], value)
+				}
+			}
+			if len(got) != len(want.permissions) {
+				t.Errorf("%s: permissions %v, want exactly %v", file, got, want.permissions)
+			}
+			var args []string
+			for _, s := range job.Steps {
+				if a, ok := s.Exec.(*actionlint.ExecAction); ok && strings.HasPrefix(a.Uses.Value, daggerAction+"@") {
+					args = append(args, a.Inputs["args"].Value.Value)
+				}
+			}
+			for _, call := range want.calls {
+				if !strings.Contains(strings.Join(args, "\n"), call) {
+					t.Errorf("%s: no dagger call has %q (calls: %q)", file, call, args)
+				}
+			}
+		}
+	}
+}
+
+const badWorkflow = `name: bad
+on: push
+permissions: write-all
+jobs:
+  build:
+    runs-on: ubuntu-latest
+    steps:
+      - uses: actions/checkout@main
+      - uses: actions/setup-go@v6
+      - run: go test ./...
+      - uses: dagger/dagger-for-github@v8.4.1
+        with:
+          version: "0.20.0"
+          verb: run
+          args: go test ./...
+      - run: cat dist/summary.md >> "$GITHUB_STEP_SUMMARY"
+  other:
+    runs-on: ubuntu-latest
+    permissions: read-all
+    steps:
+      - uses: actions/checkout@v6
+`
+
+func TestShapeRefusesWorkOutsideDaggerAndLoosePins(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "bad.yml"), []byte(badWorkflow), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	problems, err := CheckShape(dir, "v0.21.7")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var all strings.Builder
+	for _, p := range problems {
+		all.WriteString(p.String() + "\n")
+	}
+	for _, want := range []string{
+		"`permissions: {}`",
+		"no concurrency group",
+		"job build declares no permissions",
+		"job other grants read-all permissions",
+		"uses actions/checkout@main: pin a released version",
+		"uses actions/setup-go@v6: steps may only",
+		"step 3 runs a command",
+		`runs Dagger "0.20.0": pin version "0.21.7"`,
+		`uses verb "run"`,
+		"job other makes no `dagger call`",
+	} {
+		if !strings.Contains(all.String(), want) {
+			t.Errorf("no problem says %q; found:\n%s", want, all.String())
+		}
+	}
+	if strings.Contains(all.String(), "step 6") {
+		t.Errorf("the job-summary step was refused:\n%s", all.String())
+	}
+}
+
+func TestLintFindsActionlintErrors(t *testing.T) {
+	dir := t.TempDir()
+	broken := "name: broken\non: pull_request\npermissions: {}\njobs:\n  a:\n    runs-on: ubuntu-latest\n    permissions:\n      contents: reed\n    steps:\n      - uses: actions/checkout@v6\n        with:\n          fetch-depth: ${{ github.event.no_such_thing.x }}\n"
+	if err := os.WriteFile(filepath.Join(dir, "broken.yml"), []byte(broken), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	problems, err := Lint(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var all strings.Builder
+	for _, p := range problems {
+		all.WriteString(p.String() + "\n")
+	}
+	if !strings.Contains(all.String(), "reed") || !strings.Contains(all.String(), "broken.yml:8") {
+		t.Errorf("actionlint did not report the bad permission value at line 8:\n%s", all.String())
+	}
+}
