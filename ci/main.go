@@ -39,18 +39,25 @@ func New(
 	return &Darktower{Source: source, GoImage: goImage}
 }
 
-// toolchain is the Go container with the CLI built from the source.
-func (m *Darktower) toolchain() *dagger.Container {
+// goContainer is the pinned Go image with the cache volumes.
+func (m *Darktower) goContainer() *dagger.Container {
 	return dag.Container().From(m.GoImage).
 		WithEnvVariable("GOTOOLCHAIN", "go1.27.3").
 		WithMountedCache("/go/pkg/mod", dag.CacheVolume("darktower-go-mod")).
 		WithMountedCache("/root/.cache/go-build", dag.CacheVolume("darktower-go-build")).
 		WithMountedCache(cli.DBCache, dag.CacheVolume("darktower-trivy-db")).
-		WithMountedCache(cli.BaseCache, dag.CacheVolume("darktower-base-images")).
-		WithMountedDirectory(cli.SourceDir, m.Source).
+		WithMountedCache(cli.BaseCache, dag.CacheVolume("darktower-base-images"))
+}
+
+// withCLI mounts the source and builds the CLI from it.
+func (m *Darktower) withCLI(c *dagger.Container) *dagger.Container {
+	return c.WithMountedDirectory(cli.SourceDir, m.Source).
 		WithWorkdir(cli.SourceDir).
 		WithExec([]string{"go", "build", "-o", cli.Binary, "."})
 }
+
+// toolchain is the Go container with the CLI built from the source.
+func (m *Darktower) toolchain() *dagger.Container { return m.withCLI(m.goContainer()) }
 
 // signing gives the container what the CLI signs with: a cosign key and
 // its password, or in GitHub Actions the job's OIDC request endpoint and
@@ -301,11 +308,14 @@ func (m *Darktower) Ci(
 ) *dagger.Directory {
 	b := cli.BuildAll{NoSign: true}
 	// The tests start PostgreSQL, Redis and a registry from Debian's
-	// packages; the repository's installer knows which.
-	c := m.toolchain().
-		WithMountedCache("/var/cache/apt/archives", dag.CacheVolume("darktower-apt")).
+	// packages; the repository's installer knows which. It runs before the
+	// source is mounted, so Dagger reuses the layer until the script changes.
+	installer := "/usr/local/bin/install-test-deps"
+	c := m.goContainer().
+		WithMountedFile(installer, m.Source.File("scripts/install-test-deps.sh")).
 		WithEnvVariable("DARKTOWER_TEST_DEPS", "no-docker").
-		WithExec([]string{"scripts/install-test-deps.sh"})
+		WithExec([]string{"bash", installer})
+	c = m.withCLI(c)
 	c = withVulnDB(c, vulnDb, &b)
 	return c.WithExec(cli.CICmd(b), dagger.ContainerWithExecOpts{Expect: dagger.ReturnTypeAny}).Directory(cli.OutDir)
 }
