@@ -116,3 +116,24 @@ func TestRepositoryConfigPinsTheCodegensVersion(t *testing.T) {
 		t.Errorf("dagger.json %+v, codegen %s: want module darktower from ci/, engine and codegen v0.21.7", cfg, v)
 	}
 }
+
+// The codegen parses the pragmas: a malformed +ignore fails the check.
+func TestAMalformedPragmaFailsTheCheck(t *testing.T) {
+	root := copyModule(t)
+	main := filepath.Join(root, "ci", "main.go")
+	src, err := os.ReadFile(main)
+	if err != nil {
+		t.Fatal(err)
+	}
+	broken := strings.Replace(string(src), `// +ignore=["dist",`, `// +ignore=["dist" oops,`, 1)
+	if broken == string(src) {
+		t.Fatal("ci/main.go has no +ignore pragma on the source argument")
+	}
+	if err := os.WriteFile(main, []byte(broken), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	err = Run(context.Background(), Options{Root: root, CacheDir: t.TempDir()})
+	if err == nil || !strings.Contains(err.Error(), "ignore pragma") || !strings.Contains(err.Error(), "must be a valid JSON array") {
+		t.Fatalf("err = %v, want the codegen's refusal of the pragma", err)
+	}
+}
