@@ -14,11 +14,10 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 
+	"github.com/darktower/delivery/internal/cmdrun"
 	"golang.org/x/mod/modfile"
 )
 
@@ -207,34 +206,8 @@ func readModFiles(dir string) ([]byte, error) {
 	return all, nil
 }
 
-// run runs a command in dir and returns its stdout; a failure keeps the
-// last lines of its output.
+// run runs a command in dir and returns its stdout.
 func run(ctx context.Context, dir, name string, args ...string) (string, error) {
-	var stdout bytes.Buffer
-	combined := &lockedBuffer{}
-	cmd := exec.CommandContext(ctx, name, args...)
-	cmd.Dir = dir
-	// Two copying goroutines (stdout, stderr) write into combined.
-	cmd.Stdout = io.MultiWriter(&stdout, combined)
-	cmd.Stderr = combined
-	if err := cmd.Run(); err != nil {
-		lines := strings.Split(strings.TrimSpace(combined.buf.String()), "\n")
-		if len(lines) > 30 {
-			lines = lines[len(lines)-30:]
-		}
-		return "", fmt.Errorf("%s %s (in %s): %v\n%s", filepath.Base(name), strings.Join(args, " "), dir, err, strings.Join(lines, "\n"))
-	}
-	return stdout.String(), nil
-}
-
-// lockedBuffer is a buffer safe for concurrent writers.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
+	out, err := cmdrun.Cmd{Dir: dir}.Run(ctx, name, args...)
+	return string(out), err
 }

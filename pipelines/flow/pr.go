@@ -4,17 +4,16 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"go/format"
 	"io"
 	"io/fs"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"time"
 
+	"github.com/darktower/delivery/internal/cmdrun"
 	"github.com/darktower/delivery/pipelines/build"
 )
 
@@ -192,25 +191,6 @@ func unformatted(root string) error {
 // goTool runs the go command in dir, its output to progress; the error
 // keeps the output's last lines, where go vet and go test say what failed.
 func goTool(ctx context.Context, dir string, progress io.Writer, args ...string) error {
-	var tail bytes.Buffer
-	cmd := exec.CommandContext(ctx, "go", args...)
-	cmd.Dir = dir
-	w := io.Writer(&tail)
-	if progress != nil {
-		w = io.MultiWriter(progress, &tail)
-	}
-	cmd.Stdout, cmd.Stderr = w, w
-	err := cmd.Run()
-	if err == nil {
-		return nil
-	}
-	var exit *exec.ExitError
-	if !errors.As(err, &exit) {
-		return fmt.Errorf("go %s: %w", args[0], err)
-	}
-	lines := strings.Split(strings.TrimSpace(tail.String()), "\n")
-	if len(lines) > 15 {
-		lines = lines[len(lines)-15:]
-	}
-	return fmt.Errorf("go %s in %s: %v\n%s", strings.Join(args, " "), dir, err, strings.Join(lines, "\n"))
+	_, err := cmdrun.Cmd{Dir: dir, Progress: progress, TailLines: 15}.Run(ctx, "go", args...)
+	return err
 }

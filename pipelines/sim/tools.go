@@ -13,10 +13,11 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/darktower/delivery/internal/cmdrun"
 )
 
 // Versions pins what the simulated cluster runs, in one place.
@@ -90,22 +91,7 @@ func say(w io.Writer, f string, a ...any) {
 
 // goCmd runs the go command in dir with the project's toolchain.
 func goCmd(ctx context.Context, dir string, args ...string) ([]byte, error) {
-	cmd := exec.CommandContext(ctx, "go", args...)
-	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "GOFLAGS=-mod=mod", "CGO_ENABLED=0", "GOWORK=off")
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		return out, fmt.Errorf("go %s: %v\n%s", strings.Join(args, " "), err, tail(out, 40))
-	}
-	return out, nil
-}
-
-func tail(b []byte, lines int) string {
-	all := strings.Split(strings.TrimSpace(string(b)), "\n")
-	if len(all) > lines {
-		all = all[len(all)-lines:]
-	}
-	return strings.Join(all, "\n")
+	return cmdrun.Cmd{Dir: dir, Env: append(os.Environ(), "GOFLAGS=-mod=mod", "CGO_ENABLED=0", "GOWORK=off"), TailLines: 40}.Run(ctx, "go", args...)
 }
 
 // moduleInfo is `go mod download -json`'s answer.
