@@ -17,6 +17,10 @@ if [[ ${DARKTOWER_TEST_DEPS:-} != no-docker ]]; then
   command -v dockerd >/dev/null || need+=(docker.io)
 fi
 command -v shellcheck >/dev/null || need+=(shellcheck)
+# The real cluster: debootstrap makes the kind node's Debian root; jq edits
+# container specs in scripts/runc-without-sys-resource.
+command -v debootstrap >/dev/null || need+=(debootstrap)
+command -v jq >/dev/null || need+=(jq)
 
 if ((${#need[@]} == 0)); then
   echo "test dependencies: all present"

@@ -21,13 +21,14 @@ type Cmd struct {
 	Env       []string  // the whole environment; nil: this process's
 	Progress  io.Writer // receives stdout and stderr as they come (nil: nothing)
 	TailLines int       // output lines kept in the error (0: 30)
+	Stdin     io.Reader // nil: none
 }
 
 // Run runs name with args and returns its stdout.
 func (c Cmd) Run(ctx context.Context, name string, args ...string) ([]byte, error) {
 	out := &output{progress: c.Progress}
 	cmd := exec.CommandContext(ctx, name, args...)
-	cmd.Dir, cmd.Env = c.Dir, c.Env
+	cmd.Dir, cmd.Env, cmd.Stdin = c.Dir, c.Env, c.Stdin
 	cmd.Stdout, cmd.Stderr = stream{out, true}, stream{out, false}
 	if err := cmd.Run(); err != nil {
 		n := c.TailLines

@@ -49,7 +49,13 @@ type Process struct {
 const stateFile = "state.json"
 
 // DefaultStateDir is where the one simulated cluster of a user lives.
-func DefaultStateDir() string { return filepath.Join(DefaultCacheDir(), "cluster") }
+func DefaultStateDir() string {
+	dir, err := os.UserCacheDir()
+	if err != nil {
+		dir = os.TempDir()
+	}
+	return filepath.Join(dir, "darktower", "sim", "cluster")
+}
 
 // Node pools the simulated nodes stand in for (terraform/modules/node-pool).
 const (

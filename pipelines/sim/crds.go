@@ -6,6 +6,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/darktower/delivery/pipelines/upstream"
 )
 
 // CRDSource is a published set of CustomResourceDefinitions: files inside a
@@ -41,12 +43,12 @@ var PlatformCRDs = []CRDSource{
 // each.
 func LoadCRDs(ctx context.Context, cacheDir string, sources []CRDSource) ([][]byte, error) {
 	work := filepath.Join(cacheDir, "src", "crds")
-	if err := throwawayModule(work, map[string]string{"go.mod": "module darktower.local/sim-crds\n\ngo 1.24.0\n"}); err != nil {
+	if err := upstream.ThrowawayModule(work, map[string]string{"go.mod": "module darktower.local/sim-crds\n\ngo 1.24.0\n"}); err != nil {
 		return nil, err
 	}
 	var docs [][]byte
 	for _, src := range sources {
-		info, err := download(ctx, work, src.Module+"@"+src.Version)
+		info, err := upstream.Download(ctx, work, src.Module+"@"+src.Version)
 		if err != nil {
 			return nil, err
 		}

@@ -12,15 +12,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
-func TestStagingModulesAreReadFromKubernetesGoMod(t *testing.T) {
-	gomod := filepath.Join(t.TempDir(), "go.mod")
-	os.WriteFile(gomod, []byte("module k8s.io/kubernetes\n\nreplace (\n\tk8s.io/api => ./staging/src/k8s.io/api\n\tk8s.io/client-go => ./staging/src/k8s.io/client-go\n)\n\nreplace example.com/x => example.com/y v1.0.0\n"), 0o644)
-	mods, err := stagingModules(gomod)
-	if err != nil || strings.Join(mods, ",") != "k8s.io/api,k8s.io/client-go" {
-		t.Fatalf("%v %v", mods, err)
-	}
-}
-
 // Up starts every component, a second Up reuses the running cluster, and
 // Down stops exactly those processes and removes the state.
 func TestUpReuseAndDown(t *testing.T) {

@@ -1,0 +1,115 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/darktower/delivery/pipelines/kindcluster"
+	"github.com/darktower/delivery/pipelines/nodeimage"
+	"github.com/darktower/delivery/pipelines/upstream"
+)
+
+func runNodeImage(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("node-image", stderr)
+	cache := fs.String("cache-dir", upstream.DefaultCacheDir(), "where components built from the Go module proxy and the Debian roots are kept")
+	mirror := fs.String("mirror", "", "Debian mirror for debootstrap (default: the host's apt mirror)")
+	rebuild := fs.Bool("rebuild", false, "build even if an image with the same inputs exists")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	r, err := nodeimage.Build(ctx, nodeimage.Options{CacheDir: *cache, Mirror: *mirror, Progress: stdout, Rebuild: *rebuild})
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(stdout, r.Image)
+	return nil
+}
+
+func runCluster(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		return usageError{"cluster needs a subcommand: up, down, list, status or kubeconfig"}
+	}
+	fs := newFlags("cluster "+args[0], stderr)
+	name := fs.String("name", "", "cluster name (default: the kind config's, dark-tower)")
+	state := fs.String("state-dir", kindcluster.DefaultStateDir(), "where each cluster's kubeconfig is kept")
+	var o kindcluster.Options
+	if args[0] == "up" {
+		fs.StringVar(&o.ConfigPath, "config", "infra/local/kind-config.yaml", "kind config (kind.x-k8s.io/v1alpha4)")
+		fs.IntVar(&o.Nodes, "nodes", 0, "1: one node standing in for every pool (0: the config's nodes)")
+		fs.StringVar(&o.NodeImage, "node-image", kindcluster.NodeImageAuto, "auto (upstream kindest/node if it can be pulled, else built here), built, upstream, or an image reference")
+		fs.StringVar(&o.Mirror, "mirror", "", "Debian mirror for a node image built here (default: the host's apt mirror)")
+		fs.StringVar(&o.CacheDir, "cache-dir", upstream.DefaultCacheDir(), "where components built from the Go module proxy are kept")
+		fs.DurationVar(&o.Wait, "wait", 3*time.Minute, "how long to wait for the nodes to be Ready")
+	}
+	if err := parseFlags(fs, args[1:]); err != nil {
+		return err
+	}
+	clusterName := *name
+	if clusterName == "" && args[0] != "up" && args[0] != "list" {
+		cfg, err := kindcluster.LoadConfig("infra/local/kind-config.yaml")
+		if err != nil {
+			return err
+		}
+		clusterName = cfg.Name
+	}
+	switch args[0] {
+	case "up":
+		o.Name, o.StateDir, o.Progress = *name, *state, stdout
+		c, err := kindcluster.Up(ctx, o)
+		if err != nil {
+			return err
+		}
+		for _, s := range c.Steps {
+			fmt.Fprintf(stdout, "  %-40s %s\n", s.Name, s.Duration.Round(100*time.Millisecond))
+		}
+		fmt.Fprintf(stdout, "export KUBECONFIG=%s\n", c.Kubeconfig)
+		return nil
+	case "down":
+		return kindcluster.Down(ctx, clusterName, *state, stdout)
+	case "list":
+		names, err := kindcluster.List(ctx)
+		if err != nil {
+			return err
+		}
+		if len(names) == 0 {
+			fmt.Fprintln(stdout, "no kind clusters")
+		}
+		for _, n := range names {
+			fmt.Fprintln(stdout, n)
+		}
+		return nil
+	case "status":
+		nodes, err := kindcluster.Status(ctx, clusterName)
+		if err != nil {
+			return err
+		}
+		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "NODE\tROLE\tSTATE\tIMAGE")
+		for _, n := range nodes {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", n.Name, n.Role, n.State, n.Image)
+		}
+		tw.Flush()
+		if down := notRunning(nodes); down != "" {
+			return fmt.Errorf("cluster %s: node(s) not running: %s", clusterName, down)
+		}
+		return nil
+	case "kubeconfig":
+		fmt.Fprintln(stdout, kindcluster.KubeconfigPath(*state, clusterName))
+		return nil
+	}
+	return usageError{fmt.Sprintf("cluster %q: use up, down, list, status or kubeconfig", args[0])}
+}
+
+func notRunning(nodes []kindcluster.NodeStatus) string {
+	var down []string
+	for _, n := range nodes {
+		if n.State != "running" {
+			down = append(down, n.Name+" ("+n.State+")")
+		}
+	}
+	return strings.Join(down, ", ")
+}
