@@ -116,3 +116,9 @@ func assemble(w io.Writer, images []componentImage, netLayer v1.Layer, epoch tim
 	}
 	return tarball.MultiRefWrite(refs, w)
 }
+
+// BinaryLayer is a layer holding one executable file, src on the host, at
+// dst in the image (e.g. "usr/local/bin/netprobe"), with fixed times.
+func BinaryLayer(dst, src string) (v1.Layer, error) {
+	return treeLayer(tree{dst: {Mode: 0o755, Src: src}}, time.Unix(0, 0).UTC())
+}

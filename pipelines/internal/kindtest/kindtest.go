@@ -1,0 +1,185 @@
+// Package kindtest holds what the real-cluster tests share: the netprobe
+// image (built from tools/netprobe and loaded straight into the nodes),
+// running a command in a pod, and waiting for pods.
+package kindtest
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"time"
+
+	"github.com/darktower/delivery/pipelines/build"
+	"github.com/darktower/delivery/pipelines/catalog"
+	"github.com/darktower/delivery/pipelines/kindcluster"
+	"github.com/darktower/delivery/pipelines/nodeimage"
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/tarball"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/remotecommand"
+)
+
+// ProbeImage is the netprobe image's name inside the cluster.
+const ProbeImage = "darktower.local/netprobe:test"
+
+// LoadProbe builds tools/netprobe for the host platform, assembles it
+// onto the skeleton base and loads it into every node of c.
+func LoadProbe(ctx context.Context, c *kindcluster.Cluster, repoRoot string) error {
+	dir, err := os.MkdirTemp("", "netprobe-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	bin := filepath.Join(dir, "netprobe")
+	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-o", bin, "./tools/netprobe")
+	cmd.Dir = repoRoot
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("building netprobe: %v\n%s", err, out)
+	}
+	p := catalog.Platform{OS: "linux", Arch: runtime.GOARCH}
+	base, err := build.SkeletonBase([]catalog.Platform{p}, "", time.Unix(0, 0))
+	if err != nil {
+		return err
+	}
+	img, err := base.Image(p)
+	if err != nil {
+		return err
+	}
+	layer, err := nodeimage.BinaryLayer("usr/local/bin/netprobe", bin)
+	if err != nil {
+		return err
+	}
+	if img, err = mutate.AppendLayers(img, layer); err != nil {
+		return err
+	}
+	cf, err := img.ConfigFile()
+	if err != nil {
+		return err
+	}
+	cf = cf.DeepCopy()
+	cf.Config.Entrypoint = []string{"/usr/local/bin/netprobe"}
+	cf.Config.User = "65532:65532"
+	if img, err = mutate.ConfigFile(img, cf); err != nil {
+		return err
+	}
+	ref, err := name.ParseReference(ProbeImage)
+	if err != nil {
+		return err
+	}
+	return c.LoadArchive(func() (io.ReadCloser, error) {
+		pr, pw := io.Pipe()
+		go func() { pw.CloseWithError(tarball.Write(ref, img, pw)) }()
+		return pr, nil
+	})
+}
+
+// ProbePod is a pod running `netprobe serve` on the services' ports.
+func ProbePod(namespace, name string, labels map[string]string) *corev1.Pod {
+	no := false
+	yes := true
+	uid := int64(65532)
+	return &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: namespace, Labels: labels},
+		Spec: corev1.PodSpec{
+			TerminationGracePeriodSeconds: new(int64),
+			Tolerations:                   []corev1.Toleration{{Operator: corev1.TolerationOpExists}},
+			SecurityContext: &corev1.PodSecurityContext{RunAsNonRoot: &yes, RunAsUser: &uid,
+				SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
+				Sysctls:        []corev1.Sysctl{{Name: "net.ipv4.ip_unprivileged_port_start", Value: "0"}}},
+			Containers: []corev1.Container{{
+				Name: "probe", Image: ProbeImage, ImagePullPolicy: corev1.PullNever,
+				Args: []string{"serve", "--tcp", "443,8080,8443,5432,6379", "--udp", "443"},
+				SecurityContext: &corev1.SecurityContext{AllowPrivilegeEscalation: &no, ReadOnlyRootFilesystem: &yes,
+					Capabilities: &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}}},
+			}},
+		},
+	}
+}
+
+// WaitPodsReady waits until every pod matching selector in namespace is
+// Ready (and there is at least one).
+func WaitPodsReady(ctx context.Context, cs kubernetes.Interface, namespace, selector string, within time.Duration) error {
+	deadline := time.Now().Add(within)
+	var last string
+	for time.Now().Before(deadline) {
+		pods, err := cs.CoreV1().Pods(namespace).List(ctx, metav1.ListOptions{LabelSelector: selector})
+		if err == nil && len(pods.Items) > 0 {
+			var waiting []string
+			for _, p := range pods.Items {
+				if !Ready(&p) {
+					waiting = append(waiting, fmt.Sprintf("%s (%s)", p.Name, why(&p)))
+				}
+			}
+			if len(waiting) == 0 {
+				return nil
+			}
+			last = strings.Join(waiting, ", ")
+		} else if err != nil {
+			last = err.Error()
+		} else {
+			last = "no pods yet"
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+	return fmt.Errorf("pods %q in %s not Ready within %s: %s", selector, namespace, within, last)
+}
+
+// Ready reports a pod's Ready condition.
+func Ready(p *corev1.Pod) bool {
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
+}
+
+func why(p *corev1.Pod) string {
+	for _, s := range append(p.Status.InitContainerStatuses, p.Status.ContainerStatuses...) {
+		if w := s.State.Waiting; w != nil {
+			return w.Reason + ": " + w.Message
+		}
+		if t := s.State.Terminated; t != nil && t.ExitCode != 0 {
+			return fmt.Sprintf("%s exited %d", s.Name, t.ExitCode)
+		}
+	}
+	for _, c := range p.Status.Conditions {
+		if c.Status != corev1.ConditionTrue && c.Message != "" {
+			return c.Message
+		}
+	}
+	return string(p.Status.Phase)
+}
+
+// Exec runs command in a pod's first container and returns its output;
+// a non-zero exit is an error carrying the output.
+func Exec(ctx context.Context, cfg *rest.Config, cs kubernetes.Interface, namespace, pod string, command ...string) (string, error) {
+	req := cs.CoreV1().RESTClient().Post().Resource("pods").Namespace(namespace).Name(pod).SubResource("exec").
+		VersionedParams(&corev1.PodExecOptions{Command: command, Stdout: true, Stderr: true}, scheme.ParameterCodec)
+	ex, err := remotecommand.NewSPDYExecutor(cfg, "POST", req.URL())
+	if err != nil {
+		return "", err
+	}
+	var out bytes.Buffer
+	err = ex.StreamWithContext(ctx, remotecommand.StreamOptions{Stdout: &out, Stderr: &out})
+	if err != nil {
+		return out.String(), fmt.Errorf("%s in %s/%s: %w: %s", strings.Join(command, " "), namespace, pod, err, strings.TrimSpace(out.String()))
+	}
+	return out.String(), nil
+}

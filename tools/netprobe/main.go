@@ -1,0 +1,166 @@
+// Command netprobe is the real cluster's probe: run in a pod, it listens on
+// the ports the services use (serve) or tries to reach one (connect), so
+// that NetworkPolicies can be judged on real packets. UDP is judged by an
+// echo: a datagram that comes back proves both directions passed.
+//
+//	netprobe serve --tcp 443,8080,5432,6379 --udp 443
+//	netprobe connect --tcp 10.244.0.7:443 --timeout 2s      exit 0 reached, 1 not
+//	netprobe connect --udp 10.244.0.7:443 --timeout 2s
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+func main() {
+	if len(os.Args) < 2 {
+		fmt.Fprintln(os.Stderr, "usage: netprobe serve --tcp PORTS --udp PORTS | netprobe connect --tcp|--udp HOST:PORT [--timeout D]")
+		os.Exit(2)
+	}
+	var err error
+	switch os.Args[1] {
+	case "serve":
+		err = serve(os.Args[2:])
+	case "connect":
+		err = connect(os.Args[2:])
+	default:
+		err = fmt.Errorf("unknown command %q", os.Args[1])
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "netprobe:", err)
+		os.Exit(1)
+	}
+}
+
+func ports(s string) ([]int, error) {
+	var out []int
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p == "" {
+			continue
+		}
+		n, err := strconv.Atoi(p)
+		if err != nil || n < 1 || n > 65535 {
+			return nil, fmt.Errorf("bad port %q", p)
+		}
+		out = append(out, n)
+	}
+	return out, nil
+}
+
+func serve(args []string) error {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	tcp := fs.String("tcp", "", "comma-separated TCP ports to accept on")
+	udp := fs.String("udp", "", "comma-separated UDP ports to echo on")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	tcpPorts, err := ports(*tcp)
+	if err != nil {
+		return err
+	}
+	udpPorts, err := ports(*udp)
+	if err != nil {
+		return err
+	}
+	for _, p := range tcpPorts {
+		l, err := net.Listen("tcp", fmt.Sprintf(":%d", p))
+		if err != nil {
+			return err
+		}
+		go func() {
+			for {
+				c, err := l.Accept()
+				if err != nil {
+					return
+				}
+				// A line identifies the server; then the connection closes.
+				fmt.Fprintf(c, "netprobe %s\n", l.Addr())
+				c.Close()
+			}
+		}()
+	}
+	for _, p := range udpPorts {
+		c, err := net.ListenPacket("udp", fmt.Sprintf(":%d", p))
+		if err != nil {
+			return err
+		}
+		go func() {
+			buf := make([]byte, 1500)
+			for {
+				n, from, err := c.ReadFrom(buf)
+				if err != nil {
+					return
+				}
+				c.WriteTo(buf[:n], from)
+			}
+		}()
+	}
+	fmt.Printf("netprobe: serving tcp %v udp %v\n", tcpPorts, udpPorts)
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
+	<-sig
+	return nil
+}
+
+func connect(args []string) error {
+	fs := flag.NewFlagSet("connect", flag.ContinueOnError)
+	tcp := fs.String("tcp", "", "HOST:PORT to open a TCP connection to")
+	udp := fs.String("udp", "", "HOST:PORT to send a datagram to and expect it echoed")
+	timeout := fs.Duration("timeout", 2*time.Second, "give up after this long")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	switch {
+	case *tcp != "":
+		c, err := net.DialTimeout("tcp", *tcp, *timeout)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(*timeout))
+		buf := make([]byte, 128)
+		n, err := c.Read(buf)
+		if err != nil {
+			return fmt.Errorf("connected to %s but read nothing: %w", *tcp, err)
+		}
+		fmt.Print(string(buf[:n]))
+		return nil
+	case *udp != "":
+		c, err := net.Dial("udp", *udp)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		deadline := time.Now().Add(*timeout)
+		c.SetDeadline(deadline)
+		msg := []byte("netprobe " + strconv.FormatInt(time.Now().UnixNano(), 10))
+		buf := make([]byte, 1500)
+		// Resend every 200 ms: a datagram may be lost while conntrack settles.
+		for time.Now().Before(deadline) {
+			if _, err := c.Write(msg); err != nil {
+				return err
+			}
+			c.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+			n, err := c.Read(buf)
+			if err == nil && string(buf[:n]) == string(msg) {
+				fmt.Printf("echoed by %s\n", *udp)
+				return nil
+			}
+			var ne net.Error
+			if err != nil && !(errors.As(err, &ne) && ne.Timeout()) && !errors.Is(err, syscall.ECONNREFUSED) {
+				return err
+			}
+		}
+		return fmt.Errorf("no echo from %s within %s", *udp, *timeout)
+	}
+	return errors.New("connect needs --tcp or --udp")
+}
