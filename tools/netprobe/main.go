@@ -6,6 +6,8 @@
 //	netprobe serve --tcp 443,8080,5432,6379 --udp 443
 //	netprobe connect --tcp 10.244.0.7:443 --timeout 2s      exit 0 reached, 1 not
 //	netprobe connect --udp 10.244.0.7:443 --timeout 2s
+//	netprobe matrix --timeout 2s tcp/10.244.0.7:443 udp/10.244.0.7:443 ...
+//	                                          one line per target: "<target> ok" or "<target> blocked"
 package main
 
 import (
@@ -17,6 +19,7 @@ import (
 	"os/signal"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -32,6 +35,8 @@ func main() {
 		err = serve(os.Args[2:])
 	case "connect":
 		err = connect(os.Args[2:])
+	case "matrix":
+		err = matrix(os.Args[2:])
 	default:
 		err = fmt.Errorf("unknown command %q", os.Args[1])
 	}
@@ -121,46 +126,89 @@ func connect(args []string) error {
 	}
 	switch {
 	case *tcp != "":
-		c, err := net.DialTimeout("tcp", *tcp, *timeout)
-		if err != nil {
-			return err
-		}
-		defer c.Close()
-		c.SetDeadline(time.Now().Add(*timeout))
-		buf := make([]byte, 128)
-		n, err := c.Read(buf)
-		if err != nil {
-			return fmt.Errorf("connected to %s but read nothing: %w", *tcp, err)
-		}
-		fmt.Print(string(buf[:n]))
-		return nil
+		return reachTCP(*tcp, *timeout)
 	case *udp != "":
-		c, err := net.Dial("udp", *udp)
-		if err != nil {
-			return err
-		}
-		defer c.Close()
-		deadline := time.Now().Add(*timeout)
-		c.SetDeadline(deadline)
-		msg := []byte("netprobe " + strconv.FormatInt(time.Now().UnixNano(), 10))
-		buf := make([]byte, 1500)
-		// Resend every 200 ms: a datagram may be lost while conntrack settles.
-		for time.Now().Before(deadline) {
-			if _, err := c.Write(msg); err != nil {
-				return err
-			}
-			c.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
-			n, err := c.Read(buf)
-			if err == nil && string(buf[:n]) == string(msg) {
-				fmt.Printf("echoed by %s\n", *udp)
-				return nil
-			}
-			var ne net.Error
-			if err != nil && !(errors.As(err, &ne) && ne.Timeout()) && !errors.Is(err, syscall.ECONNREFUSED) {
-				return err
-			}
-		}
-		return fmt.Errorf("no echo from %s within %s", *udp, *timeout)
+		return reachUDP(*udp, *timeout)
 	}
 	return errors.New("connect needs --tcp or --udp")
+}
+
+// matrix tries every target at once and reports each.
+func matrix(args []string) error {
+	fs := flag.NewFlagSet("matrix", flag.ContinueOnError)
+	timeout := fs.Duration("timeout", 2*time.Second, "give up on a target after this long")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	results := make([]string, fs.NArg())
+	var wg sync.WaitGroup
+	for i, target := range fs.Args() {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			proto, addr, ok := strings.Cut(target, "/")
+			var err error
+			switch {
+			case !ok:
+				err = fmt.Errorf("target %q is not proto/host:port", target)
+			case proto == "tcp":
+				err = reachTCP(addr, *timeout)
+			case proto == "udp":
+				err = reachUDP(addr, *timeout)
+			default:
+				err = fmt.Errorf("unknown protocol %q", proto)
+			}
+			results[i] = target + " ok"
+			if err != nil {
+				results[i] = target + " blocked"
+			}
+		}()
+	}
+	wg.Wait()
+	for _, r := range results {
+		fmt.Println(r)
+	}
+	return nil
+}
+
+func reachTCP(addr string, timeout time.Duration) error {
+	c, err := net.DialTimeout("tcp", addr, timeout)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(timeout))
+	// The server's greeting proves the connection was accepted, not just
+	// half-open.
+	if _, err := c.Read(make([]byte, 128)); err != nil {
+		return fmt.Errorf("connected to %s but read nothing: %w", addr, err)
+	}
+	return nil
+}
+
+func reachUDP(addr string, timeout time.Duration) error {
+	c, err := net.Dial("udp", addr)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	deadline := time.Now().Add(timeout)
+	msg := []byte("netprobe " + strconv.FormatInt(time.Now().UnixNano(), 10))
+	buf := make([]byte, 1500)
+	// Resend every 200 ms: a datagram may be lost while conntrack settles.
+	for time.Now().Before(deadline) {
+		if _, err := c.Write(msg); err != nil && !errors.Is(err, syscall.ECONNREFUSED) {
+			return err
+		}
+		c.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+		n, err := c.Read(buf)
+		if err == nil && string(buf[:n]) == string(msg) {
+			return nil
+		}
+		var ne net.Error
+		if err != nil && !(errors.As(err, &ne) && ne.Timeout()) && !errors.Is(err, syscall.ECONNREFUSED) {
+			return err
+		}
+	}
+	return fmt.Errorf("no echo from %s within %s", addr, timeout)
 }
