@@ -22,7 +22,8 @@ type entry struct {
 	Src     string // host file, read when written
 	Link    string // symlink target
 	Dir     bool
-	Deleted bool // leave the root's file out
+	Deleted bool              // leave the root's file out
+	Xattrs  map[string]string // e.g. security.capability (file capabilities)
 }
 
 // tree is the overlay: path (relative, no leading slash) → entry.
@@ -157,6 +158,12 @@ func writeRootTar(w io.Writer, root string, overlay tree, epoch time.Time) error
 
 func writeEntry(tw *tar.Writer, name string, e *entry, epoch time.Time) error {
 	hdr := &tar.Header{Name: name, Mode: e.Mode, ModTime: epoch, Format: tar.FormatPAX}
+	for k, v := range e.Xattrs {
+		if hdr.PAXRecords == nil {
+			hdr.PAXRecords = map[string]string{}
+		}
+		hdr.PAXRecords["SCHILY.xattr."+k] = v
+	}
 	switch {
 	case e.Dir:
 		hdr.Typeflag, hdr.Name = tar.TypeDir, name+"/"

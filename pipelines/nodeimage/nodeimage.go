@@ -34,7 +34,7 @@ import (
 
 // recipe changes whenever what this package puts into the image changes
 // in a way the other inputs do not show.
-const recipe = "darktower-node-1"
+const recipe = "darktower-node-2"
 
 // Repository is where built node images are named.
 const Repository = "darktower.local/kind-node"
@@ -175,10 +175,12 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 	r.timed(fmt.Sprintf("%d images preloaded into the node's containerd", len(images)), start, o.Progress)
 
 	start = time.Now()
+	// kindest/node also sets STOPSIGNAL SIGRTMIN+3 (systemd's halt signal);
+	// Docker 20.10 refuses it in a commit, and kind removes nodes with a
+	// forced delete, so the default is left.
 	if _, err := docker(ctx, nil, "commit",
 		"--change", `ENTRYPOINT ["/usr/local/bin/entrypoint", "/sbin/init"]`,
 		"--change", `ENV container=docker`,
-		"--change", `STOPSIGNAL SIGRTMIN+3`,
 		"--change", `LABEL io.darktower.node-image.key=`+key,
 		container, r.Image); err != nil {
 		return nil, fmt.Errorf("committing the node image: %w", err)
@@ -351,6 +353,11 @@ func render(manifest, key string) ([]byte, error) {
 	return b.Bytes(), err
 }
 
+// netBindServiceCapability is `setcap cap_net_bind_service=+ep` as the
+// security.capability xattr (struct vfs_cap_data, revision 2): magic with
+// the effective flag, then permitted bit 10 (CAP_NET_BIND_SERVICE).
+const netBindServiceCapability = "\x01\x00\x00\x02" + "\x00\x04\x00\x00" + "\x00\x00\x00\x00" + "\x00\x00\x00\x00" + "\x00\x00\x00\x00"
+
 // componentImages are the images preloaded into the node.
 func componentImages(kube *upstream.KubeBinaries, programs map[string]*upstream.Built, pause, key string) []componentImage {
 	var images []componentImage
@@ -365,7 +372,9 @@ func componentImages(kube *upstream.KubeBinaries, programs map[string]*upstream.
 		componentImage{Ref: k8s + "etcd:" + EtcdImageTag, Base: "skeleton", User: "0",
 			Files: tree{"usr/local/bin/etcd": {Mode: 0o755, Src: programs["etcd"].Binary}}},
 		componentImage{Ref: k8s + "coredns/coredns:" + CoreDNSImageTag, Base: "skeleton", User: "65532:65532",
-			Entrypoint: []string{"/coredns"}, Files: tree{"coredns": {Mode: 0o755, Src: programs["coredns"].Binary}}},
+			// Non-root, binding :53 through the file capability, as CoreDNS's own image does.
+			Entrypoint: []string{"/coredns"}, Files: tree{"coredns": {Mode: 0o755, Src: programs["coredns"].Binary,
+				Xattrs: map[string]string{"security.capability": netBindServiceCapability}}}},
 		componentImage{Ref: PauseImage, Base: "scratch", User: "65535:65535",
 			Entrypoint: []string{"/pause"}, Files: tree{"pause": {Mode: 0o755, Src: pause}}},
 		componentImage{Ref: KubeRouterImage, Base: "net", User: "0",
@@ -442,8 +451,12 @@ func preload(ctx context.Context, container string, images []componentImage, net
 			return fmt.Errorf("%s was not imported into the node's containerd", c.Ref)
 		}
 	}
-	_, err = exec(nil, "bash", "-c", "pkill containerd; for i in $(seq 50); do pgrep containerd >/dev/null || exit 0; sleep 0.2; done; exit 1")
-	return err
+	// Stop containerd cleanly so its metadata is flushed before the commit
+	// (it stays a zombie under the container's sleep: wait for that state).
+	if _, err := exec(nil, "bash", "-c", "pkill -x containerd; for i in $(seq 100); do ps -C containerd -o stat= | grep -qv Z || exit 0; sleep 0.2; done; exit 1"); err != nil {
+		return fmt.Errorf("containerd did not stop in the build container: %w", err)
+	}
+	return nil
 }
 
 // docker runs the docker CLI (DOCKER_HOST and contexts apply).
