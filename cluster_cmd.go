@@ -44,6 +44,10 @@ func runCluster(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		fs.StringVar(&o.Mirror, "mirror", "", "Debian mirror for a node image built here (default: the host's apt mirror)")
 		fs.StringVar(&o.CacheDir, "cache-dir", upstream.DefaultCacheDir(), "where components built from the Go module proxy are kept")
 		fs.DurationVar(&o.Wait, "wait", 3*time.Minute, "how long to wait for the nodes to be Ready")
+		fs.BoolFunc("no-host-ports", "drop the config's fixed host port mappings (media on host UDP 8443), so several clusters can share a host", func(string) error {
+			o.NoHostPorts = true
+			return nil
+		})
 	}
 	if err := parseFlags(fs, args[1:]); err != nil {
 		return err

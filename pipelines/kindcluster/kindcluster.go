@@ -43,15 +43,16 @@ const (
 
 // Options say which cluster to create and how.
 type Options struct {
-	Name       string // cluster name (default: the config's, "dark-tower")
-	ConfigPath string // kind config (default infra/local/kind-config.yaml)
-	Nodes      int    // 0: as the config says; 1: one node standing in for every pool
-	NodeImage  string // auto, built, upstream or an image reference
-	Mirror     string // Debian mirror for a built node image
-	CacheDir   string // upstream builds (default upstream.DefaultCacheDir())
-	StateDir   string // kubeconfigs (default ~/.cache/darktower/clusters)
-	Wait       time.Duration
-	Progress   io.Writer // step lines with durations
+	Name        string // cluster name (default: the config's, "dark-tower")
+	ConfigPath  string // kind config (default infra/local/kind-config.yaml)
+	Nodes       int    // 0: as the config says; 1: one node standing in for every pool
+	NoHostPorts bool   // drop the config's fixed host port mappings (several clusters on one host: previews, tests)
+	NodeImage   string // auto, built, upstream or an image reference
+	Mirror      string // Debian mirror for a built node image
+	CacheDir    string // upstream builds (default upstream.DefaultCacheDir())
+	StateDir    string // kubeconfigs (default ~/.cache/darktower/clusters)
+	Wait        time.Duration
+	Progress    io.Writer // step lines with durations
 }
 
 // Cluster is a created (or found) cluster.
@@ -145,6 +146,11 @@ func Up(ctx context.Context, o Options) (*Cluster, error) {
 	c.Steps = append(c.Steps, image.Steps...)
 	c.Steps = append(c.Steps, nodeimage.Step{Name: "node image", Duration: time.Since(start)})
 	Adapt(cfg, o.Nodes, built)
+	if o.NoHostPorts {
+		for i := range cfg.Nodes {
+			cfg.Nodes[i].ExtraPortMappings = nil
+		}
+	}
 
 	start = time.Now()
 	upstream.Say(o.Progress, "cluster: creating %s (%d node(s), image %s)", cfg.Name, len(cfg.Nodes), image.Image)

@@ -91,7 +91,7 @@ func TestRealCluster(t *testing.T) {
 	name := fmt.Sprintf("dt-test-%d", os.Getpid()%10000)
 	state := t.TempDir()
 	start := time.Now()
-	c, err := kindcluster.Up(ctx, kindcluster.Options{Name: name, StateDir: state, Nodes: 1,
+	c, err := kindcluster.Up(ctx, kindcluster.Options{Name: name, StateDir: state, Nodes: 1, NoHostPorts: true,
 		ConfigPath: filepath.Join(repoRoot(t), "infra/local/kind-config.yaml"),
 		NodeImage:  kindcluster.NodeImageBuilt, Progress: &progress})
 	t.Cleanup(func() {
@@ -163,8 +163,18 @@ func TestRealCluster(t *testing.T) {
 		_, err := kindtest.Exec(ctx, cfg, cs, ns, from, "netprobe", "connect", "--"+proto, target, "--timeout", "3s")
 		return err
 	}
-	// Before any policy: everything connects, by pod IP and by Service name.
+	// Before any policy: everything connects, by pod IP and by Service name
+	// (once kube-proxy has programmed the new Service: it syncs
+	// asynchronously).
 	dns := "server." + ns + ".svc.cluster.local"
+	routed := time.Now()
+	for reach("other", "tcp", dns+":443") != nil {
+		if time.Since(routed) > time.Minute {
+			t.Fatalf("Service %s not reachable within a minute: %v", dns, reach("other", "tcp", dns+":443"))
+		}
+		time.Sleep(time.Second)
+	}
+	t.Logf("FIGURE a new Service routed %s after creation", time.Since(routed).Round(100*time.Millisecond))
 	for _, target := range []struct{ proto, addr string }{
 		{"tcp", server.Status.PodIP + ":443"}, {"udp", server.Status.PodIP + ":443"},
 		{"tcp", dns + ":443"}, {"tcp", dns + ":8080"}, {"udp", dns + ":443"},
