@@ -112,6 +112,15 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 			return r, nil
 		}
 	}
+	unlock, err := upstream.Lock(o.CacheDir, "node-image-"+key[:12], o.Progress)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	if _, err := docker(ctx, nil, "image", "inspect", "--format", "{{.Id}}", r.Image); err == nil && !o.Rebuild {
+		r.Reused = true // built by whoever held the lock
+		return r, nil
+	}
 	upstream.Say(o.Progress, "node-image: building %s (Kubernetes %s on Debian %s; key %s)", r.Image, upstream.Versions.Kubernetes, upstream.Versions.Debian, key[:12])
 
 	start := time.Now()
@@ -187,7 +196,25 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 	}
 	r.timed("node image committed", start, o.Progress)
 	upstream.Say(o.Progress, "node-image: built %s in %s", r.Image, time.Since(total).Round(time.Second))
+	pruneOlderImages(ctx, r.Image, o.Progress)
 	return r, nil
+}
+
+// pruneOlderImages removes node images of other keys that no container
+// uses (each is ~750 MB); one in use by a cluster stays.
+func pruneOlderImages(ctx context.Context, keep string, progress io.Writer) {
+	out, err := docker(ctx, nil, "image", "ls", "--format", "{{.Repository}}:{{.Tag}}", Repository)
+	if err != nil {
+		return
+	}
+	for _, img := range strings.Fields(string(out)) {
+		if img == keep {
+			continue
+		}
+		if _, err := docker(ctx, nil, "image", "rm", img); err == nil {
+			upstream.Say(progress, "node-image: removed the superseded %s", img)
+		}
+	}
 }
 
 // kindBaseFiles are the files of kind's base image this node takes from
@@ -195,6 +222,11 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 // units, containerd and crictl configs, sysctls, mount helpers.
 func kindBaseFiles(ctx context.Context, cacheDir string) (map[string][]byte, error) {
 	src := filepath.Join(cacheDir, "src", "kind-"+upstream.Versions.Kind)
+	unlock, err := upstream.Lock(cacheDir, "kind-"+upstream.Versions.Kind, nil)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
 	if err := upstream.ThrowawayModule(src, map[string]string{"go.mod": "module darktower.local/upstream-kind\n\ngo 1.24.0\n"}); err != nil {
 		return nil, err
 	}

@@ -51,6 +51,14 @@ func ensureRootfs(ctx context.Context, cacheDir, mirror string, r rootfsSpec, pr
 	if upstream.Exists(filepath.Join(dir, ".complete")) {
 		return dir, nil
 	}
+	unlock, err := upstream.Lock(cacheDir, "rootfs-"+filepath.Base(dir), progress)
+	if err != nil {
+		return "", err
+	}
+	defer unlock()
+	if upstream.Exists(filepath.Join(dir, ".complete")) {
+		return dir, nil
+	}
 	if os.Geteuid() != 0 {
 		return "", fmt.Errorf("making the node image's Debian root with debootstrap needs root: run as root (CI and test machines are) or pass --image with a prebuilt node image")
 	}

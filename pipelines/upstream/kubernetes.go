@@ -40,6 +40,14 @@ func Kubernetes(ctx context.Context, cacheDir string, progress io.Writer) (*Kube
 	if Exists(paths...) {
 		return k, nil
 	}
+	unlock, err := Lock(cacheDir, "kubernetes-"+v, progress)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	if Exists(paths...) { // built by whoever held the lock
+		return k, nil
+	}
 	start := time.Now()
 	Say(progress, "upstream: building Kubernetes %s (%s) from the Go module proxy (once; ~10 min on 2 cores)", v, strings.Join(KubeComponents, ", "))
 	src := filepath.Join(cacheDir, "src", "kubernetes-"+v)

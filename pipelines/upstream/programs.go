@@ -43,6 +43,11 @@ func (p Program) Build(ctx context.Context, cacheDir string, progress io.Writer)
 	key := p.Name + "-" + p.Version
 	bin := filepath.Join(cacheDir, "bin", key)
 	src := filepath.Join(cacheDir, "src", key)
+	unlock, err := Lock(cacheDir, key, progress)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
 	files := map[string]string{"go.mod": fmt.Sprintf("module darktower.local/upstream-%s\n\ngo 1.24.0\n\nrequire %s %s\n", p.Name, p.Module, p.Version)}
 	if p.Main != "" {
 		files["main.go"] = p.Main
@@ -60,6 +65,7 @@ func (p Program) Build(ctx context.Context, cacheDir string, progress io.Writer)
 	if Exists(b.Binary) {
 		return b, nil
 	}
+
 	start := time.Now()
 	Say(progress, "upstream: building %s %s from the Go module proxy (once)", p.Name, p.Version)
 	pkg := p.Package
@@ -83,6 +89,14 @@ func (p Program) Build(ctx context.Context, cacheDir string, progress io.Writer)
 // Go.
 func Pause(ctx context.Context, cacheDir string, progress io.Writer) (string, error) {
 	bin := filepath.Join(cacheDir, "bin", "pause-"+Versions.Pause, "pause")
+	if Exists(bin) {
+		return bin, nil
+	}
+	unlock, err := Lock(cacheDir, "pause-"+Versions.Pause, progress)
+	if err != nil {
+		return "", err
+	}
+	defer unlock()
 	if Exists(bin) {
 		return bin, nil
 	}

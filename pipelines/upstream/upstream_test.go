@@ -33,3 +33,31 @@ func TestVersionLDFlagsStampBothVersionPackages(t *testing.T) {
 		}
 	}
 }
+
+// A second taker waits until the first releases the lock.
+func TestLockExcludesASecondTaker(t *testing.T) {
+	dir := t.TempDir()
+	unlock, err := Lock(dir, "x", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan struct{})
+	go func() {
+		u, err := Lock(dir, "x", nil)
+		if err == nil {
+			u()
+		}
+		close(got)
+	}()
+	select {
+	case <-got:
+		t.Fatal("the second Lock did not wait")
+	case <-time.After(200 * time.Millisecond):
+	}
+	unlock()
+	select {
+	case <-got:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the second Lock was not granted after release")
+	}
+}
