@@ -29,6 +29,7 @@ import (
 	"github.com/darktower/delivery/services/internal/ac"
 	"github.com/darktower/delivery/services/internal/mh"
 	"github.com/darktower/delivery/services/internal/testenv"
+	"github.com/darktower/delivery/services/internal/wire"
 	"golang.org/x/crypto/bcrypt"
 	"golang.org/x/oauth2"
 	"golang.org/x/oauth2/clientcredentials"
@@ -206,7 +207,8 @@ func setup(t *testing.T) *env {
 	e.mc = newService("meeting-controller",
 		"MC_ID=mc-e2e", "MC_REDIS_ADDR="+e.redis.Addr(), "MC_CLIENT_SECRET="+mcSecret,
 		"MC_GC_URL=https://"+e.gc.apiAddr, "MC_AC_TOKEN_URL="+acURL+"/v1/oauth/token",
-		"MC_AC_JWKS_URL="+acURL+"/.well-known/jwks.json", "MC_HEARTBEAT_INTERVAL="+heartbeat.String())
+		"MC_AC_JWKS_URL="+acURL+"/.well-known/jwks.json", "MC_HEARTBEAT_INTERVAL="+heartbeat.String(),
+		"MC_TICKET_CLIENTS=e2e-tester")
 	e.mc.env = append(e.mc.env, "MC_ADVERTISE_URL=https://"+e.mc.apiAddr)
 	e.mediaAddr = freeUDPAddr(t)
 	e.mh = newService("media-handler",
@@ -367,31 +369,67 @@ func (e *env) mediaRelay(t *testing.T) {
 		return c
 	}
 	to, _ := net.ResolveUDPAddr("udp", e.mediaAddr)
-	alice, bob := listen(), listen()
+	alice, bob, eve := listen(), listen(), listen()
 	send := func(c *net.UDPConn, payload string) {
 		d, _ := mh.EncodeDatagram("meeting-e2e", []byte(payload))
 		if _, err := c.WriteToUDP(d, to); err != nil {
 			t.Fatal(err)
 		}
 	}
-	send(bob, "bob joins")
-	// Bob's join is processed before Alice's datagram only if it arrived
-	// first; UDP on loopback keeps order from one socket, not across two,
-	// so Alice resends until Bob hears her.
+	mcToken := e.token(t, "meeting-controller")
+	ticket := func(participant string) []byte {
+		code, body, _ := testenv.CallJSON(t, e.httpsClient(), "POST", "https://"+e.mc.apiAddr+"/v1/media-tickets", mcToken,
+			wire.MediaTicketRequest{SessionID: "meeting-e2e", ParticipantID: participant})
+		var mt wire.MediaTicket
+		if code != 200 || json.Unmarshal(body, &mt) != nil || mt.MediaHandler != "mh-e2e" || mt.MediaAddr != e.mediaAddr {
+			t.Fatalf("MC ticket = %d %s", code, body)
+		}
+		raw, err := base64.RawURLEncoding.DecodeString(mt.Ticket)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return raw
+	}
 	buf := make([]byte, 1500)
-	for attempt := 0; ; attempt++ {
-		send(alice, "hello from alice")
-		_ = bob.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
-		n, _, err := bob.ReadFromUDP(buf)
-		if err == nil {
-			if !bytes.HasSuffix(buf[:n], []byte("hello from alice")) {
-				t.Fatalf("bob received %q", buf[:n])
-			}
-			break
+	read := func(c *net.UDPConn, wait time.Duration) []byte {
+		_ = c.SetReadDeadline(time.Now().Add(wait))
+		n, _, err := c.ReadFromUDP(buf)
+		if err != nil {
+			return nil
 		}
-		if !errors.Is(err, os.ErrDeadlineExceeded) || attempt == 10 {
-			t.Fatalf("bob never received alice's datagram: %v", err)
+		return buf[:n]
+	}
+	join := func(c *net.UDPConn, tk []byte) {
+		if _, err := c.WriteToUDP(mh.EncodeJoin(tk, nil), to); err != nil {
+			t.Fatal(err)
 		}
+		cookie, ok := mh.ParseChallenge(read(c, 2*time.Second))
+		if !ok {
+			t.Fatal("MH did not challenge a join with MC's ticket")
+		}
+		if _, err := c.WriteToUDP(mh.EncodeJoin(tk, cookie), to); err != nil {
+			t.Fatal(err)
+		}
+		if !mh.IsWelcome(read(c, 2*time.Second)) {
+			t.Fatal("MH did not welcome a join that echoed its cookie")
+		}
+	}
+	// Eve, without a ticket, joins the old way (one media datagram) and
+	// is neither forwarded nor answered.
+	send(eve, "eve joins")
+	join(bob, ticket("bob"))
+	join(alice, ticket("alice"))
+	send(eve, "eve injects")
+	send(alice, "hello from alice")
+	if got := read(bob, 2*time.Second); !bytes.HasSuffix(got, []byte("hello from alice")) {
+		t.Fatalf("bob received %q, want alice's datagram (and nothing from eve)", got)
+	}
+	send(bob, "hello from bob")
+	if got := read(alice, 2*time.Second); !bytes.HasSuffix(got, []byte("hello from bob")) {
+		t.Fatalf("alice received %q", got)
+	}
+	if got := read(eve, 300*time.Millisecond); got != nil {
+		t.Fatalf("an unadmitted source received %q", got)
 	}
 	resp, err := e.httpsClient().Get("https://" + e.mh.apiAddr + "/v1/load")
 	if err != nil {

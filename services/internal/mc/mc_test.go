@@ -2,6 +2,8 @@ package mc
 
 import (
 	"context"
+	"encoding/base64"
+	"encoding/json"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -9,6 +11,7 @@ import (
 	"time"
 
 	"github.com/darktower/delivery/services/internal/envconf"
+	"github.com/darktower/delivery/services/internal/mticket"
 	"github.com/darktower/delivery/services/internal/opskit"
 	"github.com/darktower/delivery/services/internal/testenv"
 	"github.com/darktower/delivery/services/internal/wire"
@@ -69,15 +72,20 @@ func exerciseRegistry(t *testing.T, addr string, cluster bool) {
 	if rep := rdy.Evaluate(context.Background()); !rep.Ready {
 		t.Fatalf("not ready with Redis up and a fresh registration: %+v", rep)
 	}
-	if code, body := call("POST", mh); code != 200 {
+	code, body := call("POST", mh)
+	var reply wire.MHRegistrationReply
+	if err := json.Unmarshal(body, &reply); code != 200 || err != nil || reply.ID != "mh-0" {
 		t.Fatalf("register = %d %s", code, body)
+	}
+	if _, err := mticket.DecodeKey(reply.TicketKey.KeyID, reply.TicketKey.Secret); err != nil {
+		t.Fatalf("registration reply carries no usable ticket key: %v", err)
 	}
 	mh2 := mh
 	mh2.ID, mh2.MediaAddr = "mh-1", "10.0.0.8:443"
 	if code, _ := call("POST", mh2); code != 200 {
 		t.Fatal("second MH")
 	}
-	code, body := call("GET", nil)
+	code, body = call("GET", nil)
 	if code != 200 || !strings.Contains(string(body), `"mh-0"`) || !strings.Contains(string(body), `"mh-1"`) {
 		t.Fatalf("list = %d %s", code, body)
 	}
@@ -102,4 +110,74 @@ func exerciseRegistry(t *testing.T, addr string, cluster bool) {
 
 func redisZ(member string, at time.Time) redis.Z {
 	return redis.Z{Score: float64(at.UnixMilli()), Member: member}
+}
+
+// Media admission: MC issues join tickets only to the clients configured in
+// MC_TICKET_CLIENTS, for a live admitting MH, signed with the key it hands
+// MHs at registration.
+func TestMediaTickets(t *testing.T) {
+	iss := testenv.NewIssuer(t)
+	kit, _ := testenv.Kit(t, "meeting-controller", "")
+	kit.HTTPClient = iss.Server.Client()
+	svc := NewService(kit, Config{ID: "mc-tickets", Region: "local", RedisAddr: rds.Addr(), JWKSURL: iss.JWKSURL(),
+		Issuer: "https://ac-service", Audience: "meeting-controller", ClientSecret: envconf.NewSecret("x"),
+		HeartbeatInterval: time.Second, MHTTL: 30 * time.Second, TicketTTL: time.Minute, TicketClients: []string{"signalling"}})
+	defer svc.Close()
+	svc.gcReg.Mark(time.Now())
+	mux := http.NewServeMux()
+	svc.Routes(mux)
+	api := httptest.NewTLSServer(mux)
+	defer api.Close()
+	call := func(path, subject string, body any) (int, []byte) {
+		code, resp, _ := testenv.CallJSON(t, api.Client(), "POST", api.URL+path, iss.Token(t, subject, "meeting-controller"), body)
+		return code, resp
+	}
+	req := wire.MediaTicketRequest{SessionID: "meeting-1", ParticipantID: "alice"}
+	if code, _ := call("/v1/media-tickets", "signalling", req); code != http.StatusServiceUnavailable {
+		t.Fatalf("ticket without any MH = %d, want 503", code)
+	}
+	busy := wire.MHRegistration{ID: "mh-busy", MediaAddr: "10.0.0.1:443", Endpoint: "https://mh-busy", Utilization: 0.9, Admitting: false}
+	free := wire.MHRegistration{ID: "mh-free", MediaAddr: "10.0.0.2:443", Endpoint: "https://mh-free", Utilization: 0.1, Admitting: true}
+	var reply wire.MHRegistrationReply
+	for _, mh := range []wire.MHRegistration{busy, free} {
+		code, body := call("/v1/media-handlers", "media-handler", mh)
+		if code != 200 || json.Unmarshal(body, &reply) != nil {
+			t.Fatalf("register %s = %d %s", mh.ID, code, body)
+		}
+	}
+	key, err := mticket.DecodeKey(reply.TicketKey.KeyID, reply.TicketKey.Secret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, subject := range []string{"media-handler", "e2e-anyone"} {
+		if code, _ := call("/v1/media-tickets", subject, req); code != http.StatusForbidden {
+			t.Fatalf("ticket for %s = %d, want 403", subject, code)
+		}
+	}
+	for _, bad := range []any{wire.MediaTicketRequest{SessionID: "", ParticipantID: "a"},
+		wire.MediaTicketRequest{SessionID: strings.Repeat("s", 65), ParticipantID: "a"}, `{"session_id":"s","participant_id":"a","x":1}`} {
+		if code, _ := call("/v1/media-tickets", "signalling", bad); code != http.StatusBadRequest {
+			t.Fatalf("bad request %v = %d", bad, code)
+		}
+	}
+	code, body := call("/v1/media-tickets", "signalling", req)
+	var mt wire.MediaTicket
+	if code != 200 || json.Unmarshal(body, &mt) != nil {
+		t.Fatalf("ticket = %d %s", code, body)
+	}
+	if mt.MediaHandler != "mh-free" || mt.MediaAddr != free.MediaAddr {
+		t.Fatalf("placed on %s (%s), want the admitting mh-free", mt.MediaHandler, mt.MediaAddr)
+	}
+	raw, err := base64.RawURLEncoding.DecodeString(mt.Ticket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tk, err := mticket.Parse(raw)
+	if err != nil || !tk.Verify(key) || string(tk.Session) != "meeting-1" || string(tk.Participant) != "alice" ||
+		string(tk.MediaHandler) != "mh-free" {
+		t.Fatalf("ticket %+v does not verify under the registration key (%v)", tk, err)
+	}
+	if d := time.Until(tk.Expiry); d > time.Minute || d < 50*time.Second {
+		t.Fatalf("ticket expires in %s, want about MC_TICKET_TTL", d)
+	}
 }
