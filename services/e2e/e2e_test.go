@@ -179,10 +179,10 @@ func setup(t *testing.T) *env {
 	mcSecret, mhSecret, testerSecret := "mc-secret-e2e-value", "mh-secret-e2e-value", "tester-secret-e2e-value"
 	e.secrets = []string{e.pg.Password, masterKey, mcSecret, mhSecret, testerSecret}
 	clientsFile := filepath.Join(dir, "clients.json")
-	writeClients(t, clientsFile, map[string][2]string{
-		"meeting-controller": {mcSecret, "global-controller"},
-		"media-handler":      {mhSecret, "meeting-controller"},
-		"e2e-tester":         {testerSecret, "global-controller meeting-controller"},
+	writeClients(t, clientsFile, map[string][3]string{
+		"meeting-controller": {mcSecret, "global-controller", "mc-e2e"},
+		"media-handler":      {mhSecret, "meeting-controller", "mh-*"},
+		"e2e-tester":         {testerSecret, "global-controller meeting-controller", "e2e-*"},
 	})
 
 	newService := func(name string, extra ...string) *service {
@@ -200,7 +200,9 @@ func setup(t *testing.T) *env {
 		return s
 	}
 	e.ac = newService("ac-service",
-		"AC_DATABASE_URL="+acDB, "AC_MASTER_KEY="+masterKey, "AC_CLIENTS_FILE="+clientsFile)
+		"AC_DATABASE_URL="+acDB, "AC_MASTER_KEY="+masterKey, "AC_CLIENTS_FILE="+clientsFile,
+		// Every client here comes from 127.0.0.1: one source for the limits.
+		"AC_TOKEN_RATE_PER_SOURCE=50", "AC_AUTH_CONCURRENCY_PER_SOURCE=4", "AC_AUTH_CONCURRENCY=4")
 	acURL := "https://" + e.ac.apiAddr
 	e.gc = newService("global-controller",
 		"GC_DATABASE_URL="+gcDB, "GC_AC_JWKS_URL="+acURL+"/.well-known/jwks.json")
@@ -219,14 +221,15 @@ func setup(t *testing.T) *env {
 	return e
 }
 
-func writeClients(t *testing.T, path string, clients map[string][2]string) {
+// writeClients: id → secret, audiences, instances (space-separated).
+func writeClients(t *testing.T, path string, clients map[string][3]string) {
 	var f ac.ClientsFile
 	for id, c := range clients {
 		h, err := bcrypt.GenerateFromPassword([]byte(c[0]), bcrypt.MinCost)
 		if err != nil {
 			t.Fatal(err)
 		}
-		f.Clients = append(f.Clients, ac.Client{ID: id, SecretBcrypt: string(h), Audiences: strings.Fields(c[1])})
+		f.Clients = append(f.Clients, ac.Client{ID: id, SecretBcrypt: string(h), Audiences: strings.Fields(c[1]), Instances: strings.Fields(c[2])})
 	}
 	b, _ := json.Marshal(f)
 	if err := os.WriteFile(path, b, 0o600); err != nil {
@@ -356,6 +359,19 @@ func (e *env) tokens(t *testing.T) {
 		if code, body, _ := list(tok); code != 401 || strings.Contains(body, "audience") {
 			t.Errorf("%s: %d %s, want a bare 401", name, code, body)
 		}
+	}
+	// Finding 4: another client with a valid token cannot overwrite
+	// mc-e2e's endpoint at GC, nor mh-e2e's media address at MC.
+	hijackGC := map[string]string{"id": "mc-e2e", "endpoint": "https://attacker.example", "region": "local"}
+	if code, body, _ := testenv.CallJSON(t, c, "POST", "https://"+e.gc.apiAddr+"/v1/meeting-controllers", e.token(t, "global-controller"), hijackGC); code != 403 {
+		t.Errorf("foreign registration of mc-e2e at GC = %d %s, want 403", code, body)
+	}
+	hijackMC := map[string]any{"id": "mh-e2e", "media_addr": "203.0.113.66:443", "endpoint": "https://attacker.example", "utilization": 0, "admitting": true}
+	if code, body, _ := testenv.CallJSON(t, c, "POST", "https://"+e.mc.apiAddr+"/v1/media-handlers", e.token(t, "meeting-controller"), hijackMC); code != 403 {
+		t.Errorf("foreign registration of mh-e2e at MC = %d %s, want 403", code, body)
+	}
+	if _, body, _ := list(e.token(t, "global-controller")); strings.Contains(body, "attacker.example") || !strings.Contains(body, `"mc-e2e"`) {
+		t.Errorf("GC's registry after the attempt: %s", body)
 	}
 }
 

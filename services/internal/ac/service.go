@@ -8,9 +8,12 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"net"
 	"net/http"
 	"net/url"
+	"runtime"
 	"slices"
+	"strconv"
 	"sync"
 	"time"
 
@@ -31,6 +34,7 @@ type Config struct {
 	TokenTTL    time.Duration  // AC_TOKEN_TTL (≤ 15 min)
 	KeyReload   time.Duration  // AC_KEY_RELOAD: how often keys are re-read (rotation by another replica)
 	DBMaxConns  int            // AC_DB_MAX_CONNS
+	Guard       GuardConfig    // AC_AUTH_*, AC_TOKEN_RATE_*, AC_FAILURE_LOG_INTERVAL
 }
 
 // LoadConfig reads ac-service's variables.
@@ -43,6 +47,14 @@ func LoadConfig(l *envconf.Loader) Config {
 		TokenTTL:    l.Duration("AC_TOKEN_TTL", 10*time.Minute, time.Minute, authn.MaxTokenTTL),
 		KeyReload:   l.Duration("AC_KEY_RELOAD", time.Minute, time.Second, time.Hour),
 		DBMaxConns:  l.Int("AC_DB_MAX_CONNS", 10, 1, 200),
+		Guard: GuardConfig{
+			Concurrency:       l.Int("AC_AUTH_CONCURRENCY", max(1, runtime.GOMAXPROCS(0)/2), 1, 256),
+			ConcurrencySource: l.Int("AC_AUTH_CONCURRENCY_PER_SOURCE", 1, 1, 256),
+			QueueWait:         l.Duration("AC_AUTH_QUEUE_WAIT", 200*time.Millisecond, 0, 10*time.Second),
+			SourceRate:        l.Float("AC_TOKEN_RATE_PER_SOURCE", 5, 0.01, 1e5),
+			ClientRate:        l.Float("AC_TOKEN_RATE_PER_CLIENT", 10, 0.01, 1e5),
+			FailureLogEvery:   l.Duration("AC_FAILURE_LOG_INTERVAL", 10*time.Second, 100*time.Millisecond, time.Hour),
+		},
 	}
 }
 
@@ -53,6 +65,7 @@ type Service struct {
 	pool    *pgxpool.Pool
 	store   *Store
 	clients map[string]Client
+	guard   *guard
 
 	mu     sync.RWMutex
 	keys   []SigningKey
@@ -77,12 +90,16 @@ func NewService(kit *opskit.Kit, cfg Config) (*Service, error) {
 	if err != nil {
 		return nil, errors.New("AC_DATABASE_URL: " + err.Error())
 	}
+	g, err := newGuard(cfg.Guard, clients)
+	if err != nil {
+		return nil, err
+	}
 	s := &Service{
-		cfg: cfg, kit: kit, pool: pool, clients: clients,
+		cfg: cfg, kit: kit, pool: pool, clients: clients, guard: g,
 		store: NewStore(pool, []byte(cfg.MasterKey.Reveal())),
 		issued: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "ac_tokens_total",
-			Help: "Token requests by outcome (issued, invalid_client, invalid_request, unsupported_grant_type, invalid_target, error).",
+			Help: "Token requests by outcome (issued, invalid_client, invalid_request, unsupported_grant_type, invalid_target, rate_limited, overloaded, temporarily_unavailable, server_error).",
 		}, []string{"outcome"}),
 	}
 	kit.Registry.MustRegister(s.issued)
@@ -106,6 +123,9 @@ func (s *Service) Checks() []opskit.Check {
 // periodically so a rotation by another replica is picked up.
 func (s *Service) Run(ctx context.Context) error {
 	log := s.kit.Logger
+	logged := make(chan struct{})
+	go func() { defer close(logged); s.guard.logRefusals(ctx, log) }()
+	defer func() { <-logged }()
 	migrated := false
 	opskit.Every(ctx, s.cfg.KeyReload, time.Second, func(ctx context.Context) error {
 		start := time.Now()
@@ -208,9 +228,33 @@ func (s *Service) token(w http.ResponseWriter, r *http.Request) {
 		s.tokenError(w, http.StatusUnauthorized, "invalid_client")
 		return
 	}
-	client, ok := authenticate(s.clients, id, secret)
-	if !ok {
-		s.kit.Logger.Info("token refused: client authentication failed", "client_id_known", client.ID != "")
+	source, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		source = r.RemoteAddr
+	}
+	// Every password check is a bcrypt: rate-limit and bound them before
+	// spending the CPU, and answer refusals at once.
+	code, retry, release := s.guard.admit(r.Context(), source, id)
+	if code != 0 {
+		outcome := "rate_limited"
+		if code == http.StatusServiceUnavailable {
+			outcome = "overloaded"
+		}
+		s.issued.WithLabelValues(outcome).Inc()
+		w.Header().Set("Retry-After", strconv.Itoa(retry))
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Cache-Control", "no-store")
+		w.WriteHeader(code)
+		_ = json.NewEncoder(w).Encode(map[string]string{"error": "temporarily_unavailable"})
+		return
+	}
+	client, ok := s.guard.authenticate(s.clients, id, secret)
+	release()
+	if ok {
+		s.guard.trusted.add(source, id, time.Now())
+	} else {
+		// Counted, and logged as one summary per AC_FAILURE_LOG_INTERVAL.
+		s.guard.refused[refusedInvalidClient].Add(1)
 		s.tokenError(w, http.StatusUnauthorized, "invalid_client")
 		return
 	}
@@ -231,7 +275,7 @@ func (s *Service) token(w http.ResponseWriter, r *http.Request) {
 		s.tokenError(w, http.StatusServiceUnavailable, "temporarily_unavailable")
 		return
 	}
-	tok, exp, err := signer.Issue(client.ID, audience, time.Now())
+	tok, exp, err := signer.Issue(client.ID, audience, time.Now(), client.Instances...)
 	if err != nil {
 		s.kit.Logger.Error("signing token failed", "error", err.Error())
 		s.tokenError(w, http.StatusInternalServerError, "server_error")

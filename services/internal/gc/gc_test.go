@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
@@ -59,7 +60,7 @@ func TestRegistryBehindTokens(t *testing.T) {
 		code, resp, _ := testenv.CallJSON(t, api.Client(), method, api.URL+"/v1/meeting-controllers", token, body)
 		return code, resp
 	}
-	good := iss.Token(t, "meeting-controller", "global-controller")
+	good := iss.Token(t, "meeting-controller", "global-controller", "mc-*")
 	reg := wire.MCRegistration{ID: "mc-0", Endpoint: "https://mc-0.meeting-controller:443", Region: "us-west"}
 	if code, body := call("POST", good, reg); code != 200 {
 		t.Fatalf("register = %d %s", code, body)
@@ -88,10 +89,29 @@ func TestRegistryBehindTokens(t *testing.T) {
 		"unknown field":  {good, `{"id":"mc-1","endpoint":"https://x","region":"r","admin":true}`, 400},
 		"http endpoint":  {good, wire.MCRegistration{ID: "mc-1", Endpoint: "http://x", Region: "r"}, 400},
 		"invalid id":     {good, wire.MCRegistration{ID: "MC 1", Endpoint: "https://x", Region: "r"}, 400},
+		"id not owned":   {good, wire.MCRegistration{ID: "gc-1", Endpoint: "https://x", Region: "r"}, 403},
+		"no instances":   {iss.Token(t, "meeting-controller", "global-controller"), reg, 403},
 	} {
 		if code, body := call("POST", c.token, c.body); code != c.code {
 			t.Errorf("%s: %d %s, want %d", name, code, body, c.code)
 		}
+	}
+	// Finding 4: another client (valid token, right audience, its own
+	// instances) cannot overwrite mc-0's endpoint; the owner still can.
+	foreign := iss.Token(t, "ops-tool", "global-controller", "ops-*")
+	hijack := wire.MCRegistration{ID: "mc-0", Endpoint: "https://attacker.example", Region: "us-west"}
+	if code, body := call("POST", foreign, hijack); code != http.StatusForbidden {
+		t.Fatalf("foreign subject registering mc-0 = %d %s, want 403", code, body)
+	}
+	exact := iss.Token(t, "meeting-controller", "global-controller", "mc-0")
+	if code, body := call("POST", exact, reg); code != 200 {
+		t.Fatalf("owner (exact id) heartbeat = %d %s", code, body)
+	}
+	if _, body := call("GET", good, nil); bytes.Contains(body, []byte("attacker.example")) || !bytes.Contains(body, []byte(reg.Endpoint)) {
+		t.Fatalf("registration overwritten: %s", body)
+	}
+	if !strings.Contains(logs.String(), "registration refused") {
+		t.Error("refused registration not logged")
 	}
 	// An MC whose heartbeats stopped drops out of the list.
 	if _, err := svc.pool.Exec(context.Background(), `UPDATE meeting_controllers SET last_heartbeat = now() - interval '1 minute'`); err != nil {

@@ -132,6 +132,14 @@ func (s *Service) register(w http.ResponseWriter, r *http.Request) {
 		wire.WriteJSON(w, http.StatusBadRequest, map[string]string{"error": err.Error()})
 		return
 	}
+	// Authorisation by identity: a client registers only the ids its AC
+	// entry lists (the token's instances claim), so no other client can
+	// overwrite an MC's endpoint.
+	if !authn.ClaimsFrom(r.Context()).OwnsInstance(reg.ID) {
+		s.kit.Logger.Warn("registration refused: id not owned by the caller", "id", reg.ID, "subject", authn.ClaimsFrom(r.Context()).Subject)
+		wire.WriteJSON(w, http.StatusForbidden, map[string]string{"error": "this client may not register this id"})
+		return
+	}
 	var mc wire.MeetingController
 	err := s.pool.QueryRow(r.Context(), `
 		INSERT INTO meeting_controllers (id, endpoint, region) VALUES ($1, $2, $3)

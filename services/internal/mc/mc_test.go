@@ -52,7 +52,7 @@ func exerciseRegistry(t *testing.T, addr string, cluster bool) {
 	svc.Routes(mux)
 	api := httptest.NewTLSServer(mux)
 	defer api.Close()
-	token := iss.Token(t, "media-handler", "meeting-controller")
+	token := iss.Token(t, "media-handler", "meeting-controller", "mh-*")
 	call := func(method string, body any) (int, []byte) {
 		code, resp, _ := testenv.CallJSON(t, api.Client(), method, api.URL+"/v1/media-handlers", token, body)
 		return code, resp
@@ -101,6 +101,27 @@ func exerciseRegistry(t *testing.T, addr string, cluster bool) {
 	if code, _ := call("POST", wire.MHRegistration{ID: "mh-2", MediaAddr: "no-port", Endpoint: "https://x"}); code != 400 {
 		t.Fatalf("bad media_addr = %d", code)
 	}
+	// Finding 4: a client that does not own mh-0 cannot overwrite its
+	// media_addr; the owner can.
+	hijack := mh
+	hijack.MediaAddr = "203.0.113.66:443"
+	for name, tok := range map[string]string{
+		"other client":    iss.Token(t, "ops-tool", "meeting-controller", "ops-*"),
+		"no instances":    iss.Token(t, "media-handler", "meeting-controller"),
+		"prefix is not *": iss.Token(t, "media-handler", "meeting-controller", "mh-"),
+	} {
+		code, body, _ := testenv.CallJSON(t, api.Client(), "POST", api.URL+"/v1/media-handlers", tok, hijack)
+		if code != http.StatusForbidden {
+			t.Fatalf("%s registering mh-0 = %d %s, want 403", name, code, body)
+		}
+	}
+	if _, body := call("GET", nil); strings.Contains(string(body), "203.0.113.66") {
+		t.Fatalf("registration overwritten: %s", body)
+	}
+	owner := iss.Token(t, "media-handler", "meeting-controller", "mh-0")
+	if code, body, _ := testenv.CallJSON(t, api.Client(), "POST", api.URL+"/v1/media-handlers", owner, mh); code != 200 {
+		t.Fatalf("owner heartbeat = %d %s", code, body)
+	}
 	// Registration older than three heartbeat intervals: not ready.
 	svc.gcReg.Mark(time.Now().Add(-3*time.Second - time.Millisecond))
 	if rep := rdy.Evaluate(context.Background()); rep.Ready || rep.Components["gc_registration"] {
@@ -129,7 +150,7 @@ func TestMediaTickets(t *testing.T) {
 	api := httptest.NewTLSServer(mux)
 	defer api.Close()
 	call := func(path, subject string, body any) (int, []byte) {
-		code, resp, _ := testenv.CallJSON(t, api.Client(), "POST", api.URL+path, iss.Token(t, subject, "meeting-controller"), body)
+		code, resp, _ := testenv.CallJSON(t, api.Client(), "POST", api.URL+path, iss.Token(t, subject, "meeting-controller", "mh-*"), body)
 		return code, resp
 	}
 	req := wire.MediaTicketRequest{SessionID: "meeting-1", ParticipantID: "alice"}

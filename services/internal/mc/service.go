@@ -218,6 +218,13 @@ func (s *Service) register(w http.ResponseWriter, r *http.Request) {
 		wire.WriteJSON(w, http.StatusBadRequest, map[string]string{"error": err.Error()})
 		return
 	}
+	// Authorisation by identity: only the client owning this MH id (its
+	// AC entry's instances, carried in the token) may register it.
+	if !authn.ClaimsFrom(r.Context()).OwnsInstance(mh.ID) {
+		s.kit.Logger.Warn("registration refused: id not owned by the caller", "id", mh.ID, "subject", authn.ClaimsFrom(r.Context()).Subject)
+		wire.WriteJSON(w, http.StatusForbidden, map[string]string{"error": "this client may not register this id"})
+		return
+	}
 	data, _ := json.Marshal(mh)
 	now := time.Now()
 	_, err := s.rdb.TxPipelined(r.Context(), func(p redis.Pipeliner) error {
