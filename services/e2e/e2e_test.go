@@ -280,6 +280,7 @@ func TestServicesEndToEnd(t *testing.T) {
 	}
 	t.Run("tokens", func(t *testing.T) { e.tokens(t) })
 	t.Run("media relay", func(t *testing.T) { e.mediaRelay(t) })
+	t.Run("database freeze keeps live media", func(t *testing.T) { e.databaseFreeze(t) })
 	t.Run("redis outage", func(t *testing.T) { e.redisOutage(t) })
 	t.Run("SIGTERM drains and exits 0", func(t *testing.T) { e.sigterm(t) })
 	t.Run("no secrets in logs", func(t *testing.T) { e.noSecretsInLogs(t) })
@@ -461,6 +462,133 @@ func (e *env) mediaRelay(t *testing.T) {
 		if !strings.Contains(metrics, want) {
 			t.Errorf("MH metrics lack %s", want)
 		}
+	}
+}
+
+// admittedPair asks MC for tickets and joins two fresh sockets to session.
+func (e *env) admittedPair(t *testing.T, session string) (alice, bob *net.UDPConn, to *net.UDPAddr) {
+	to, _ = net.ResolveUDPAddr("udp", e.mediaAddr)
+	tok := e.token(t, "meeting-controller")
+	join := func(participant string) *net.UDPConn {
+		c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		code, body, _ := testenv.CallJSON(t, e.httpsClient(), "POST", "https://"+e.mc.apiAddr+"/v1/media-tickets", tok,
+			wire.MediaTicketRequest{SessionID: session, ParticipantID: participant})
+		var mt wire.MediaTicket
+		if code != 200 || json.Unmarshal(body, &mt) != nil {
+			t.Fatalf("MC ticket = %d %s", code, body)
+		}
+		raw, _ := base64.RawURLEncoding.DecodeString(mt.Ticket)
+		buf := make([]byte, 64)
+		_, _ = c.WriteToUDP(mh.EncodeJoin(raw, nil), to)
+		_ = c.SetReadDeadline(time.Now().Add(2 * time.Second))
+		n, _, err := c.ReadFromUDP(buf)
+		cookie, ok := mh.ParseChallenge(buf[:max(n, 0)])
+		if err != nil || !ok {
+			t.Fatalf("no challenge: %v", err)
+		}
+		_, _ = c.WriteToUDP(mh.EncodeJoin(raw, cookie), to)
+		if n, _, err = c.ReadFromUDP(buf); err != nil || !mh.IsWelcome(buf[:n]) {
+			t.Fatalf("no welcome: %v", err)
+		}
+		return c
+	}
+	return join("alice"), join("bob"), to
+}
+
+func (e *env) mhLoad(t *testing.T) mh.Load {
+	resp, err := e.httpsClient().Get("https://" + e.mh.apiAddr + "/v1/load")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var load mh.Load
+	_ = json.NewDecoder(resp.Body).Decode(&load)
+	return load
+}
+
+// Finding 5: with PostgreSQL frozen (GC cannot register MCs, so MC and then
+// MH lose their upstream), MH stays ready and keeps relaying the live
+// session; it stops admitting new sessions; AC stays ready (it signs from
+// memory). Everything recovers after the thaw.
+func (e *env) databaseFreeze(t *testing.T) {
+	alice, bob, to := e.admittedPair(t, "meeting-freeze")
+	const freezeFor = 6 * time.Second
+	if err := e.pg.Freeze(); err != nil {
+		t.Fatal(err)
+	}
+	frozen := time.Now()
+	thawed := false
+	defer func() {
+		if !thawed {
+			_ = e.pg.Thaw()
+		}
+	}()
+	// The live call: a frame every 50 ms, each awaited, for the whole freeze.
+	var sent, received, mhProbes, mhNotReady int
+	media := make(chan struct{})
+	go func() {
+		defer close(media)
+		buf := make([]byte, 1500)
+		for time.Since(frozen) < freezeFor {
+			d, _ := mh.EncodeDatagram("meeting-freeze", []byte(fmt.Sprint("frame ", sent)))
+			if _, err := alice.WriteToUDP(d, to); err != nil {
+				return
+			}
+			sent++
+			_ = bob.SetReadDeadline(time.Now().Add(time.Second))
+			if n, _, err := bob.ReadFromUDP(buf); err == nil && bytes.HasSuffix(buf[:n], []byte(fmt.Sprint("frame ", sent-1))) {
+				received++
+			}
+			mhProbes++
+			if code, _ := e.mh.ready(); code != 200 {
+				mhNotReady++
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}()
+	notReady := map[string]int{}
+	rounds := 0
+	sawNotAdmitting := false
+	for time.Since(frozen) < freezeFor {
+		rounds++
+		for _, s := range []*service{e.ac, e.gc, e.mc, e.mh} {
+			if code, _ := s.ready(); code != 200 {
+				notReady[s.name]++
+			}
+		}
+		if !e.mhLoad(t).Admitting {
+			sawNotAdmitting = true
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	<-media
+	if err := e.pg.Thaw(); err != nil {
+		t.Fatal(err)
+	}
+	thawed = true
+	thawedAt := time.Now()
+	waitFor(t, 30*time.Second, "all ready and MH admitting after the thaw", func() bool {
+		for _, s := range e.all() {
+			if code, _ := s.ready(); code != 200 {
+				return false
+			}
+		}
+		return e.mhLoad(t).Admitting
+	})
+	t.Logf("FIGURE database freeze %s: live session relayed %d/%d frames; MH /ready 503 in %d of %d probes; /ready 503 samples: %v (of %d rounds over all four); MH stopped admitting new sessions: %v; all ready and admitting %s after the thaw",
+		freezeFor, received, sent, mhNotReady, mhProbes, notReady, rounds, sawNotAdmitting, time.Since(thawedAt).Round(time.Millisecond))
+	if received != sent {
+		t.Errorf("live media interrupted: %d of %d frames relayed during the freeze", received, sent)
+	}
+	if mhNotReady > 0 || notReady["media-handler"] > 0 || notReady["ac-service"] > 0 {
+		t.Errorf("MH or AC went not ready during the freeze: %v", notReady)
+	}
+	if !sawNotAdmitting {
+		t.Error("MH kept admitting new sessions while its MC could not register with GC")
 	}
 }
 

@@ -280,3 +280,42 @@ func TestLoadClientsRejectsBadFiles(t *testing.T) {
 		}
 	}
 }
+
+// Graceful degradation: once its keys are loaded AC issues tokens and
+// serves its JWKS without the database, and stays ready (the database is
+// reported unhealthy, for information).
+func TestServesTokensThroughADatabaseOutage(t *testing.T) {
+	own, err := testenv.StartPostgres()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stopped := false
+	defer func() {
+		if !stopped {
+			own.Stop()
+		}
+	}()
+	dbURL, err := own.CreateDatabase("ac")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := startAC(t, dbURL, masterKey)
+	a.waitReady(t)
+	own.Stop()
+	stopped = true
+	rep := a.readiness()
+	if !rep.Ready || rep.Components["database"] || !rep.Components["signing_key"] {
+		t.Fatalf("with the database gone: %+v, want ready with database unhealthy", rep)
+	}
+	if _, err := a.tokenClient("meeting-controller", clientSecret, "global-controller").Token(a.ctx()); err != nil {
+		t.Fatalf("no token without the database: %v", err)
+	}
+	resp, err := a.api.Client().Get(a.api.URL + "/.well-known/jwks.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("JWKS = %d without the database", resp.StatusCode)
+	}
+}

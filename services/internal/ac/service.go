@@ -106,10 +106,14 @@ func NewService(kit *opskit.Kit, cfg Config) (*Service, error) {
 	return s, nil
 }
 
-// Checks: database connectivity and an active signing key (ADR-0012).
+// Checks: an active signing key (ADR-0012), and database connectivity as
+// information only: once the keys are loaded, AC issues tokens and serves
+// its JWKS from memory, so a database outage must not take it (and every
+// service whose tokens it issues) out of service. Without a key (first
+// start, wrong master key) it is not ready.
 func (s *Service) Checks() []opskit.Check {
 	return []opskit.Check{
-		{Name: "database", Func: pgstore.Ping(s.pool)},
+		{Name: "database", Func: pgstore.Ping(s.pool), Informational: true},
 		{Name: "signing_key", Func: func(context.Context) error {
 			if s.currentSigner() == nil {
 				return ErrNoActiveKey

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -12,8 +13,10 @@ import (
 
 	"github.com/darktower/delivery/services/internal/envconf"
 	"github.com/darktower/delivery/services/internal/opskit"
+	"github.com/darktower/delivery/services/internal/pgstore"
 	"github.com/darktower/delivery/services/internal/testenv"
 	"github.com/darktower/delivery/services/internal/wire"
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 var pg *testenv.Postgres
@@ -156,5 +159,58 @@ func TestPoolUtilizationIsExported(t *testing.T) {
 	}
 	if got["db_pool_connections,state=acquired"] != 1 || got["db_pool_max_connections"] != 4 {
 		t.Fatalf("pool metrics: %v", got)
+	}
+}
+
+// Every pooled connection carries server-side statement and lock timeouts.
+func TestDatabaseTimeoutsAreServerSide(t *testing.T) {
+	dbURL, err := pg.CreateDatabase("gc_timeouts")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool, err := pgstore.Open(envconf.NewSecret(dbURL), 4, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	ctx := context.Background()
+	var st, lt string
+	if err := pool.QueryRow(ctx, `SELECT current_setting('statement_timeout'), current_setting('lock_timeout')`).Scan(&st, &lt); err != nil {
+		t.Fatal(err)
+	}
+	if st != "5s" || lt != "2s" {
+		t.Fatalf("statement_timeout %q, lock_timeout %q", st, lt)
+	}
+	// A statement running past the timeout is cancelled by the server
+	// (the client's context has no deadline).
+	start := time.Now()
+	_, err = pool.Exec(ctx, `SELECT pg_sleep(30)`)
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) || pgErr.Code != "57014" {
+		t.Fatalf("pg_sleep(30) = %v, want query_canceled (57014)", err)
+	}
+	slept := time.Since(start)
+	// A lock wait past lock_timeout fails too.
+	if _, err := pool.Exec(ctx, `CREATE TABLE held (id int PRIMARY KEY); INSERT INTO held VALUES (1)`); err != nil {
+		t.Fatal(err)
+	}
+	tx, err := pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx)
+	if _, err := tx.Exec(ctx, `SELECT id FROM held WHERE id = 1 FOR UPDATE`); err != nil {
+		t.Fatal(err)
+	}
+	start = time.Now()
+	_, err = pool.Exec(ctx, `UPDATE held SET id = 2 WHERE id = 1`)
+	if !errors.As(err, &pgErr) || pgErr.Code != "55P03" {
+		t.Fatalf("update of a locked row = %v, want lock_not_available (55P03)", err)
+	}
+	waited := time.Since(start)
+	t.Logf("FIGURE server-side timeouts: pg_sleep(30) cancelled after %s (statement_timeout 5s); lock wait ended after %s (lock_timeout 2s)",
+		slept.Round(time.Millisecond), waited.Round(time.Millisecond))
+	if slept > 7*time.Second || waited > 4*time.Second {
+		t.Fatal("timeouts fired late")
 	}
 }

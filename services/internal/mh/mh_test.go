@@ -2,6 +2,7 @@ package mh
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -16,7 +17,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/darktower/delivery/services/internal/envconf"
 	"github.com/darktower/delivery/services/internal/mticket"
+	"github.com/darktower/delivery/services/internal/opskit"
+	"github.com/darktower/delivery/services/internal/testenv"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -664,5 +668,70 @@ func TestMassExpiryKeepsRelayingAndReturnsMemory(t *testing.T) {
 	}
 	if after-base > 4 {
 		t.Fatalf("heap did not return: %.1f MiB above baseline", after-base)
+	}
+}
+
+// Graceful degradation: without a current MC registration MH refuses to
+// open new sessions but keeps relaying (and taking rejoins into) the ones
+// it has.
+func TestLostMCStopsNewSessionsButKeepsRelaying(t *testing.T) {
+	conn, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, _ := mticket.NewKey()
+	ring := &KeyRing{}
+	ring.Add(key, time.Now())
+	var mcUp atomic.Bool
+	mcUp.Store(true)
+	relay := NewRelay(conn, NewMeter(1e9, 5*time.Second), RelayConfig{ID: testMH, Idle: time.Minute, Limits: DefaultLimits,
+		Keys: ring, AdmitNewSessions: mcUp.Load}, prometheus.NewRegistry())
+	done := make(chan error, 1)
+	go func() { done <- relay.Serve() }()
+	t.Cleanup(func() { conn.Close(); <-done })
+	r := &testRelay{Relay: relay, addr: conn.LocalAddr(), key: key}
+	alice, bob, carol, dave := newPeer(t), newPeer(t), newPeer(t), newPeer(t)
+	alice.mustJoin(r.addr, r.ticket(t, "live", "alice"))
+	bob.mustJoin(r.addr, r.ticket(t, "live", "bob"))
+	mcUp.Store(false) // MC (or GC, or the database behind it) is gone
+	if dave.join(r.addr, r.ticket(t, "new", "dave")) {
+		t.Fatal("a new session was opened without a current MC registration")
+	}
+	carol.mustJoin(r.addr, r.ticket(t, "live", "carol")) // into a live session: still fine
+	for i := range 20 {
+		alice.send(r.addr, "live", fmt.Sprint("frame ", i))
+		if b, c := bob.recv(2*time.Second), carol.recv(2*time.Second); b != fmt.Sprint("frame ", i) || c != b {
+			t.Fatalf("live session stopped relaying: bob %q carol %q", b, c)
+		}
+	}
+	mcUp.Store(true)
+	dave.mustJoin(r.addr, r.ticket(t, "new", "dave"))
+}
+
+func TestReadinessSurvivesMCLossAfterFirstRegistration(t *testing.T) {
+	kit, _ := testenv.Kit(t, "media-handler", "")
+	s := NewService(kit, Config{ID: testMH, HeartbeatInterval: 100 * time.Millisecond, CapacityMbps: 1000, MeterWindow: time.Second,
+		IdleTimeout: time.Minute, Limits: DefaultLimits, ClientSecret: envconf.NewSecret("x")})
+	conn, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	s.relay = NewRelay(conn, s.meter, RelayConfig{ID: testMH, Idle: time.Minute, Limits: DefaultLimits, Keys: s.keys,
+		AdmitNewSessions: s.mcFresh}, prometheus.NewRegistry())
+	rdy := opskit.NewReadiness(prometheus.NewRegistry(), time.Second, s.Checks())
+	if rep := rdy.Evaluate(context.Background()); rep.Ready {
+		t.Fatalf("ready before any MC registration: %+v", rep)
+	}
+	key, _ := mticket.NewKey()
+	s.keys.Add(key, time.Now())
+	s.mcReg.Mark(time.Now())
+	if rep := rdy.Evaluate(context.Background()); !rep.Ready || !rep.Components["mc_heartbeat"] || !s.mcFresh() {
+		t.Fatalf("not ready after registering: %+v", rep)
+	}
+	s.mcReg.Mark(time.Now().Add(-time.Second)) // ten intervals without MC
+	rep := rdy.Evaluate(context.Background())
+	if !rep.Ready || rep.Components["mc_heartbeat"] || s.mcFresh() {
+		t.Fatalf("MC lost: %+v (want ready, mc_heartbeat unhealthy, not admitting)", rep)
 	}
 }

@@ -302,6 +302,7 @@ type Relay struct {
 	id      string
 	limits  Limits
 	keys    *KeyRing
+	newSess func() bool
 	metrics *relayMetrics
 	cookie  [32]byte
 	seed    maphash.Seed
@@ -327,11 +328,15 @@ type RelayConfig struct {
 	Idle   time.Duration
 	Limits Limits
 	Keys   *KeyRing
+	// AdmitNewSessions, when set and false, refuses joins that would
+	// open a session here (existing sessions keep flowing and take
+	// rejoins): MH cannot reach its MC.
+	AdmitNewSessions func() bool
 }
 
 // NewRelay serves on conn.
 func NewRelay(conn *net.UDPConn, meter *Meter, cfg RelayConfig, reg prometheus.Registerer) *Relay {
-	r := &Relay{conn: conn, meter: meter, idle: cfg.Idle, id: cfg.ID, limits: cfg.Limits, keys: cfg.Keys,
+	r := &Relay{conn: conn, meter: meter, idle: cfg.Idle, id: cfg.ID, limits: cfg.Limits, keys: cfg.Keys, newSess: cfg.AdmitNewSessions,
 		metrics: newRelayMetrics(reg), seed: maphash.MakeSeed(),
 		rate:     newRateTable(cfg.Limits.SourceRatePPS, 2*cfg.Limits.SourceRatePPS),
 		joinRate: newRateTable(cfg.Limits.JoinRatePerSource, max(5, 5*cfg.Limits.JoinRatePerSource)),
@@ -496,7 +501,7 @@ func (r *Relay) enroll(sid, pid string, from netip.AddrPort, now time.Time) bool
 			len(sess.list()) >= r.limits.MaxPerSession || r.perSource[from.Addr()] >= r.limits.MaxPerSourceIP {
 			return false
 		}
-		if sess == nil && int(r.nSessions.Load()) >= r.limits.MaxSessions {
+		if sess == nil && (int(r.nSessions.Load()) >= r.limits.MaxSessions || (r.newSess != nil && !r.newSess())) {
 			return false
 		}
 	} else {

@@ -129,10 +129,24 @@ func (s *Service) currentRelay() *Relay {
 	return s.relay
 }
 
-// Checks: current MC registration and the bound media port (ADR-0012).
+// mcFresh reports whether the last MC registration is at most three
+// heartbeat intervals old: MH then admits new sessions.
+func (s *Service) mcFresh() bool { return s.mcReg.Within(3*s.cfg.HeartbeatInterval, time.Now()) == nil }
+
+// Checks: the bound media port and an MC registration since start (ADR-0012:
+// MH is not ready before MC took it, and without one it holds no ticket
+// key). After that, losing MC (or the control plane behind it) does not
+// make MH not ready — that would drop the calls it relays — it stops
+// admitting new sessions instead: mc_heartbeat is informational.
 func (s *Service) Checks() []opskit.Check {
 	return []opskit.Check{
 		{Name: "mc_registration", Func: func(context.Context) error {
+			if s.mcReg.Last().IsZero() || s.keys.Len() == 0 {
+				return errors.New("never registered with MC")
+			}
+			return nil
+		}},
+		{Name: "mc_heartbeat", Informational: true, Func: func(context.Context) error {
 			return s.mcReg.Within(3*s.cfg.HeartbeatInterval, time.Now())
 		}},
 		{Name: "media_port", Func: func(context.Context) error {
@@ -193,7 +207,7 @@ func (s *Service) bindAndRelay(ctx context.Context, relayErr chan<- error) {
 			}
 			return err
 		}
-		relay := NewRelay(conn, s.meter, RelayConfig{ID: s.cfg.ID, Idle: s.cfg.IdleTimeout, Limits: s.cfg.Limits, Keys: s.keys}, s.kit.Registry)
+		relay := NewRelay(conn, s.meter, RelayConfig{ID: s.cfg.ID, Idle: s.cfg.IdleTimeout, Limits: s.cfg.Limits, Keys: s.keys, AdmitNewSessions: s.mcFresh}, s.kit.Registry)
 		s.mu.Lock()
 		s.relay = relay
 		s.mu.Unlock()
@@ -253,7 +267,7 @@ type Load struct {
 func (s *Service) Routes(mux *http.ServeMux) {
 	mux.HandleFunc("GET /v1/load", func(w http.ResponseWriter, _ *http.Request) {
 		u := s.meter.Utilization(time.Now())
-		l := Load{Utilization: u, State: StateFor(u).String(), Admitting: AdmitsNewParticipants(u)}
+		l := Load{Utilization: u, State: StateFor(u).String(), Admitting: AdmitsNewParticipants(u) && s.mcFresh()}
 		if r := s.currentRelay(); r != nil {
 			l.Sessions, l.Participants = r.Counts()
 		}
