@@ -90,13 +90,17 @@ func NewService(kit *opskit.Kit, cfg Config) (*Service, error) {
 	if err != nil {
 		return nil, errors.New("AC_DATABASE_URL: " + err.Error())
 	}
+	store := NewStore(pool, []byte(cfg.MasterKey.Reveal()))
+	// A replaced key stays published while a replica may still sign with
+	// it (until its next reload) plus the life of the tokens it signed.
+	store.RetireAfter = cfg.KeyReload + cfg.TokenTTL + time.Minute
 	g, err := newGuard(cfg.Guard, clients)
 	if err != nil {
 		return nil, err
 	}
 	s := &Service{
 		cfg: cfg, kit: kit, pool: pool, clients: clients, guard: g,
-		store: NewStore(pool, []byte(cfg.MasterKey.Reveal())),
+		store: store,
 		issued: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "ac_tokens_total",
 			Help: "Token requests by outcome (issued, invalid_client, invalid_request, unsupported_grant_type, invalid_target, rate_limited, overloaded, temporarily_unavailable, server_error).",

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/darktower/delivery/services/internal/authn"
 	"github.com/darktower/delivery/services/internal/keyseal"
 	"github.com/darktower/delivery/services/internal/pgstore"
 	"github.com/jackc/pgx/v5"
@@ -25,6 +26,9 @@ var migrations = []string{
 		retired_at     timestamptz
 	);
 	CREATE UNIQUE INDEX signing_keys_one_active ON signing_keys (active) WHERE active;`,
+	// Rotation: a pending key (not active, activates_at set) is published
+	// before any replica signs with it.
+	`ALTER TABLE signing_keys ADD COLUMN activates_at timestamptz;`,
 }
 
 // SigningKey is a key as AC holds it in memory: the private half only for
@@ -40,10 +44,15 @@ type SigningKey struct {
 type Store struct {
 	pool   *pgxpool.Pool
 	master []byte
+	// RetireAfter: how long a replaced key stays published after the
+	// next one became active (tokens it signed must still verify).
+	RetireAfter time.Duration
 }
 
 // NewStore wraps a pool.
-func NewStore(pool *pgxpool.Pool, master []byte) *Store { return &Store{pool: pool, master: master} }
+func NewStore(pool *pgxpool.Pool, master []byte) *Store {
+	return &Store{pool: pool, master: master, RetireAfter: authn.MaxTokenTTL + time.Minute}
+}
 
 // Migrate brings the schema up to date.
 func (s *Store) Migrate(ctx context.Context) error {
@@ -64,10 +73,26 @@ func (s *Store) EnsureActiveKey(ctx context.Context) ([]SigningKey, error) {
 		if err := tx.QueryRow(ctx, `SELECT count(*) FROM signing_keys WHERE active`).Scan(&n); err != nil {
 			return err
 		}
-		if n > 0 {
+		if n == 0 {
+			return s.insertKey(ctx, tx, nil)
+		}
+		// A pending key whose time has come replaces the active one, which
+		// stays published until RetireAfter has passed.
+		var next string
+		err := tx.QueryRow(ctx, `SELECT kid FROM signing_keys WHERE NOT active AND retired_at IS NULL
+			AND activates_at <= now() ORDER BY activates_at DESC LIMIT 1`).Scan(&next)
+		if errors.Is(err, pgx.ErrNoRows) {
 			return nil
 		}
-		return s.insertKey(ctx, tx)
+		if err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, `UPDATE signing_keys SET active = false, retired_at = now() + make_interval(secs => $1) WHERE active`,
+			s.RetireAfter.Seconds()); err != nil {
+			return err
+		}
+		_, err = tx.Exec(ctx, `UPDATE signing_keys SET active = true, activates_at = NULL WHERE kid = $1`, next)
+		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("ensuring an active signing key: %w", err)
@@ -75,7 +100,34 @@ func (s *Store) EnsureActiveKey(ctx context.Context) ([]SigningKey, error) {
 	return s.Keys(ctx)
 }
 
-func (s *Store) insertKey(ctx context.Context, tx pgx.Tx) error {
+// ErrRotationPending: a next key is already waiting to become active.
+var ErrRotationPending = errors.New("a key rotation is already pending")
+
+// Rotate creates the next signing key, published at once and active from
+// lead on; it refuses while another rotation is pending.
+func (s *Store) Rotate(ctx context.Context, lead time.Duration) (kid string, activatesAt time.Time, err error) {
+	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, lockActiveKey); err != nil {
+			return err
+		}
+		var pending int
+		if err := tx.QueryRow(ctx, `SELECT count(*) FROM signing_keys WHERE NOT active AND retired_at IS NULL AND activates_at IS NOT NULL`).Scan(&pending); err != nil {
+			return err
+		}
+		if pending > 0 {
+			return ErrRotationPending
+		}
+		at := time.Now().Add(lead)
+		if err := s.insertKey(ctx, tx, &at); err != nil {
+			return err
+		}
+		return tx.QueryRow(ctx, `SELECT kid, activates_at FROM signing_keys WHERE activates_at IS NOT NULL AND NOT active AND retired_at IS NULL`).Scan(&kid, &activatesAt)
+	})
+	return kid, activatesAt, err
+}
+
+// insertKey adds a key: active when activatesAt is nil, else pending.
+func (s *Store) insertKey(ctx context.Context, tx pgx.Tx, activatesAt *time.Time) error {
 	pub, priv, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
 		return err
@@ -85,8 +137,8 @@ func (s *Store) insertKey(ctx context.Context, tx pgx.Tx) error {
 	if err != nil {
 		return err
 	}
-	_, err = tx.Exec(ctx, `INSERT INTO signing_keys (kid, public_key, sealed_private, active) VALUES ($1, $2, $3, true)`,
-		kid, []byte(pub), sealed)
+	_, err = tx.Exec(ctx, `INSERT INTO signing_keys (kid, public_key, sealed_private, active, activates_at) VALUES ($1, $2, $3, $4, $5)`,
+		kid, []byte(pub), sealed, activatesAt == nil, activatesAt)
 	return err
 }
 
@@ -99,10 +151,11 @@ func newKeyID(now time.Time) string {
 // ErrNoActiveKey means the table has no active key.
 var ErrNoActiveKey = errors.New("no active signing key")
 
-// Keys loads the unretired keys, unsealing the active one.
+// Keys loads the published keys — active, pending, and replaced ones not
+// yet retired — unsealing the active one.
 func (s *Store) Keys(ctx context.Context) ([]SigningKey, error) {
 	rows, err := s.pool.Query(ctx, `SELECT kid, public_key, sealed_private, active FROM signing_keys
-		WHERE retired_at IS NULL ORDER BY created_at`)
+		WHERE retired_at IS NULL OR retired_at > now() ORDER BY created_at`)
 	if err != nil {
 		return nil, err
 	}
