@@ -421,8 +421,9 @@ func TestAmplificationFactorForUnadmittedSenders(t *testing.T) {
 		totalIn, totalOut = totalIn+in, totalOut+out
 		worst = max(worst, float64(out)/float64(in))
 	}
-	t.Logf("FIGURE amplification: %d unadmitted senders sent %d B, received %d B; worst per-sender factor %.4f (limit 1); total %.4f",
-		len(attackers), totalIn, totalOut, worst, float64(totalOut)/float64(totalIn))
+	t.Logf("FIGURE amplification: %d unadmitted senders sent %d B (oversize datagrams included), received %d B; worst per-sender factor %.4f (limit 1); total %.4f; a challenge answers a %d-byte join with %d bytes (%.2f)",
+		len(attackers), totalIn, totalOut, worst, float64(totalOut)/float64(totalIn),
+		len(EncodeJoin(stolen, nil)), 4+CookieLen, float64(4+CookieLen)/float64(len(EncodeJoin(stolen, nil))))
 	if worst > 1 {
 		t.Fatalf("an unadmitted sender received %.3f× what it sent", worst)
 	}
@@ -598,8 +599,15 @@ func TestRandomIDFloodLeavesStateAndLatencyBounded(t *testing.T) {
 	for i := range senders {
 		wg.Go(func() {
 			c := newPeerOn(t, fmt.Sprintf("127.0.6.%d", i+1))
+			rr := rand.New(rand.NewPCG(uint64(i), 9))
 			for k := 0; k < total/senders && time.Since(start) < 20*time.Second; k++ {
-				c.raw(r.addr, flood[(k*senders+i)%len(flood)])
+				d := flood[(k*senders+i)%len(flood)] // this sender's own slots: no sharing
+				if d[3] == '1' && string(d[:4]) == "DTM1" {
+					for j := 5; j < 13; j++ { // a fresh random session id each time
+						d[j] = 'a' + byte(rr.IntN(26))
+					}
+				}
+				c.raw(r.addr, d)
 				sent.Add(1)
 				if k%100 == 99 { // pace: each sender is 1/senders of the rate
 					due := start.Add(time.Duration(float64(k+1) * senders / perSecond * float64(time.Second)))
