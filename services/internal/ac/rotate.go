@@ -28,6 +28,7 @@ func RotateKeyMain(l *envconf.Loader, out, errOut io.Writer) int {
 	dbURL := l.RequiredSecret("AC_DATABASE_URL", "a PostgreSQL URL, e.g. postgres://ac:PASSWORD@db:5432/ac?sslmode=verify-full")
 	master := l.Base64Key("AC_MASTER_KEY", 32)
 	reload := l.Duration("AC_KEY_RELOAD", time.Minute, time.Second, time.Hour)
+	version := l.Int("AC_MASTER_KEY_VERSION", 1, 1, 1_000_000)
 	if err := l.Err(); err != nil {
 		for _, line := range strings.Split(err.Error(), "\n") {
 			fmt.Fprintf(errOut, "%s: configuration: %s\n", name, line)
@@ -43,6 +44,7 @@ func RotateKeyMain(l *envconf.Loader, out, errOut io.Writer) int {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	store := NewStore(pool, []byte(master.Reveal()))
+	store.MasterVersion = version
 	if err := store.Migrate(ctx); err != nil {
 		fmt.Fprintf(errOut, "%s: migrating the schema: %v\n", name, err)
 		return 1

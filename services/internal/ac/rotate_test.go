@@ -152,3 +152,46 @@ func maps(m map[string]string, k, v string) map[string]string {
 	}
 	return c
 }
+
+// The master key carries a version: a replica started with version 2 and
+// the version 1 key as AC_MASTER_KEY_PREVIOUS re-seals the keys, after which
+// version 2 alone suffices and the old master key no longer opens them.
+func TestMasterKeyRotationByResealing(t *testing.T) {
+	dbURL := newDatabase(t)
+	a := startAC(t, dbURL, masterKey)
+	a.waitReady(t)
+	kid := a.svc.currentSigner().KeyID
+	newMaster := envconf.NewSecret("NEW-master-key-0123456789abcdef!")
+	v2 := func(prev envconf.Secret) func(*Config) {
+		return func(c *Config) { c.MasterVer, c.MasterPrev = 2, prev }
+	}
+	b := startAC(t, dbURL, newMaster, v2(masterKey))
+	b.waitReady(t)
+	if got := b.svc.currentSigner().KeyID; got != kid {
+		t.Fatalf("re-sealing replica signs with %s, want the existing %s", got, kid)
+	}
+	var version int
+	if err := b.svc.pool.QueryRow(context.Background(), `SELECT master_version FROM signing_keys WHERE kid = $1`, kid).Scan(&version); err != nil || version != 2 {
+		t.Fatalf("master_version = %d (%v), want 2", version, err)
+	}
+	c := startAC(t, dbURL, newMaster, v2(envconf.Secret{}))
+	c.waitReady(t)
+	if c.svc.currentSigner().KeyID != kid {
+		t.Fatal("version 2 alone does not open the re-sealed key")
+	}
+	d := startAC(t, dbURL, masterKey)
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(d.logs.String(), "master key version 2") && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if rep := d.readiness(); rep.Ready || !strings.Contains(d.logs.String(), "AC_MASTER_KEY_VERSION") {
+		t.Fatalf("the version 1 master key after re-sealing: ready=%v\n%s", rep.Ready, d.logs)
+	}
+	for _, r := range []*runningAC{a, b, c, d} {
+		for _, secret := range []string{masterKey.Reveal(), newMaster.Reveal()} {
+			if strings.Contains(r.logs.String(), secret) {
+				t.Fatal("a master key was logged")
+			}
+		}
+	}
+}

@@ -29,6 +29,8 @@ import (
 type Config struct {
 	DatabaseURL envconf.Secret // AC_DATABASE_URL
 	MasterKey   envconf.Secret // AC_MASTER_KEY: 32 bytes, base64
+	MasterVer   int            // AC_MASTER_KEY_VERSION
+	MasterPrev  envconf.Secret // AC_MASTER_KEY_PREVIOUS: the version MasterVer-1 key, while re-sealing
 	ClientsFile string         // AC_CLIENTS_FILE
 	Issuer      string         // AC_ISSUER: the iss claim
 	TokenTTL    time.Duration  // AC_TOKEN_TTL (≤ 15 min)
@@ -42,6 +44,8 @@ func LoadConfig(l *envconf.Loader) Config {
 	return Config{
 		DatabaseURL: l.RequiredSecret("AC_DATABASE_URL", "a PostgreSQL URL, e.g. postgres://ac:PASSWORD@db:5432/ac?sslmode=verify-full"),
 		MasterKey:   l.Base64Key("AC_MASTER_KEY", 32),
+		MasterVer:   l.Int("AC_MASTER_KEY_VERSION", 1, 1, 1_000_000),
+		MasterPrev:  l.OptionalBase64Key("AC_MASTER_KEY_PREVIOUS", 32),
 		ClientsFile: l.File("AC_CLIENTS_FILE", "the JSON file of service clients (id, secret_bcrypt, audiences)"),
 		Issuer:      l.String("AC_ISSUER", "https://ac-service"),
 		TokenTTL:    l.Duration("AC_TOKEN_TTL", 10*time.Minute, time.Minute, authn.MaxTokenTTL),
@@ -91,6 +95,10 @@ func NewService(kit *opskit.Kit, cfg Config) (*Service, error) {
 		return nil, errors.New("AC_DATABASE_URL: " + err.Error())
 	}
 	store := NewStore(pool, []byte(cfg.MasterKey.Reveal()))
+	store.MasterVersion = max(1, cfg.MasterVer)
+	if prev := cfg.MasterPrev.Reveal(); prev != "" {
+		store.Previous = []byte(prev)
+	}
 	// A replaced key stays published while a replica may still sign with
 	// it (until its next reload) plus the life of the tokens it signed.
 	store.RetireAfter = cfg.KeyReload + cfg.TokenTTL + time.Minute
