@@ -201,4 +201,9 @@ func TestMediaTickets(t *testing.T) {
 	if d := time.Until(tk.Expiry); d > time.Minute || d < 50*time.Second {
 		t.Fatalf("ticket expires in %s, want about MC_TICKET_TTL", d)
 	}
+	// MC not ready (its GC registration is stale): no new session is placed.
+	svc.gcReg.Mark(time.Now().Add(-time.Minute))
+	if code, _ := call("/v1/media-tickets", "signalling", req); code != http.StatusServiceUnavailable {
+		t.Fatalf("ticket from an MC that is not ready = %d, want 503", code)
+	}
 }

@@ -299,6 +299,13 @@ func (s *Service) ticket(w http.ResponseWriter, r *http.Request) {
 		wire.WriteJSON(w, http.StatusForbidden, map[string]string{"error": "this client may not request media tickets"})
 		return
 	}
+	// Not ready (GC or Redis lost): the MHs are refused their heartbeats
+	// and stop opening sessions, so no new session is placed either.
+	if !s.ready(r.Context()) {
+		s.tickets.WithLabelValues("error").Inc()
+		wire.WriteJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "meeting controller not ready"})
+		return
+	}
 	var req wire.MediaTicketRequest
 	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 4<<10))
 	dec.DisallowUnknownFields()
