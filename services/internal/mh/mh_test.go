@@ -512,16 +512,21 @@ func TestPerSourceRateLimit(t *testing.T) {
 	alice, bob := newPeer(t), newPeerOn(t, "127.0.5.1")
 	alice.mustJoin(r.addr, r.ticket(t, "s1", "alice"))
 	bob.mustJoin(r.addr, r.ticket(t, "s1", "bob"))
+	start := time.Now()
 	for i := range 400 {
 		alice.send(r.addr, "s1", fmt.Sprint(i))
 	}
+	took := time.Since(start)
 	got := 0
 	for bob.recv(300*time.Millisecond) != "" {
 		got++
 	}
-	t.Logf("FIGURE per-source rate limit: 400 datagrams sent at once, %d forwarded (limit 50/s, burst 100)", got)
-	if got < 50 || got > 120 {
-		t.Fatalf("forwarded %d of 400 datagrams sent in a burst, want about the burst of 100", got)
+	// At most the burst plus what the rate refills while sending (and
+	// while the relay works through its socket buffer).
+	allowed := 100 + int(50*(took+300*time.Millisecond).Seconds()) + 2
+	t.Logf("FIGURE per-source rate limit: 400 datagrams sent in %s, %d forwarded (limit 50/s, burst 100: at most %d)", took.Round(time.Millisecond), got, allowed)
+	if got < 50 || got > allowed {
+		t.Fatalf("forwarded %d of 400 datagrams sent in a burst, want 50..%d", got, allowed)
 	}
 }
 
