@@ -279,6 +279,7 @@ func TestServicesEndToEnd(t *testing.T) {
 		return
 	}
 	t.Run("tokens", func(t *testing.T) { e.tokens(t) })
+	t.Run("rotate-key command", func(t *testing.T) { e.rotateKey(t) })
 	t.Run("media relay", func(t *testing.T) { e.mediaRelay(t) })
 	t.Run("database freeze keeps live media", func(t *testing.T) { e.databaseFreeze(t) })
 	t.Run("redis outage", func(t *testing.T) { e.redisOutage(t) })
@@ -461,6 +462,46 @@ func (e *env) mediaRelay(t *testing.T) {
 	for _, want := range []string{`mh_datagrams_total{result="forwarded"}`, "mh_forwarding_latency_seconds_bucket", "mh_bandwidth_utilization_ratio"} {
 		if !strings.Contains(metrics, want) {
 			t.Errorf("MH metrics lack %s", want)
+		}
+	}
+}
+
+// rotateKey runs `ac-service rotate-key` as an operator would, with AC's
+// environment: it schedules the next key and refuses a second rotation.
+func (e *env) rotateKey(t *testing.T) {
+	run := func() (int, string, string) {
+		cmd := exec.Command(e.ac.bin, "rotate-key")
+		cmd.Env = e.ac.env
+		var out, errOut bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, &errOut
+		err := cmd.Run()
+		code := 0
+		var exit *exec.ExitError
+		if errors.As(err, &exit) {
+			code = exit.ExitCode()
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		return code, out.String(), errOut.String()
+	}
+	code, out, errOut := run()
+	var res struct {
+		Kid         string    `json:"kid"`
+		ActivatesAt time.Time `json:"activates_at"`
+	}
+	if code != 0 || json.Unmarshal([]byte(out), &res) != nil || res.Kid == "" {
+		t.Fatalf("rotate-key = %d %q %q", code, out, errOut)
+	}
+	// AC_KEY_RELOAD is 1m here: the key signs from about 70 s on, after this test.
+	if d := time.Until(res.ActivatesAt); d < 60*time.Second || d > 71*time.Second {
+		t.Fatalf("next key activates in %s, want AC_KEY_RELOAD + 10 s", d)
+	}
+	if code, _, errOut := run(); code != 1 || !strings.Contains(errOut, "already pending") {
+		t.Fatalf("second rotate-key = %d %q", code, errOut)
+	}
+	for _, secret := range e.secrets {
+		if strings.Contains(out+errOut, secret) {
+			t.Fatal("rotate-key printed a secret")
 		}
 	}
 }
