@@ -58,6 +58,13 @@ var clientAudiences = map[string][]string{
 	"media-handler":      {"meeting-controller"}, // registers with MC
 }
 
+// clientInstances: the registry ids each client may register (its pods'
+// names: MC_ID and MH_ID are $(POD_NAME) of their Deployments).
+var clientInstances = map[string][]string{
+	"meeting-controller": {"meeting-controller-*"}, // at GC
+	"media-handler":      {"media-handler-*"},      // at MC
+}
+
 // Generate makes every secret the ExternalSecrets in infra/ read.
 func Generate(o Options) ([]Secret, error) {
 	if o.Namespace == "" || len(o.ServiceNamespaces) == 0 || o.DataNamespace == "" {
@@ -101,7 +108,7 @@ func Generate(o Options) ([]Secret, error) {
 		if err != nil {
 			return nil, err
 		}
-		clients.Clients = append(clients.Clients, client{ID: id, SecretBcrypt: string(hash), Audiences: clientAudiences[id]})
+		clients.Clients = append(clients.Clients, client{ID: id, SecretBcrypt: string(hash), Audiences: clientAudiences[id], Instances: clientInstances[id]})
 		g.add("dark-tower-"+id, map[string]string{"client-secret": secret})
 	}
 	clientsJSON, err := json.MarshalIndent(clients, "", "  ")
@@ -132,6 +139,7 @@ type client struct {
 	ID           string   `json:"id"`
 	SecretBcrypt string   `json:"secret_bcrypt"`
 	Audiences    []string `json:"audiences"`
+	Instances    []string `json:"instances"`
 }
 
 type gen struct {

@@ -74,6 +74,7 @@ func TestClientsFileMatchesTheClientSecrets(t *testing.T) {
 			ID           string   `json:"id"`
 			SecretBcrypt string   `json:"secret_bcrypt"`
 			Audiences    []string `json:"audiences"`
+			Instances    []string `json:"instances"`
 		} `json:"clients"`
 	}
 	if err := json.Unmarshal([]byte(s["dark-tower-ac-service"]["clients-json"]), &file); err != nil {
@@ -89,6 +90,10 @@ func TestClientsFileMatchesTheClientSecrets(t *testing.T) {
 		}
 		if len(c.Audiences) != 1 {
 			t.Errorf("%s: audiences %v", c.ID, c.Audiences)
+		}
+		// The pods register under their names (MC_ID/MH_ID = $(POD_NAME)).
+		if len(c.Instances) != 1 || c.Instances[0] != c.ID+"-*" {
+			t.Errorf("%s: instances %v, want [%s-*]", c.ID, c.Instances, c.ID)
 		}
 	}
 	if key, err := base64.StdEncoding.DecodeString(s["dark-tower-ac-service"]["master-key"]); err != nil || len(key) != 32 {

@@ -29,6 +29,7 @@ import (
 	"github.com/darktower/delivery/services/internal/ac"
 	"github.com/darktower/delivery/services/internal/mh"
 	"github.com/darktower/delivery/services/internal/testenv"
+	"github.com/darktower/delivery/services/internal/wire"
 	"golang.org/x/crypto/bcrypt"
 	"golang.org/x/oauth2"
 	"golang.org/x/oauth2/clientcredentials"
@@ -178,10 +179,10 @@ func setup(t *testing.T) *env {
 	mcSecret, mhSecret, testerSecret := "mc-secret-e2e-value", "mh-secret-e2e-value", "tester-secret-e2e-value"
 	e.secrets = []string{e.pg.Password, masterKey, mcSecret, mhSecret, testerSecret}
 	clientsFile := filepath.Join(dir, "clients.json")
-	writeClients(t, clientsFile, map[string][2]string{
-		"meeting-controller": {mcSecret, "global-controller"},
-		"media-handler":      {mhSecret, "meeting-controller"},
-		"e2e-tester":         {testerSecret, "global-controller meeting-controller"},
+	writeClients(t, clientsFile, map[string][3]string{
+		"meeting-controller": {mcSecret, "global-controller", "mc-e2e"},
+		"media-handler":      {mhSecret, "meeting-controller", "mh-*"},
+		"e2e-tester":         {testerSecret, "global-controller meeting-controller", "e2e-*"},
 	})
 
 	newService := func(name string, extra ...string) *service {
@@ -199,14 +200,17 @@ func setup(t *testing.T) *env {
 		return s
 	}
 	e.ac = newService("ac-service",
-		"AC_DATABASE_URL="+acDB, "AC_MASTER_KEY="+masterKey, "AC_CLIENTS_FILE="+clientsFile)
+		"AC_DATABASE_URL="+acDB, "AC_MASTER_KEY="+masterKey, "AC_CLIENTS_FILE="+clientsFile,
+		// Every client here comes from 127.0.0.1: one source for the limits.
+		"AC_TOKEN_RATE_PER_SOURCE=50", "AC_AUTH_CONCURRENCY_PER_SOURCE=4", "AC_AUTH_CONCURRENCY=4")
 	acURL := "https://" + e.ac.apiAddr
 	e.gc = newService("global-controller",
 		"GC_DATABASE_URL="+gcDB, "GC_AC_JWKS_URL="+acURL+"/.well-known/jwks.json")
 	e.mc = newService("meeting-controller",
 		"MC_ID=mc-e2e", "MC_REDIS_ADDR="+e.redis.Addr(), "MC_CLIENT_SECRET="+mcSecret,
 		"MC_GC_URL=https://"+e.gc.apiAddr, "MC_AC_TOKEN_URL="+acURL+"/v1/oauth/token",
-		"MC_AC_JWKS_URL="+acURL+"/.well-known/jwks.json", "MC_HEARTBEAT_INTERVAL="+heartbeat.String())
+		"MC_AC_JWKS_URL="+acURL+"/.well-known/jwks.json", "MC_HEARTBEAT_INTERVAL="+heartbeat.String(),
+		"MC_TICKET_CLIENTS=e2e-tester")
 	e.mc.env = append(e.mc.env, "MC_ADVERTISE_URL=https://"+e.mc.apiAddr)
 	e.mediaAddr = freeUDPAddr(t)
 	e.mh = newService("media-handler",
@@ -217,14 +221,15 @@ func setup(t *testing.T) *env {
 	return e
 }
 
-func writeClients(t *testing.T, path string, clients map[string][2]string) {
+// writeClients: id → secret, audiences, instances (space-separated).
+func writeClients(t *testing.T, path string, clients map[string][3]string) {
 	var f ac.ClientsFile
 	for id, c := range clients {
 		h, err := bcrypt.GenerateFromPassword([]byte(c[0]), bcrypt.MinCost)
 		if err != nil {
 			t.Fatal(err)
 		}
-		f.Clients = append(f.Clients, ac.Client{ID: id, SecretBcrypt: string(h), Audiences: strings.Fields(c[1])})
+		f.Clients = append(f.Clients, ac.Client{ID: id, SecretBcrypt: string(h), Audiences: strings.Fields(c[1]), Instances: strings.Fields(c[2])})
 	}
 	b, _ := json.Marshal(f)
 	if err := os.WriteFile(path, b, 0o600); err != nil {
@@ -274,7 +279,9 @@ func TestServicesEndToEnd(t *testing.T) {
 		return
 	}
 	t.Run("tokens", func(t *testing.T) { e.tokens(t) })
+	t.Run("rotate-key command", func(t *testing.T) { e.rotateKey(t) })
 	t.Run("media relay", func(t *testing.T) { e.mediaRelay(t) })
+	t.Run("database freeze keeps live media", func(t *testing.T) { e.databaseFreeze(t) })
 	t.Run("redis outage", func(t *testing.T) { e.redisOutage(t) })
 	t.Run("SIGTERM drains and exits 0", func(t *testing.T) { e.sigterm(t) })
 	t.Run("no secrets in logs", func(t *testing.T) { e.noSecretsInLogs(t) })
@@ -355,6 +362,19 @@ func (e *env) tokens(t *testing.T) {
 			t.Errorf("%s: %d %s, want a bare 401", name, code, body)
 		}
 	}
+	// Finding 4: another client with a valid token cannot overwrite
+	// mc-e2e's endpoint at GC, nor mh-e2e's media address at MC.
+	hijackGC := map[string]string{"id": "mc-e2e", "endpoint": "https://attacker.example", "region": "local"}
+	if code, body, _ := testenv.CallJSON(t, c, "POST", "https://"+e.gc.apiAddr+"/v1/meeting-controllers", e.token(t, "global-controller"), hijackGC); code != 403 {
+		t.Errorf("foreign registration of mc-e2e at GC = %d %s, want 403", code, body)
+	}
+	hijackMC := map[string]any{"id": "mh-e2e", "media_addr": "203.0.113.66:443", "endpoint": "https://attacker.example", "utilization": 0, "admitting": true}
+	if code, body, _ := testenv.CallJSON(t, c, "POST", "https://"+e.mc.apiAddr+"/v1/media-handlers", e.token(t, "meeting-controller"), hijackMC); code != 403 {
+		t.Errorf("foreign registration of mh-e2e at MC = %d %s, want 403", code, body)
+	}
+	if _, body, _ := list(e.token(t, "global-controller")); strings.Contains(body, "attacker.example") || !strings.Contains(body, `"mc-e2e"`) {
+		t.Errorf("GC's registry after the attempt: %s", body)
+	}
 }
 
 func (e *env) mediaRelay(t *testing.T) {
@@ -367,31 +387,67 @@ func (e *env) mediaRelay(t *testing.T) {
 		return c
 	}
 	to, _ := net.ResolveUDPAddr("udp", e.mediaAddr)
-	alice, bob := listen(), listen()
+	alice, bob, eve := listen(), listen(), listen()
 	send := func(c *net.UDPConn, payload string) {
 		d, _ := mh.EncodeDatagram("meeting-e2e", []byte(payload))
 		if _, err := c.WriteToUDP(d, to); err != nil {
 			t.Fatal(err)
 		}
 	}
-	send(bob, "bob joins")
-	// Bob's join is processed before Alice's datagram only if it arrived
-	// first; UDP on loopback keeps order from one socket, not across two,
-	// so Alice resends until Bob hears her.
+	mcToken := e.token(t, "meeting-controller")
+	ticket := func(participant string) []byte {
+		code, body, _ := testenv.CallJSON(t, e.httpsClient(), "POST", "https://"+e.mc.apiAddr+"/v1/media-tickets", mcToken,
+			wire.MediaTicketRequest{SessionID: "meeting-e2e", ParticipantID: participant})
+		var mt wire.MediaTicket
+		if code != 200 || json.Unmarshal(body, &mt) != nil || mt.MediaHandler != "mh-e2e" || mt.MediaAddr != e.mediaAddr {
+			t.Fatalf("MC ticket = %d %s", code, body)
+		}
+		raw, err := base64.RawURLEncoding.DecodeString(mt.Ticket)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return raw
+	}
 	buf := make([]byte, 1500)
-	for attempt := 0; ; attempt++ {
-		send(alice, "hello from alice")
-		_ = bob.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
-		n, _, err := bob.ReadFromUDP(buf)
-		if err == nil {
-			if !bytes.HasSuffix(buf[:n], []byte("hello from alice")) {
-				t.Fatalf("bob received %q", buf[:n])
-			}
-			break
+	read := func(c *net.UDPConn, wait time.Duration) []byte {
+		_ = c.SetReadDeadline(time.Now().Add(wait))
+		n, _, err := c.ReadFromUDP(buf)
+		if err != nil {
+			return nil
 		}
-		if !errors.Is(err, os.ErrDeadlineExceeded) || attempt == 10 {
-			t.Fatalf("bob never received alice's datagram: %v", err)
+		return buf[:n]
+	}
+	join := func(c *net.UDPConn, tk []byte) {
+		if _, err := c.WriteToUDP(mh.EncodeJoin(tk, nil), to); err != nil {
+			t.Fatal(err)
 		}
+		cookie, ok := mh.ParseChallenge(read(c, 2*time.Second))
+		if !ok {
+			t.Fatal("MH did not challenge a join with MC's ticket")
+		}
+		if _, err := c.WriteToUDP(mh.EncodeJoin(tk, cookie), to); err != nil {
+			t.Fatal(err)
+		}
+		if !mh.IsWelcome(read(c, 2*time.Second)) {
+			t.Fatal("MH did not welcome a join that echoed its cookie")
+		}
+	}
+	// Eve, without a ticket, joins the old way (one media datagram) and
+	// is neither forwarded nor answered.
+	send(eve, "eve joins")
+	join(bob, ticket("bob"))
+	join(alice, ticket("alice"))
+	send(eve, "eve injects")
+	send(alice, "hello from alice")
+	if got := read(bob, 2*time.Second); !bytes.HasSuffix(got, []byte("hello from alice")) {
+		t.Fatalf("bob received %q, want alice's datagram (and nothing from eve)", got)
+	}
+	send(bob, "hello from bob")
+	if got := read(alice, 2*time.Second); !bytes.HasSuffix(got, []byte("hello from bob")) {
+		t.Fatalf("alice received %q", got)
+	}
+	if got := read(eve, 300*time.Millisecond); got != nil {
+		t.Fatalf("an unadmitted source received %q", got)
 	}
 	resp, err := e.httpsClient().Get("https://" + e.mh.apiAddr + "/v1/load")
 	if err != nil {
@@ -407,6 +463,173 @@ func (e *env) mediaRelay(t *testing.T) {
 		if !strings.Contains(metrics, want) {
 			t.Errorf("MH metrics lack %s", want)
 		}
+	}
+}
+
+// rotateKey runs `ac-service rotate-key` as an operator would, with AC's
+// environment: it schedules the next key and refuses a second rotation.
+func (e *env) rotateKey(t *testing.T) {
+	run := func() (int, string, string) {
+		cmd := exec.Command(e.ac.bin, "rotate-key")
+		cmd.Env = e.ac.env
+		var out, errOut bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, &errOut
+		err := cmd.Run()
+		code := 0
+		var exit *exec.ExitError
+		if errors.As(err, &exit) {
+			code = exit.ExitCode()
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		return code, out.String(), errOut.String()
+	}
+	code, out, errOut := run()
+	var res struct {
+		Kid         string    `json:"kid"`
+		ActivatesAt time.Time `json:"activates_at"`
+	}
+	if code != 0 || json.Unmarshal([]byte(out), &res) != nil || res.Kid == "" {
+		t.Fatalf("rotate-key = %d %q %q", code, out, errOut)
+	}
+	// AC_KEY_RELOAD is 1m here: the key signs from about 70 s on, after this test.
+	if d := time.Until(res.ActivatesAt); d < 60*time.Second || d > 71*time.Second {
+		t.Fatalf("next key activates in %s, want AC_KEY_RELOAD + 10 s", d)
+	}
+	if code, _, errOut := run(); code != 1 || !strings.Contains(errOut, "already pending") {
+		t.Fatalf("second rotate-key = %d %q", code, errOut)
+	}
+	for _, secret := range e.secrets {
+		if strings.Contains(out+errOut, secret) {
+			t.Fatal("rotate-key printed a secret")
+		}
+	}
+}
+
+// admittedPair asks MC for tickets and joins two fresh sockets to session.
+func (e *env) admittedPair(t *testing.T, session string) (alice, bob *net.UDPConn, to *net.UDPAddr) {
+	to, _ = net.ResolveUDPAddr("udp", e.mediaAddr)
+	tok := e.token(t, "meeting-controller")
+	join := func(participant string) *net.UDPConn {
+		c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		code, body, _ := testenv.CallJSON(t, e.httpsClient(), "POST", "https://"+e.mc.apiAddr+"/v1/media-tickets", tok,
+			wire.MediaTicketRequest{SessionID: session, ParticipantID: participant})
+		var mt wire.MediaTicket
+		if code != 200 || json.Unmarshal(body, &mt) != nil {
+			t.Fatalf("MC ticket = %d %s", code, body)
+		}
+		raw, _ := base64.RawURLEncoding.DecodeString(mt.Ticket)
+		buf := make([]byte, 64)
+		_, _ = c.WriteToUDP(mh.EncodeJoin(raw, nil), to)
+		_ = c.SetReadDeadline(time.Now().Add(2 * time.Second))
+		n, _, err := c.ReadFromUDP(buf)
+		cookie, ok := mh.ParseChallenge(buf[:max(n, 0)])
+		if err != nil || !ok {
+			t.Fatalf("no challenge: %v", err)
+		}
+		_, _ = c.WriteToUDP(mh.EncodeJoin(raw, cookie), to)
+		if n, _, err = c.ReadFromUDP(buf); err != nil || !mh.IsWelcome(buf[:n]) {
+			t.Fatalf("no welcome: %v", err)
+		}
+		return c
+	}
+	return join("alice"), join("bob"), to
+}
+
+func (e *env) mhLoad(t *testing.T) mh.Load {
+	resp, err := e.httpsClient().Get("https://" + e.mh.apiAddr + "/v1/load")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var load mh.Load
+	_ = json.NewDecoder(resp.Body).Decode(&load)
+	return load
+}
+
+// Finding 5: with PostgreSQL frozen (GC cannot register MCs, so MC and then
+// MH lose their upstream), MH stays ready and keeps relaying the live
+// session; it stops admitting new sessions; AC stays ready (it signs from
+// memory). Everything recovers after the thaw.
+func (e *env) databaseFreeze(t *testing.T) {
+	alice, bob, to := e.admittedPair(t, "meeting-freeze")
+	const freezeFor = 6 * time.Second
+	if err := e.pg.Freeze(); err != nil {
+		t.Fatal(err)
+	}
+	frozen := time.Now()
+	thawed := false
+	defer func() {
+		if !thawed {
+			_ = e.pg.Thaw()
+		}
+	}()
+	// The live call: a frame every 50 ms, each awaited, for the whole freeze.
+	var sent, received, mhProbes, mhNotReady int
+	media := make(chan struct{})
+	go func() {
+		defer close(media)
+		buf := make([]byte, 1500)
+		for time.Since(frozen) < freezeFor {
+			d, _ := mh.EncodeDatagram("meeting-freeze", []byte(fmt.Sprint("frame ", sent)))
+			if _, err := alice.WriteToUDP(d, to); err != nil {
+				return
+			}
+			sent++
+			_ = bob.SetReadDeadline(time.Now().Add(time.Second))
+			if n, _, err := bob.ReadFromUDP(buf); err == nil && bytes.HasSuffix(buf[:n], []byte(fmt.Sprint("frame ", sent-1))) {
+				received++
+			}
+			mhProbes++
+			if code, _ := e.mh.ready(); code != 200 {
+				mhNotReady++
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}()
+	notReady := map[string]int{}
+	rounds := 0
+	sawNotAdmitting := false
+	for time.Since(frozen) < freezeFor {
+		rounds++
+		for _, s := range []*service{e.ac, e.gc, e.mc, e.mh} {
+			if code, _ := s.ready(); code != 200 {
+				notReady[s.name]++
+			}
+		}
+		if !e.mhLoad(t).Admitting {
+			sawNotAdmitting = true
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	<-media
+	if err := e.pg.Thaw(); err != nil {
+		t.Fatal(err)
+	}
+	thawed = true
+	thawedAt := time.Now()
+	waitFor(t, 30*time.Second, "all ready and MH admitting after the thaw", func() bool {
+		for _, s := range e.all() {
+			if code, _ := s.ready(); code != 200 {
+				return false
+			}
+		}
+		return e.mhLoad(t).Admitting
+	})
+	t.Logf("FIGURE database freeze %s: live session relayed %d/%d frames; MH /ready 503 in %d of %d probes; /ready 503 samples: %v (of %d rounds over all four); MH stopped admitting new sessions: %v; all ready and admitting %s after the thaw",
+		freezeFor, received, sent, mhNotReady, mhProbes, notReady, rounds, sawNotAdmitting, time.Since(thawedAt).Round(time.Millisecond))
+	if received != sent {
+		t.Errorf("live media interrupted: %d of %d frames relayed during the freeze", received, sent)
+	}
+	if mhNotReady > 0 || notReady["media-handler"] > 0 || notReady["ac-service"] > 0 {
+		t.Errorf("MH or AC went not ready during the freeze: %v", notReady)
+	}
+	if !sawNotAdmitting {
+		t.Error("MH kept admitting new sessions while its MC could not register with GC")
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -54,7 +55,7 @@ func writeClients(t *testing.T) string {
 		t.Fatal(err)
 	}
 	f := ClientsFile{Clients: []Client{
-		{ID: "meeting-controller", SecretBcrypt: string(hash), Audiences: []string{"global-controller"}},
+		{ID: "meeting-controller", SecretBcrypt: string(hash), Audiences: []string{"global-controller"}, Instances: []string{"meeting-controller-*", "mc-e2e"}},
 		{ID: "ops-tool", SecretBcrypt: string(hash), Audiences: []string{"global-controller", "meeting-controller"}},
 	}}
 	b, _ := json.Marshal(f)
@@ -75,12 +76,21 @@ type runningAC struct {
 	rdy  *opskit.Readiness
 }
 
-func startAC(t *testing.T, dbURL string, master envconf.Secret) *runningAC {
+// testGuard is generous: tests that do not exercise the limits are not
+// slowed by them.
+var testGuard = GuardConfig{Concurrency: 4, ConcurrencySource: 4, QueueWait: 5 * time.Second,
+	SourceRate: 1000, ClientRate: 1000, FailureLogEvery: time.Second}
+
+func startAC(t *testing.T, dbURL string, master envconf.Secret, opts ...func(*Config)) *runningAC {
 	t.Helper()
 	kit, logs := testenv.Kit(t, "ac-service", "")
-	svc, err := NewService(kit, Config{DatabaseURL: envconf.NewSecret(dbURL), MasterKey: master,
+	cfg := Config{DatabaseURL: envconf.NewSecret(dbURL), MasterKey: master,
 		ClientsFile: writeClients(t), Issuer: "https://ac-service", TokenTTL: 10 * time.Minute,
-		KeyReload: time.Minute, DBMaxConns: 4})
+		KeyReload: time.Minute, DBMaxConns: 4, Guard: testGuard}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	svc, err := NewService(kit, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -136,8 +146,11 @@ func TestTokenIsVerifiableAgainstPublishedJWKS(t *testing.T) {
 	if err != nil {
 		t.Fatalf("AC's token does not verify against AC's JWKS: %v", err)
 	}
-	if claims.Subject != "meeting-controller" {
-		t.Fatalf("sub = %q", claims.Subject)
+	if claims.Subject != "meeting-controller" || !slices.Equal(claims.Instances, []string{"meeting-controller-*", "mc-e2e"}) {
+		t.Fatalf("sub = %q, instances = %q", claims.Subject, claims.Instances)
+	}
+	if !claims.OwnsInstance("meeting-controller-7d9f-x2x") || !claims.OwnsInstance("mc-e2e") || claims.OwnsInstance("mc-other") {
+		t.Fatal("instances claim does not grant what the clients file says")
 	}
 	// A client with one audience may omit it.
 	implicit := a.tokenClient("meeting-controller", clientSecret, "")
@@ -257,11 +270,52 @@ func TestLoadClientsRejectsBadFiles(t *testing.T) {
 		"no audiences":  `{"clients":[{"id":"a","secret_bcrypt":"$2a$04$abcdefghijklmnopqrstuu5Jm1lOv3ec2n0vJ0Sj7eCg2Jm2QZZm6","audiences":[]}]}`,
 		"empty":         `{"clients":[]}`,
 		"bad id":        `{"clients":[{"id":"A B","secret_bcrypt":"x","audiences":["x"]}]}`,
+		"bad instance":  `{"clients":[{"id":"a","secret_bcrypt":"$2a$04$abcdefghijklmnopqrstuu5Jm1lOv3ec2n0vJ0Sj7eCg2Jm2QZZm6","audiences":["x"],"instances":["*"]}]}`,
+		"star inside":   `{"clients":[{"id":"a","secret_bcrypt":"$2a$04$abcdefghijklmnopqrstuu5Jm1lOv3ec2n0vJ0Sj7eCg2Jm2QZZm6","audiences":["x"],"instances":["mc-*-x"]}]}`,
 	} {
 		p := filepath.Join(dir, strings.ReplaceAll(name, " ", "_"))
 		_ = os.WriteFile(p, []byte(body), 0o600)
 		if _, err := LoadClients(p); err == nil || !strings.Contains(err.Error(), "AC_CLIENTS_FILE") {
 			t.Errorf("%s: err = %v", name, err)
 		}
+	}
+}
+
+// Graceful degradation: once its keys are loaded AC issues tokens and
+// serves its JWKS without the database, and stays ready (the database is
+// reported unhealthy, for information).
+func TestServesTokensThroughADatabaseOutage(t *testing.T) {
+	own, err := testenv.StartPostgres()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stopped := false
+	defer func() {
+		if !stopped {
+			own.Stop()
+		}
+	}()
+	dbURL, err := own.CreateDatabase("ac")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := startAC(t, dbURL, masterKey)
+	a.waitReady(t)
+	own.Stop()
+	stopped = true
+	rep := a.readiness()
+	if !rep.Ready || rep.Components["database"] || !rep.Components["signing_key"] {
+		t.Fatalf("with the database gone: %+v, want ready with database unhealthy", rep)
+	}
+	if _, err := a.tokenClient("meeting-controller", clientSecret, "global-controller").Token(a.ctx()); err != nil {
+		t.Fatalf("no token without the database: %v", err)
+	}
+	resp, err := a.api.Client().Get(a.api.URL + "/.well-known/jwks.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("JWKS = %d without the database", resp.StatusCode)
 	}
 }

@@ -15,17 +15,24 @@ type Client struct {
 	ID           string   `json:"id"`
 	SecretBcrypt string   `json:"secret_bcrypt"`
 	Audiences    []string `json:"audiences"`
+	// Instances are the registry ids (MC ids at GC, MH ids at MC) this
+	// client may register and heartbeat: exact ids or a prefix ending in
+	// "*". Carried in its tokens; empty: it may register none.
+	Instances []string `json:"instances,omitempty"`
 }
 
 // ClientsFile is the mounted credentials file (AC_CLIENTS_FILE):
 //
 //	{"clients": [{"id": "meeting-controller", "secret_bcrypt": "$2a$10$...",
-//	              "audiences": ["global-controller"]}]}
+//	              "audiences": ["global-controller"], "instances": ["meeting-controller-*"]}]}
 type ClientsFile struct {
 	Clients []Client `json:"clients"`
 }
 
-var idPattern = regexp.MustCompile(`^[a-z0-9][a-z0-9.-]{0,62}$`)
+var (
+	idPattern       = regexp.MustCompile(`^[a-z0-9][a-z0-9.-]{0,62}$`)
+	instancePattern = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$|^[a-z0-9][a-z0-9-]{0,61}\*$`)
+)
 
 // LoadClients reads and validates the credentials file strictly: unknown
 // fields, duplicate IDs, secrets that are not bcrypt hashes and clients
@@ -56,24 +63,15 @@ func LoadClients(path string) (map[string]Client, error) {
 		if len(c.Audiences) == 0 {
 			return nil, fmt.Errorf("%s: audiences is empty", where)
 		}
+		for _, in := range c.Instances {
+			if !instancePattern.MatchString(in) {
+				return nil, fmt.Errorf("%s: instance %q is neither a DNS label nor a DNS-label prefix ending in *", where, in)
+			}
+		}
 		clients[c.ID] = c
 	}
 	if len(clients) == 0 {
 		return nil, fmt.Errorf("AC_CLIENTS_FILE %s defines no clients", path)
 	}
 	return clients, nil
-}
-
-// dummyHash keeps the time to refuse an unknown client equal to a wrong secret.
-var dummyHash, _ = bcrypt.GenerateFromPassword([]byte("dark-tower-unknown-client"), bcrypt.DefaultCost)
-
-// authenticate checks id/secret in constant-ish time.
-func authenticate(clients map[string]Client, id, secret string) (Client, bool) {
-	c, ok := clients[id]
-	hash := []byte(c.SecretBcrypt)
-	if !ok {
-		hash = dummyHash
-	}
-	err := bcrypt.CompareHashAndPassword(hash, []byte(secret))
-	return c, ok && err == nil
 }

@@ -8,9 +8,12 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"net"
 	"net/http"
 	"net/url"
+	"runtime"
 	"slices"
+	"strconv"
 	"sync"
 	"time"
 
@@ -26,11 +29,14 @@ import (
 type Config struct {
 	DatabaseURL envconf.Secret // AC_DATABASE_URL
 	MasterKey   envconf.Secret // AC_MASTER_KEY: 32 bytes, base64
+	MasterVer   int            // AC_MASTER_KEY_VERSION
+	MasterPrev  envconf.Secret // AC_MASTER_KEY_PREVIOUS: the version MasterVer-1 key, while re-sealing
 	ClientsFile string         // AC_CLIENTS_FILE
 	Issuer      string         // AC_ISSUER: the iss claim
 	TokenTTL    time.Duration  // AC_TOKEN_TTL (≤ 15 min)
 	KeyReload   time.Duration  // AC_KEY_RELOAD: how often keys are re-read (rotation by another replica)
 	DBMaxConns  int            // AC_DB_MAX_CONNS
+	Guard       GuardConfig    // AC_AUTH_*, AC_TOKEN_RATE_*, AC_FAILURE_LOG_INTERVAL
 }
 
 // LoadConfig reads ac-service's variables.
@@ -38,11 +44,21 @@ func LoadConfig(l *envconf.Loader) Config {
 	return Config{
 		DatabaseURL: l.RequiredSecret("AC_DATABASE_URL", "a PostgreSQL URL, e.g. postgres://ac:PASSWORD@db:5432/ac?sslmode=verify-full"),
 		MasterKey:   l.Base64Key("AC_MASTER_KEY", 32),
+		MasterVer:   l.Int("AC_MASTER_KEY_VERSION", 1, 1, 1_000_000),
+		MasterPrev:  l.OptionalBase64Key("AC_MASTER_KEY_PREVIOUS", 32),
 		ClientsFile: l.File("AC_CLIENTS_FILE", "the JSON file of service clients (id, secret_bcrypt, audiences)"),
 		Issuer:      l.String("AC_ISSUER", "https://ac-service"),
 		TokenTTL:    l.Duration("AC_TOKEN_TTL", 10*time.Minute, time.Minute, authn.MaxTokenTTL),
 		KeyReload:   l.Duration("AC_KEY_RELOAD", time.Minute, time.Second, time.Hour),
 		DBMaxConns:  l.Int("AC_DB_MAX_CONNS", 10, 1, 200),
+		Guard: GuardConfig{
+			Concurrency:       l.Int("AC_AUTH_CONCURRENCY", max(1, runtime.GOMAXPROCS(0)/2), 1, 256),
+			ConcurrencySource: l.Int("AC_AUTH_CONCURRENCY_PER_SOURCE", 1, 1, 256),
+			QueueWait:         l.Duration("AC_AUTH_QUEUE_WAIT", 200*time.Millisecond, 0, 10*time.Second),
+			SourceRate:        l.Float("AC_TOKEN_RATE_PER_SOURCE", 5, 0.01, 1e5),
+			ClientRate:        l.Float("AC_TOKEN_RATE_PER_CLIENT", 10, 0.01, 1e5),
+			FailureLogEvery:   l.Duration("AC_FAILURE_LOG_INTERVAL", 10*time.Second, 100*time.Millisecond, time.Hour),
+		},
 	}
 }
 
@@ -53,6 +69,7 @@ type Service struct {
 	pool    *pgxpool.Pool
 	store   *Store
 	clients map[string]Client
+	guard   *guard
 
 	mu     sync.RWMutex
 	keys   []SigningKey
@@ -77,22 +94,38 @@ func NewService(kit *opskit.Kit, cfg Config) (*Service, error) {
 	if err != nil {
 		return nil, errors.New("AC_DATABASE_URL: " + err.Error())
 	}
+	store := NewStore(pool, []byte(cfg.MasterKey.Reveal()))
+	store.MasterVersion = max(1, cfg.MasterVer)
+	if prev := cfg.MasterPrev.Reveal(); prev != "" {
+		store.Previous = []byte(prev)
+	}
+	// A replaced key stays published while a replica may still sign with
+	// it (until its next reload) plus the life of the tokens it signed.
+	store.RetireAfter = cfg.KeyReload + cfg.TokenTTL + time.Minute
+	g, err := newGuard(cfg.Guard, clients)
+	if err != nil {
+		return nil, err
+	}
 	s := &Service{
-		cfg: cfg, kit: kit, pool: pool, clients: clients,
-		store: NewStore(pool, []byte(cfg.MasterKey.Reveal())),
+		cfg: cfg, kit: kit, pool: pool, clients: clients, guard: g,
+		store: store,
 		issued: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "ac_tokens_total",
-			Help: "Token requests by outcome (issued, invalid_client, invalid_request, unsupported_grant_type, invalid_target, error).",
+			Help: "Token requests by outcome (issued, invalid_client, invalid_request, unsupported_grant_type, invalid_target, rate_limited, overloaded, temporarily_unavailable, server_error).",
 		}, []string{"outcome"}),
 	}
 	kit.Registry.MustRegister(s.issued)
 	return s, nil
 }
 
-// Checks: database connectivity and an active signing key (ADR-0012).
+// Checks: an active signing key (ADR-0012), and database connectivity as
+// information only: once the keys are loaded, AC issues tokens and serves
+// its JWKS from memory, so a database outage must not take it (and every
+// service whose tokens it issues) out of service. Without a key (first
+// start, wrong master key) it is not ready.
 func (s *Service) Checks() []opskit.Check {
 	return []opskit.Check{
-		{Name: "database", Func: pgstore.Ping(s.pool)},
+		{Name: "database", Func: pgstore.Ping(s.pool), Informational: true},
 		{Name: "signing_key", Func: func(context.Context) error {
 			if s.currentSigner() == nil {
 				return ErrNoActiveKey
@@ -106,6 +139,9 @@ func (s *Service) Checks() []opskit.Check {
 // periodically so a rotation by another replica is picked up.
 func (s *Service) Run(ctx context.Context) error {
 	log := s.kit.Logger
+	logged := make(chan struct{})
+	go func() { defer close(logged); s.guard.logRefusals(ctx, log) }()
+	defer func() { <-logged }()
 	migrated := false
 	opskit.Every(ctx, s.cfg.KeyReload, time.Second, func(ctx context.Context) error {
 		start := time.Now()
@@ -208,9 +244,33 @@ func (s *Service) token(w http.ResponseWriter, r *http.Request) {
 		s.tokenError(w, http.StatusUnauthorized, "invalid_client")
 		return
 	}
-	client, ok := authenticate(s.clients, id, secret)
-	if !ok {
-		s.kit.Logger.Info("token refused: client authentication failed", "client_id_known", client.ID != "")
+	source, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		source = r.RemoteAddr
+	}
+	// Every password check is a bcrypt: rate-limit and bound them before
+	// spending the CPU, and answer refusals at once.
+	code, retry, release := s.guard.admit(r.Context(), source, id)
+	if code != 0 {
+		outcome := "rate_limited"
+		if code == http.StatusServiceUnavailable {
+			outcome = "overloaded"
+		}
+		s.issued.WithLabelValues(outcome).Inc()
+		w.Header().Set("Retry-After", strconv.Itoa(retry))
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Cache-Control", "no-store")
+		w.WriteHeader(code)
+		_ = json.NewEncoder(w).Encode(map[string]string{"error": "temporarily_unavailable"})
+		return
+	}
+	client, ok := s.guard.authenticate(s.clients, id, secret)
+	release()
+	if ok {
+		s.guard.trusted.add(source, id, time.Now())
+	} else {
+		// Counted, and logged as one summary per AC_FAILURE_LOG_INTERVAL.
+		s.guard.refused[refusedInvalidClient].Add(1)
 		s.tokenError(w, http.StatusUnauthorized, "invalid_client")
 		return
 	}
@@ -231,7 +291,7 @@ func (s *Service) token(w http.ResponseWriter, r *http.Request) {
 		s.tokenError(w, http.StatusServiceUnavailable, "temporarily_unavailable")
 		return
 	}
-	tok, exp, err := signer.Issue(client.ID, audience, time.Now())
+	tok, exp, err := signer.Issue(client.ID, audience, time.Now(), client.Instances...)
 	if err != nil {
 		s.kit.Logger.Error("signing token failed", "error", err.Error())
 		s.tokenError(w, http.StatusInternalServerError, "server_error")

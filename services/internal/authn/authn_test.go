@@ -229,3 +229,18 @@ func TestRequireAnswers401WithoutDetail(t *testing.T) {
 		t.Error("a token was logged")
 	}
 }
+
+func TestOwnsInstance(t *testing.T) {
+	c := &Claims{Instances: []string{"meeting-controller-*", "mc-e2e"}}
+	for id, want := range map[string]bool{
+		"meeting-controller-5c7d-abcde": true, "mc-e2e": true, "meeting-controller-": false,
+		"mc-e2e2": false, "media-handler-1": false, "": false,
+	} {
+		if got := c.OwnsInstance(id); got != want {
+			t.Errorf("OwnsInstance(%q) = %v", id, got)
+		}
+	}
+	if (&Claims{}).OwnsInstance("x") || (*Claims)(nil).OwnsInstance("x") {
+		t.Error("no instances claim owns something")
+	}
+}

@@ -2,6 +2,7 @@ package authn
 
 import (
 	"context"
+	"encoding/json"
 	"log/slog"
 	"time"
 
@@ -16,9 +17,12 @@ type Heartbeat struct {
 	URL      string
 	Interval time.Duration
 	Body     func() (any, error) // nil error: send; error: skip this beat (counts as failed)
-	Fresh    *opskit.Freshness
-	Results  *prometheus.CounterVec // label "result": ok | error
-	Logger   *slog.Logger
+	// Reply, when set, receives each successful answer's JSON body; an
+	// error fails the beat.
+	Reply   func(body json.RawMessage) error
+	Fresh   *opskit.Freshness
+	Results *prometheus.CounterVec // label "result": ok | error
+	Logger  *slog.Logger
 }
 
 // Run beats until ctx ends. A failure is logged once until the next success,
@@ -29,8 +33,16 @@ func (h Heartbeat) Run(ctx context.Context) {
 		body, err := h.Body()
 		if err == nil {
 			bctx, cancel := context.WithTimeout(ctx, h.Interval)
-			err = h.Client.PostJSON(bctx, h.URL, body, nil)
+			var reply json.RawMessage
+			if h.Reply != nil {
+				err = h.Client.PostJSON(bctx, h.URL, body, &reply)
+			} else {
+				err = h.Client.PostJSON(bctx, h.URL, body, nil)
+			}
 			cancel()
+			if err == nil && h.Reply != nil {
+				err = h.Reply(reply)
+			}
 		}
 		if err != nil {
 			h.Results.WithLabelValues("error").Inc()

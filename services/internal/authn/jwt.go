@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
@@ -24,20 +25,48 @@ type Signer struct {
 	TTL    time.Duration
 }
 
-// Issue returns a signed JWT for subject and audience and its expiry.
-func (s Signer) Issue(subject, audience string, now time.Time) (string, time.Time, error) {
+// Claims are AC's token claims: the registered ones and the instance ids
+// the client may register (from its entry in AC_CLIENTS_FILE).
+type Claims struct {
+	jwt.RegisteredClaims
+	// Instances are the registry ids the subject owns: exact ids, or a
+	// prefix followed by "*" (e.g. "meeting-controller-*" for a
+	// Deployment's pod names).
+	Instances []string `json:"instances,omitempty"`
+}
+
+// OwnsInstance reports whether id is one of the subject's instances.
+func (c *Claims) OwnsInstance(id string) bool {
+	if c == nil || id == "" {
+		return false
+	}
+	for _, p := range c.Instances {
+		if prefix, ok := strings.CutSuffix(p, "*"); ok {
+			if strings.HasPrefix(id, prefix) && len(id) > len(prefix) {
+				return true
+			}
+		} else if id == p {
+			return true
+		}
+	}
+	return false
+}
+
+// Issue returns a signed JWT for subject and audience and its expiry; the
+// subject owns the given instance ids (patterns).
+func (s Signer) Issue(subject, audience string, now time.Time, instances ...string) (string, time.Time, error) {
 	if s.TTL <= 0 || s.TTL > MaxTokenTTL {
 		return "", time.Time{}, fmt.Errorf("token TTL %s outside (0, %s]", s.TTL, MaxTokenTTL)
 	}
 	exp := now.Add(s.TTL)
-	claims := jwt.RegisteredClaims{
+	claims := Claims{RegisteredClaims: jwt.RegisteredClaims{
 		Issuer:    s.Issuer,
 		Subject:   subject,
 		Audience:  jwt.ClaimStrings{audience},
 		IssuedAt:  jwt.NewNumericDate(now),
 		NotBefore: jwt.NewNumericDate(now),
 		ExpiresAt: jwt.NewNumericDate(exp),
-	}
+	}, Instances: instances}
 	tok := jwt.NewWithClaims(jwt.SigningMethodEdDSA, claims)
 	tok.Header["kid"] = s.KeyID
 	signed, err := tok.SignedString(s.Key)

@@ -120,7 +120,7 @@ var ErrNoToken = errors.New("no bearer token")
 
 // Verify returns the token's claims when signature, algorithm, issuer,
 // audience and lifetime all check out.
-func (v *Verifier) Verify(ctx context.Context, raw string) (*jwt.RegisteredClaims, error) {
+func (v *Verifier) Verify(ctx context.Context, raw string) (*Claims, error) {
 	opts := []jwt.ParserOption{
 		jwt.WithValidMethods([]string{jwt.SigningMethodEdDSA.Alg()}),
 		jwt.WithIssuer(v.Issuer),
@@ -132,7 +132,7 @@ func (v *Verifier) Verify(ctx context.Context, raw string) (*jwt.RegisteredClaim
 	if v.Now != nil {
 		opts = append(opts, jwt.WithTimeFunc(v.Now))
 	}
-	claims := &jwt.RegisteredClaims{}
+	claims := &Claims{}
 	_, err := jwt.ParseWithClaims(raw, claims, func(t *jwt.Token) (any, error) {
 		kid, _ := t.Header["kid"].(string)
 		if kid == "" {
@@ -152,8 +152,8 @@ func (v *Verifier) Verify(ctx context.Context, raw string) (*jwt.RegisteredClaim
 type claimsKey struct{}
 
 // ClaimsFrom returns the verified claims stored by Require.
-func ClaimsFrom(ctx context.Context) *jwt.RegisteredClaims {
-	c, _ := ctx.Value(claimsKey{}).(*jwt.RegisteredClaims)
+func ClaimsFrom(ctx context.Context) *Claims {
+	c, _ := ctx.Value(claimsKey{}).(*Claims)
 	return c
 }
 
@@ -163,7 +163,7 @@ func ClaimsFrom(ctx context.Context) *jwt.RegisteredClaims {
 func (v *Verifier) Require(log *slog.Logger, h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		raw, ok := bearer(r)
-		var claims *jwt.RegisteredClaims
+		var claims *Claims
 		err := ErrNoToken
 		if ok {
 			claims, err = v.Verify(r.Context(), raw)

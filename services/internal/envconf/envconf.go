@@ -211,6 +211,15 @@ func (l *Loader) Base64Key(name string, n int) Secret {
 	return NewSecret(string(b))
 }
 
+// OptionalBase64Key is Base64Key for a variable that may be unset (then
+// the zero Secret, whose Reveal is empty).
+func (l *Loader) OptionalBase64Key(name string, n int) Secret {
+	if _, ok := l.raw(name); !ok {
+		return Secret{}
+	}
+	return l.Base64Key(name, n)
+}
+
 // File requires the variable to name a readable file.
 func (l *Loader) File(name, expect string) string {
 	v, ok := l.raw(name)

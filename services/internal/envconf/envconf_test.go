@@ -118,3 +118,17 @@ func TestSecretNeverPrints(t *testing.T) {
 		t.Error("Reveal lost the value")
 	}
 }
+
+func TestOptionalBase64Key(t *testing.T) {
+	l := FromMap(map[string]string{"SET": "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=", "BAD": "c2hvcnQ="})
+	if got := l.OptionalBase64Key("UNSET", 32); got.Reveal() != "" {
+		t.Fatal("unset variable gave a key")
+	}
+	if got := l.OptionalBase64Key("SET", 32); got.Reveal() != "0123456789abcdef0123456789abcdef" {
+		t.Fatal("set variable not decoded")
+	}
+	l.OptionalBase64Key("BAD", 32)
+	if err := l.Err(); err == nil || !strings.Contains(err.Error(), "BAD is malformed") || strings.Contains(err.Error(), "c2hvcnQ") {
+		t.Fatalf("err = %v", err)
+	}
+}

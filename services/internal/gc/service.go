@@ -57,6 +57,9 @@ var migrations = []string{
 	CREATE INDEX meeting_controllers_heartbeat ON meeting_controllers (last_heartbeat);`,
 }
 
+// dbRequestTimeout bounds the database work of one API request.
+const dbRequestTimeout = 3 * time.Second
+
 // Service is a running GC.
 type Service struct {
 	cfg      Config
@@ -132,8 +135,20 @@ func (s *Service) register(w http.ResponseWriter, r *http.Request) {
 		wire.WriteJSON(w, http.StatusBadRequest, map[string]string{"error": err.Error()})
 		return
 	}
+	// Authorisation by identity: a client registers only the ids its AC
+	// entry lists (the token's instances claim), so no other client can
+	// overwrite an MC's endpoint.
+	if !authn.ClaimsFrom(r.Context()).OwnsInstance(reg.ID) {
+		s.kit.Logger.Warn("registration refused: id not owned by the caller", "id", reg.ID, "subject", authn.ClaimsFrom(r.Context()).Subject)
+		wire.WriteJSON(w, http.StatusForbidden, map[string]string{"error": "this client may not register this id"})
+		return
+	}
+	// A client-side bound too: a frozen database (no answer at all, so the
+	// server-side timeouts cannot fire) yields a prompt 503.
+	ctx, cancel := context.WithTimeout(r.Context(), dbRequestTimeout)
+	defer cancel()
 	var mc wire.MeetingController
-	err := s.pool.QueryRow(r.Context(), `
+	err := s.pool.QueryRow(ctx, `
 		INSERT INTO meeting_controllers (id, endpoint, region) VALUES ($1, $2, $3)
 		ON CONFLICT (id) DO UPDATE SET endpoint = EXCLUDED.endpoint, region = EXCLUDED.region, last_heartbeat = now()
 		RETURNING id, endpoint, region, registered_at, last_heartbeat`,
@@ -147,7 +162,9 @@ func (s *Service) register(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Service) list(w http.ResponseWriter, r *http.Request) {
-	rows, err := s.pool.Query(r.Context(), `
+	ctx, cancel := context.WithTimeout(r.Context(), dbRequestTimeout)
+	defer cancel()
+	rows, err := s.pool.Query(ctx, `
 		SELECT id, endpoint, region, registered_at, last_heartbeat FROM meeting_controllers
 		WHERE last_heartbeat > now() - make_interval(secs => $1) ORDER BY id`, s.cfg.MCTTL.Seconds())
 	if err != nil {

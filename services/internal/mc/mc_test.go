@@ -2,6 +2,8 @@ package mc
 
 import (
 	"context"
+	"encoding/base64"
+	"encoding/json"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -9,6 +11,7 @@ import (
 	"time"
 
 	"github.com/darktower/delivery/services/internal/envconf"
+	"github.com/darktower/delivery/services/internal/mticket"
 	"github.com/darktower/delivery/services/internal/opskit"
 	"github.com/darktower/delivery/services/internal/testenv"
 	"github.com/darktower/delivery/services/internal/wire"
@@ -49,7 +52,7 @@ func exerciseRegistry(t *testing.T, addr string, cluster bool) {
 	svc.Routes(mux)
 	api := httptest.NewTLSServer(mux)
 	defer api.Close()
-	token := iss.Token(t, "media-handler", "meeting-controller")
+	token := iss.Token(t, "media-handler", "meeting-controller", "mh-*")
 	call := func(method string, body any) (int, []byte) {
 		code, resp, _ := testenv.CallJSON(t, api.Client(), method, api.URL+"/v1/media-handlers", token, body)
 		return code, resp
@@ -69,15 +72,20 @@ func exerciseRegistry(t *testing.T, addr string, cluster bool) {
 	if rep := rdy.Evaluate(context.Background()); !rep.Ready {
 		t.Fatalf("not ready with Redis up and a fresh registration: %+v", rep)
 	}
-	if code, body := call("POST", mh); code != 200 {
+	code, body := call("POST", mh)
+	var reply wire.MHRegistrationReply
+	if err := json.Unmarshal(body, &reply); code != 200 || err != nil || reply.ID != "mh-0" {
 		t.Fatalf("register = %d %s", code, body)
+	}
+	if _, err := mticket.DecodeKey(reply.TicketKey.KeyID, reply.TicketKey.Secret); err != nil {
+		t.Fatalf("registration reply carries no usable ticket key: %v", err)
 	}
 	mh2 := mh
 	mh2.ID, mh2.MediaAddr = "mh-1", "10.0.0.8:443"
 	if code, _ := call("POST", mh2); code != 200 {
 		t.Fatal("second MH")
 	}
-	code, body := call("GET", nil)
+	code, body = call("GET", nil)
 	if code != 200 || !strings.Contains(string(body), `"mh-0"`) || !strings.Contains(string(body), `"mh-1"`) {
 		t.Fatalf("list = %d %s", code, body)
 	}
@@ -93,6 +101,27 @@ func exerciseRegistry(t *testing.T, addr string, cluster bool) {
 	if code, _ := call("POST", wire.MHRegistration{ID: "mh-2", MediaAddr: "no-port", Endpoint: "https://x"}); code != 400 {
 		t.Fatalf("bad media_addr = %d", code)
 	}
+	// Finding 4: a client that does not own mh-0 cannot overwrite its
+	// media_addr; the owner can.
+	hijack := mh
+	hijack.MediaAddr = "203.0.113.66:443"
+	for name, tok := range map[string]string{
+		"other client":    iss.Token(t, "ops-tool", "meeting-controller", "ops-*"),
+		"no instances":    iss.Token(t, "media-handler", "meeting-controller"),
+		"prefix is not *": iss.Token(t, "media-handler", "meeting-controller", "mh-"),
+	} {
+		code, body, _ := testenv.CallJSON(t, api.Client(), "POST", api.URL+"/v1/media-handlers", tok, hijack)
+		if code != http.StatusForbidden {
+			t.Fatalf("%s registering mh-0 = %d %s, want 403", name, code, body)
+		}
+	}
+	if _, body := call("GET", nil); strings.Contains(string(body), "203.0.113.66") {
+		t.Fatalf("registration overwritten: %s", body)
+	}
+	owner := iss.Token(t, "media-handler", "meeting-controller", "mh-0")
+	if code, body, _ := testenv.CallJSON(t, api.Client(), "POST", api.URL+"/v1/media-handlers", owner, mh); code != 200 {
+		t.Fatalf("owner heartbeat = %d %s", code, body)
+	}
 	// Registration older than three heartbeat intervals: not ready.
 	svc.gcReg.Mark(time.Now().Add(-3*time.Second - time.Millisecond))
 	if rep := rdy.Evaluate(context.Background()); rep.Ready || rep.Components["gc_registration"] {
@@ -102,4 +131,79 @@ func exerciseRegistry(t *testing.T, addr string, cluster bool) {
 
 func redisZ(member string, at time.Time) redis.Z {
 	return redis.Z{Score: float64(at.UnixMilli()), Member: member}
+}
+
+// Media admission: MC issues join tickets only to the clients configured in
+// MC_TICKET_CLIENTS, for a live admitting MH, signed with the key it hands
+// MHs at registration.
+func TestMediaTickets(t *testing.T) {
+	iss := testenv.NewIssuer(t)
+	kit, _ := testenv.Kit(t, "meeting-controller", "")
+	kit.HTTPClient = iss.Server.Client()
+	svc := NewService(kit, Config{ID: "mc-tickets", Region: "local", RedisAddr: rds.Addr(), JWKSURL: iss.JWKSURL(),
+		Issuer: "https://ac-service", Audience: "meeting-controller", ClientSecret: envconf.NewSecret("x"),
+		HeartbeatInterval: time.Second, MHTTL: 30 * time.Second, TicketTTL: time.Minute, TicketClients: []string{"signalling"}})
+	defer svc.Close()
+	svc.gcReg.Mark(time.Now())
+	mux := http.NewServeMux()
+	svc.Routes(mux)
+	api := httptest.NewTLSServer(mux)
+	defer api.Close()
+	call := func(path, subject string, body any) (int, []byte) {
+		code, resp, _ := testenv.CallJSON(t, api.Client(), "POST", api.URL+path, iss.Token(t, subject, "meeting-controller", "mh-*"), body)
+		return code, resp
+	}
+	req := wire.MediaTicketRequest{SessionID: "meeting-1", ParticipantID: "alice"}
+	if code, _ := call("/v1/media-tickets", "signalling", req); code != http.StatusServiceUnavailable {
+		t.Fatalf("ticket without any MH = %d, want 503", code)
+	}
+	busy := wire.MHRegistration{ID: "mh-busy", MediaAddr: "10.0.0.1:443", Endpoint: "https://mh-busy", Utilization: 0.9, Admitting: false}
+	free := wire.MHRegistration{ID: "mh-free", MediaAddr: "10.0.0.2:443", Endpoint: "https://mh-free", Utilization: 0.1, Admitting: true}
+	var reply wire.MHRegistrationReply
+	for _, mh := range []wire.MHRegistration{busy, free} {
+		code, body := call("/v1/media-handlers", "media-handler", mh)
+		if code != 200 || json.Unmarshal(body, &reply) != nil {
+			t.Fatalf("register %s = %d %s", mh.ID, code, body)
+		}
+	}
+	key, err := mticket.DecodeKey(reply.TicketKey.KeyID, reply.TicketKey.Secret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, subject := range []string{"media-handler", "e2e-anyone"} {
+		if code, _ := call("/v1/media-tickets", subject, req); code != http.StatusForbidden {
+			t.Fatalf("ticket for %s = %d, want 403", subject, code)
+		}
+	}
+	for _, bad := range []any{wire.MediaTicketRequest{SessionID: "", ParticipantID: "a"},
+		wire.MediaTicketRequest{SessionID: strings.Repeat("s", 65), ParticipantID: "a"}, `{"session_id":"s","participant_id":"a","x":1}`} {
+		if code, _ := call("/v1/media-tickets", "signalling", bad); code != http.StatusBadRequest {
+			t.Fatalf("bad request %v = %d", bad, code)
+		}
+	}
+	code, body := call("/v1/media-tickets", "signalling", req)
+	var mt wire.MediaTicket
+	if code != 200 || json.Unmarshal(body, &mt) != nil {
+		t.Fatalf("ticket = %d %s", code, body)
+	}
+	if mt.MediaHandler != "mh-free" || mt.MediaAddr != free.MediaAddr {
+		t.Fatalf("placed on %s (%s), want the admitting mh-free", mt.MediaHandler, mt.MediaAddr)
+	}
+	raw, err := base64.RawURLEncoding.DecodeString(mt.Ticket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tk, err := mticket.Parse(raw)
+	if err != nil || !tk.Verify(key) || string(tk.Session) != "meeting-1" || string(tk.Participant) != "alice" ||
+		string(tk.MediaHandler) != "mh-free" {
+		t.Fatalf("ticket %+v does not verify under the registration key (%v)", tk, err)
+	}
+	if d := time.Until(tk.Expiry); d > time.Minute || d < 50*time.Second {
+		t.Fatalf("ticket expires in %s, want about MC_TICKET_TTL", d)
+	}
+	// MC not ready (its GC registration is stale): no new session is placed.
+	svc.gcReg.Mark(time.Now().Add(-time.Minute))
+	if code, _ := call("/v1/media-tickets", "signalling", req); code != http.StatusServiceUnavailable {
+		t.Fatalf("ticket from an MC that is not ready = %d, want 503", code)
+	}
 }

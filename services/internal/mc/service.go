@@ -4,17 +4,23 @@ package mc
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"hash/fnv"
 	"log/slog"
 	"net"
 	"net/http"
 	"os"
+	"regexp"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/darktower/delivery/services/internal/authn"
 	"github.com/darktower/delivery/services/internal/envconf"
+	"github.com/darktower/delivery/services/internal/mticket"
 	"github.com/darktower/delivery/services/internal/opskit"
 	"github.com/darktower/delivery/services/internal/wire"
 	"github.com/prometheus/client_golang/prometheus"
@@ -39,6 +45,8 @@ type Config struct {
 	GCAudience        string         // MC_GC_AUDIENCE: the aud requested for calls to GC
 	HeartbeatInterval time.Duration  // MC_HEARTBEAT_INTERVAL
 	MHTTL             time.Duration  // MC_MH_TTL: an MH without heartbeat for this long is dropped
+	TicketTTL         time.Duration  // MC_TICKET_TTL: lifetime of a media join ticket
+	TicketClients     []string       // MC_TICKET_CLIENTS: token subjects allowed to request media tickets
 }
 
 // LoadConfig reads meeting-controller's variables.
@@ -57,6 +65,8 @@ func LoadConfig(l *envconf.Loader) Config {
 		GCAudience:        l.String("MC_GC_AUDIENCE", "global-controller"),
 		HeartbeatInterval: l.Duration("MC_HEARTBEAT_INTERVAL", 10*time.Second, 100*time.Millisecond, 10*time.Minute),
 		MHTTL:             l.Duration("MC_MH_TTL", 30*time.Second, time.Second, time.Hour),
+		TicketTTL:         l.Duration("MC_TICKET_TTL", time.Minute, 5*time.Second, 10*time.Minute),
+		TicketClients:     strings.FieldsFunc(l.String("MC_TICKET_CLIENTS", ""), func(r rune) bool { return r == ',' || r == ' ' }),
 	}
 	if _, _, err := net.SplitHostPort(c.RedisAddr); c.RedisAddr != "" && err != nil {
 		l.Problemf("MC_REDIS_ADDR is malformed: expected host:port, e.g. redis:6379")
@@ -78,6 +88,10 @@ type Service struct {
 	verifier *authn.Verifier
 	gcReg    opskit.Freshness
 	beats    *prometheus.CounterVec
+	// ticketKey signs media join tickets; MHs learn it from their
+	// registration replies. A new key per process start.
+	ticketKey mticket.Key
+	tickets   *prometheus.CounterVec
 }
 
 // newRedis connects to one Redis server, or through one node to a Redis
@@ -118,7 +132,15 @@ func NewService(kit *opskit.Kit, cfg Config) *Service {
 			Help: "Registrations/heartbeats sent to GC, by result (ok, error).",
 		}, []string{"result"}),
 	}
-	kit.Registry.MustRegister(s.beats)
+	var err error
+	if s.ticketKey, err = mticket.NewKey(); err != nil {
+		panic(err) // crypto/rand does not fail on Linux
+	}
+	s.tickets = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "mc_media_tickets_total",
+		Help: "Media join ticket requests by outcome (issued, forbidden, invalid, no_media_handler, error).",
+	}, []string{"outcome"})
+	kit.Registry.MustRegister(s.beats, s.tickets)
 	// go-redis reports reconnect attempts through a process-wide logger;
 	// route them into the JSON log at debug level (readiness already says
 	// when Redis is down).
@@ -170,6 +192,7 @@ func (s *Service) Close() { _ = s.rdb.Close() }
 func (s *Service) Routes(mux *http.ServeMux) {
 	mux.Handle("POST /v1/media-handlers", s.verifier.Require(s.kit.Logger, http.HandlerFunc(s.register)))
 	mux.Handle("GET /v1/media-handlers", s.verifier.Require(s.kit.Logger, http.HandlerFunc(s.list)))
+	mux.Handle("POST /v1/media-tickets", s.verifier.Require(s.kit.Logger, http.HandlerFunc(s.ticket)))
 }
 
 // The {id} hash tag keeps an MC's two keys in one Redis Cluster slot, so
@@ -195,6 +218,13 @@ func (s *Service) register(w http.ResponseWriter, r *http.Request) {
 		wire.WriteJSON(w, http.StatusBadRequest, map[string]string{"error": err.Error()})
 		return
 	}
+	// Authorisation by identity: only the client owning this MH id (its
+	// AC entry's instances, carried in the token) may register it.
+	if !authn.ClaimsFrom(r.Context()).OwnsInstance(mh.ID) {
+		s.kit.Logger.Warn("registration refused: id not owned by the caller", "id", mh.ID, "subject", authn.ClaimsFrom(r.Context()).Subject)
+		wire.WriteJSON(w, http.StatusForbidden, map[string]string{"error": "this client may not register this id"})
+		return
+	}
 	data, _ := json.Marshal(mh)
 	now := time.Now()
 	_, err := s.rdb.TxPipelined(r.Context(), func(p redis.Pipeliner) error {
@@ -207,14 +237,17 @@ func (s *Service) register(w http.ResponseWriter, r *http.Request) {
 		wire.WriteJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "registry unavailable"})
 		return
 	}
-	wire.WriteJSON(w, http.StatusOK, map[string]any{"id": mh.ID, "heartbeat_interval_ms": s.cfg.HeartbeatInterval.Milliseconds()})
+	kid, secret := s.ticketKey.Encode()
+	wire.WriteJSON(w, http.StatusOK, wire.MHRegistrationReply{ID: mh.ID, HeartbeatIntervalMS: s.cfg.HeartbeatInterval.Milliseconds(),
+		TicketKey: wire.TicketKey{KeyID: kid, Secret: secret}})
 }
 
-func (s *Service) list(w http.ResponseWriter, r *http.Request) {
-	ctx := r.Context()
+// liveMHs prunes media handlers whose heartbeat is older than MC_MH_TTL and
+// returns the others.
+func (s *Service) liveMHs(ctx context.Context) ([]wire.MHRegistration, error) {
 	cutoff := time.Now().Add(-s.cfg.MHTTL).UnixMilli()
-	// Expired entries are pruned here rather than by a sweeper: the list is
-	// the only reader.
+	// Expired entries are pruned here rather than by a sweeper: readers
+	// are the only ones who care.
 	expired, err := s.rdb.ZRangeByScore(ctx, s.heartbeatKey(), &redis.ZRangeBy{Min: "-inf", Max: "(" + strconv.FormatInt(cutoff, 10)}).Result()
 	if err == nil && len(expired) > 0 {
 		_, err = s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
@@ -243,9 +276,86 @@ func (s *Service) list(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}
+	return live, err
+}
+
+func (s *Service) list(w http.ResponseWriter, r *http.Request) {
+	live, err := s.liveMHs(r.Context())
 	if err != nil {
 		wire.WriteJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "registry unavailable"})
 		return
 	}
 	wire.WriteJSON(w, http.StatusOK, map[string]any{"media_handlers": live})
+}
+
+var mediaID = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
+
+// ticket issues a media join ticket: MC authorises the (session,
+// participant) and places the session on an admitting MH; the MH forwards
+// only for sources that joined with such a ticket.
+func (s *Service) ticket(w http.ResponseWriter, r *http.Request) {
+	if !slices.Contains(s.cfg.TicketClients, authn.ClaimsFrom(r.Context()).Subject) {
+		s.tickets.WithLabelValues("forbidden").Inc()
+		wire.WriteJSON(w, http.StatusForbidden, map[string]string{"error": "this client may not request media tickets"})
+		return
+	}
+	// Not ready (GC or Redis lost): the MHs are refused their heartbeats
+	// and stop opening sessions, so no new session is placed either.
+	if !s.ready(r.Context()) {
+		s.tickets.WithLabelValues("error").Inc()
+		wire.WriteJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "meeting controller not ready"})
+		return
+	}
+	var req wire.MediaTicketRequest
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 4<<10))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil || !mediaID.MatchString(req.SessionID) || !mediaID.MatchString(req.ParticipantID) {
+		s.tickets.WithLabelValues("invalid").Inc()
+		wire.WriteJSON(w, http.StatusBadRequest, map[string]string{"error": "session_id and participant_id must match " + mediaID.String()})
+		return
+	}
+	live, err := s.liveMHs(r.Context())
+	if err != nil {
+		s.tickets.WithLabelValues("error").Inc()
+		wire.WriteJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "registry unavailable"})
+		return
+	}
+	mh, ok := placeSession(req.SessionID, live)
+	if !ok {
+		s.tickets.WithLabelValues("no_media_handler").Inc()
+		wire.WriteJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "no media handler is admitting"})
+		return
+	}
+	exp := time.Now().Add(s.cfg.TicketTTL).Truncate(time.Second)
+	raw, err := mticket.Issue(s.ticketKey, mh.ID, req.SessionID, req.ParticipantID, exp)
+	if err != nil {
+		s.tickets.WithLabelValues("error").Inc()
+		wire.WriteJSON(w, http.StatusInternalServerError, map[string]string{"error": "issuing ticket failed"})
+		return
+	}
+	s.tickets.WithLabelValues("issued").Inc()
+	wire.WriteJSON(w, http.StatusOK, wire.MediaTicket{Ticket: base64.RawURLEncoding.EncodeToString(raw),
+		MediaHandler: mh.ID, MediaAddr: mh.MediaAddr, ExpiresAt: exp.UTC()})
+}
+
+// placeSession picks the admitting MH for a session by rendezvous hashing,
+// so every participant of a session lands on the same MH while the set of
+// admitting MHs is stable.
+func placeSession(sessionID string, live []wire.MHRegistration) (wire.MHRegistration, bool) {
+	var best wire.MHRegistration
+	var bestScore uint64
+	found := false
+	for _, mh := range live {
+		if !mh.Admitting {
+			continue
+		}
+		h := fnv.New64a()
+		h.Write([]byte(mh.ID))
+		h.Write([]byte{0})
+		h.Write([]byte(sessionID))
+		if sc := h.Sum64(); !found || sc > bestScore {
+			best, bestScore, found = mh, sc, true
+		}
+	}
+	return best, found
 }

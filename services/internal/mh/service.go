@@ -4,7 +4,9 @@ package mh
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"os"
@@ -13,6 +15,7 @@ import (
 
 	"github.com/darktower/delivery/services/internal/authn"
 	"github.com/darktower/delivery/services/internal/envconf"
+	"github.com/darktower/delivery/services/internal/mticket"
 	"github.com/darktower/delivery/services/internal/opskit"
 	"github.com/darktower/delivery/services/internal/wire"
 	"github.com/prometheus/client_golang/prometheus"
@@ -33,6 +36,7 @@ type Config struct {
 	CapacityMbps       float64        // MH_BANDWIDTH_CAPACITY_MBPS
 	MeterWindow        time.Duration  // MH_BANDWIDTH_WINDOW
 	IdleTimeout        time.Duration  // MH_PARTICIPANT_IDLE_TIMEOUT
+	Limits             Limits         // MH_MAX_* and MH_*_RATE_PPS
 }
 
 // LoadConfig reads media-handler's variables.
@@ -48,6 +52,15 @@ func LoadConfig(l *envconf.Loader) Config {
 		CapacityMbps:      l.Float("MH_BANDWIDTH_CAPACITY_MBPS", 1000, 0.001, 1e6),
 		MeterWindow:       l.Duration("MH_BANDWIDTH_WINDOW", 5*time.Second, time.Second, time.Minute),
 		IdleTimeout:       l.Duration("MH_PARTICIPANT_IDLE_TIMEOUT", 30*time.Second, time.Second, time.Hour),
+		Limits: Limits{
+			MaxDatagram:       l.Int("MH_MAX_DATAGRAM", DefaultLimits.MaxDatagram, 576, 9000),
+			MaxSessions:       l.Int("MH_MAX_SESSIONS", DefaultLimits.MaxSessions, 1, 1_000_000),
+			MaxParticipants:   l.Int("MH_MAX_PARTICIPANTS", DefaultLimits.MaxParticipants, 1, 1_000_000),
+			MaxPerSession:     l.Int("MH_MAX_PARTICIPANTS_PER_SESSION", DefaultLimits.MaxPerSession, 2, 10_000),
+			MaxPerSourceIP:    l.Int("MH_MAX_PARTICIPANTS_PER_SOURCE", DefaultLimits.MaxPerSourceIP, 1, 100_000),
+			SourceRatePPS:     l.Float("MH_SOURCE_RATE_PPS", DefaultLimits.SourceRatePPS, 1, 1e6),
+			JoinRatePerSource: l.Float("MH_JOIN_RATE_PPS", DefaultLimits.JoinRatePerSource, 0.1, 1e4),
+		},
 	}
 	c.AdvertiseMediaAddr = l.String("MH_ADVERTISE_MEDIA_ADDR", c.MediaAddr)
 	if h, _, err := net.SplitHostPort(c.AdvertiseMediaAddr); err != nil || h == "" {
@@ -72,6 +85,7 @@ type Service struct {
 	mc    *authn.ServiceClient
 	meter *Meter
 	mcReg opskit.Freshness
+	keys  *KeyRing // ticket keys learned from MC registrations
 
 	mu    sync.Mutex
 	relay *Relay // nil until the media port is bound
@@ -90,6 +104,7 @@ func NewService(kit *opskit.Kit, cfg Config) *Service {
 		cfg: cfg, kit: kit,
 		mc:    authn.NewServiceClient(kit.HTTPClient, cfg.TokenURL, cfg.ClientID, cfg.ClientSecret, cfg.MCAudience),
 		meter: NewMeter(cfg.CapacityMbps*1e6, cfg.MeterWindow),
+		keys:  &KeyRing{},
 		beats: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "mh_mc_heartbeats_total",
 			Help: "Registrations/heartbeats sent to MC, by result (ok, error).",
@@ -114,10 +129,24 @@ func (s *Service) currentRelay() *Relay {
 	return s.relay
 }
 
-// Checks: current MC registration and the bound media port (ADR-0012).
+// mcFresh reports whether the last MC registration is at most three
+// heartbeat intervals old: MH then admits new sessions.
+func (s *Service) mcFresh() bool { return s.mcReg.Within(3*s.cfg.HeartbeatInterval, time.Now()) == nil }
+
+// Checks: the bound media port and an MC registration since start (ADR-0012:
+// MH is not ready before MC took it, and without one it holds no ticket
+// key). After that, losing MC (or the control plane behind it) does not
+// make MH not ready — that would drop the calls it relays — it stops
+// admitting new sessions instead: mc_heartbeat is informational.
 func (s *Service) Checks() []opskit.Check {
 	return []opskit.Check{
 		{Name: "mc_registration", Func: func(context.Context) error {
+			if s.mcReg.Last().IsZero() || s.keys.Len() == 0 {
+				return errors.New("never registered with MC")
+			}
+			return nil
+		}},
+		{Name: "mc_heartbeat", Informational: true, Func: func(context.Context) error {
 			return s.mcReg.Within(3*s.cfg.HeartbeatInterval, time.Now())
 		}},
 		{Name: "media_port", Func: func(context.Context) error {
@@ -178,7 +207,7 @@ func (s *Service) bindAndRelay(ctx context.Context, relayErr chan<- error) {
 			}
 			return err
 		}
-		relay := NewRelay(conn, s.meter, s.cfg.IdleTimeout, s.kit.Registry)
+		relay := NewRelay(conn, s.meter, RelayConfig{ID: s.cfg.ID, Idle: s.cfg.IdleTimeout, Limits: s.cfg.Limits, Keys: s.keys, AdmitNewSessions: s.mcFresh}, s.kit.Registry)
 		s.mu.Lock()
 		s.relay = relay
 		s.mu.Unlock()
@@ -206,6 +235,18 @@ func (s *Service) heartbeat(ctx context.Context) {
 			return wire.MHRegistration{ID: s.cfg.ID, MediaAddr: s.cfg.AdvertiseMediaAddr, Endpoint: s.cfg.AdvertiseURL,
 				Utilization: u, Admitting: AdmitsNewParticipants(u)}, nil
 		},
+		Reply: func(body json.RawMessage) error {
+			var reply wire.MHRegistrationReply
+			if err := json.Unmarshal(body, &reply); err != nil {
+				return fmt.Errorf("MC's registration reply: %w", err)
+			}
+			k, err := mticket.DecodeKey(reply.TicketKey.KeyID, reply.TicketKey.Secret)
+			if err != nil {
+				return fmt.Errorf("MC's registration reply: %w", err)
+			}
+			s.keys.Add(k, time.Now())
+			return nil
+		},
 		Fresh: &s.mcReg, Results: s.beats, Logger: s.kit.Logger,
 	}.Run(ctx)
 }
@@ -226,7 +267,7 @@ type Load struct {
 func (s *Service) Routes(mux *http.ServeMux) {
 	mux.HandleFunc("GET /v1/load", func(w http.ResponseWriter, _ *http.Request) {
 		u := s.meter.Utilization(time.Now())
-		l := Load{Utilization: u, State: StateFor(u).String(), Admitting: AdmitsNewParticipants(u)}
+		l := Load{Utilization: u, State: StateFor(u).String(), Admitting: AdmitsNewParticipants(u) && s.mcFresh()}
 		if r := s.currentRelay(); r != nil {
 			l.Sessions, l.Participants = r.Counts()
 		}

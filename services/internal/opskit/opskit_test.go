@@ -283,3 +283,21 @@ func TestPortConflictIsReportedAtStart(t *testing.T) {
 		t.Fatalf("err = %v, want it to name OPS_ADDR", err)
 	}
 }
+
+func TestInformationalChecksAreReportedButDoNotFailReadiness(t *testing.T) {
+	r := NewReadiness(prometheus.NewRegistry(), time.Second, []Check{
+		{Name: "signing_key", Func: func(context.Context) error { return nil }},
+		{Name: "database", Informational: true, Func: func(context.Context) error { return errors.New("down") }},
+	})
+	rep := r.Evaluate(context.Background())
+	if !rep.Ready || rep.Components["database"] {
+		t.Fatalf("report = %+v, want ready with database unhealthy", rep)
+	}
+	if v := testutil.ToFloat64(r.up.WithLabelValues("database")); v != 0 {
+		t.Fatalf("dependency_up{database} = %g", v)
+	}
+	body, _ := json.Marshal(rep)
+	if !strings.Contains(string(body), `"database":"unhealthy"`) || !strings.Contains(string(body), `"status":"ready"`) {
+		t.Fatalf("JSON = %s", body)
+	}
+}

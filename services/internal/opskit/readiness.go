@@ -12,12 +12,15 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// Check is one critical dependency probed by /ready. Func returns nil when
-// the dependency is usable; it is called with a context bounded by the
-// readiness timeout.
+// Check is one dependency probed by /ready. Func returns nil when the
+// dependency is usable; it is called with a context bounded by the
+// readiness timeout. A critical check failing makes the service not
+// ready; an Informational one is reported (JSON, dependency_up) but the
+// service keeps serving what it can without it (graceful degradation).
 type Check struct {
-	Name string
-	Func func(ctx context.Context) error
+	Name          string
+	Func          func(ctx context.Context) error
+	Informational bool
 }
 
 // Report is the outcome of one readiness evaluation.
@@ -96,7 +99,7 @@ func (r *Readiness) Evaluate(ctx context.Context) Report {
 	rep := Report{Ready: !r.draining.Load(), Draining: r.draining.Load(), Components: map[string]bool{}}
 	for i, c := range r.checks {
 		rep.Components[c.Name] = results[i]
-		rep.Ready = rep.Ready && results[i]
+		rep.Ready = rep.Ready && (results[i] || c.Informational)
 		v := 0.0
 		if results[i] {
 			v = 1

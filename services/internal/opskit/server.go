@@ -46,6 +46,11 @@ type Common struct {
 	ShutdownGrace    time.Duration // SHUTDOWN_GRACE: bound on draining in-flight requests
 	ReadyTimeout     time.Duration // READY_CHECK_TIMEOUT: bound on each /ready evaluation
 	LogLevel         slog.Level    // LOG_LEVEL
+	// API listener bounds (zero: the defaults below).
+	APIReadTimeout    time.Duration // API_READ_TIMEOUT: whole request, headers and body
+	APIWriteTimeout   time.Duration // API_WRITE_TIMEOUT: from the end of the request headers to the end of the response
+	APIIdleTimeout    time.Duration // API_IDLE_TIMEOUT: keep-alive between requests
+	APIMaxConnsPerSrc int           // API_MAX_CONNS_PER_SOURCE: open connections per source IP
 }
 
 // Defaults are chosen against the manifests: terminationGracePeriodSeconds
@@ -54,19 +59,28 @@ const (
 	DefaultShutdownDelay = 3 * time.Second
 	DefaultShutdownGrace = 22 * time.Second
 	DefaultReadyTimeout  = time.Second
+
+	DefaultAPIReadTimeout    = 10 * time.Second
+	DefaultAPIWriteTimeout   = 15 * time.Second
+	DefaultAPIIdleTimeout    = 60 * time.Second
+	DefaultAPIMaxConnsPerSrc = 64
 )
 
 // LoadCommon reads the shared variables.
 func LoadCommon(l *envconf.Loader, service string) Common {
 	c := Common{
-		Service:          service,
-		OpsAddr:          l.Addr("OPS_ADDR", ":8080"),
-		APIAddr:          l.Addr("API_ADDR", ":8443"),
-		DevSelfSignedTLS: l.Bool("DEV_SELF_SIGNED_TLS", false),
-		TLSCAFile:        l.OptionalFile("TLS_CA_FILE", "a PEM bundle of CAs trusted for calls to other services"),
-		ShutdownDelay:    l.Duration("SHUTDOWN_DELAY", DefaultShutdownDelay, 0, time.Minute),
-		ShutdownGrace:    l.Duration("SHUTDOWN_GRACE", DefaultShutdownGrace, time.Second, 5*time.Minute),
-		ReadyTimeout:     l.Duration("READY_CHECK_TIMEOUT", DefaultReadyTimeout, 100*time.Millisecond, 2500*time.Millisecond),
+		Service:           service,
+		OpsAddr:           l.Addr("OPS_ADDR", ":8080"),
+		APIAddr:           l.Addr("API_ADDR", ":8443"),
+		DevSelfSignedTLS:  l.Bool("DEV_SELF_SIGNED_TLS", false),
+		TLSCAFile:         l.OptionalFile("TLS_CA_FILE", "a PEM bundle of CAs trusted for calls to other services"),
+		ShutdownDelay:     l.Duration("SHUTDOWN_DELAY", DefaultShutdownDelay, 0, time.Minute),
+		ShutdownGrace:     l.Duration("SHUTDOWN_GRACE", DefaultShutdownGrace, time.Second, 5*time.Minute),
+		ReadyTimeout:      l.Duration("READY_CHECK_TIMEOUT", DefaultReadyTimeout, 100*time.Millisecond, 2500*time.Millisecond),
+		APIReadTimeout:    l.Duration("API_READ_TIMEOUT", DefaultAPIReadTimeout, 100*time.Millisecond, 5*time.Minute),
+		APIWriteTimeout:   l.Duration("API_WRITE_TIMEOUT", DefaultAPIWriteTimeout, 100*time.Millisecond, 5*time.Minute),
+		APIIdleTimeout:    l.Duration("API_IDLE_TIMEOUT", DefaultAPIIdleTimeout, time.Second, time.Hour),
+		APIMaxConnsPerSrc: l.Int("API_MAX_CONNS_PER_SOURCE", DefaultAPIMaxConnsPerSrc, 1, 100_000),
 	}
 	if !c.DevSelfSignedTLS {
 		const expect = "the API listener's PEM certificate and key (or DEV_SELF_SIGNED_TLS=true for a throwaway development pair)"
@@ -160,15 +174,25 @@ func NewServer(c Common, kit *Kit, svc Service) (*Server, error) {
 	apiMux := http.NewServeMux()
 	svc.Routes(apiMux)
 
+	c = c.withAPIDefaults()
 	errorLog := slog.NewLogLogger(kit.Logger.Handler(), slog.LevelWarn)
-	s.ops = &http.Server{Handler: metrics.instrument("ops", opsMux), ReadHeaderTimeout: 5 * time.Second, ErrorLog: errorLog}
+	s.ops = &http.Server{Handler: metrics.instrument("ops", opsMux), ErrorLog: errorLog,
+		ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 5 * time.Second, WriteTimeout: 10 * time.Second, IdleTimeout: 60 * time.Second}
+	// Slow clients are cut off: ReadTimeout bounds the whole request
+	// (headers and body, and the TLS handshake), WriteTimeout the response;
+	// over HTTP/2 both apply per stream. No API handler streams.
 	s.api = &http.Server{
 		Handler:           metrics.instrument("api", apiMux),
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       120 * time.Second,
+		ReadHeaderTimeout: min(10*time.Second, c.APIReadTimeout),
+		ReadTimeout:       c.APIReadTimeout,
+		WriteTimeout:      c.APIWriteTimeout,
+		IdleTimeout:       c.APIIdleTimeout,
 		TLSConfig:         &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12},
 		ErrorLog:          errorLog,
 	}
+	rejected := prometheus.NewCounter(prometheus.CounterOpts{Name: "api_connections_rejected_total",
+		Help: "API connections closed at accept because their source IP had API_MAX_CONNS_PER_SOURCE open."})
+	kit.Registry.MustRegister(rejected)
 	if s.opsLn, err = net.Listen("tcp", c.OpsAddr); err != nil {
 		return nil, fmt.Errorf("ops listener (OPS_ADDR=%s): %w", c.OpsAddr, err)
 	}
@@ -176,7 +200,25 @@ func NewServer(c Common, kit *Kit, svc Service) (*Server, error) {
 		s.opsLn.Close()
 		return nil, fmt.Errorf("API listener (API_ADDR=%s): %w", c.APIAddr, err)
 	}
+	s.apiLn = limitPerSource(s.apiLn, c.APIMaxConnsPerSrc, rejected)
 	return s, nil
+}
+
+// withAPIDefaults fills zero API bounds with the defaults.
+func (c Common) withAPIDefaults() Common {
+	if c.APIReadTimeout == 0 {
+		c.APIReadTimeout = DefaultAPIReadTimeout
+	}
+	if c.APIWriteTimeout == 0 {
+		c.APIWriteTimeout = DefaultAPIWriteTimeout
+	}
+	if c.APIIdleTimeout == 0 {
+		c.APIIdleTimeout = DefaultAPIIdleTimeout
+	}
+	if c.APIMaxConnsPerSrc == 0 {
+		c.APIMaxConnsPerSrc = DefaultAPIMaxConnsPerSrc
+	}
+	return c
 }
 
 // OpsAddr is the bound ops address.

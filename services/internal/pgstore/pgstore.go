@@ -6,12 +6,19 @@ import (
 	"context"
 	"fmt"
 	"hash/fnv"
+	"strconv"
 	"time"
 
 	"github.com/darktower/delivery/services/internal/envconf"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Server-side timeouts set on every pooled connection.
+const (
+	StatementTimeout = 5 * time.Second
+	LockTimeout      = 2 * time.Second
 )
 
 // Open parses the URL and builds a pool; it does not connect yet, so a
@@ -28,6 +35,11 @@ func Open(dsn envconf.Secret, maxConns int32, reg prometheus.Registerer) (*pgxpo
 	cfg.MaxConnIdleTime = 5 * time.Minute
 	cfg.HealthCheckPeriod = 15 * time.Second
 	cfg.ConnConfig.ConnectTimeout = 2 * time.Second
+	// Server-side bounds: a statement or a lock wait that outlives them is
+	// cancelled by PostgreSQL itself, so a stuck query cannot hold a
+	// pooled connection (and the registry) indefinitely.
+	cfg.ConnConfig.RuntimeParams["statement_timeout"] = strconv.FormatInt(StatementTimeout.Milliseconds(), 10)
+	cfg.ConnConfig.RuntimeParams["lock_timeout"] = strconv.FormatInt(LockTimeout.Milliseconds(), 10)
 	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
 	if err != nil {
 		return nil, err

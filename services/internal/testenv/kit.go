@@ -70,9 +70,9 @@ func NewIssuer(t testing.TB) *Issuer {
 // JWKSURL is the key set's URL.
 func (i *Issuer) JWKSURL() string { return i.Server.URL + "/.well-known/jwks.json" }
 
-// Token issues a token for audience.
-func (i *Issuer) Token(t testing.TB, subject, audience string) string {
-	tok, _, err := i.Signer.Issue(subject, audience, time.Now())
+// Token issues a token for audience; the subject owns instances.
+func (i *Issuer) Token(t testing.TB, subject, audience string, instances ...string) string {
+	tok, _, err := i.Signer.Issue(subject, audience, time.Now(), instances...)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -229,6 +229,51 @@ func (p *Postgres) CreateDatabase(name string) (string, error) {
 	return p.URL(name), nil
 }
 
+// Freeze stops every PostgreSQL process (SIGSTOP to the postmaster, then
+// to its children, which run in sessions of their own): connections stay
+// open and nothing answers, as with a hung server.
+func (p *Postgres) Freeze() error {
+	pid := p.proc.cmd.Process.Pid
+	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+		return err
+	}
+	for _, c := range childrenOf(pid) {
+		_ = syscall.Kill(c, syscall.SIGSTOP)
+	}
+	return nil
+}
+
+// Thaw resumes a frozen PostgreSQL.
+func (p *Postgres) Thaw() error {
+	pid := p.proc.cmd.Process.Pid
+	for _, c := range childrenOf(pid) {
+		_ = syscall.Kill(c, syscall.SIGCONT)
+	}
+	return syscall.Kill(pid, syscall.SIGCONT)
+}
+
+// childrenOf lists the processes whose parent is pid (from /proc).
+func childrenOf(pid int) []int {
+	entries, _ := os.ReadDir("/proc")
+	var kids []int
+	for _, e := range entries {
+		n, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		stat, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		if err != nil {
+			continue
+		}
+		// "pid (comm) state ppid ...": comm may hold spaces and parentheses.
+		i := strings.LastIndexByte(string(stat), ')')
+		if f := strings.Fields(string(stat[i+1:])); i > 0 && len(f) > 1 && f[1] == strconv.Itoa(pid) {
+			kids = append(kids, n)
+		}
+	}
+	return kids
+}
+
 // Stop shuts PostgreSQL down (fast mode) and removes its files.
 func (p *Postgres) Stop() {
 	if p.proc != nil {

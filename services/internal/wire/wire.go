@@ -75,6 +75,35 @@ func (m MHRegistration) Validate() error {
 	return nil
 }
 
+// MHRegistrationReply is MC's answer to a registration or heartbeat: it
+// hands the MH the key MC signs media join tickets with.
+type MHRegistrationReply struct {
+	ID                  string    `json:"id"`
+	HeartbeatIntervalMS int64     `json:"heartbeat_interval_ms"`
+	TicketKey           TicketKey `json:"ticket_key"`
+}
+
+// TicketKey is an HMAC-SHA256 ticket key: id (16 hex digits) and secret
+// (32 bytes, base64).
+type TicketKey struct {
+	KeyID  string `json:"kid"`
+	Secret string `json:"secret"`
+}
+
+// MediaTicketRequest asks MC for a media join ticket.
+type MediaTicketRequest struct {
+	SessionID     string `json:"session_id"`
+	ParticipantID string `json:"participant_id"`
+}
+
+// MediaTicket is MC's answer: where to send media and the ticket to join with.
+type MediaTicket struct {
+	Ticket       string    `json:"ticket"` // base64url (no padding) of the binary ticket
+	MediaHandler string    `json:"media_handler"`
+	MediaAddr    string    `json:"media_addr"`
+	ExpiresAt    time.Time `json:"expires_at"`
+}
+
 // WriteJSON answers with v as JSON.
 func WriteJSON(w http.ResponseWriter, code int, v any) {
 	w.Header().Set("Content-Type", "application/json")
