@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -79,34 +80,93 @@ func TestLoadConfigNamesABadField(t *testing.T) {
 	}
 }
 
-// TestRealCluster creates a real one-node kind cluster on the node image
-// built here and checks what the platform relies on: nodes and the
-// system pods Ready, cluster DNS and Service routing through kube-proxy,
-// NetworkPolicy enforced by kube-router on real TCP and UDP packets, a
-// volume from the default StorageClass, and a deleted pod replaced.
+// shared is the one real cluster this package's tests use, created on
+// first use and deleted by TestMain.
+var shared struct {
+	once    sync.Once
+	c       *kindcluster.Cluster
+	err     error
+	state   string
+	started time.Time
+	log     bytes.Buffer
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if shared.c != nil && os.Getenv("DARKTOWER_KEEP_TEST_CLUSTER") != "" {
+		fmt.Fprintf(os.Stderr, "DARKTOWER_KEEP_TEST_CLUSTER: cluster %s kept; export KUBECONFIG=%s\n", shared.c.Name, shared.c.Kubeconfig)
+		os.Exit(code)
+	}
+	if shared.c != nil {
+		if err := kindcluster.Down(context.Background(), shared.c.Name, shared.state, os.Stderr); err != nil {
+			fmt.Fprintln(os.Stderr, "cluster down:", err)
+			code = 1
+		}
+		os.RemoveAll(shared.state)
+	}
+	os.Exit(code)
+}
+
+// realCluster creates (once) a one-node kind cluster on the node image
+// built here. A machine that cannot run it fails the test with the reason.
+func realCluster(t *testing.T) *kindcluster.Cluster {
+	t.Helper()
+	shared.once.Do(func() {
+		shared.started = time.Now()
+		shared.state, shared.err = os.MkdirTemp("", "kindcluster-test-")
+		if shared.err != nil {
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 25*time.Minute)
+		defer cancel()
+		name := fmt.Sprintf("dt-test-%d", os.Getpid()%100000)
+		shared.c, shared.err = kindcluster.Up(ctx, kindcluster.Options{Name: name, StateDir: shared.state, Nodes: 1, NoHostPorts: true,
+			ConfigPath: filepath.Join(repoRoot(t), "infra/local/kind-config.yaml"),
+			NodeImage:  kindcluster.NodeImageBuilt, Progress: &shared.log})
+		if shared.err != nil {
+			shared.c = nil
+			return
+		}
+		for _, s := range shared.c.Steps {
+			t.Logf("FIGURE %s: %s", s.Name, s.Duration.Round(100*time.Millisecond))
+		}
+		t.Logf("FIGURE cluster up (node image included) in %s", time.Since(shared.started).Round(100*time.Millisecond))
+		cfg, err := shared.c.RESTConfig()
+		if err != nil {
+			shared.err = err
+			return
+		}
+		cs, err := cluster.New(cfg)
+		if err != nil {
+			shared.err = err
+			return
+		}
+		for _, sel := range []struct{ ns, selector string }{
+			{"kube-system", "k8s-app=kube-dns"}, {"kube-system", "k8s-app=kube-router"},
+			{"kube-system", "k8s-app=kube-proxy"}, {"local-path-storage", "app=local-path-provisioner"},
+		} {
+			if shared.err = kindtest.WaitPodsReady(ctx, cs.Typed, sel.ns, sel.selector, 3*time.Minute); shared.err != nil {
+				return
+			}
+		}
+		t.Logf("FIGURE system pods Ready %s after start", time.Since(shared.started).Round(100*time.Millisecond))
+		shared.err = kindtest.LoadProbe(ctx, shared.c, repoRoot(t))
+	})
+	if shared.err != nil {
+		t.Fatalf("the real cluster could not be made on this machine: %v\n%s", shared.err, shared.log.String())
+	}
+	return shared.c
+}
+
+// TestRealCluster checks what the platform relies on: cluster DNS and
+// Service routing through kube-proxy, NetworkPolicy enforced by
+// kube-router on real TCP and UDP packets, a volume from the default
+// StorageClass, and the status and list commands.
 func TestRealCluster(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 25*time.Minute)
 	defer cancel()
-	var progress bytes.Buffer
-	name := fmt.Sprintf("dt-test-%d", os.Getpid()%10000)
-	state := t.TempDir()
-	start := time.Now()
-	c, err := kindcluster.Up(ctx, kindcluster.Options{Name: name, StateDir: state, Nodes: 1, NoHostPorts: true,
-		ConfigPath: filepath.Join(repoRoot(t), "infra/local/kind-config.yaml"),
-		NodeImage:  kindcluster.NodeImageBuilt, Progress: &progress})
-	t.Cleanup(func() {
-		if err := kindcluster.Down(context.Background(), name, state, nil); err != nil {
-			t.Errorf("cluster down: %v", err)
-		}
-	})
-	if err != nil {
-		t.Fatalf("cluster up: %v\n%s", err, progress.String())
-	}
-	for _, s := range c.Steps {
-		t.Logf("FIGURE %s: %s", s.Name, s.Duration.Round(100*time.Millisecond))
-	}
-	t.Logf("FIGURE cluster up (node image included) in %s", time.Since(start).Round(100*time.Millisecond))
-
+	c := realCluster(t)
+	name := c.Name
 	cfg, err := c.RESTConfig()
 	if err != nil {
 		t.Fatal(err)
@@ -116,20 +176,6 @@ func TestRealCluster(t *testing.T) {
 		t.Fatal(err)
 	}
 	cs := client.Typed
-	for _, sel := range []struct{ ns, selector string }{
-		{"kube-system", "k8s-app=kube-dns"}, {"kube-system", "k8s-app=kube-router"},
-		{"kube-system", "k8s-app=kube-proxy"}, {"local-path-storage", "app=local-path-provisioner"},
-	} {
-		if err := kindtest.WaitPodsReady(ctx, cs, sel.ns, sel.selector, 3*time.Minute); err != nil {
-			t.Fatal(err)
-		}
-	}
-	t.Logf("FIGURE system pods Ready %s after start", time.Since(start).Round(100*time.Millisecond))
-	loadStart := time.Now()
-	if err := kindtest.LoadProbe(ctx, c, repoRoot(t)); err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("FIGURE probe image loaded in %s", time.Since(loadStart).Round(100*time.Millisecond))
 
 	ns := "probe"
 	if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
