@@ -22,7 +22,20 @@ need_docker() {
   docker info >/dev/null 2>&1 || die "the Docker engine does not answer: start it (or set DOCKER_HOST)"
 }
 
-cluster_exists() { kind get clusters 2>/dev/null | grep -qx "$cluster"; }
+# dt ARGS: the pipeline's CLI (the cluster commands drive kind's own Go API;
+# no kind binary is needed).
+dt() { (cd "$root" && go run . "$@"); }
+
+cluster_exists() { dt cluster list 2>/dev/null | grep -qx "$cluster"; }
+
+# use_cluster: point kubectl at the cluster (its kubeconfig is kept by the CLI).
+use_cluster() {
+  KUBECONFIG=$(dt cluster kubeconfig --name "$cluster")
+  export KUBECONFIG
+}
+
+# cluster_nodes: the node containers of the cluster.
+cluster_nodes() { docker ps --filter "label=io.x-k8s.kind.cluster=$cluster" --format '{{.Names}}'; }
 
 # workload SHORT: the kind/name of a service's workload (ac|gc|mc|mh).
 workload() {

@@ -15,8 +15,8 @@ fi
 
 target=$(workload "$1")
 need kubectl "https://kubernetes.io/docs/tasks/tools/"
-need kind "https://kind.sigs.k8s.io/docs/user/quick-start/#installation"
 cluster_exists || die "no kind cluster $cluster: run infra/local/setup.sh first"
+use_cluster
 for ns in "${regions[@]}"; do
   say "restarting $target in $ns"
   kubectl --context "kind-$cluster" -n "$ns" rollout restart "$target"

@@ -13,7 +13,6 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 need_docker
-need kind "https://kind.sigs.k8s.io/docs/user/quick-start/#installation"
 need kubectl "https://kubernetes.io/docs/tasks/tools/"
 need helm "https://helm.sh/docs/intro/install/"
 need go "Go 1.27 (https://go.dev/dl/)"
@@ -25,12 +24,12 @@ if [[ $(docker inspect -f '{{.State.Running}}' "$registry" 2>/dev/null || true) 
 fi
 
 say "kind cluster $cluster"
-if ! cluster_exists; then
-  kind create cluster --config "$here/kind-config.yaml"
-fi
-kubectl config use-context "kind-$cluster" >/dev/null
+# Reuses a running cluster; the node image is kindest/node where it can be
+# pulled, else built here from Debian and the Go module proxy.
+dt cluster up --config "$here/kind-config.yaml" ${DARKTOWER_NODES:+--nodes "$DARKTOWER_NODES"}
+use_cluster
 # Nodes pull localhost:5001/... from the registry container (KEP-1755).
-for node in $(kind get nodes --name "$cluster"); do
+for node in $(cluster_nodes); do
   docker exec "$node" mkdir -p "/etc/containerd/certs.d/localhost:$registry_port"
   printf '[host."http://%s:5000"]\n' "$registry" |
     docker exec -i "$node" tee "/etc/containerd/certs.d/localhost:$registry_port/hosts.toml" >/dev/null

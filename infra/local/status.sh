@@ -7,15 +7,16 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 need_docker
-need kind "https://kind.sigs.k8s.io/docs/user/quick-start/#installation"
 need kubectl "https://kubernetes.io/docs/tasks/tools/"
 
 if ! cluster_exists; then
   say "no kind cluster $cluster (infra/local/setup.sh creates it)"
   exit 1
 fi
+use_cluster
 k=(kubectl --context "kind-$cluster")
 say "nodes"
+dt cluster status --name "$cluster" || true
 "${k[@]}" get nodes -L darktower.io/pool
 say "registry"
 docker inspect -f '{{.Name}} {{.State.Status}}' "$registry" 2>/dev/null || echo "not running"

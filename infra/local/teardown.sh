@@ -6,11 +6,10 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 need_docker
-need kind "https://kind.sigs.k8s.io/docs/user/quick-start/#installation"
 
 if cluster_exists; then
   say "deleting kind cluster $cluster"
-  kind delete cluster --name "$cluster"
+  dt cluster down --name "$cluster"
 else
   say "no kind cluster $cluster"
 fi
