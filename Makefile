@@ -1,7 +1,7 @@
 # Thin aliases; the work lives in Go (pipelines/, services/, ci/) and scripts/.
 export GOTOOLCHAIN := go1.27.3
 
-.PHONY: test build-all bench-build services lint dagger-check sim-up sim-down validate-server
+.PHONY: test build-all bench-build bench-cluster services lint dagger-check sim-up sim-down validate-server node-image cluster-up cluster-down
 
 ## test: install what the tests need, then gofmt, go vet, every test and dagger-check (the README's test command)
 test:
@@ -15,6 +15,10 @@ build-all:
 ## bench-build: build-all vs ko vs go build, cold and warm, sizes and reproducibility (installs ko from the module proxy into ~/.cache)
 bench-build:
 	go run ./bench/buildbench
+
+## bench-cluster: the real cluster (kind on the node image built here) against the simulated one, up and down, in one run
+bench-cluster:
+	go run ./bench/clusterbench
 
 ## services: build the four service binaries into bin/
 services:
@@ -36,3 +40,11 @@ sim-down:
 	go run . sim down
 validate-server:
 	go run . validate --server
+
+## node-image / cluster-up / cluster-down: the real cluster (kind through its Go API; node image built from Debian and the Go module proxy where kindest/node cannot be pulled)
+node-image:
+	go run . node-image
+cluster-up:
+	go run . cluster up $(ARGS)
+cluster-down:
+	go run . cluster down $(ARGS)

@@ -141,13 +141,8 @@ func realCluster(t *testing.T) *kindcluster.Cluster {
 			shared.err = err
 			return
 		}
-		for _, sel := range []struct{ ns, selector string }{
-			{"kube-system", "k8s-app=kube-dns"}, {"kube-system", "k8s-app=kube-router"},
-			{"kube-system", "k8s-app=kube-proxy"}, {"local-path-storage", "app=local-path-provisioner"},
-		} {
-			if shared.err = kindtest.WaitPodsReady(ctx, cs.Typed, sel.ns, sel.selector, 3*time.Minute); shared.err != nil {
-				return
-			}
+		if shared.err = kindcluster.WaitSystemReady(ctx, cs.Typed, 3*time.Minute); shared.err != nil {
+			return
 		}
 		t.Logf("FIGURE system pods Ready %s after start", time.Since(shared.started).Round(100*time.Millisecond))
 		shared.err = kindtest.LoadProbe(ctx, shared.c, repoRoot(t))
@@ -190,7 +185,7 @@ func TestRealCluster(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if err := kindtest.WaitPodsReady(ctx, cs, ns, "app", 2*time.Minute); err != nil {
+	if err := kindcluster.WaitPodsReady(ctx, cs, ns, "app", 2*time.Minute); err != nil {
 		t.Fatal(err)
 	}
 	svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "server", Namespace: ns},
@@ -293,7 +288,7 @@ func TestRealCluster(t *testing.T) {
 	if _, err := cs.CoreV1().Pods(ns).Create(ctx, writer, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	if err := kindtest.WaitPodsReady(ctx, cs, ns, "app=writer", 2*time.Minute); err != nil {
+	if err := kindcluster.WaitPodsReady(ctx, cs, ns, "app=writer", 2*time.Minute); err != nil {
 		t.Fatal(err)
 	}
 	pvc, err := cs.CoreV1().PersistentVolumeClaims(ns).Get(ctx, "data", metav1.GetOptions{})

@@ -15,6 +15,7 @@ import (
 
 	"github.com/darktower/delivery/pipelines/cluster"
 	"github.com/darktower/delivery/pipelines/internal/kindtest"
+	"github.com/darktower/delivery/pipelines/kindcluster"
 	"github.com/darktower/delivery/pipelines/validate"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -94,7 +95,7 @@ func TestNetworkPolicyMatrixMeasuredEqualsComputed(t *testing.T) {
 	}
 	ips := map[string]string{}
 	for _, p := range want.Peers {
-		if err := kindtest.WaitPodsReady(ctx, cs, p.Namespace, "darktower.io/probe=matrix", 2*time.Minute); err != nil {
+		if err := kindcluster.WaitPodsReady(ctx, cs, p.Namespace, "darktower.io/probe=matrix", 2*time.Minute); err != nil {
 			t.Fatal(err)
 		}
 		pod, err := cs.CoreV1().Pods(p.Namespace).Get(ctx, "probe-"+p.Name, metav1.GetOptions{})

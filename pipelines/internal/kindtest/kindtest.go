@@ -108,65 +108,6 @@ func ProbePod(namespace, name string, labels map[string]string) *corev1.Pod {
 	}
 }
 
-// WaitPodsReady waits until every pod matching selector in namespace is
-// Ready (and there is at least one).
-func WaitPodsReady(ctx context.Context, cs kubernetes.Interface, namespace, selector string, within time.Duration) error {
-	deadline := time.Now().Add(within)
-	var last string
-	for time.Now().Before(deadline) {
-		pods, err := cs.CoreV1().Pods(namespace).List(ctx, metav1.ListOptions{LabelSelector: selector})
-		if err == nil && len(pods.Items) > 0 {
-			var waiting []string
-			for _, p := range pods.Items {
-				if !Ready(&p) {
-					waiting = append(waiting, fmt.Sprintf("%s (%s)", p.Name, why(&p)))
-				}
-			}
-			if len(waiting) == 0 {
-				return nil
-			}
-			last = strings.Join(waiting, ", ")
-		} else if err != nil {
-			last = err.Error()
-		} else {
-			last = "no pods yet"
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(500 * time.Millisecond):
-		}
-	}
-	return fmt.Errorf("pods %q in %s not Ready within %s: %s", selector, namespace, within, last)
-}
-
-// Ready reports a pod's Ready condition.
-func Ready(p *corev1.Pod) bool {
-	for _, c := range p.Status.Conditions {
-		if c.Type == corev1.PodReady {
-			return c.Status == corev1.ConditionTrue
-		}
-	}
-	return false
-}
-
-func why(p *corev1.Pod) string {
-	for _, s := range append(p.Status.InitContainerStatuses, p.Status.ContainerStatuses...) {
-		if w := s.State.Waiting; w != nil {
-			return w.Reason + ": " + w.Message
-		}
-		if t := s.State.Terminated; t != nil && t.ExitCode != 0 {
-			return fmt.Sprintf("%s exited %d", s.Name, t.ExitCode)
-		}
-	}
-	for _, c := range p.Status.Conditions {
-		if c.Status != corev1.ConditionTrue && c.Message != "" {
-			return c.Message
-		}
-	}
-	return string(p.Status.Phase)
-}
-
 // Exec runs command in a pod's first container and returns its output;
 // a non-zero exit is an error carrying the output.
 func Exec(ctx context.Context, cfg *rest.Config, cs kubernetes.Interface, namespace, pod string, command ...string) (string, error) {

@@ -1,0 +1,116 @@
+// Command clusterbench is `make bench-cluster`: in one run, it brings up
+// and tears down the real cluster (a one-node kind cluster on the node
+// image built here, warm: image cached) and the simulated cluster (`sim
+// up`, tools cached) the same number of times, and prints each step's
+// median with the ratio real/simulated. The first round of each warms the
+// caches (building whatever is missing) and is not counted.
+//
+//	go run ./bench/clusterbench [-rounds 3]
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"log"
+	"os"
+	"path/filepath"
+	"sort"
+	"time"
+
+	"github.com/darktower/delivery/pipelines/cluster"
+	"github.com/darktower/delivery/pipelines/kindcluster"
+	"github.com/darktower/delivery/pipelines/sim"
+)
+
+func main() {
+	rounds := flag.Int("rounds", 3, "measured rounds of each (after one warm-up)")
+	flag.Parse()
+	ctx := context.Background()
+	var realUp, realReady, realDown, simUp, simDown []time.Duration
+
+	tools, err := sim.EnsureTools(ctx, sim.DefaultCacheDir(), os.Stderr)
+	if err != nil {
+		log.Fatal(err)
+	}
+	state, err := os.MkdirTemp("", "clusterbench-")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer os.RemoveAll(state)
+	for i := 0; i <= *rounds; i++ {
+		// The real cluster: cluster up (node image reused), every system pod
+		// Ready, cluster down.
+		name := fmt.Sprintf("dt-bench-%d", i)
+		start := time.Now()
+		c, err := kindcluster.Up(ctx, kindcluster.Options{Name: name, StateDir: state, Nodes: 1, NoHostPorts: true,
+			NodeImage: kindcluster.NodeImageBuilt, Progress: progress(i)})
+		if err != nil {
+			log.Fatal(err)
+		}
+		up := time.Since(start)
+		cfg, err := c.RESTConfig()
+		if err != nil {
+			log.Fatal(err)
+		}
+		client, err := cluster.New(cfg)
+		if err != nil {
+			log.Fatal(err)
+		}
+		if err := kindcluster.WaitSystemReady(ctx, client.Typed, 3*time.Minute); err != nil {
+			log.Fatal(err)
+		}
+		ready := time.Since(start)
+		start = time.Now()
+		if err := kindcluster.Down(ctx, name, state, nil); err != nil {
+			log.Fatal(err)
+		}
+		down := time.Since(start)
+
+		// The simulated cluster.
+		dir := filepath.Join(state, fmt.Sprintf("sim-%d", i))
+		start = time.Now()
+		if _, err := sim.Up(ctx, dir, tools, nil); err != nil {
+			log.Fatal(err)
+		}
+		su := time.Since(start)
+		start = time.Now()
+		if err := sim.Down(dir, nil); err != nil {
+			log.Fatal(err)
+		}
+		sd := time.Since(start)
+		fmt.Fprintf(os.Stderr, "round %d: cluster up %s, system pods Ready %s, down %s; sim up %s, down %s\n",
+			i, r(up), r(ready), r(down), r(su), r(sd))
+		if i == 0 {
+			continue // warm-up
+		}
+		realUp, realReady, realDown = append(realUp, up), append(realReady, ready), append(realDown, down)
+		simUp, simDown = append(simUp, su), append(simDown, sd)
+	}
+	fmt.Printf("\n%d rounds, medians (warm: node image and sim tools cached)\n\n", *rounds)
+	fmt.Println("| step | real cluster (kind, built node image) | simulated cluster (sim) | real / sim |")
+	fmt.Println("|---|---:|---:|---:|")
+	row := func(step string, a, b []time.Duration) {
+		ma, mb := median(a), median(b)
+		fmt.Printf("| %s | %s | %s | %.1f |\n", step, r(ma), r(mb), ma.Seconds()/mb.Seconds())
+	}
+	row("up (nodes Ready / API answering)", realUp, simUp)
+	row("up, every system pod Ready", realReady, simUp)
+	row("down", realDown, simDown)
+}
+
+func progress(round int) io.Writer {
+	if round == 0 {
+		return os.Stderr // the warm-up may build: show it
+	}
+	return nil
+}
+
+func median(d []time.Duration) time.Duration {
+	s := append([]time.Duration(nil), d...)
+	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
+	return s[len(s)/2]
+}
+
+func r(d time.Duration) string { return d.Round(100 * time.Millisecond).String() }
