@@ -22,6 +22,20 @@ var ResourceSizing = map[string]Sizing{
 	"media-handler":      {Kind: "Deployment", CPURequest: "4000m", CPULimit: "8000m", MemRequest: "12Gi", MemLimit: "16Gi", DedicatedNodePool: "media"},
 }
 
+// PreviewSizing is the preview overlay's: previews run on one kind node of
+// a CI machine (2 cores here), where the ADR's requests (7.5 CPUs, 21 GiB)
+// cannot be scheduled. Requests are scaled down so the four services fit;
+// limits stay the ADR's, so a preview still shows a service that outgrows
+// them. Every other overlay holds the ADR's table exactly.
+var PreviewSizing = func() map[string]Sizing {
+	out := map[string]Sizing{}
+	for name, s := range ResourceSizing {
+		s.CPURequest, s.MemRequest = "100m", "256Mi"
+		out[name] = s
+	}
+	return out
+}()
+
 // NodePoolLabel and the taint key MH's pool carries (terraform/modules/node-pool).
 const NodePoolLabel = "darktower.io/pool"
 

@@ -77,8 +77,14 @@ func (p *problems) add(f string, a ...any) { p.list = append(p.list, p.prefix+fm
 // probes, Pod Security "restricted", labels, grace period, node pool and
 // (when pinned) digest-pinned images.
 func CheckWorkload(w Workload, requireDigest bool) []string {
+	return CheckWorkloadSized(w, requireDigest, ResourceSizing)
+}
+
+// CheckWorkloadSized is CheckWorkload against a given sizing table
+// (PreviewSizing for the preview overlay).
+func CheckWorkloadSized(w Workload, requireDigest bool, sizing map[string]Sizing) []string {
 	p := &problems{prefix: fmt.Sprintf("%s %s/%s: ", w.Kind, w.Namespace, w.Name)}
-	want, ok := ResourceSizing[w.Name]
+	want, ok := sizing[w.Name]
 	if !ok {
 		p.add("not one of the ADR's services")
 		return p.list

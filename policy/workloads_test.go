@@ -31,9 +31,13 @@ func TestOverlaysFollowTheADR(t *testing.T) {
 			if len(ws) != len(Services) {
 				t.Fatalf("%d workloads rendered, want %d", len(ws), len(Services))
 			}
+			sizing := ResourceSizing
+			if overlay == "overlays/preview" {
+				sizing = PreviewSizing
+			}
 			var all []string
 			for _, w := range ws {
-				all = append(all, CheckWorkload(w, true)...)
+				all = append(all, CheckWorkloadSized(w, true, sizing)...)
 			}
 			all = append(all, CheckScaling(r)...)
 			all = append(all, CheckNamespaces(r)...)
