@@ -20,6 +20,7 @@ type ExportOptions struct {
 	Out      string // the build's output directory (its manifest.json and OCI layout)
 	Service  string
 	Platform string // "" keeps every platform (the multi-platform index)
+	RefName  string // the layout's ref name annotation ("" = the image's tag); a full reference names the image in containerd
 }
 
 // ExportTar writes one service's image from a finished build as a tarball
@@ -59,7 +60,11 @@ func ExportTar(o ExportOptions, w io.Writer) error {
 	if err != nil {
 		return err
 	}
-	tag := layout.WithAnnotations(map[string]string{"org.opencontainers.image.ref.name": rec.Tag})
+	refName := rec.Tag
+	if o.RefName != "" {
+		refName = o.RefName
+	}
+	tag := layout.WithAnnotations(map[string]string{"org.opencontainers.image.ref.name": refName})
 	if o.Platform == "" {
 		err = dst.AppendIndex(idx, tag)
 	} else {

@@ -325,6 +325,22 @@ func (c *Cluster) LoadArchive(open func() (io.ReadCloser, error)) error {
 	return nil
 }
 
+// Tag names an image already in the nodes' containerd once more, e.g. by
+// digest (repo@sha256:…), which is how pods pinned by digest find an image
+// that was loaded rather than pulled.
+func (c *Cluster) Tag(src, dst string) error {
+	ns, err := c.Nodes()
+	if err != nil {
+		return err
+	}
+	for _, n := range ns {
+		if err := nodeutils.ReTagImage(n, src, dst); err != nil {
+			return fmt.Errorf("tagging %s as %s in node %s: %w", src, dst, n, err)
+		}
+	}
+	return nil
+}
+
 func checkDocker(ctx context.Context) error {
 	if _, err := exec.LookPath("docker"); err != nil {
 		return errors.New("the docker CLI is not on PATH: kind's Docker provider needs it (and a running engine; DOCKER_HOST is honoured)")
