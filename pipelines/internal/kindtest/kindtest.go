@@ -117,10 +117,11 @@ func Exec(ctx context.Context, cfg *rest.Config, cs kubernetes.Interface, namesp
 	if err != nil {
 		return "", err
 	}
-	var out bytes.Buffer
-	err = ex.StreamWithContext(ctx, remotecommand.StreamOptions{Stdout: &out, Stderr: &out})
+	// Separate buffers: the executor copies stdout and stderr concurrently.
+	var stdout, stderr bytes.Buffer
+	err = ex.StreamWithContext(ctx, remotecommand.StreamOptions{Stdout: &stdout, Stderr: &stderr})
 	if err != nil {
-		return out.String(), fmt.Errorf("%s in %s/%s: %w: %s", strings.Join(command, " "), namespace, pod, err, strings.TrimSpace(out.String()))
+		return stdout.String(), fmt.Errorf("%s in %s/%s: %w: %s", strings.Join(command, " "), namespace, pod, err, strings.TrimSpace(stderr.String()+stdout.String()))
 	}
-	return out.String(), nil
+	return stdout.String(), nil
 }
