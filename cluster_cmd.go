@@ -4,12 +4,15 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"os"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/darktower/delivery/pipelines/kindcluster"
 	"github.com/darktower/delivery/pipelines/nodeimage"
+	"github.com/darktower/delivery/pipelines/preview"
+	"github.com/darktower/delivery/pipelines/source"
 	"github.com/darktower/delivery/pipelines/upstream"
 )
 
@@ -116,4 +119,74 @@ func notRunning(nodes []kindcluster.NodeStatus) string {
 		}
 	}
 	return strings.Join(down, ", ")
+}
+
+func runPreview(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		return usageError{"preview needs a subcommand: up, down, list or reap"}
+	}
+	fs := newFlags("preview "+args[0], stderr)
+	state := fs.String("state-dir", kindcluster.DefaultStateDir(), "where each cluster's kubeconfig is kept")
+	pr := fs.Int("pr", 0, "the pull request number")
+	var o preview.Options
+	ttl := fs.Duration("ttl", preview.DefaultTTL, "up: how long the preview lives; reap: remove previews older than this")
+	if args[0] == "up" {
+		fs.StringVar(&o.Commit, "commit", "", "the commit previewed (default: this checkout's HEAD)")
+		fs.StringVar(&o.Dist, "dist", "dist", "the build-all output to deploy (host platform images)")
+		fs.StringVar(&o.NodeImage, "node-image", kindcluster.NodeImageAuto, "auto, built, upstream or an image reference")
+		fs.StringVar(&o.CacheDir, "cache-dir", upstream.DefaultCacheDir(), "where components built from the Go module proxy are kept")
+		fs.StringVar(&o.Mirror, "mirror", "", "Debian mirror for images built here")
+	}
+	if err := parseFlags(fs, args[1:]); err != nil {
+		return err
+	}
+	switch args[0] {
+	case "up":
+		root, err := os.Getwd()
+		if err != nil {
+			return err
+		}
+		if o.Commit == "" {
+			info, err := source.Read(root, os.Getenv)
+			if err != nil {
+				return err
+			}
+			o.Commit = info.Revision
+		}
+		o.PR, o.Root, o.TTL, o.StateDir, o.Progress = *pr, root, *ttl, *state, stdout
+		info, res, err := preview.Up(ctx, o)
+		if err != nil {
+			return err
+		}
+		for _, s := range res.Steps {
+			fmt.Fprintf(stdout, "  %-56s %s\n", s.Name, s.Duration.Round(100*time.Millisecond))
+		}
+		fmt.Fprintf(stdout, "preview: PR %d (%s) %s, expires %s\n  %s\n", info.PR, info.Commit, info.State, info.Expires.Format(time.RFC3339), info.Endpoint)
+		if info.State != "ready" {
+			return fmt.Errorf("preview %s is not ready: %s", info.Cluster, info.State)
+		}
+		return nil
+	case "down":
+		return preview.Down(ctx, *pr, *state, stdout)
+	case "list":
+		list, err := preview.List(ctx, *state)
+		if err != nil {
+			return err
+		}
+		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "PR\tCLUSTER\tAGE\tCOMMIT\tEXPIRES\tSTATE")
+		for _, p := range list {
+			age := "?"
+			if !p.Created.IsZero() {
+				age = time.Since(p.Created).Round(time.Minute).String()
+			}
+			fmt.Fprintf(tw, "%d\t%s\t%s\t%.12s\t%s\t%s\n", p.PR, p.Cluster, age, p.Commit, p.Expires.Format(time.RFC3339), p.State)
+		}
+		return tw.Flush()
+	case "reap":
+		reaped, err := preview.Reap(ctx, *ttl, time.Now(), *state, stdout)
+		fmt.Fprintf(stdout, "preview: %d preview(s) reaped\n", len(reaped))
+		return err
+	}
+	return usageError{fmt.Sprintf("preview %q: use up, down, list or reap", args[0])}
 }

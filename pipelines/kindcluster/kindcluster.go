@@ -325,6 +325,14 @@ func (c *Cluster) LoadArchive(open func() (io.ReadCloser, error)) error {
 	return nil
 }
 
+// ExportKubeconfig writes the kubeconfig of a running cluster to path.
+func ExportKubeconfig(name, path string) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return err
+	}
+	return provider(nil).ExportKubeConfig(name, path, false)
+}
+
 // Tag names an image already in the nodes' containerd once more, e.g. by
 // digest (repo@sha256:…), which is how pods pinned by digest find an image
 // that was loaded rather than pulled.

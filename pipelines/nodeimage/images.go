@@ -2,6 +2,7 @@ package nodeimage
 
 import (
 	"bytes"
+	"compress/gzip"
 	"io"
 	"os"
 	"runtime"
@@ -37,17 +38,23 @@ func treeLayer(t tree, epoch time.Time) (v1.Layer, error) {
 	return tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(raw)), nil })
 }
 
-// rootLayer makes a layer of a whole debootstrapped root, kept in a file
-// next to it (made once per root).
+// rootLayer makes a layer of a whole debootstrapped root, kept gzipped in
+// a file next to it (made once per root): loading it again then costs no
+// compression.
 func rootLayer(root string, epoch time.Time) (v1.Layer, error) {
-	path := root + ".layer.tar"
+	path := root + ".layer.tar.gz"
 	if _, err := os.Stat(path); err != nil {
 		tmp := path + ".tmp"
 		f, err := os.Create(tmp)
 		if err != nil {
 			return nil, err
 		}
-		if err := writeRootTar(f, root, tree{}, epoch); err != nil {
+		zw, _ := gzip.NewWriterLevel(f, gzip.BestSpeed)
+		if err := writeRootTar(zw, root, tree{}, epoch); err != nil {
+			f.Close()
+			return nil, err
+		}
+		if err := zw.Close(); err != nil {
 			f.Close()
 			return nil, err
 		}

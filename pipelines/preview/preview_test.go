@@ -1,0 +1,193 @@
+package preview_test
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/darktower/delivery/internal/vulndbtest"
+	"github.com/darktower/delivery/pipelines/build"
+	"github.com/darktower/delivery/pipelines/cluster"
+	"github.com/darktower/delivery/pipelines/deploy"
+	"github.com/darktower/delivery/pipelines/flow"
+	"github.com/darktower/delivery/pipelines/kindcluster"
+	"github.com/darktower/delivery/pipelines/preview"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+func root(t testing.TB) string {
+	r, err := filepath.Abs("../..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// A pull request's preview, end to end on a real cluster: preview up
+// deploys a fresh build-all with the preview overlay onto its own one-node
+// kind cluster — every workload Ready (PostgreSQL and Redis from Debian's
+// packages, the four services with the ADR's probes, behind the real
+// NetworkPolicies) — then a deleted pod of each service is replaced and
+// Ready, a Redis outage turns meeting-controller unready and it recovers
+// without a restart; list shows the preview with its PR, commit and state,
+// reap leaves a young preview alone and removes an expired one.
+func TestPreviewLifecycleOnARealCluster(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
+	defer cancel()
+	var progress bytes.Buffer
+	defer func() {
+		if t.Failed() {
+			t.Log(progress.String())
+		}
+	}()
+
+	// A fresh build of this checkout (host platform, skeleton base, the
+	// empty fixture vulnerability DB, unsigned).
+	dbDir := t.TempDir()
+	if err := vulndbtest.Write(dbDir, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	dist := t.TempDir()
+	start := time.Now()
+	if _, err := flow.BuildAll(ctx, flow.BuildAllOptions{Root: root(t), Out: dist, Base: build.BaseSkeleton,
+		Platforms: []string{"linux/amd64"}, Version: "0.0.0-preview-test", SourceURL: "https://example.com/src",
+		VulnDB: dbDir, NoSign: true, Progress: &progress}); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("FIGURE build-all (4 services, linux/amd64) in %s", time.Since(start).Round(100*time.Millisecond))
+
+	state := t.TempDir()
+	pr := 90000 + os.Getpid()%10000
+	start = time.Now()
+	info, res, err := preview.Up(ctx, preview.Options{PR: pr, Commit: "0123456789abcdef0123456789abcdef01234567", Root: root(t), Dist: dist,
+		NodeImage: kindcluster.NodeImageBuilt, StateDir: state, Progress: &progress})
+	t.Cleanup(func() {
+		if os.Getenv("DARKTOWER_KEEP_TEST_CLUSTER") != "" {
+			t.Logf("preview %s kept", preview.Name(pr))
+			return
+		}
+		preview.Down(context.Background(), pr, state, nil)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.State != "ready" || info.PR != pr || !strings.HasPrefix(info.Commit, "0123456789ab") {
+		t.Fatalf("preview up: %+v", info)
+	}
+	for _, s := range res.Steps {
+		t.Logf("FIGURE deploy: %s: %s", s.Name, s.Duration.Round(100*time.Millisecond))
+	}
+	t.Logf("FIGURE preview up (cluster, images loaded, data stores, secrets, overlay applied, every workload Ready) in %s", time.Since(start).Round(100*time.Millisecond))
+	c := &kindcluster.Cluster{Name: preview.Name(pr), Kubeconfig: kindcluster.KubeconfigPath(state, preview.Name(pr))}
+	cfg, err := c.RESTConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	client, err := cluster.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	ns := res.Namespace
+	for _, w := range res.Workloads {
+		if w.Namespace != ns {
+			continue
+		}
+		sel := "app.kubernetes.io/name=" + w.Name
+		start := time.Now()
+		before, err := client.Typed.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: sel})
+		if err != nil {
+			t.Fatal(err)
+		}
+		victim, err := client.DeleteOnePod(ctx, ns, sel, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Replaced: as many Ready pods as before, the victim not among them.
+		for {
+			pods, err := client.Typed.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: sel})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ready := 0
+			for _, p := range pods.Items {
+				if p.Name != victim && p.DeletionTimestamp == nil && kindcluster.Ready(&p) {
+					ready++
+				}
+			}
+			if ready == len(before.Items) {
+				break
+			}
+			if time.Since(start) > 3*time.Minute {
+				t.Fatalf("after deleting %s: %d of %d pods Ready", victim, ready, len(before.Items))
+			}
+			time.Sleep(250 * time.Millisecond)
+		}
+		t.Logf("FIGURE %s: pod %s deleted, replaced and Ready in %s", w.Name, victim, time.Since(start).Round(100*time.Millisecond))
+	}
+
+	// Redis outage: meeting-controller goes unready, then recovers in place.
+	mcSel := "app.kubernetes.io/name=meeting-controller"
+	restarts := func() int32 {
+		pods, _ := client.Typed.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: mcSel})
+		var n int32
+		for _, p := range pods.Items {
+			for _, s := range p.Status.ContainerStatuses {
+				n += s.RestartCount
+			}
+		}
+		return n
+	}
+	before := restarts()
+	start = time.Now()
+	if err := client.DeleteByLabel(ctx, deploy.DataNamespace, "app.kubernetes.io/name=redis-cluster", new(int64)); err != nil {
+		t.Fatal(err)
+	}
+	sawUnready := false
+	for time.Since(start) < 2*time.Minute && !sawUnready {
+		notReady, _ := client.NotReadyPods(ctx, ns, mcSel)
+		sawUnready = len(notReady) > 0
+		time.Sleep(500 * time.Millisecond)
+	}
+	if !sawUnready {
+		t.Fatal("meeting-controller stayed ready while Redis was gone")
+	}
+	t.Logf("FIGURE meeting-controller unready %s after Redis was deleted", time.Since(start).Round(100*time.Millisecond))
+	if err := client.WaitReady(ctx, res.Workloads, 3*time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("FIGURE Redis replaced and meeting-controller ready again %s after the deletion", time.Since(start).Round(100*time.Millisecond))
+	if after := restarts(); after != before {
+		t.Errorf("meeting-controller restarted %d time(s) during the Redis outage; it should recover in place", after-before)
+	}
+
+	// list, then reap: a young preview stays, an expired one goes.
+	list, err := preview.List(ctx, state)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var found *preview.Info
+	for i := range list {
+		if list[i].PR == pr {
+			found = &list[i]
+		}
+	}
+	if found == nil || found.State != "ready" || found.Created.IsZero() || !found.Expires.After(found.Created) {
+		t.Fatalf("preview list: %+v", list)
+	}
+	if reaped, err := preview.Reap(ctx, time.Hour, time.Now(), state, nil); err != nil || len(reaped) != 0 {
+		t.Fatalf("reap --ttl 1h removed a preview made just now: %v %v", reaped, err)
+	}
+	reaped, err := preview.Reap(ctx, time.Hour, time.Now().Add(2*time.Hour), state, nil)
+	if err != nil || len(reaped) != 1 || reaped[0].PR != pr {
+		t.Fatalf("reap two hours later: %v %v", reaped, err)
+	}
+	if names, _ := kindcluster.List(ctx); slices.Contains(names, preview.Name(pr)) {
+		t.Fatalf("cluster %s still exists after reap", preview.Name(pr))
+	}
+}
