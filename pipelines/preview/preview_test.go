@@ -18,6 +18,7 @@ import (
 	"github.com/darktower/delivery/pipelines/kindcluster"
 	"github.com/darktower/delivery/pipelines/preview"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 )
 
 func root(t testing.TB) string {
@@ -108,7 +109,14 @@ func TestPreviewLifecycleOnARealCluster(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		// Replaced: as many Ready pods as before, the victim not among them.
+		var victimUID types.UID
+		for _, p := range before.Items {
+			if p.Name == victim {
+				victimUID = p.UID
+			}
+		}
+		// Replaced: as many Ready pods as before, the victim not among them
+		// (a StatefulSet's replacement has the same name: judged by UID).
 		for {
 			pods, err := client.Typed.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: sel})
 			if err != nil {
@@ -116,7 +124,7 @@ func TestPreviewLifecycleOnARealCluster(t *testing.T) {
 			}
 			ready := 0
 			for _, p := range pods.Items {
-				if p.Name != victim && p.DeletionTimestamp == nil && kindcluster.Ready(&p) {
+				if p.UID != victimUID && p.DeletionTimestamp == nil && kindcluster.Ready(&p) {
 					ready++
 				}
 			}
