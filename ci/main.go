@@ -95,6 +95,15 @@ func withRegistry(c *dagger.Container, registry, username string, password *dagg
 		WithSecretVariable(cli.EnvRegistryPassword, password)
 }
 
+// perCall gives the next step a value that differs on every call, so the
+// engine executes it again. A function marked +cache="never" is called
+// again, but the container steps it builds are still served from the
+// layer cache when their inputs are unchanged: only this value makes the
+// CLI ask the registries, the vulnerability DB, Fulcio or the clock again.
+func perCall(c *dagger.Container) *dagger.Container {
+	return c.WithEnvVariable(cli.EnvCallID, cli.CallID())
+}
+
 // withVulnDB mounts a prepared Trivy DB (the air-gapped form).
 func withVulnDB(c *dagger.Container, db *dagger.Directory, b *cli.BuildAll) *dagger.Container {
 	if db == nil {
@@ -108,6 +117,8 @@ func withVulnDB(c *dagger.Container, db *dagger.Directory, b *cli.BuildAll) *dag
 // SPDX and CycloneDX SBOMs, scans them (blocking on CRITICAL findings),
 // signs and attests them, and returns the output directory: the OCI
 // layout, manifest.json, summary.md, sbom/ and scan/ (Trivy JSON, SARIF).
+//
+// +cache="never"
 func (m *Darktower) BuildAll(
 	// Services to build (default: all in images/).
 	// +optional
@@ -140,14 +151,25 @@ func (m *Darktower) BuildAll(
 	noSign bool,
 ) *dagger.Directory {
 	b := cli.BuildAll{Services: services, Platforms: platforms, Base: base, Version: version, Severity: severity, NoSign: noSign}
+	return m.buildAll(b, vulnDb, signing{key: key, password: keyPassword}, true)
+}
+
+// buildAll runs build-all and returns its output directory; fresh runs it
+// again on every call (see perCall).
+func (m *Darktower) buildAll(b cli.BuildAll, vulnDb *dagger.Directory, s signing, fresh bool) *dagger.Directory {
 	c := withVulnDB(m.toolchain(), vulnDb, &b)
-	c = signing{key: key, password: keyPassword}.apply(c, &b)
+	c = s.apply(c, &b)
+	if fresh {
+		c = perCall(c)
+	}
 	return c.WithExec(cli.BuildAllCmd(b)).Directory(cli.OutDir)
 }
 
 // Build builds one service for one platform (scanned, not signed) and
 // returns it as a container, e.g. to publish:
 // dagger call build --service ac-service publish --address ttl.sh/ac-service:1h
+//
+// +cache="never"
 func (m *Darktower) Build(
 	// The service (a file in images/).
 	service string,
@@ -174,7 +196,7 @@ func (m *Darktower) Build(
 ) *dagger.Container {
 	b := cli.BuildAll{Services: []string{service}, Platforms: []string{platform}, Base: base, NoSign: true}
 	c := withVulnDB(m.toolchain(), vulnDb, &b)
-	image := c.WithExec(cli.BuildAllCmd(b)).
+	image := perCall(c).WithExec(cli.BuildAllCmd(b)).
 		WithExec(cli.ExportImageCmd(service, platform)).
 		File(cli.ImageTar)
 	out := dag.Container(dagger.ContainerOpts{Platform: dagger.Platform(platform)}).Import(image)
@@ -193,12 +215,15 @@ func (m *Darktower) Sbom(
 	// +optional
 	vulnDb *dagger.Directory,
 ) *dagger.Directory {
-	return m.BuildAll(services, nil, "locked", "", "CRITICAL", vulnDb, nil, nil, true).Directory("sbom")
+	b := cli.BuildAll{Services: services, Base: "locked", Severity: "CRITICAL", NoSign: true}
+	return m.buildAll(b, vulnDb, signing{}, false).Directory("sbom")
 }
 
 // Scan returns the vulnerability reports (build-all's scan/: Trivy JSON,
 // SARIF, Markdown); it fails when a finding at or above severity has no
 // accepted exception in .trivyignore.yaml.
+//
+// +cache="never"
 func (m *Darktower) Scan(
 	// Services (default: all).
 	// +optional
@@ -211,12 +236,15 @@ func (m *Darktower) Scan(
 	// +optional
 	vulnDb *dagger.Directory,
 ) *dagger.Directory {
-	return m.BuildAll(services, nil, "locked", "", severity, vulnDb, nil, nil, true).Directory("scan")
+	b := cli.BuildAll{Services: services, Base: "locked", Severity: severity, NoSign: true}
+	return m.buildAll(b, vulnDb, signing{}, true).Directory("scan")
 }
 
 // Sign builds, scans, signs and attests every image with the given key
 // (SBOM, vulnerability and SLSA provenance attestations) and returns the
 // output directory, signatures included in its OCI layout.
+//
+// +cache="never"
 func (m *Darktower) Sign(
 	// Cosign private key (PEM).
 	key *dagger.Secret,
@@ -230,12 +258,15 @@ func (m *Darktower) Sign(
 	// +optional
 	vulnDb *dagger.Directory,
 ) *dagger.Directory {
-	return m.BuildAll(services, nil, "locked", "", "CRITICAL", vulnDb, key, keyPassword, false)
+	b := cli.BuildAll{Services: services, Base: "locked", Severity: "CRITICAL"}
+	return m.buildAll(b, vulnDb, signing{key: key, password: keyPassword}, true)
 }
 
 // Publish builds, scans and signs every image and pushes images,
 // signatures and attestations under a registry prefix; returns the output
 // directory (manifest.json names each pushed reference).
+//
+// +cache="never"
 func (m *Darktower) Publish(
 	// Registry and repository prefix, e.g. ghcr.io/darktower.
 	registry string,
@@ -262,12 +293,14 @@ func (m *Darktower) Publish(
 	c := withRegistry(m.toolchain(), registry, registryUsername, registryPassword)
 	c = withVulnDB(c, vulnDb, &b)
 	c = signing{key: key, password: keyPassword}.apply(c, &b)
-	return c.WithExec(cli.BuildAllCmd(b)).Directory(cli.OutDir)
+	return perCall(c).WithExec(cli.BuildAllCmd(b)).Directory(cli.OutDir)
 }
 
 // Verify checks a pushed image's signature and its SBOM, vulnerability
 // and provenance attestations, against a public key or (keyless) the
 // workflow identity that signed it.
+//
+// +cache="never"
 func (m *Darktower) Verify(
 	ctx context.Context,
 	// The image, by tag or digest.
@@ -293,7 +326,7 @@ func (m *Darktower) Verify(
 	if key != nil {
 		c = c.WithMountedFile(cli.KeyFile, key)
 	}
-	return c.WithExec(cli.VerifyCmd(image, key != nil, certificateIdentity, certificateOidcIssuer)).Stdout(ctx)
+	return perCall(c).WithExec(cli.VerifyCmd(image, key != nil, certificateIdentity, certificateOidcIssuer)).Stdout(ctx)
 }
 
 // Ci is the pull-request check: gofmt, go vet and go test of every module
@@ -301,6 +334,8 @@ func (m *Darktower) Verify(
 // with the vulnerability gate. It returns the output directory whatever
 // the outcome, so the job can publish summary.md and the SARIF; then
 // ci-verdict fails the job if a check failed.
+//
+// +cache="never"
 func (m *Darktower) Ci(
 	// A prepared Trivy DB directory.
 	// +optional
@@ -317,7 +352,7 @@ func (m *Darktower) Ci(
 		WithExec([]string{"bash", installer})
 	c = m.withCLI(c)
 	c = withVulnDB(c, vulnDb, &b)
-	return c.WithExec(cli.CICmd(b), dagger.ContainerWithExecOpts{Expect: dagger.ReturnTypeAny}).Directory(cli.OutDir)
+	return perCall(c).WithExec(cli.CICmd(b), dagger.ContainerWithExecOpts{Expect: dagger.ReturnTypeAny}).Directory(cli.OutDir)
 }
 
 // CiVerdict prints a ci run's checks and fails if any failed.
@@ -332,6 +367,8 @@ func (m *Darktower) CiVerdict(
 // Release builds, scans, signs (never with a development key) and pushes
 // the images of a release tag, stamped with it; returns the output
 // directory. In GitHub Actions it signs keyless with the job's identity.
+//
+// +cache="never"
 func (m *Darktower) Release(
 	// The release tag, vMAJOR.MINOR.PATCH[-PRERELEASE].
 	tag string,
@@ -367,5 +404,5 @@ func (m *Darktower) Release(
 	c := withRegistry(m.toolchain(), registry, registryUsername, registryPassword)
 	c = withVulnDB(c, vulnDb, &b)
 	c = signing{key: key, password: keyPassword, oidcToken: oidcRequestToken, oidcURL: oidcRequestUrl, workflowRef: workflowRef}.apply(c, &b)
-	return c.WithExec(cli.ReleaseCmd(tag, b)).Directory(cli.OutDir)
+	return perCall(c).WithExec(cli.ReleaseCmd(tag, b)).Directory(cli.OutDir)
 }

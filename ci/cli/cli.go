@@ -5,8 +5,11 @@
 package cli
 
 import (
+	"crypto/rand"
+	"encoding/hex"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Paths inside the pipeline's container.
@@ -32,7 +35,20 @@ const (
 	EnvOIDCRequestToken = "ACTIONS_ID_TOKEN_REQUEST_TOKEN" // and the job's token for it (secret)
 	EnvWorkflowRef      = "GITHUB_WORKFLOW_REF"            // the provenance's builder id
 	EnvServerURL        = "GITHUB_SERVER_URL"
+	// EnvCallID is not read by the CLI: it carries CallID into the
+	// container steps that must run again on every call (it is part of
+	// their cache key).
+	EnvCallID = "DARKTOWER_CALL_ID"
 )
+
+// CallID is a value no other call has: the time and 64 random bits.
+func CallID() string {
+	var b [8]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		panic(err) // crypto/rand does not fail on supported platforms
+	}
+	return time.Now().UTC().Format(time.RFC3339Nano) + "-" + hex.EncodeToString(b[:])
+}
 
 // BuildAll is build-all's flags as the Dagger functions take them; the
 // zero value of each leaves the CLI's default.

@@ -89,3 +89,14 @@ func cliHelp(t *testing.T, bin, command string) help {
 	}
 	return h
 }
+
+func TestCallIDDiffersOnEveryCall(t *testing.T) {
+	seen := map[string]bool{}
+	for range 1000 {
+		id := CallID()
+		if seen[id] {
+			t.Fatalf("CallID repeated %q", id)
+		}
+		seen[id] = true
+	}
+}
