@@ -58,6 +58,7 @@ var commands = map[string]command{
 	"ci":              {summary: "the pull-request check: gofmt, go vet and go test of every module, then build-all; records dist/ci.json", run: runCI},
 	"ci-verdict":      {summary: "ci-verdict --out DIR: print a ci run's checks from DIR/ci.json and fail if any failed", run: runCIVerdict},
 	"verify":          {summary: "verify --image REF --key cosign.pub: check an image's signature and its SBOM, vulnerability and provenance attestations", run: runVerify},
+	"go-vuln-db":      {summary: "go-vuln-db --out DIR: a Trivy DB built from golang.org/x/vulndb fetched through the Go module proxy (for --vuln-db, air-gapped)", run: runGoVulnDB},
 	"update-base":     {summary: "pin the specs' base images to their current digests in images/base.lock.json", run: runUpdateBase},
 	"dev-secrets":     {summary: "print fresh local-environment secrets as Kubernetes Secrets (infra/local/setup.sh)", run: runDevSecrets},
 	"pin-images":      {summary: "pin an overlay's images to the digests of a build (dist/manifest.json)", run: runPinImages},
@@ -269,6 +270,25 @@ func runVerify(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return err
 	}
 	fmt.Fprintf(stdout, "verify: %s (%s): %d signature(s) and attestations %v verified against %s\n", *image, v.Digest, v.Signatures, v.Attestations, against)
+	return nil
+}
+
+func runGoVulnDB(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("go-vuln-db", stderr)
+	out := fs.String("out", "", "directory to write the Trivy DB to (trivy.db, metadata.json under db/): use it as build-all --vuln-db DIR")
+	version := fs.String("version", scan.GoVulnDBVersion, "the "+scan.GoVulnDBModule+" module version (fetched through the Go module proxy, GOPROXY)")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if *out == "" {
+		return usageError{"go-vuln-db needs --out DIR"}
+	}
+	info, err := scan.BuildGoVulnDB(ctx, *out, *version)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "go-vuln-db: %s@%s (%s) as a Trivy DB in %s: Go standard library and golang.org/x/ advisories only (no severities: findings are UNKNOWN; OS packages are not covered)\n",
+		info.Module, info.Version, info.Time.Format(time.RFC3339), info.Dir)
 	return nil
 }
 
