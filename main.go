@@ -59,6 +59,7 @@ var commands = map[string]command{
 	"ci":              {summary: "the pull-request check: gofmt, go vet and go test of every module, then build-all; records dist/ci.json", run: runCI},
 	"ci-verdict":      {summary: "ci-verdict --out DIR: print a ci run's checks from DIR/ci.json and fail if any failed", run: runCIVerdict},
 	"verify":          {summary: "verify --image REF --key cosign.pub: check an image's signature and its SBOM, vulnerability and provenance attestations", run: runVerify},
+	"go-vuln-db":      {summary: "go-vuln-db --out DIR: a Trivy DB built from golang.org/x/vulndb fetched through the Go module proxy (for --vuln-db, air-gapped)", run: runGoVulnDB},
 	"update-base":     {summary: "pin the specs' base images to their current digests in images/base.lock.json", run: runUpdateBase},
 	"dev-secrets":     {summary: "print fresh local-environment secrets as Kubernetes Secrets (infra/local/setup.sh)", run: runDevSecrets},
 	"pin-images":      {summary: "pin an overlay's images to the digests of a build (dist/manifest.json)", run: runPinImages},
@@ -104,14 +105,14 @@ func buildAllFlags(fs *flag.FlagSet) func(root string, progress io.Writer) flow.
 	cacheDir := fs.String("cache-dir", build.DefaultCacheDir(), "where fetched base images are kept (an OCI layout)")
 	caBundle := fs.String("ca-bundle", "", "CA bundle for the skeleton base (default: the host's)")
 	version := fs.String("version", "", "version to stamp (default: git describe, or 0.0.0-dev+<revision>)")
-	sourceURL := fs.String("source-url", "https://github.com/darktower/delivery", "org.opencontainers.image.source label")
+	sourceURL := fs.String("source-url", "", "the repository's URL for the org.opencontainers.image.source label and the provenance (default: $GITHUB_SERVER_URL/$GITHUB_REPOSITORY, else the origin remote as https)")
 	push := fs.String("push", "", "publish to this registry/repository prefix, e.g. ghcr.io/darktower (credentials: "+registry.EnvUsername+"/"+registry.EnvPassword+" or the Docker config)")
 	load := fs.Bool("load", false, "also load the host platform's images into the local Docker engine (docker CLI; DOCKER_HOST applies)")
 	jobs := fs.Int("jobs", 1, "concurrent go builds, one per module and platform (each already uses every core)")
 	vulnDB := fs.String("vuln-db", "", "a prepared Trivy DB directory (trivy.db + metadata.json, or Trivy's cache dir with them under db/): the air-gapped form; default: download Trivy's DB into --db-cache-dir")
 	dbCache := fs.String("db-cache-dir", scan.DefaultCacheDir(), "where the downloaded Trivy DB is kept (refreshed after its NextUpdate)")
-	severity := fs.String("severity", scan.DefaultThreshold, "block findings at or above this severity: LOW, MEDIUM, HIGH or CRITICAL")
-	exceptions := fs.String("exceptions", scan.ExceptionsFile, "accepted findings: entries of id, reason, expires (YYYY-MM-DD), optional services and packages")
+	severity := fs.String("severity", "", "block findings at or above this severity: LOW, MEDIUM, HIGH or CRITICAL (default: the lowest listed in "+scan.ConfigFile+")")
+	exceptions := fs.String("exceptions", "", "accepted findings: entries of id, reason, expires (YYYY-MM-DD), optional services and packages (default: "+scan.ConfigFile+"'s ignorefile, "+scan.ExceptionsFile+")")
 	dbMaxAge := fs.Duration("db-max-age", 72*time.Hour, "warn in the summary when the DB was updated longer ago than this")
 	key := fs.String("key", "", "cosign private key to sign with: a file or env://NAME (password in "+sign.EnvPassword+"); default: this machine's development key")
 	devKeyDir := fs.String("dev-key-dir", sign.DefaultDevKeyDir(), "where the development key pair is created once and kept")
@@ -129,6 +130,7 @@ func buildAllFlags(fs *flag.FlagSet) func(root string, progress io.Writer) flow.
 func runBuildAll(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("build-all", stderr)
 	options := buildAllFlags(fs)
+	recordVerdict := fs.Bool("record-verdict", false, "also write the outcome to OUT/"+flow.CIResultFile+", read by ci-verdict (the exit status is unchanged): the Dagger functions return the reports also when the gate blocks")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -136,7 +138,14 @@ func runBuildAll(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if err != nil {
 		return err
 	}
-	_, err = flow.BuildAll(ctx, options(root, stdout))
+	o := options(root, stdout)
+	start := time.Now()
+	_, err = flow.BuildAll(ctx, o)
+	if *recordVerdict {
+		if rerr := flow.RecordVerdict(o.Out, "build-all", time.Since(start), err); rerr != nil {
+			return errors.Join(err, fmt.Errorf("recording the verdict: %w", rerr))
+		}
+	}
 	return err
 }
 
@@ -245,7 +254,7 @@ func runVerify(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if *image == "" || (*key == "") == (*identity == "") {
 		return usageError{"verify needs --image REF and either --key cosign.pub or --certificate-identity WORKFLOW (keyless)"}
 	}
-	o := sign.VerifyOptions{Image: *image, Keychain: registry.Keychain(os.Getenv)}
+	o := sign.VerifyOptions{Image: *image, Keychain: registry.Keychain(os.Getenv, *image)}
 	against := *key
 	if *key != "" {
 		pub, err := os.ReadFile(*key)
@@ -262,6 +271,25 @@ func runVerify(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return err
 	}
 	fmt.Fprintf(stdout, "verify: %s (%s): %d signature(s) and attestations %v verified against %s\n", *image, v.Digest, v.Signatures, v.Attestations, against)
+	return nil
+}
+
+func runGoVulnDB(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("go-vuln-db", stderr)
+	out := fs.String("out", "", "directory to write the Trivy DB to (trivy.db, metadata.json under db/): use it as build-all --vuln-db DIR")
+	version := fs.String("version", scan.GoVulnDBVersion, "the "+scan.GoVulnDBModule+" module version (fetched through the Go module proxy, GOPROXY)")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if *out == "" {
+		return usageError{"go-vuln-db needs --out DIR"}
+	}
+	info, err := scan.BuildGoVulnDB(ctx, *out, *version)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "go-vuln-db: %s@%s (%s) as a Trivy DB in %s: Go standard library and golang.org/x/ advisories only (no severities: findings are UNKNOWN; OS packages are not covered)\n",
+		info.Module, info.Version, info.Time.Format(time.RFC3339), info.Dir)
 	return nil
 }
 
@@ -499,7 +527,7 @@ func usage(w io.Writer) {
 
 // exitBlocked is the vulnerability gate's refusal, distinct from other
 // failures so CI can tell "vulnerable" from "broken".
-const exitBlocked = 3
+const exitBlocked = scan.ExitBlocked
 
 // run dispatches and returns the process exit code: 0 success, 1 failure,
 // 2 bad usage, 3 blocked by the vulnerability gate.

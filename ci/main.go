@@ -28,8 +28,11 @@ type Darktower struct {
 func New(
 	// The repository (default: the one this module lives in). Its .git is
 	// kept: the version, revision and SOURCE_DATE_EPOCH come from it.
+	// Everything the .gitignore files exclude is left out (ci/modcheck
+	// tests that): git-ignored secrets such as infra/local/.env and build
+	// outputs never reach the engine.
 	// +defaultPath="/"
-	// +ignore=["dist", "bin", ".cache", "ci/internal/dagger", "ci/dagger.gen.go", ".git/hooks", ".git/logs"]
+	// +ignore=["dist", "bin", "**/*.test", "**/*.out", ".cache", "ci/internal/dagger", "ci/dagger.gen.go", "infra/local/.env", ".scratch", "ci/internal/querybuilder", "ci/internal/telemetry", ".git/hooks", ".git/logs"]
 	source *dagger.Directory,
 	// The Go toolchain image (the project builds with Go 1.27.3).
 	// +optional
@@ -64,7 +67,7 @@ func (m *Darktower) toolchain() *dagger.Container { return m.withCLI(m.goContain
 // token for keyless signing. Nothing given: the CLI's development key.
 type signing struct {
 	key, password, oidcURL, oidcToken *dagger.Secret
-	workflowRef                       string
+	workflowRef, serverURL            string
 }
 
 func (s signing) apply(c *dagger.Container, b *cli.BuildAll) *dagger.Container {
@@ -79,7 +82,11 @@ func (s signing) apply(c *dagger.Container, b *cli.BuildAll) *dagger.Container {
 		c = c.WithSecretVariable(cli.EnvOIDCRequestURL, s.oidcURL).WithSecretVariable(cli.EnvOIDCRequestToken, s.oidcToken)
 	}
 	if s.workflowRef != "" {
-		c = c.WithEnvVariable(cli.EnvWorkflowRef, s.workflowRef).WithEnvVariable(cli.EnvServerURL, "https://github.com")
+		server := s.serverURL
+		if server == "" {
+			server = "https://github.com"
+		}
+		c = c.WithEnvVariable(cli.EnvWorkflowRef, s.workflowRef).WithEnvVariable(cli.EnvServerURL, server)
 	}
 	return c
 }
@@ -95,6 +102,15 @@ func withRegistry(c *dagger.Container, registry, username string, password *dagg
 		WithSecretVariable(cli.EnvRegistryPassword, password)
 }
 
+// perCall gives the next step a value that differs on every call, so the
+// engine executes it again. A function marked +cache="never" is called
+// again, but the container steps it builds are still served from the
+// layer cache when their inputs are unchanged: only this value makes the
+// CLI ask the registries, the vulnerability DB, Fulcio or the clock again.
+func perCall(c *dagger.Container) *dagger.Container {
+	return c.WithEnvVariable(cli.EnvCallID, cli.CallID())
+}
+
 // withVulnDB mounts a prepared Trivy DB (the air-gapped form).
 func withVulnDB(c *dagger.Container, db *dagger.Directory, b *cli.BuildAll) *dagger.Container {
 	if db == nil {
@@ -107,8 +123,14 @@ func withVulnDB(c *dagger.Container, db *dagger.Directory, b *cli.BuildAll) *dag
 // BuildAll builds every service's image (each platform), writes their
 // SPDX and CycloneDX SBOMs, scans them (blocking on CRITICAL findings),
 // signs and attests them, and returns the output directory: the OCI
-// layout, manifest.json, summary.md, sbom/ and scan/ (Trivy JSON, SARIF).
+// layout, manifest.json, summary.md, sbom/, scan/ (Trivy JSON, SARIF) and
+// ci.json. When the gate blocks it still returns the directory (no
+// manifest.json, nothing signed): read the verdict with ci-verdict, e.g.
+// dagger call build-all export --path dist && dagger call ci-verdict --dist dist
+//
+// +cache="never"
 func (m *Darktower) BuildAll(
+	ctx context.Context,
 	// Services to build (default: all in images/).
 	// +optional
 	services []string,
@@ -122,9 +144,8 @@ func (m *Darktower) BuildAll(
 	// Version to stamp (default: from git describe).
 	// +optional
 	version string,
-	// Lowest severity that blocks the build.
+	// Lowest severity that blocks the build (default: infra/ci/image-scan.yaml's, CRITICAL).
 	// +optional
-	// +default="CRITICAL"
 	severity string,
 	// A prepared Trivy DB directory (default: download and cache Trivy's).
 	// +optional
@@ -138,16 +159,48 @@ func (m *Darktower) BuildAll(
 	// Do not sign or attest.
 	// +optional
 	noSign bool,
-) *dagger.Directory {
+) (*dagger.Directory, error) {
 	b := cli.BuildAll{Services: services, Platforms: platforms, Base: base, Version: version, Severity: severity, NoSign: noSign}
+	return m.reports(ctx, b, vulnDb, signing{key: key, password: keyPassword}, true)
+}
+
+// reports runs build-all keeping its output directory when the gate
+// blocks (the SBOMs, scan reports and summary say why; ci.json records
+// the verdict for ci-verdict); any other failure is the function's error.
+func (m *Darktower) reports(ctx context.Context, b cli.BuildAll, vulnDb *dagger.Directory, s signing, fresh bool) (*dagger.Directory, error) {
+	b.RecordVerdict = true
 	c := withVulnDB(m.toolchain(), vulnDb, &b)
-	c = signing{key: key, password: keyPassword}.apply(c, &b)
+	c = s.apply(c, &b)
+	if fresh {
+		c = perCall(c)
+	}
+	out := c.WithExec(cli.BuildAllCmd(b), dagger.ContainerWithExecOpts{Expect: dagger.ReturnTypeAny}).Directory(cli.OutDir)
+	verdict, err := out.File(cli.VerdictFile).Contents(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := cli.BrokenBuild([]byte(verdict)); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// buildAll runs build-all and returns its output directory; fresh runs it
+// again on every call (see perCall).
+func (m *Darktower) buildAll(b cli.BuildAll, vulnDb *dagger.Directory, s signing, fresh bool) *dagger.Directory {
+	c := withVulnDB(m.toolchain(), vulnDb, &b)
+	c = s.apply(c, &b)
+	if fresh {
+		c = perCall(c)
+	}
 	return c.WithExec(cli.BuildAllCmd(b)).Directory(cli.OutDir)
 }
 
 // Build builds one service for one platform (scanned, not signed) and
 // returns it as a container, e.g. to publish:
 // dagger call build --service ac-service publish --address ttl.sh/ac-service:1h
+//
+// +cache="never"
 func (m *Darktower) Build(
 	// The service (a file in images/).
 	service string,
@@ -174,7 +227,7 @@ func (m *Darktower) Build(
 ) *dagger.Container {
 	b := cli.BuildAll{Services: []string{service}, Platforms: []string{platform}, Base: base, NoSign: true}
 	c := withVulnDB(m.toolchain(), vulnDb, &b)
-	image := c.WithExec(cli.BuildAllCmd(b)).
+	image := perCall(c).WithExec(cli.BuildAllCmd(b)).
 		WithExec(cli.ExportImageCmd(service, platform)).
 		File(cli.ImageTar)
 	out := dag.Container(dagger.ContainerOpts{Platform: dagger.Platform(platform)}).Import(image)
@@ -184,39 +237,56 @@ func (m *Darktower) Build(
 	return out
 }
 
-// Sbom returns the SPDX 2.3 and CycloneDX 1.6 SBOMs of every image (build-all's sbom/).
+// Sbom returns the SPDX 2.3 and CycloneDX 1.6 SBOMs of every image
+// (build-all's sbom/); a vulnerability does not fail it, a broken build does.
 func (m *Darktower) Sbom(
+	ctx context.Context,
 	// Services (default: all).
 	// +optional
 	services []string,
 	// A prepared Trivy DB directory.
 	// +optional
 	vulnDb *dagger.Directory,
-) *dagger.Directory {
-	return m.BuildAll(services, nil, "locked", "", "CRITICAL", vulnDb, nil, nil, true).Directory("sbom")
+) (*dagger.Directory, error) {
+	b := cli.BuildAll{Services: services, Base: "locked", NoSign: true}
+	out, err := m.reports(ctx, b, vulnDb, signing{}, false)
+	if err != nil {
+		return nil, err
+	}
+	return out.Directory("sbom"), nil
 }
 
 // Scan returns the vulnerability reports (build-all's scan/: Trivy JSON,
-// SARIF, Markdown); it fails when a finding at or above severity has no
-// accepted exception in .trivyignore.yaml.
+// SARIF) and ci.json, also when a finding at or above severity without an
+// accepted exception in .trivyignore.yaml blocks: then ci-verdict on the
+// returned directory fails, naming it.
+//
+// +cache="never"
 func (m *Darktower) Scan(
+	ctx context.Context,
 	// Services (default: all).
 	// +optional
 	services []string,
-	// Lowest severity that blocks.
+	// Lowest severity that blocks (default: infra/ci/image-scan.yaml's, CRITICAL).
 	// +optional
-	// +default="CRITICAL"
 	severity string,
 	// A prepared Trivy DB directory.
 	// +optional
 	vulnDb *dagger.Directory,
-) *dagger.Directory {
-	return m.BuildAll(services, nil, "locked", "", severity, vulnDb, nil, nil, true).Directory("scan")
+) (*dagger.Directory, error) {
+	b := cli.BuildAll{Services: services, Base: "locked", Severity: severity, NoSign: true}
+	out, err := m.reports(ctx, b, vulnDb, signing{}, true)
+	if err != nil {
+		return nil, err
+	}
+	return out.Directory("scan").WithFile(cli.VerdictFile, out.File(cli.VerdictFile)), nil
 }
 
 // Sign builds, scans, signs and attests every image with the given key
 // (SBOM, vulnerability and SLSA provenance attestations) and returns the
 // output directory, signatures included in its OCI layout.
+//
+// +cache="never"
 func (m *Darktower) Sign(
 	// Cosign private key (PEM).
 	key *dagger.Secret,
@@ -230,12 +300,17 @@ func (m *Darktower) Sign(
 	// +optional
 	vulnDb *dagger.Directory,
 ) *dagger.Directory {
-	return m.BuildAll(services, nil, "locked", "", "CRITICAL", vulnDb, key, keyPassword, false)
+	b := cli.BuildAll{Services: services, Base: "locked"}
+	return m.buildAll(b, vulnDb, signing{key: key, password: keyPassword}, true)
 }
 
 // Publish builds, scans and signs every image and pushes images,
 // signatures and attestations under a registry prefix; returns the output
-// directory (manifest.json names each pushed reference).
+// directory (manifest.json names each pushed reference). It signs with
+// --key, or in GitHub Actions keyless like release (pass the OIDC
+// arguments); it refuses the development key before building.
+//
+// +cache="never"
 func (m *Darktower) Publish(
 	// Registry and repository prefix, e.g. ghcr.io/darktower.
 	registry string,
@@ -245,7 +320,8 @@ func (m *Darktower) Publish(
 	// Registry password or token.
 	// +optional
 	registryPassword *dagger.Secret,
-	// Cosign private key (PEM) (default: keyless in GitHub Actions).
+	// Cosign private key (PEM); without it, keyless signing needs the OIDC
+	// arguments (the development key is refused: nobody could verify it).
 	// +optional
 	key *dagger.Secret,
 	// The key's password.
@@ -254,20 +330,38 @@ func (m *Darktower) Publish(
 	// Version to stamp (default: from git describe).
 	// +optional
 	version string,
+	// GitHub Actions: env://ACTIONS_ID_TOKEN_REQUEST_URL (keyless signing).
+	// +optional
+	oidcRequestUrl *dagger.Secret,
+	// GitHub Actions: env://ACTIONS_ID_TOKEN_REQUEST_TOKEN.
+	// +optional
+	oidcRequestToken *dagger.Secret,
+	// GitHub Actions: $GITHUB_WORKFLOW_REF (the provenance's builder).
+	// +optional
+	workflowRef string,
+	// GitHub Actions: $GITHUB_SERVER_URL (default https://github.com).
+	// +optional
+	serverUrl string,
+	// The repository's URL for the images' source label and the provenance
+	// (default: the origin remote of the source's .git).
+	// +optional
+	sourceUrl string,
 	// A prepared Trivy DB directory.
 	// +optional
 	vulnDb *dagger.Directory,
 ) *dagger.Directory {
-	b := cli.BuildAll{Version: version, Push: registry}
+	b := cli.BuildAll{Version: version, Push: registry, SourceURL: sourceUrl}
 	c := withRegistry(m.toolchain(), registry, registryUsername, registryPassword)
 	c = withVulnDB(c, vulnDb, &b)
-	c = signing{key: key, password: keyPassword}.apply(c, &b)
-	return c.WithExec(cli.BuildAllCmd(b)).Directory(cli.OutDir)
+	c = signing{key: key, password: keyPassword, oidcToken: oidcRequestToken, oidcURL: oidcRequestUrl, workflowRef: workflowRef, serverURL: serverUrl}.apply(c, &b)
+	return perCall(c).WithExec(cli.BuildAllCmd(b)).Directory(cli.OutDir)
 }
 
 // Verify checks a pushed image's signature and its SBOM, vulnerability
 // and provenance attestations, against a public key or (keyless) the
 // workflow identity that signed it.
+//
+// +cache="never"
 func (m *Darktower) Verify(
 	ctx context.Context,
 	// The image, by tag or digest.
@@ -293,7 +387,7 @@ func (m *Darktower) Verify(
 	if key != nil {
 		c = c.WithMountedFile(cli.KeyFile, key)
 	}
-	return c.WithExec(cli.VerifyCmd(image, key != nil, certificateIdentity, certificateOidcIssuer)).Stdout(ctx)
+	return perCall(c).WithExec(cli.VerifyCmd(image, key != nil, certificateIdentity, certificateOidcIssuer)).Stdout(ctx)
 }
 
 // Ci is the pull-request check: gofmt, go vet and go test of every module
@@ -301,6 +395,8 @@ func (m *Darktower) Verify(
 // with the vulnerability gate. It returns the output directory whatever
 // the outcome, so the job can publish summary.md and the SARIF; then
 // ci-verdict fails the job if a check failed.
+//
+// +cache="never"
 func (m *Darktower) Ci(
 	// A prepared Trivy DB directory.
 	// +optional
@@ -317,7 +413,7 @@ func (m *Darktower) Ci(
 		WithExec([]string{"bash", installer})
 	c = m.withCLI(c)
 	c = withVulnDB(c, vulnDb, &b)
-	return c.WithExec(cli.CICmd(b), dagger.ContainerWithExecOpts{Expect: dagger.ReturnTypeAny}).Directory(cli.OutDir)
+	return perCall(c).WithExec(cli.CICmd(b), dagger.ContainerWithExecOpts{Expect: dagger.ReturnTypeAny}).Directory(cli.OutDir)
 }
 
 // CiVerdict prints a ci run's checks and fails if any failed.
@@ -332,6 +428,8 @@ func (m *Darktower) CiVerdict(
 // Release builds, scans, signs (never with a development key) and pushes
 // the images of a release tag, stamped with it; returns the output
 // directory. In GitHub Actions it signs keyless with the job's identity.
+//
+// +cache="never"
 func (m *Darktower) Release(
 	// The release tag, vMAJOR.MINOR.PATCH[-PRERELEASE].
 	tag string,
@@ -359,13 +457,20 @@ func (m *Darktower) Release(
 	// GitHub Actions: $GITHUB_WORKFLOW_REF (the provenance's builder).
 	// +optional
 	workflowRef string,
+	// GitHub Actions: $GITHUB_SERVER_URL (default https://github.com).
+	// +optional
+	serverUrl string,
+	// The repository's URL for the images' source label and the provenance
+	// (default: the origin remote of the source's .git).
+	// +optional
+	sourceUrl string,
 	// A prepared Trivy DB directory.
 	// +optional
 	vulnDb *dagger.Directory,
 ) *dagger.Directory {
-	b := cli.BuildAll{Push: registry}
+	b := cli.BuildAll{Push: registry, SourceURL: sourceUrl}
 	c := withRegistry(m.toolchain(), registry, registryUsername, registryPassword)
 	c = withVulnDB(c, vulnDb, &b)
-	c = signing{key: key, password: keyPassword, oidcToken: oidcRequestToken, oidcURL: oidcRequestUrl, workflowRef: workflowRef}.apply(c, &b)
-	return c.WithExec(cli.ReleaseCmd(tag, b)).Directory(cli.OutDir)
+	c = signing{key: key, password: keyPassword, oidcToken: oidcRequestToken, oidcURL: oidcRequestUrl, workflowRef: workflowRef, serverURL: serverUrl}.apply(c, &b)
+	return perCall(c).WithExec(cli.ReleaseCmd(tag, b)).Directory(cli.OutDir)
 }

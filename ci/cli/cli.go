@@ -5,8 +5,13 @@
 package cli
 
 import (
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Paths inside the pipeline's container.
@@ -19,6 +24,9 @@ const (
 	VulnDBDir = "/vuln-db"                 // --vuln-db, when a prepared DB is given
 	ImageTar  = "/out/image.tar"           // export-image --file
 	KeyFile   = "/run/secrets/cosign.pub"  // verify --key
+	// VerdictFile is where ci and build-all --record-verdict write their
+	// outcome, in OutDir (ci-verdict reads it).
+	VerdictFile = "ci.json"
 )
 
 // Environment variables the CLI reads; the secret ones are only ever set
@@ -32,7 +40,20 @@ const (
 	EnvOIDCRequestToken = "ACTIONS_ID_TOKEN_REQUEST_TOKEN" // and the job's token for it (secret)
 	EnvWorkflowRef      = "GITHUB_WORKFLOW_REF"            // the provenance's builder id
 	EnvServerURL        = "GITHUB_SERVER_URL"
+	// EnvCallID is not read by the CLI: it carries CallID into the
+	// container steps that must run again on every call (it is part of
+	// their cache key).
+	EnvCallID = "DARKTOWER_CALL_ID"
 )
+
+// CallID is a value no other call has: the time and 64 random bits.
+func CallID() string {
+	var b [8]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		panic(err) // crypto/rand does not fail on supported platforms
+	}
+	return time.Now().UTC().Format(time.RFC3339Nano) + "-" + hex.EncodeToString(b[:])
+}
 
 // BuildAll is build-all's flags as the Dagger functions take them; the
 // zero value of each leaves the CLI's default.
@@ -43,10 +64,14 @@ type BuildAll struct {
 	Version   string
 	Severity  string
 	Push      string
+	SourceURL string
 	VulnDB    bool // a prepared DB is mounted at VulnDBDir
 	SignKey   bool // a signing key is in $EnvSigningKey
 	NoSign    bool
 	Jobs      int
+	// RecordVerdict: build-all writes its outcome to OutDir/VerdictFile
+	// (the function keeps the outputs whatever the exit status).
+	RecordVerdict bool
 }
 
 // Args is the flags, after the command name.
@@ -63,6 +88,7 @@ func (b BuildAll) Args() []string {
 	add("--version", b.Version)
 	add("--severity", b.Severity)
 	add("--push", b.Push)
+	add("--source-url", b.SourceURL)
 	if b.VulnDB {
 		add("--vuln-db", VulnDBDir)
 	}
@@ -78,8 +104,46 @@ func (b BuildAll) Args() []string {
 	return args
 }
 
-// BuildAllCmd is `darktower build-all …`.
-func BuildAllCmd(b BuildAll) []string { return append([]string{Binary, "build-all"}, b.Args()...) }
+// A Verdict is what the CLI records in VerdictFile.
+type Verdict struct {
+	Passed bool `json:"passed"`
+	Checks []struct {
+		Name    string `json:"name"`
+		Passed  bool   `json:"passed"`
+		Error   string `json:"error"`
+		Blocked bool   `json:"blocked"` // the vulnerability gate refused
+	} `json:"checks"`
+}
+
+// BrokenBuild reads a recorded verdict and returns an error when a check
+// failed for a reason other than the vulnerability gate: a gate that
+// blocks leaves reports worth returning (and ci-verdict to fail the job),
+// a build that broke does not.
+func BrokenBuild(raw []byte) error {
+	var v Verdict
+	if err := json.Unmarshal(raw, &v); err != nil {
+		return fmt.Errorf("%s: %w", VerdictFile, err)
+	}
+	if len(v.Checks) == 0 {
+		return fmt.Errorf("%s records no checks", VerdictFile)
+	}
+	for _, c := range v.Checks {
+		if !c.Passed && !c.Blocked {
+			return fmt.Errorf("%s failed: %s", c.Name, c.Error)
+		}
+	}
+	return nil
+}
+
+// BuildAllCmd is `darktower build-all …` (RecordVerdict is build-all's
+// alone: ci always records, release never keeps a failed run).
+func BuildAllCmd(b BuildAll) []string {
+	cmd := append([]string{Binary, "build-all"}, b.Args()...)
+	if b.RecordVerdict {
+		cmd = append(cmd, "--record-verdict")
+	}
+	return cmd
+}
 
 // ReleaseCmd is `darktower release --tag TAG …`.
 func ReleaseCmd(tag string, b BuildAll) []string {

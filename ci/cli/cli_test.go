@@ -47,7 +47,7 @@ func TestEveryFlagIsOneTheCLIAccepts(t *testing.T) {
 		t.Fatalf("building the CLI: %v\n%s", err, out)
 	}
 	every := BuildAll{Services: []string{"s"}, Platforms: []string{"linux/amd64"}, Base: "b", Version: "v", Severity: "HIGH",
-		Push: "r/p", VulnDB: true, SignKey: true, NoSign: true, Jobs: 1}
+		Push: "r/p", SourceURL: "https://example.com/r", VulnDB: true, SignKey: true, NoSign: true, Jobs: 1, RecordVerdict: true}
 	for _, cmd := range [][]string{
 		BuildAllCmd(every), ReleaseCmd("v1.0.0", every), CICmd(every), CIVerdictCmd(OutDir),
 		ExportImageCmd("s", "linux/amd64"), VerifyCmd("r/x:1", true, "", ""), VerifyCmd("r/x:1", false, "id", "https://issuer"),
@@ -88,4 +88,29 @@ func cliHelp(t *testing.T, bin, command string) help {
 		t.Fatalf("%s -h lists no flags:\n%s", command, out)
 	}
 	return h
+}
+
+func TestCallIDDiffersOnEveryCall(t *testing.T) {
+	seen := map[string]bool{}
+	for range 1000 {
+		id := CallID()
+		if seen[id] {
+			t.Fatalf("CallID repeated %q", id)
+		}
+		seen[id] = true
+	}
+}
+
+func TestBrokenBuildTellsTheGateFromABreak(t *testing.T) {
+	for raw, broken := range map[string]bool{
+		`{"passed":true,"checks":[{"name":"build-all","passed":true}]}`:                                         false,
+		`{"passed":false,"checks":[{"name":"build-all","passed":false,"error":"CVE-1 blocks","blocked":true}]}`: false,
+		`{"passed":false,"checks":[{"name":"build-all","passed":false,"error":"go build: exit status 1"}]}`:     true,
+		`{"passed":true,"checks":[]}`: true,
+		`not json`:                    true,
+	} {
+		if err := BrokenBuild([]byte(raw)); (err != nil) != broken {
+			t.Errorf("%s: %v, want broken=%v", raw, err, broken)
+		}
+	}
 }

@@ -45,8 +45,11 @@ func TestRepositoryWorkflowsKeepTheirShape(t *testing.T) {
 		permissions map[string]string
 		calls       []string
 	}{
-		"pr.yml":      {"pull_request", map[string]string{"contents": "read", "security-events": "write"}, []string{"ci export --path=dist", "ci-verdict --dist=dist"}},
-		"release.yml": {"push", map[string]string{"contents": "read", "packages": "write", "id-token": "write"}, []string{"release --tag=${{ github.ref_name }}", "--oidc-request-token=env://ACTIONS_ID_TOKEN_REQUEST_TOKEN"}},
+		"pr.yml": {"pull_request", map[string]string{"contents": "read", "security-events": "write", "actions": "read"},
+			[]string{"ci export --path=dist", "ci-verdict --dist=dist"}},
+		"release.yml": {"push", map[string]string{"contents": "read", "packages": "write", "id-token": "write"},
+			[]string{"release --tag=${{ github.ref_name }}", "--oidc-request-token=env://ACTIONS_ID_TOKEN_REQUEST_TOKEN",
+				"--server-url=${{ github.server_url }}", "--source-url=${{ github.server_url }}/${{ github.repository }}"}},
 	} {
 		raw, err := os.ReadFile(filepath.Join(repoWorkflows, file))
 		if err != nil {
@@ -74,6 +77,13 @@ func TestRepositoryWorkflowsKeepTheirShape(t *testing.T) {
 			}
 			var args []string
 			for _, s := range job.Steps {
+				// The reports are uploaded also when the work failed: that is when they matter.
+				if a, ok := s.Exec.(*actionlint.ExecAction); ok && (strings.HasPrefix(a.Uses.Value, "actions/upload-artifact@") ||
+					strings.HasPrefix(a.Uses.Value, "github/codeql-action/upload-sarif@")) {
+					if s.If == nil || !strings.HasPrefix(s.If.Value, "always()") {
+						t.Errorf("%s: step %q does not run `if: always()`", file, a.Uses.Value)
+					}
+				}
 				if a, ok := s.Exec.(*actionlint.ExecAction); ok && strings.HasPrefix(a.Uses.Value, daggerAction+"@") {
 					args = append(args, a.Inputs["args"].Value.Value)
 				}

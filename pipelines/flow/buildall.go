@@ -4,6 +4,7 @@ package flow
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -31,7 +32,7 @@ type BuildAllOptions struct {
 	CacheDir  string   // where fetched bases are kept ("" = build.DefaultCacheDir())
 	CABundle  string   // skeleton's CA bundle (host's when empty)
 	Version   string   // overrides the git-derived version
-	SourceURL string   // org.opencontainers.image.source
+	SourceURL string   // org.opencontainers.image.source and the provenance's source ("" = from the checkout: source.Info.URL)
 	Push      string   // registry/repository prefix to publish to ("" = build only)
 	Load      bool     // load the host platform's images into the local Docker engine
 	Jobs      int
@@ -66,6 +67,13 @@ func BuildAll(ctx context.Context, o BuildAllOptions) (*build.Manifest, error) {
 		}
 	}
 	start := time.Now()
+	if lower := registry.LowercasePrefix(o.Push); lower != o.Push {
+		say("push: %s lowercased to %s (registries refuse capitals in repository names)", o.Push, lower)
+		o.Push = lower
+	}
+	if err := errors.Join(publishProblems(ctx, o)...); err != nil {
+		return nil, err
+	}
 	cat, err := catalog.Load(filepath.Join(o.Root, "images"))
 	if err != nil {
 		return nil, err
@@ -93,6 +101,9 @@ func BuildAll(ctx context.Context, o BuildAllOptions) (*build.Manifest, error) {
 	if o.Version != "" {
 		src.Version = o.Version
 	}
+	if o.SourceURL == "" {
+		o.SourceURL = src.URL
+	}
 	previous := build.ReadPrevious(o.Out) // before PrepareOutput removes its manifest
 	if err := build.PrepareOutput(o.Out); err != nil {
 		return nil, err
@@ -115,13 +126,22 @@ func BuildAll(ctx context.Context, o BuildAllOptions) (*build.Manifest, error) {
 		}
 	}
 	// The gate's inputs first: a build that cannot be scanned is not
-	// started (fail closed, before minutes of compiling).
+	// started (fail closed, before minutes of compiling). Its settings come
+	// from infra/ci/image-scan.yaml; --severity and --exceptions override.
+	gate, err := scan.LoadGateConfig(filepath.Join(o.Root, scan.ConfigFile))
+	if err != nil {
+		return nil, err
+	}
+	if o.Severity == "" {
+		o.Severity = gate.Threshold
+	}
 	if _, err := scan.ParseThreshold(o.Severity); err != nil {
 		return nil, err
 	}
+	say("scan: gate settings from %s: blocks %s and above", gate.Source, strings.ToUpper(o.Severity))
 	exceptionsPath := o.Exceptions
 	if exceptionsPath == "" {
-		exceptionsPath = filepath.Join(o.Root, scan.ExceptionsFile)
+		exceptionsPath = filepath.Join(o.Root, gate.Exceptions)
 	}
 	exceptions, err := scan.LoadExceptions(exceptionsPath, time.Now())
 	if err != nil {
@@ -140,7 +160,7 @@ func BuildAll(ctx context.Context, o BuildAllOptions) (*build.Manifest, error) {
 	}
 	defer scan.CloseDB()
 	say("scan: Trivy DB %s (updated %s)", dbInfo.Dir, dbInfo.UpdatedAt.Format(time.RFC3339))
-	key, err := signingKey(ctx, o, env)
+	key, keyless, err := signingKey(ctx, o, env)
 	if err != nil {
 		return nil, err
 	}
@@ -157,7 +177,7 @@ func BuildAll(ctx context.Context, o BuildAllOptions) (*build.Manifest, error) {
 		cacheDir = build.DefaultCacheDir()
 	}
 	base, err := build.ResolveBase(ctx, build.BaseOptions{Value: o.Base, SpecBase: specBase, ImagesDir: filepath.Join(o.Root, "images"),
-		Platforms: all, CABundle: o.CABundle, Epoch: src.Epoch, Keychain: registry.Keychain(env), CacheDir: cacheDir})
+		Platforms: all, CABundle: o.CABundle, Epoch: src.Epoch, Keychain: registry.Keychain(env, o.Push), CacheDir: cacheDir})
 	if err != nil {
 		return nil, err
 	}
@@ -199,6 +219,14 @@ func BuildAll(ctx context.Context, o BuildAllOptions) (*build.Manifest, error) {
 	}
 	say("scan: passed the %s gate in %s; reports in %s", scanned.Threshold, scanned.Took.Round(time.Millisecond), filepath.Join(o.Out, scan.Dir))
 	var signedImages []*sign.Signed
+	if keyless {
+		// Fulcio's certificate lives 10 minutes: it is asked for now,
+		// after the build and the scan, right before signing.
+		if key, err = sign.KeylessKey(ctx, o.Keyless); err != nil {
+			return nil, err
+		}
+		say("sign: keyless: a certificate from %s for this job's identity, obtained now for signing", key.Source)
+	}
 	if key != nil {
 		signedRes, err := sign.Sign(ctx, sign.Options{Images: res.Images, Documents: sboms.Documents, Scan: scanned, ScanDB: dbInfo, Key: key,
 			Out: o.Out, Repository: o.Push, Progress: o.Progress, Provenance: sign.Provenance{
@@ -224,14 +252,14 @@ func BuildAll(ctx context.Context, o BuildAllOptions) (*build.Manifest, error) {
 		return nil, err
 	}
 	if o.Push != "" {
-		pushed, err := registry.Push(ctx, res.Images, o.Push, registry.Keychain(env), o.Progress)
+		pushed, err := registry.Push(ctx, res.Images, o.Push, registry.Keychain(env, o.Push), o.Progress)
 		if err != nil {
 			return nil, err
 		}
 		for i, p := range pushed {
 			res.Images[i].Pushed = p.Ref
 		}
-		if err := sign.Publish(ctx, signedImages, o.Push, registry.Keychain(env), o.Progress); err != nil {
+		if err := sign.Publish(ctx, signedImages, o.Push, registry.Keychain(env, o.Push), o.Progress); err != nil {
 			return nil, err
 		}
 	}
@@ -255,26 +283,39 @@ func BuildAll(ctx context.Context, o BuildAllOptions) (*build.Manifest, error) {
 }
 
 // signingKey is the key to sign with: --key; else keyless where the job
-// has an OIDC identity (GitHub Actions with id-token: write); else this
-// machine's development key; nil with --no-sign.
-func signingKey(ctx context.Context, o BuildAllOptions, env func(string) string) (*sign.Key, error) {
+// has an OIDC identity (GitHub Actions with id-token: write) — then only
+// keyless is true, the certificate is obtained right before signing;
+// else this machine's development key, never for what is published; nil
+// with --no-sign.
+func signingKey(ctx context.Context, o BuildAllOptions, env func(string) string) (key *sign.Key, keyless bool, err error) {
 	switch {
 	case o.NoSign:
-		return nil, nil
+		return nil, false, nil
 	case o.Key != "":
-		return sign.LoadKey(o.Key, env)
+		key, err = sign.LoadKey(o.Key, env)
+		return key, false, err
 	case sign.KeylessAvailable(ctx):
-		return sign.KeylessKey(ctx, o.Keyless)
+		return nil, true, nil
+	case o.Push != "" || o.release:
+		return nil, false, errDevelopmentKey
 	default:
 		dir := o.DevKeyDir
 		if dir == "" {
 			dir = sign.DefaultDevKeyDir()
 		}
-		if o.release {
-			return nil, errDevelopmentKey
-		}
-		return sign.DevKey(dir)
+		key, err = sign.DevKey(dir)
+		return key, false, err
 	}
+}
+
+// publishProblems is what anything that publishes (--push, release) must
+// not have, found before anything is built: a signature by this machine's
+// development key, which nobody can verify.
+func publishProblems(ctx context.Context, o BuildAllOptions) []error {
+	if (o.Push == "" && !o.release) || o.NoSign || o.Key != "" || sign.KeylessAvailable(ctx) {
+		return nil
+	}
+	return []error{errDevelopmentKey}
 }
 
 // builderID names who ran the build, for the provenance.
@@ -382,5 +423,5 @@ func UpdateBase(ctx context.Context, root string, env func(string) string, progr
 			refs = append(refs, s.Base)
 		}
 	}
-	return build.UpdateLock(ctx, dir, refs, registry.Keychain(env), time.Now(), progress)
+	return build.UpdateLock(ctx, dir, refs, registry.Keychain(env, ""), time.Now(), progress)
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/darktower/delivery/pipelines/build"
 	"github.com/darktower/delivery/pipelines/dockerload"
 	"github.com/darktower/delivery/pipelines/internal/testreg"
+	"github.com/darktower/delivery/pipelines/sign"
 )
 
 // fixtureRepo is a tiny module with one good and one broken service, so the
@@ -108,8 +109,23 @@ func TestBuildAllPushRecordsRefsInManifest(t *testing.T) {
 	root := fixtureRepo(t)
 	host := testreg.Distribution(t)
 	out := filepath.Join(root, "dist")
-	m, err := BuildAll(context.Background(), BuildAllOptions{Root: root, Services: []string{"ok"}, Out: out,
+	// What is pushed is never signed with the development key: refused
+	// before anything is built.
+	_, err := BuildAll(context.Background(), BuildAllOptions{Root: root, Services: []string{"ok"}, Out: out,
 		Base: build.BaseSkeleton, Version: "1.0.0", Env: fixedEnv, VulnDB: testDB, DevKeyDir: testDevKeys, Push: host + "/darktower"})
+	if err == nil || !strings.Contains(err.Error(), "development key") || !strings.Contains(err.Error(), "id-token: write") {
+		t.Fatalf("push with the development key: err = %v", err)
+	}
+	if _, serr := os.Stat(filepath.Join(out, build.LayoutDir)); serr == nil {
+		t.Fatal("an OCI layout was written before the refusal")
+	}
+	// A key given with --key is the publisher's choice, whatever made it.
+	if _, err := sign.DevKey(testDevKeys); err != nil {
+		t.Fatal(err)
+	}
+	keyFile := filepath.Join(testDevKeys, "cosign.key")
+	m, err := BuildAll(context.Background(), BuildAllOptions{Root: root, Services: []string{"ok"}, Out: out,
+		Base: build.BaseSkeleton, Version: "1.0.0", Env: fixedEnv, VulnDB: testDB, Key: keyFile, Push: host + "/darktower"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -120,7 +136,7 @@ func TestBuildAllPushRecordsRefsInManifest(t *testing.T) {
 	}
 	// A push that fails (nothing listens there) fails build-all.
 	_, err = BuildAll(context.Background(), BuildAllOptions{Root: root, Services: []string{"ok"}, Out: out,
-		Base: build.BaseSkeleton, Version: "1.0.0", Env: fixedEnv, VulnDB: testDB, DevKeyDir: testDevKeys, Push: "127.0.0.1:1/darktower"})
+		Base: build.BaseSkeleton, Version: "1.0.0", Env: fixedEnv, VulnDB: testDB, Key: keyFile, Push: "127.0.0.1:1/darktower"})
 	if err == nil || !strings.Contains(err.Error(), "pushing ok") {
 		t.Fatalf("err = %v", err)
 	}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/darktower/delivery/pipelines/build"
 	"github.com/darktower/delivery/pipelines/internal/testreg"
+	"github.com/darktower/delivery/pipelines/sign"
 	"github.com/google/go-containerregistry/pkg/v1/layout"
 )
 
@@ -42,13 +43,18 @@ func TestUnchangedServicesAreReusedNotReassembled(t *testing.T) {
 		}
 	}
 	// The reused images are whole in the new layout: push reads them from it.
+	// (Signed with a key given as --key: what is pushed is never signed
+	// with the development key.)
 	host := testreg.InProcess(t)
-	opts.Push = host + "/darktower"
+	if _, err := sign.DevKey(testDevKeys); err != nil {
+		t.Fatal(err)
+	}
+	opts.Push, opts.Key = host+"/darktower", filepath.Join(testDevKeys, "cosign.key")
 	third := buildOnce()
 	if third["ok"].Pushed == "" || !third["ok"].Reused {
 		t.Fatalf("push after reuse: %+v", third["ok"])
 	}
-	opts.Push = ""
+	opts.Push, opts.Key = "", ""
 	p, err := layout.FromPath(filepath.Join(out, build.LayoutDir))
 	if err != nil {
 		t.Fatal(err)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"go/format"
 	"io"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/darktower/delivery/internal/cmdrun"
 	"github.com/darktower/delivery/pipelines/build"
+	"github.com/darktower/delivery/pipelines/scan"
 )
 
 // CIResultFile is where PR records its checks, next to the build's
@@ -39,6 +41,9 @@ type Check struct {
 	Passed  bool    `json:"passed"`
 	Seconds float64 `json:"seconds"`
 	Error   string  `json:"error,omitempty"`
+	// Blocked: the failure is the vulnerability gate's refusal (the
+	// build itself worked and its reports were written).
+	Blocked bool `json:"blocked,omitempty"`
 }
 
 // CIResult is what the PR check records in CIResultFile.
@@ -66,6 +71,7 @@ func PR(ctx context.Context, o PROptions) (*CIResult, error) {
 		c := Check{Name: name, Passed: err == nil, Seconds: time.Since(start).Round(time.Millisecond).Seconds()}
 		if err != nil {
 			c.Error = err.Error()
+			c.Blocked = errors.As(err, new(*scan.BlockedError))
 			res.Passed = false
 			say("ci: %s FAILED: %v", name, err)
 		}
@@ -86,6 +92,20 @@ func PR(ctx context.Context, o PROptions) (*CIResult, error) {
 		return nil, err
 	}
 	return res, res.Err()
+}
+
+// RecordVerdict writes the outcome of one command (build-all) to
+// out/ci.json as a one-check result, whatever it was, so that a caller
+// that keeps the outputs of a failed run (the Dagger functions, which
+// return the reports also when the gate blocks) can read the verdict
+// with ci-verdict.
+func RecordVerdict(out, name string, took time.Duration, err error) error {
+	c := Check{Name: name, Passed: err == nil, Seconds: took.Round(time.Millisecond).Seconds()}
+	if err != nil {
+		c.Error = err.Error()
+		c.Blocked = errors.As(err, new(*scan.BlockedError))
+	}
+	return writeCIResult(out, &CIResult{Passed: err == nil, Checks: []Check{c}})
 }
 
 // Err names the failed checks (nil when all passed).

@@ -25,11 +25,11 @@ type ReleaseOptions struct {
 // (no registry, no signature, the development key, a version other than
 // the tag). Promotion to production follows from the pushed digests.
 func Release(ctx context.Context, o ReleaseOptions) (*build.Manifest, error) {
-	if err := checkRelease(o); err != nil {
+	o.release = true
+	if err := errors.Join(append([]error{checkRelease(o)}, publishProblems(ctx, o.BuildAllOptions)...)...); err != nil {
 		return nil, err
 	}
 	o.Version = o.Tag
-	o.release = true
 	return BuildAll(ctx, o.BuildAllOptions)
 }
 
@@ -51,6 +51,7 @@ func checkRelease(o ReleaseOptions) error {
 	return errors.Join(problems...)
 }
 
-// errDevelopmentKey refuses a release signed with the machine's
-// development key.
-var errDevelopmentKey = errors.New("release: no signing key — a release is not signed with this machine's development key: pass --key FILE or env://NAME (password in COSIGN_PASSWORD), or run in GitHub Actions with permissions id-token: write (keyless)")
+// errDevelopmentKey refuses to publish (--push, release) what this
+// machine's development key signed: a published signature nobody can
+// verify is worse than none.
+var errDevelopmentKey = errors.New("no signing key for a published image — what is pushed is not signed with this machine's development key (nobody could verify it): pass --key FILE or env://NAME (password in COSIGN_PASSWORD), or run in GitHub Actions with permissions id-token: write (keyless)")

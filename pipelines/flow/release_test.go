@@ -19,12 +19,13 @@ func TestReleaseRefusesWhatAReleaseMustNotBeBeforeBuilding(t *testing.T) {
 		o    ReleaseOptions
 		want []string
 	}{
-		"no v":            {ReleaseOptions{Tag: "1.2.3", BuildAllOptions: BuildAllOptions{Push: "r.example/dt"}}, []string{`--tag "1.2.3" is not a release tag`}},
-		"short":           {ReleaseOptions{Tag: "v1.2", BuildAllOptions: BuildAllOptions{Push: "r.example/dt"}}, []string{`--tag "v1.2"`}},
-		"build metadata":  {ReleaseOptions{Tag: "v1.2.3+abc", BuildAllOptions: BuildAllOptions{Push: "r.example/dt"}}, []string{`--tag "v1.2.3+abc"`}},
-		"leading zero":    {ReleaseOptions{Tag: "v01.2.3", BuildAllOptions: BuildAllOptions{Push: "r.example/dt"}}, []string{`--tag "v01.2.3"`}},
-		"every problem":   {ReleaseOptions{Tag: "", BuildAllOptions: BuildAllOptions{NoSign: true, Version: "9.9.9"}}, []string{"not a release tag", "--push is required", "--no-sign", `--version "9.9.9" differs`}},
-		"development key": {ReleaseOptions{Tag: "v1.2.3", BuildAllOptions: BuildAllOptions{Push: "127.0.0.1:1/dt"}}, []string{"development key", "--key FILE or env://NAME", "id-token: write"}},
+		"no v":                           {ReleaseOptions{Tag: "1.2.3", BuildAllOptions: BuildAllOptions{Push: "r.example/dt"}}, []string{`--tag "1.2.3" is not a release tag`}},
+		"short":                          {ReleaseOptions{Tag: "v1.2", BuildAllOptions: BuildAllOptions{Push: "r.example/dt"}}, []string{`--tag "v1.2"`}},
+		"build metadata":                 {ReleaseOptions{Tag: "v1.2.3+abc", BuildAllOptions: BuildAllOptions{Push: "r.example/dt"}}, []string{`--tag "v1.2.3+abc"`}},
+		"leading zero":                   {ReleaseOptions{Tag: "v01.2.3", BuildAllOptions: BuildAllOptions{Push: "r.example/dt"}}, []string{`--tag "v01.2.3"`}},
+		"every problem":                  {ReleaseOptions{Tag: "", BuildAllOptions: BuildAllOptions{NoSign: true, Version: "9.9.9"}}, []string{"not a release tag", "--push is required", "--no-sign", `--version "9.9.9" differs`}},
+		"every problem, development key": {ReleaseOptions{Tag: "1", BuildAllOptions: BuildAllOptions{Version: "9.9.9"}}, []string{"not a release tag", "--push is required", `--version "9.9.9" differs`, "development key"}},
+		"development key":                {ReleaseOptions{Tag: "v1.2.3", BuildAllOptions: BuildAllOptions{Push: "127.0.0.1:1/dt"}}, []string{"development key", "--key FILE or env://NAME", "id-token: write"}},
 	} {
 		o := c.o
 		o.Root, o.Out, o.Services, o.Base, o.Env, o.VulnDB, o.DevKeyDir = root, out, []string{"ok"}, build.BaseSkeleton, fixedEnv, testDB, testDevKeys

@@ -18,30 +18,70 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 )
 
-// Env variables with registry credentials; they win over the Docker config.
+// Env variables with the push registry's credentials; they win over the
+// Docker config for that registry and are given to no other.
 const (
 	EnvUsername = "DARKTOWER_REGISTRY_USERNAME"
 	EnvPassword = "DARKTOWER_REGISTRY_PASSWORD"
 )
 
-// envKeychain answers with the credentials from the environment, for any
-// registry, when both are set.
-type envKeychain struct{ getenv func(string) string }
+// envKeychain answers with the credentials from the environment, when
+// both are set, for one registry only (host: what name.Registry's
+// RegistryStr gives, e.g. ghcr.io, index.docker.io, localhost:5000).
+type envKeychain struct {
+	getenv func(string) string
+	host   string
+}
 
-func (k envKeychain) Resolve(authn.Resource) (authn.Authenticator, error) {
+func (k envKeychain) Resolve(r authn.Resource) (authn.Authenticator, error) {
 	u, p := k.getenv(EnvUsername), k.getenv(EnvPassword)
-	if u == "" || p == "" {
+	if u == "" || p == "" || k.host == "" || r.RegistryStr() != k.host {
 		return authn.Anonymous, nil
 	}
 	return &authn.Basic{Username: u, Password: p}, nil
 }
 
-// Keychain is env credentials, then the Docker config (~/.docker/config.json).
-func Keychain(getenv func(string) string) authn.Keychain {
+// Host is the registry of a repository prefix (ghcr.io/darktower) or an
+// image reference (ghcr.io/darktower/x:1), "" when it parses as neither.
+func Host(target string) string {
+	if target == "" {
+		return ""
+	}
+	if ref, err := name.ParseReference(target); err == nil {
+		return ref.Context().RegistryStr()
+	}
+	if repo, err := name.NewRepository(target); err == nil {
+		return repo.RegistryStr()
+	}
+	return ""
+}
+
+// Keychain is the environment's credentials for target's registry only
+// (the --push prefix, or the image verify reads), then the Docker config
+// (~/.docker/config.json, per registry). Every other registry — the
+// base's, e.g. gcr.io, which answers unexpected credentials with 401 even
+// for public images — is asked anonymously unless the Docker config has
+// an entry for it.
+func Keychain(getenv func(string) string, target string) authn.Keychain {
 	if getenv == nil {
 		getenv = os.Getenv
 	}
-	return authn.NewMultiKeychain(envKeychain{getenv}, authn.DefaultKeychain)
+	return authn.NewMultiKeychain(envKeychain{getenv, Host(target)}, authn.DefaultKeychain)
+}
+
+// LowercasePrefix lowercases the repository path of a --push prefix
+// (ghcr.io/DarkTower → ghcr.io/darktower): a registry refuses capitals in
+// repository names, and GitHub keeps them in an owner's name. The
+// registry host is left as given.
+func LowercasePrefix(prefix string) string {
+	host, path, ok := strings.Cut(prefix, "/")
+	if !ok {
+		return strings.ToLower(prefix)
+	}
+	if !strings.ContainsAny(host, ".:") && host != "localhost" {
+		return strings.ToLower(prefix) // no host: Docker Hub's namespace
+	}
+	return host + "/" + strings.ToLower(path)
 }
 
 // Pushed is one published image.

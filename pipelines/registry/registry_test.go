@@ -132,11 +132,49 @@ func TestEnvCredentialsWinAndAreUsed(t *testing.T) {
 	defer srv.Close()
 	host := strings.TrimPrefix(srv.URL, "http://")
 	images := builtImages(t)[:1]
-	if _, err := Push(context.Background(), images, host+"/darktower", Keychain(func(string) string { return "" }), nil); err == nil {
+	if _, err := Push(context.Background(), images, host+"/darktower", Keychain(func(string) string { return "" }, host+"/darktower"), nil); err == nil {
 		t.Fatal("push without credentials succeeded against an authenticating registry")
 	}
 	env := map[string]string{EnvUsername: "ci-bot", EnvPassword: "s3cret"}
-	if _, err := Push(context.Background(), images, host+"/darktower", Keychain(func(k string) string { return env[k] }), nil); err != nil || !sawAuth.Load() {
+	if _, err := Push(context.Background(), images, host+"/darktower", Keychain(func(k string) string { return env[k] }, host+"/darktower"), nil); err != nil || !sawAuth.Load() {
 		t.Fatalf("push with env credentials: %v (auth seen %v)", err, sawAuth.Load())
+	}
+}
+
+// The environment's credentials go to the push registry's host only.
+func TestEnvCredentialsGoOnlyToThePushRegistry(t *testing.T) {
+	env := map[string]string{EnvUsername: "ci-bot", EnvPassword: "s3cret"}
+	kc := Keychain(func(k string) string { return env[k] }, "ghcr.io/darktower")
+	for ref, want := range map[string]bool{"ghcr.io/darktower/ac-service:1": true, "gcr.io/distroless/static:nonroot": false,
+		"index.docker.io/library/debian:13": false, "localhost:5000/x:1": false} {
+		r, err := name.ParseReference(ref)
+		if err != nil {
+			t.Fatal(err)
+		}
+		auth, err := envKeychain{func(k string) string { return env[k] }, Host("ghcr.io/darktower")}.Resolve(r.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := auth != authn.Anonymous; got != want {
+			t.Errorf("%s: credentials given: %v, want %v", ref, got, want)
+		}
+		if _, err := kc.Resolve(r.Context()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for target, host := range map[string]string{"ghcr.io/darktower": "ghcr.io", "localhost:5000/a/b": "localhost:5000",
+		"ghcr.io/darktower/x:1@sha256:" + strings.Repeat("a", 64): "ghcr.io", "darktower": "index.docker.io", "": ""} {
+		if got := Host(target); got != host {
+			t.Errorf("Host(%q) = %q, want %q", target, got, host)
+		}
+	}
+}
+
+func TestLowercasePrefix(t *testing.T) {
+	for in, want := range map[string]string{"ghcr.io/DarkTower": "ghcr.io/darktower", "Localhost:5000/A/B": "Localhost:5000/a/b",
+		"localhost/Org": "localhost/org", "DarkTower": "darktower", "Org/Repo": "org/repo", "ghcr.io/darktower": "ghcr.io/darktower"} {
+		if got := LowercasePrefix(in); got != want {
+			t.Errorf("LowercasePrefix(%q) = %q, want %q", in, got, want)
+		}
 	}
 }

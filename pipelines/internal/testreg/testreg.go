@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/registry"
+	"golang.org/x/crypto/bcrypt"
 )
 
 // InProcess starts go-containerregistry's registry; returns host:port.
@@ -39,6 +40,18 @@ func InProcessStoppable(t testing.TB) (host string, stop func()) {
 // the package; without it the test fails and says so.
 func Distribution(t testing.TB) string {
 	t.Helper()
+	return distribution(t, "", "")
+}
+
+// DistributionWithAuth is Distribution requiring HTTP basic
+// authentication (its htpasswd auth) as user with password.
+func DistributionWithAuth(t testing.TB, user, password string) string {
+	t.Helper()
+	return distribution(t, user, password)
+}
+
+func distribution(t testing.TB, user, password string) string {
+	t.Helper()
 	bin, err := exec.LookPath("docker-registry")
 	if err != nil {
 		t.Fatal("docker-registry not found: install Debian's docker-registry package (the README's test command does)")
@@ -52,6 +65,17 @@ func Distribution(t testing.TB) string {
 	dir := t.TempDir()
 	cfg := filepath.Join(dir, "config.yml")
 	body := fmt.Sprintf("version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: %s\n  delete:\n    enabled: true\nhttp:\n  addr: %s\n", filepath.Join(dir, "data"), addr)
+	if user != "" {
+		hash, err := bcrypt.GenerateFromPassword([]byte(password), bcrypt.MinCost)
+		if err != nil {
+			t.Fatal(err)
+		}
+		htpasswd := filepath.Join(dir, "htpasswd")
+		if err := os.WriteFile(htpasswd, []byte(user+":"+string(hash)+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		body += fmt.Sprintf("auth:\n  htpasswd:\n    realm: test\n    path: %s\n", htpasswd)
+	}
 	if err := os.WriteFile(cfg, []byte(body), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -67,7 +91,7 @@ func Distribution(t testing.TB) string {
 		resp, err := http.Get("http://" + addr + "/v2/")
 		if err == nil {
 			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
+			if resp.StatusCode == http.StatusOK || (user != "" && resp.StatusCode == http.StatusUnauthorized) {
 				return addr
 			}
 		}
