@@ -151,8 +151,10 @@ func List(ctx context.Context, stateDir string) ([]Info, error) {
 	return out, nil
 }
 
-// Reap deletes the previews older than ttl (by creation), or past their
-// own expiry, or whose state cannot be read; it returns what it removed.
+// Reap deletes the previews older than ttl (by creation) or past their own
+// expiry, and returns what it removed. A pr-* cluster whose labels cannot
+// be read is reported, never deleted: reap must not remove what it cannot
+// judge (e.g. a cluster whose API this process cannot reach).
 func Reap(ctx context.Context, ttl time.Duration, now time.Time, stateDir string, progress io.Writer) ([]Info, error) {
 	list, err := List(ctx, stateDir)
 	if err != nil {
@@ -161,7 +163,11 @@ func Reap(ctx context.Context, ttl time.Duration, now time.Time, stateDir string
 	var reaped []Info
 	var errs []error
 	for _, p := range list {
-		expired := p.Created.IsZero() || now.Sub(p.Created) > ttl || (!p.Expires.IsZero() && now.After(p.Expires))
+		if p.Created.IsZero() {
+			upstream.Say(progress, "preview: %s left alone: %s", p.Cluster, p.State)
+			continue
+		}
+		expired := now.Sub(p.Created) > ttl || (!p.Expires.IsZero() && now.After(p.Expires))
 		if !expired {
 			continue
 		}

@@ -152,10 +152,21 @@ func TestPreviewLifecycleOnARealCluster(t *testing.T) {
 		return n
 	}
 	before := restarts()
-	start = time.Now()
-	if err := client.DeleteByLabel(ctx, deploy.DataNamespace, "app.kubernetes.io/name=redis-cluster", new(int64)); err != nil {
-		t.Fatal(err)
+	// The outage: Redis scaled to zero (a deleted pod is replaced within
+	// the readiness probe's 15 s failure budget, too fast to be seen).
+	scale := func(n int32) {
+		t.Helper()
+		sc, err := client.Typed.AppsV1().Deployments(deploy.DataNamespace).GetScale(ctx, "redis", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		sc.Spec.Replicas = n
+		if _, err := client.Typed.AppsV1().Deployments(deploy.DataNamespace).UpdateScale(ctx, "redis", sc, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
 	}
+	start = time.Now()
+	scale(0)
 	sawUnready := false
 	for time.Since(start) < 2*time.Minute && !sawUnready {
 		notReady, _ := client.NotReadyPods(ctx, ns, mcSel)
@@ -165,11 +176,13 @@ func TestPreviewLifecycleOnARealCluster(t *testing.T) {
 	if !sawUnready {
 		t.Fatal("meeting-controller stayed ready while Redis was gone")
 	}
-	t.Logf("FIGURE meeting-controller unready %s after Redis was deleted", time.Since(start).Round(100*time.Millisecond))
+	t.Logf("FIGURE meeting-controller unready %s into the outage", time.Since(start).Round(100*time.Millisecond))
+	start = time.Now()
+	scale(1)
 	if err := client.WaitReady(ctx, res.Workloads, 3*time.Minute); err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("FIGURE Redis replaced and meeting-controller ready again %s after the deletion", time.Since(start).Round(100*time.Millisecond))
+	t.Logf("FIGURE Redis back and meeting-controller ready again %s after Redis was restored", time.Since(start).Round(100*time.Millisecond))
 	if after := restarts(); after != before {
 		t.Errorf("meeting-controller restarted %d time(s) during the Redis outage; it should recover in place", after-before)
 	}
