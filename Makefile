@@ -1,7 +1,7 @@
 # Thin aliases; the work lives in Go (pipelines/, services/, ci/) and scripts/.
 export GOTOOLCHAIN := go1.27.3
 
-.PHONY: test build-all bench-build bench-cluster services lint dagger-check sim-up sim-down validate-server node-image cluster-up cluster-down
+.PHONY: test build-all bench-build bench-cluster services lint dagger-check sim-up sim-down validate-server node-image cluster-up cluster-down preview-up preview-down
 
 ## test: install what the tests need, then gofmt, go vet, every test and dagger-check (the README's test command)
 test:
@@ -48,3 +48,9 @@ cluster-up:
 	go run . cluster up $(ARGS)
 cluster-down:
 	go run . cluster down $(ARGS)
+
+## preview-up / preview-down: pull request $(PR)'s preview (its own kind cluster) on this Docker engine; up deploys dist/ (build-all for this platform first)
+preview-up:
+	go run . preview up --pr $(PR) $(ARGS)
+preview-down:
+	go run . preview down --pr $(PR)

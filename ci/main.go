@@ -474,3 +474,103 @@ func (m *Darktower) Release(
 	c = signing{key: key, password: keyPassword, oidcToken: oidcRequestToken, oidcURL: oidcRequestUrl, workflowRef: workflowRef, serverURL: serverUrl}.apply(c, &b)
 	return perCall(c).WithExec(cli.ReleaseCmd(tag, b)).Directory(cli.OutDir)
 }
+
+// withDocker gives a container the host's Docker engine: Debian's docker
+// CLI (installed before the source is mounted, so the layer is reused
+// until the image changes) and the socket at cli.DockerSocket, named by
+// DOCKER_HOST.
+func withDocker(c *dagger.Container, dockerSocket *dagger.Socket) *dagger.Container {
+	return c.WithExec(cli.InstallDockerCLICmd()).
+		WithUnixSocket(cli.DockerSocket, dockerSocket).
+		WithEnvVariable(cli.EnvDockerHost, cli.DockerHost())
+}
+
+// previewContainer is the CLI with the host's Docker engine.
+func (m *Darktower) previewContainer(dockerSocket *dagger.Socket) *dagger.Container {
+	c := withDocker(m.goContainer(), dockerSocket).
+		WithMountedCache(cli.PreviewCache, dag.CacheVolume("darktower-preview"))
+	return m.withCLI(c)
+}
+
+// PreviewUp builds every image for the engine's platform (build-all, not
+// signed, with the vulnerability gate) and deploys them as pull request
+// pr's preview: a kind cluster pr-<N> on the Docker engine behind
+// dockerSocket (the host's, e.g. --docker-socket=/var/run/docker.sock),
+// created or updated. Same as `go run . build-all --platforms P --no-sign
+// && go run . preview up --pr N`.
+//
+// +cache="never"
+func (m *Darktower) PreviewUp(
+	ctx context.Context,
+	// The Docker engine's socket (kind creates the cluster there).
+	dockerSocket *dagger.Socket,
+	// The pull request number.
+	pr int,
+	// The commit previewed (default: the source's HEAD, which is what is built).
+	// +optional
+	commit string,
+	// How long the preview lives before reap removes it (a Go duration; default: the CLI's, 72h).
+	// +optional
+	ttl string,
+	// The kind node image: auto, built, upstream or an image reference (default: the CLI's, auto).
+	// +optional
+	nodeImage string,
+	// A prepared Trivy DB directory.
+	// +optional
+	vulnDb *dagger.Directory,
+) (string, error) {
+	platform, err := dag.DefaultPlatform(ctx)
+	if err != nil {
+		return "", err
+	}
+	b := cli.BuildAll{Platforms: []string{string(platform)}, NoSign: true}
+	c := withVulnDB(m.previewContainer(dockerSocket), vulnDb, &b)
+	return perCall(c).
+		WithExec(cli.BuildAllCmd(b)).
+		WithExec(cli.PreviewUpCmd(cli.PreviewUp{PR: pr, Commit: commit, TTL: ttl, NodeImage: nodeImage})).
+		Stdout(ctx)
+}
+
+// PreviewDown deletes pull request pr's preview (its kind cluster) from
+// the Docker engine behind dockerSocket. Same as `go run . preview down --pr N`.
+//
+// +cache="never"
+func (m *Darktower) PreviewDown(
+	ctx context.Context,
+	// The Docker engine's socket.
+	dockerSocket *dagger.Socket,
+	// The pull request number.
+	pr int,
+) (string, error) {
+	return perCall(m.previewContainer(dockerSocket)).WithExec(cli.PreviewDownCmd(pr)).Stdout(ctx)
+}
+
+// PreviewList lists the previews on the Docker engine behind dockerSocket:
+// pull request, cluster, age, commit, expiry and state. Same as
+// `go run . preview list`.
+//
+// +cache="never"
+func (m *Darktower) PreviewList(
+	ctx context.Context,
+	// The Docker engine's socket.
+	dockerSocket *dagger.Socket,
+) (string, error) {
+	return perCall(m.previewContainer(dockerSocket)).WithExec(cli.PreviewListCmd()).Stdout(ctx)
+}
+
+// PreviewReap deletes the previews older than ttl, past their own expiry,
+// or unreadable, on the Docker engine behind dockerSocket. Same as
+// `go run . preview reap --ttl 72h`.
+//
+// +cache="never"
+func (m *Darktower) PreviewReap(
+	ctx context.Context,
+	// The Docker engine's socket.
+	dockerSocket *dagger.Socket,
+	// Age past which a preview is removed (a Go duration).
+	// +optional
+	// +default="72h"
+	ttl string,
+) (string, error) {
+	return perCall(m.previewContainer(dockerSocket)).WithExec(cli.PreviewReapCmd(ttl)).Stdout(ctx)
+}

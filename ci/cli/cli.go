@@ -24,6 +24,12 @@ const (
 	VulnDBDir = "/vuln-db"                 // --vuln-db, when a prepared DB is given
 	ImageTar  = "/out/image.tar"           // export-image --file
 	KeyFile   = "/run/secrets/cosign.pub"  // verify --key
+	// DockerSocket is where the preview functions mount the host's Docker
+	// socket; DOCKER_HOST names it for kind's Docker provider (the docker CLI).
+	DockerSocket = "/var/run/docker.sock"
+	// PreviewCache is the preview's --cache-dir (a cache volume): what a
+	// built node image is made from.
+	PreviewCache = "/cache/preview"
 	// VerdictFile is where ci and build-all --record-verdict write their
 	// outcome, in OutDir (ci-verdict reads it).
 	VerdictFile = "ci.json"
@@ -40,6 +46,7 @@ const (
 	EnvOIDCRequestToken = "ACTIONS_ID_TOKEN_REQUEST_TOKEN" // and the job's token for it (secret)
 	EnvWorkflowRef      = "GITHUB_WORKFLOW_REF"            // the provenance's builder id
 	EnvServerURL        = "GITHUB_SERVER_URL"
+	EnvDockerHost       = "DOCKER_HOST" // unix://DockerSocket in the preview functions
 	// EnvCallID is not read by the CLI: it carries CallID into the
 	// container steps that must run again on every call (it is part of
 	// their cache key).
@@ -183,4 +190,55 @@ func VerifyCmd(image string, keyFile bool, identity, issuer string) []string {
 func RegistryHost(prefix string) string {
 	host, _, _ := strings.Cut(prefix, "/")
 	return host
+}
+
+// DockerHost is DOCKER_HOST's value for the mounted socket.
+func DockerHost() string { return "unix://" + DockerSocket }
+
+// InstallDockerCLICmd installs Debian's docker.io (the docker CLI kind's
+// Docker provider runs; no daemon is started) without recommends.
+func InstallDockerCLICmd() []string {
+	return []string{"sh", "-c", "apt-get update && apt-get install -y --no-install-recommends docker.io && rm -rf /var/lib/apt/lists/*"}
+}
+
+// PreviewUp is `preview up`'s flags as the Dagger function takes them; the
+// zero value of each leaves the CLI's default (Commit: the source's HEAD).
+type PreviewUp struct {
+	PR        int
+	Commit    string
+	TTL       string
+	NodeImage string
+}
+
+// PreviewUpCmd deploys build-all's output (OutDir) as pull request
+// p.PR's preview.
+func PreviewUpCmd(p PreviewUp) []string {
+	cmd := []string{Binary, "preview", "up", "--pr", strconv.Itoa(p.PR), "--dist", OutDir, "--cache-dir", PreviewCache}
+	add := func(flag, value string) {
+		if value != "" {
+			cmd = append(cmd, flag, value)
+		}
+	}
+	add("--commit", p.Commit)
+	add("--ttl", p.TTL)
+	add("--node-image", p.NodeImage)
+	return cmd
+}
+
+// PreviewDownCmd removes pull request pr's preview.
+func PreviewDownCmd(pr int) []string {
+	return []string{Binary, "preview", "down", "--pr", strconv.Itoa(pr)}
+}
+
+// PreviewListCmd lists the previews on the Docker engine.
+func PreviewListCmd() []string { return []string{Binary, "preview", "list"} }
+
+// PreviewReapCmd removes the previews older than ttl (a Go duration; empty:
+// the CLI's default, 72h).
+func PreviewReapCmd(ttl string) []string {
+	cmd := []string{Binary, "preview", "reap"}
+	if ttl != "" {
+		cmd = append(cmd, "--ttl", ttl)
+	}
+	return cmd
 }

@@ -37,6 +37,30 @@ func TestBuildAllArgsCarryOnlyWhatWasGiven(t *testing.T) {
 	}
 }
 
+func TestPreviewCommandLines(t *testing.T) {
+	for _, c := range []struct {
+		got, want []string
+	}{
+		{PreviewUpCmd(PreviewUp{PR: 42}), []string{Binary, "preview", "up", "--pr", "42", "--dist", OutDir, "--cache-dir", PreviewCache}},
+		{PreviewUpCmd(PreviewUp{PR: 7, Commit: "0123abc", TTL: "24h", NodeImage: "upstream"}), []string{Binary, "preview", "up", "--pr", "7",
+			"--dist", OutDir, "--cache-dir", PreviewCache, "--commit", "0123abc", "--ttl", "24h", "--node-image", "upstream"}},
+		{PreviewDownCmd(42), []string{Binary, "preview", "down", "--pr", "42"}},
+		{PreviewListCmd(), []string{Binary, "preview", "list"}},
+		{PreviewReapCmd(""), []string{Binary, "preview", "reap"}},
+		{PreviewReapCmd("72h"), []string{Binary, "preview", "reap", "--ttl", "72h"}},
+	} {
+		if !slices.Equal(c.got, c.want) {
+			t.Errorf("\n got %q\nwant %q", c.got, c.want)
+		}
+	}
+	if DockerHost() != "unix:///var/run/docker.sock" {
+		t.Errorf("DockerHost() = %q", DockerHost())
+	}
+	if got := InstallDockerCLICmd(); got[0] != "sh" || !strings.Contains(got[2], "apt-get install -y --no-install-recommends docker.io") {
+		t.Errorf("InstallDockerCLICmd() = %q", got)
+	}
+}
+
 // The real CLI is asked which flags each command takes: every flag the
 // Dagger functions pass must be one of them.
 func TestEveryFlagIsOneTheCLIAccepts(t *testing.T) {
@@ -51,11 +75,16 @@ func TestEveryFlagIsOneTheCLIAccepts(t *testing.T) {
 	for _, cmd := range [][]string{
 		BuildAllCmd(every), ReleaseCmd("v1.0.0", every), CICmd(every), CIVerdictCmd(OutDir),
 		ExportImageCmd("s", "linux/amd64"), VerifyCmd("r/x:1", true, "", ""), VerifyCmd("r/x:1", false, "id", "https://issuer"),
+		PreviewUpCmd(PreviewUp{PR: 1, Commit: "c", TTL: "1h", NodeImage: "auto"}), PreviewDownCmd(1), PreviewListCmd(), PreviewReapCmd("1h"),
 	} {
-		help := cliHelp(t, bin, cmd[1])
-		for _, arg := range cmd[2:] {
+		command := cmd[1:2]
+		if cmd[1] == "preview" { // a subcommand: preview up, down, list or reap
+			command = cmd[1:3]
+		}
+		help := cliHelp(t, bin, command...)
+		for _, arg := range cmd[1+len(command):] {
 			if name, ok := strings.CutPrefix(arg, "--"); ok && !help.flags[name] {
-				t.Errorf("%s: the CLI has no flag --%s", cmd[1], name)
+				t.Errorf("%s: the CLI has no flag --%s", strings.Join(command, " "), name)
 			}
 		}
 		if cmd[1] == "build-all" {
@@ -75,9 +104,9 @@ type help struct {
 
 var flagLine = regexp.MustCompile(`(?m)^  -([a-z0-9-]+)`)
 
-func cliHelp(t *testing.T, bin, command string) help {
+func cliHelp(t *testing.T, bin string, command ...string) help {
 	t.Helper()
-	cmd := exec.Command(bin, command, "-h")
+	cmd := exec.Command(bin, append(command, "-h")...)
 	cmd.Env = append(os.Environ(), "NO_COLOR=1")
 	out, _ := cmd.CombinedOutput() // -h exits non-zero
 	h := help{text: string(out), flags: map[string]bool{}}
@@ -85,7 +114,7 @@ func cliHelp(t *testing.T, bin, command string) help {
 		h.flags[m[1]] = true
 	}
 	if len(h.flags) == 0 {
-		t.Fatalf("%s -h lists no flags:\n%s", command, out)
+		t.Fatalf("%s -h lists no flags:\n%s", strings.Join(command, " "), out)
 	}
 	return h
 }

@@ -31,6 +31,11 @@ var caching = map[string]string{
 	"Ci":        "never", // the scan, and tests that use the clock
 	"CiVerdict": "",      // reads the directory it is given
 	"Release":   "never", // pushes, signs keyless
+	// The previews: the Docker engine behind the socket, its clusters, the clock.
+	"PreviewUp":   "never", // creates or updates a cluster; build-all with the current DB
+	"PreviewDown": "never", // deletes a cluster
+	"PreviewList": "never", // the engine's clusters as they are now
+	"PreviewReap": "never", // the clusters' ages against the clock
 }
 
 // pragmaRE is the Dagger Go codegen's own pattern for a pragma

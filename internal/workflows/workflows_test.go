@@ -3,6 +3,7 @@ package workflows
 import (
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -41,15 +42,19 @@ func TestRepositoryWorkflowsKeepTheirShape(t *testing.T) {
 	}
 	// What each workflow is for: its trigger, its permissions, its calls.
 	for file, want := range map[string]struct {
-		event       string
-		permissions map[string]string
-		calls       []string
+		events      []string
+		permissions map[string]string // of every job
+		calls       []string          // in the workflow's dagger calls
 	}{
-		"pr.yml": {"pull_request", map[string]string{"contents": "read", "security-events": "write", "actions": "read"},
+		"pr.yml": {[]string{"pull_request"}, map[string]string{"contents": "read", "security-events": "write", "actions": "read"},
 			[]string{"ci export --path=dist", "ci-verdict --dist=dist"}},
-		"release.yml": {"push", map[string]string{"contents": "read", "packages": "write", "id-token": "write"},
+		"release.yml": {[]string{"push"}, map[string]string{"contents": "read", "packages": "write", "id-token": "write"},
 			[]string{"release --tag=${{ github.ref_name }}", "--oidc-request-token=env://ACTIONS_ID_TOKEN_REQUEST_TOKEN",
 				"--server-url=${{ github.server_url }}", "--source-url=${{ github.server_url }}/${{ github.repository }}"}},
+		"preview.yml": {[]string{"pull_request", "schedule"}, map[string]string{"contents": "read"},
+			[]string{"preview-up --docker-socket=/var/run/docker.sock --pr=${{ github.event.number }}",
+				"preview-down --docker-socket=/var/run/docker.sock --pr=${{ github.event.number }}",
+				"preview-reap --docker-socket=/var/run/docker.sock --ttl=72h"}},
 	} {
 		raw, err := os.ReadFile(filepath.Join(repoWorkflows, file))
 		if err != nil {
@@ -59,9 +64,14 @@ func TestRepositoryWorkflowsKeepTheirShape(t *testing.T) {
 		if len(errs) > 0 {
 			t.Fatalf("%s: %v", file, errs[0])
 		}
-		if len(w.On) != 1 || w.On[0].EventName() != want.event {
-			t.Errorf("%s: triggered by %v, want %s", file, w.On, want.event)
+		var events []string
+		for _, on := range w.On {
+			events = append(events, on.EventName())
 		}
+		if !slices.Equal(events, want.events) {
+			t.Errorf("%s: triggered by %v, want %v", file, events, want.events)
+		}
+		var args []string
 		for _, job := range w.Jobs {
 			got := map[string]string{}
 			for scope, p := range job.Permissions.Scopes {
@@ -75,7 +85,6 @@ func TestRepositoryWorkflowsKeepTheirShape(t *testing.T) {
 			if len(got) != len(want.permissions) {
 				t.Errorf("%s: permissions %v, want exactly %v", file, got, want.permissions)
 			}
-			var args []string
 			for _, s := range job.Steps {
 				// The reports are uploaded also when the work failed: that is when they matter.
 				if a, ok := s.Exec.(*actionlint.ExecAction); ok && (strings.HasPrefix(a.Uses.Value, "actions/upload-artifact@") ||
@@ -88,10 +97,10 @@ func TestRepositoryWorkflowsKeepTheirShape(t *testing.T) {
 					args = append(args, a.Inputs["args"].Value.Value)
 				}
 			}
-			for _, call := range want.calls {
-				if !strings.Contains(strings.Join(args, "\n"), call) {
-					t.Errorf("%s: no dagger call has %q (calls: %q)", file, call, args)
-				}
+		}
+		for _, call := range want.calls {
+			if !strings.Contains(strings.Join(args, "\n"), call) {
+				t.Errorf("%s: no dagger call has %q (calls: %q)", file, call, args)
 			}
 		}
 	}
