@@ -19,7 +19,6 @@ import (
 	"sort"
 	"time"
 
-	"github.com/darktower/delivery/pipelines/cluster"
 	"github.com/darktower/delivery/pipelines/kindcluster"
 	"github.com/darktower/delivery/pipelines/sim"
 )
@@ -50,11 +49,7 @@ func main() {
 			log.Fatal(err)
 		}
 		up := time.Since(start)
-		cfg, err := c.RESTConfig()
-		if err != nil {
-			log.Fatal(err)
-		}
-		client, err := cluster.New(cfg)
+		client, _, err := c.Client()
 		if err != nil {
 			log.Fatal(err)
 		}

@@ -18,6 +18,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/darktower/delivery/pipelines/cluster"
 	"github.com/darktower/delivery/pipelines/nodeimage"
 	"github.com/darktower/delivery/pipelines/upstream"
 	"k8s.io/client-go/rest"
@@ -299,6 +300,17 @@ func Status(ctx context.Context, name string) ([]NodeStatus, error) {
 // RESTConfig reads the cluster's kubeconfig.
 func (c *Cluster) RESTConfig() (*rest.Config, error) {
 	return clientcmd.BuildConfigFromFlags("", c.Kubeconfig)
+}
+
+// Client is the pipeline's Kubernetes client for the cluster, and the
+// REST config it was made from (for streams such as exec).
+func (c *Cluster) Client() (*cluster.Client, *rest.Config, error) {
+	cfg, err := c.RESTConfig()
+	if err != nil {
+		return nil, nil, err
+	}
+	client, err := cluster.New(cfg)
+	return client, cfg, err
 }
 
 // Nodes are the cluster's node containers.

@@ -11,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/darktower/delivery/pipelines/cluster"
 	"github.com/darktower/delivery/pipelines/internal/kindtest"
 	"github.com/darktower/delivery/pipelines/kindcluster"
 	"github.com/darktower/delivery/pipelines/nodeimage"
@@ -131,12 +130,7 @@ func realCluster(t *testing.T) *kindcluster.Cluster {
 			t.Logf("FIGURE %s: %s", s.Name, s.Duration.Round(100*time.Millisecond))
 		}
 		t.Logf("FIGURE cluster up (node image included) in %s", time.Since(shared.started).Round(100*time.Millisecond))
-		cfg, err := shared.c.RESTConfig()
-		if err != nil {
-			shared.err = err
-			return
-		}
-		cs, err := cluster.New(cfg)
+		cs, _, err := shared.c.Client()
 		if err != nil {
 			shared.err = err
 			return
@@ -162,11 +156,7 @@ func TestRealCluster(t *testing.T) {
 	defer cancel()
 	c := realCluster(t)
 	name := c.Name
-	cfg, err := c.RESTConfig()
-	if err != nil {
-		t.Fatal(err)
-	}
-	client, err := cluster.New(cfg)
+	client, cfg, err := c.Client()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,7 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/darktower/delivery/pipelines/cluster"
 	"github.com/darktower/delivery/pipelines/internal/kindtest"
 	"github.com/darktower/delivery/pipelines/kindcluster"
 	"github.com/darktower/delivery/pipelines/validate"
@@ -53,11 +52,7 @@ func TestNetworkPolicyMatrixMeasuredEqualsComputed(t *testing.T) {
 		t.Fatal(err)
 	}
 	c := realCluster(t)
-	cfg, err := c.RESTConfig()
-	if err != nil {
-		t.Fatal(err)
-	}
-	client, err := cluster.New(cfg)
+	client, cfg, err := c.Client()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -83,36 +83,8 @@ func assemble(w io.Writer, images []componentImage, netLayer v1.Layer, epoch tim
 	}
 	refs := map[name.Reference]v1.Image{}
 	for _, c := range images {
-		var img v1.Image
-		switch c.Base {
-		case "skeleton":
-			img = skelImg
-		case "net":
-			if img, err = mutate.AppendLayers(empty.Image, netLayer); err != nil {
-				return err
-			}
-		default:
-			img = empty.Image
-		}
-		layer, err := treeLayer(c.Files, epoch)
+		img, err := c.image(skelImg, netLayer, platform, epoch)
 		if err != nil {
-			return err
-		}
-		if img, err = mutate.AppendLayers(img, layer); err != nil {
-			return err
-		}
-		cf, err := img.ConfigFile()
-		if err != nil {
-			return err
-		}
-		cf = cf.DeepCopy()
-		cf.OS, cf.Architecture = platform.OS, platform.Arch
-		cf.Created = v1.Time{Time: epoch}
-		cf.Config.Env = []string{fullPath}
-		cf.Config.Entrypoint = c.Entrypoint
-		cf.Config.User = c.User
-		cf.Config.WorkingDir = "/"
-		if img, err = mutate.ConfigFile(img, cf); err != nil {
 			return err
 		}
 		ref, err := name.ParseReference(c.Ref)
@@ -124,8 +96,55 @@ func assemble(w io.Writer, images []componentImage, netLayer v1.Layer, epoch tim
 	return tarball.MultiRefWrite(refs, w)
 }
 
-// BinaryLayer is a layer holding one executable file, src on the host, at
-// dst in the image (e.g. "usr/local/bin/netprobe"), with fixed times.
-func BinaryLayer(dst, src string) (v1.Layer, error) {
-	return treeLayer(tree{dst: {Mode: 0o755, Src: src}}, time.Unix(0, 0).UTC())
+// image builds one component image on its base.
+func (c componentImage) image(skeleton v1.Image, netLayer v1.Layer, platform catalog.Platform, epoch time.Time) (v1.Image, error) {
+	var img v1.Image
+	var err error
+	switch c.Base {
+	case "skeleton":
+		img = skeleton
+	case "net":
+		if img, err = mutate.AppendLayers(empty.Image, netLayer); err != nil {
+			return nil, err
+		}
+	default:
+		img = empty.Image
+	}
+	layer, err := treeLayer(c.Files, epoch)
+	if err != nil {
+		return nil, err
+	}
+	if img, err = mutate.AppendLayers(img, layer); err != nil {
+		return nil, err
+	}
+	cf, err := img.ConfigFile()
+	if err != nil {
+		return nil, err
+	}
+	cf = cf.DeepCopy()
+	cf.OS, cf.Architecture = platform.OS, platform.Arch
+	cf.Created = v1.Time{Time: epoch}
+	cf.Config.Env = []string{fullPath}
+	cf.Config.Entrypoint = c.Entrypoint
+	cf.Config.User = c.User
+	cf.Config.WorkingDir = "/"
+	return mutate.ConfigFile(img, cf)
+}
+
+// ToolImage is a one-binary image for the host platform on the skeleton
+// base: src on the host at dst in the image, run as entrypoint by user
+// (e.g. the real cluster tests' probe).
+func ToolImage(dst, src string, entrypoint []string, user string) (v1.Image, error) {
+	platform := catalog.Platform{OS: "linux", Arch: runtime.GOARCH}
+	epoch := time.Unix(0, 0).UTC()
+	skeleton, err := build.SkeletonBase([]catalog.Platform{platform}, "", epoch)
+	if err != nil {
+		return nil, err
+	}
+	skelImg, err := skeleton.Image(platform)
+	if err != nil {
+		return nil, err
+	}
+	c := componentImage{Base: "skeleton", Entrypoint: entrypoint, User: user, Files: tree{dst: {Mode: 0o755, Src: src}}}
+	return c.image(skelImg, nil, platform, epoch)
 }

@@ -81,11 +81,7 @@ func Up(ctx context.Context, o Options) (*Info, *deploy.Result, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	cfg, err := c.RESTConfig()
-	if err != nil {
-		return nil, nil, err
-	}
-	client, err := cluster.New(cfg)
+	client, _, err := c.Client()
 	if err != nil {
 		return nil, nil, err
 	}

@@ -12,7 +12,6 @@ import (
 
 	"github.com/darktower/delivery/internal/vulndbtest"
 	"github.com/darktower/delivery/pipelines/build"
-	"github.com/darktower/delivery/pipelines/cluster"
 	"github.com/darktower/delivery/pipelines/deploy"
 	"github.com/darktower/delivery/pipelines/flow"
 	"github.com/darktower/delivery/pipelines/kindcluster"
@@ -85,11 +84,7 @@ func TestPreviewLifecycleOnARealCluster(t *testing.T) {
 	}
 	t.Logf("FIGURE preview up (cluster, images loaded, data stores, secrets, overlay applied, every workload Ready) in %s", time.Since(start).Round(100*time.Millisecond))
 	c := &kindcluster.Cluster{Name: preview.Name(pr), Kubeconfig: kindcluster.KubeconfigPath(state, preview.Name(pr))}
-	cfg, err := c.RESTConfig()
-	if err != nil {
-		t.Fatal(err)
-	}
-	client, err := cluster.New(cfg)
+	client, _, err := c.Client()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,16 +11,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
-	"time"
 
-	"github.com/darktower/delivery/pipelines/build"
-	"github.com/darktower/delivery/pipelines/catalog"
 	"github.com/darktower/delivery/pipelines/kindcluster"
 	"github.com/darktower/delivery/pipelines/nodeimage"
 	"github.com/google/go-containerregistry/pkg/name"
-	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -48,30 +43,8 @@ func LoadProbe(ctx context.Context, c *kindcluster.Cluster, repoRoot string) err
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("building netprobe: %v\n%s", err, out)
 	}
-	p := catalog.Platform{OS: "linux", Arch: runtime.GOARCH}
-	base, err := build.SkeletonBase([]catalog.Platform{p}, "", time.Unix(0, 0))
+	img, err := nodeimage.ToolImage("usr/local/bin/netprobe", bin, []string{"/usr/local/bin/netprobe"}, "65532:65532")
 	if err != nil {
-		return err
-	}
-	img, err := base.Image(p)
-	if err != nil {
-		return err
-	}
-	layer, err := nodeimage.BinaryLayer("usr/local/bin/netprobe", bin)
-	if err != nil {
-		return err
-	}
-	if img, err = mutate.AppendLayers(img, layer); err != nil {
-		return err
-	}
-	cf, err := img.ConfigFile()
-	if err != nil {
-		return err
-	}
-	cf = cf.DeepCopy()
-	cf.Config.Entrypoint = []string{"/usr/local/bin/netprobe"}
-	cf.Config.User = "65532:65532"
-	if img, err = mutate.ConfigFile(img, cf); err != nil {
 		return err
 	}
 	ref, err := name.ParseReference(ProbeImage)
