@@ -143,14 +143,18 @@ func Up(ctx context.Context, o Options) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := o.Cluster.LoadArchive(func() (io.ReadCloser, error) {
-		pr, pw := io.Pipe()
-		go func() { pw.CloseWithError(data.Archive(pw)) }()
-		return pr, nil
-	}); err != nil {
-		return nil, fmt.Errorf("loading the data image: %w", err)
+	if o.Cluster.HasImage(data.Ref) {
+		r.timed("PostgreSQL and Redis image ("+data.Ref+") already in the nodes (preloaded by the node image)", start, o.Progress)
+	} else {
+		if err := o.Cluster.LoadArchive(func() (io.ReadCloser, error) {
+			pr, pw := io.Pipe()
+			go func() { pw.CloseWithError(data.Archive(pw)) }()
+			return pr, nil
+		}); err != nil {
+			return nil, fmt.Errorf("loading the data image: %w", err)
+		}
+		r.timed("PostgreSQL and Redis image ("+data.Ref+") loaded", start, o.Progress)
 	}
-	r.timed("PostgreSQL and Redis image ("+data.Ref+") loaded", start, o.Progress)
 
 	// Secrets: what the ExternalSecrets would sync, and PostgreSQL's server
 	// certificate (cert-manager's job in the cloud) from the same CA.

@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -343,6 +344,25 @@ func ExportKubeconfig(name, path string) error {
 		return err
 	}
 	return provider(nil).ExportKubeConfig(name, path, false)
+}
+
+// HasImage reports whether every node's containerd already has ref (a node
+// image can carry images preloaded).
+func (c *Cluster) HasImage(ref string) bool {
+	ns, err := c.Nodes()
+	if err != nil || len(ns) == 0 {
+		return false
+	}
+	for _, n := range ns {
+		var out strings.Builder
+		if err := n.Command("ctr", "--namespace=k8s.io", "images", "ls", "-q").SetStdout(&out).Run(); err != nil {
+			return false
+		}
+		if !slices.Contains(strings.Fields(out.String()), ref) {
+			return false
+		}
+	}
+	return true
 }
 
 // Tag names an image already in the nodes' containerd once more, e.g. by

@@ -62,7 +62,7 @@ type DataServices struct {
 	Ref                      string
 	PostgresUID, PostgresGID int
 	RedisUID, RedisGID       int
-	image                    v1.Image
+	root                     string
 }
 
 // Archive writes the image as a docker-archive tarball (for
@@ -72,7 +72,11 @@ func (d *DataServices) Archive(w io.Writer) error {
 	if err != nil {
 		return err
 	}
-	return tarball.Write(ref, d.image, w)
+	img, err := d.Image()
+	if err != nil {
+		return err
+	}
+	return tarball.Write(ref, img, w)
 }
 
 // BuildDataServices makes the data image from a debootstrapped root
@@ -95,8 +99,18 @@ func BuildDataServices(ctx context.Context, cacheDir, mirror string, progress io
 	if d.RedisUID, d.RedisGID, err = account(root, "redis"); err != nil {
 		return nil, err
 	}
+	// Named by its inputs (the root's key and the entrypoint), so that
+	// finding it preloaded in a node costs no hashing of its layers.
+	h := sha256.Sum256([]byte(filepath.Base(root) + "\n" + postgresEntrypoint))
+	d.Ref = "darktower.local/dataservices:" + hex.EncodeToString(h[:])[:12]
+	d.root = root
+	return d, nil
+}
+
+// Image assembles the image (its root layer made once and kept gzipped).
+func (d *DataServices) Image() (v1.Image, error) {
 	epoch := time.Unix(0, 0).UTC()
-	base, err := rootLayer(root, epoch)
+	base, err := rootLayer(d.root, epoch)
 	if err != nil {
 		return nil, err
 	}
@@ -115,17 +129,7 @@ func BuildDataServices(ctx context.Context, cacheDir, mirror string, progress io
 	cf = cf.DeepCopy()
 	cf.OS, cf.Architecture, cf.Created = "linux", runtime.GOARCH, v1.Time{Time: epoch}
 	cf.Config.Env = []string{fullPath}
-	if img, err = mutate.ConfigFile(img, cf); err != nil {
-		return nil, err
-	}
-	digest, err := img.Digest()
-	if err != nil {
-		return nil, err
-	}
-	h := sha256.Sum256([]byte(digest.String()))
-	d.Ref = "darktower.local/dataservices:" + hex.EncodeToString(h[:])[:12]
-	d.image = img
-	return d, nil
+	return mutate.ConfigFile(img, cf)
 }
 
 // account reads a user's uid and gid from the root's /etc/passwd.

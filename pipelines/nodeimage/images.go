@@ -71,7 +71,7 @@ func rootLayer(root string, epoch time.Time) (v1.Layer, error) {
 // assemble builds each component image for the host platform with the
 // repository's own image code and writes them all as one docker-archive
 // tarball, the format `ctr images import` reads.
-func assemble(w io.Writer, images []componentImage, netLayer v1.Layer, epoch time.Time) error {
+func assemble(w io.Writer, images []componentImage, netLayer v1.Layer, epoch time.Time, extra map[string]v1.Image) error {
 	platform := catalog.Platform{OS: "linux", Arch: runtime.GOARCH}
 	skeleton, err := build.SkeletonBase([]catalog.Platform{platform}, "", epoch)
 	if err != nil {
@@ -88,6 +88,13 @@ func assemble(w io.Writer, images []componentImage, netLayer v1.Layer, epoch tim
 			return err
 		}
 		ref, err := name.ParseReference(c.Ref)
+		if err != nil {
+			return err
+		}
+		refs[ref] = img
+	}
+	for r, img := range extra {
+		ref, err := name.ParseReference(r)
 		if err != nil {
 			return err
 		}

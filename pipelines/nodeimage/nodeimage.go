@@ -34,7 +34,7 @@ import (
 
 // recipe changes whenever what this package puts into the image changes
 // in a way the other inputs do not show.
-const recipe = "darktower-node-2"
+const recipe = "darktower-node-3"
 
 // Repository is where built node images are named.
 const Repository = "darktower.local/kind-node"
@@ -172,16 +172,25 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 		return nil, err
 	}
 	images := componentImages(kube, programs, pause, key)
+	// The data stores' image too: a preview then starts without loading it.
+	data, err := BuildDataServices(ctx, o.CacheDir, o.Mirror, o.Progress)
+	if err != nil {
+		return nil, err
+	}
+	dataImage, err := data.Image()
+	if err != nil {
+		return nil, err
+	}
 	container := "darktower-node-build-" + key[:12]
 	docker(ctx, nil, "rm", "-f", container)
 	if _, err := docker(ctx, nil, "run", "-d", "--name", container, "--entrypoint", "sleep", base, "infinity"); err != nil {
 		return nil, fmt.Errorf("starting the build container: %w", err)
 	}
 	defer docker(context.WithoutCancel(ctx), nil, "rm", "-f", container)
-	if err := preload(ctx, container, images, netLayer, epoch); err != nil {
+	if err := preload(ctx, container, images, netLayer, epoch, map[string]v1.Image{data.Ref: dataImage}); err != nil {
 		return nil, err
 	}
-	r.timed(fmt.Sprintf("%d images preloaded into the node's containerd", len(images)), start, o.Progress)
+	r.timed(fmt.Sprintf("%d images preloaded into the node's containerd", len(images)+1), start, o.Progress)
 
 	start = time.Now()
 	// kindest/node also sets STOPSIGNAL SIGRTMIN+3 (systemd's halt signal);
@@ -263,8 +272,8 @@ func contentKey(mirror string, kindFiles map[string][]byte) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	fmt.Fprintf(h, "%s\n%s\n%s\n%s\n%s\n%s\n", recipe, runtime.GOARCH, v, mirror,
-		strings.Join(nodeRoot.Packages, ","), strings.Join(netRoot.Packages, ","))
+	fmt.Fprintf(h, "%s\n%s\n%s\n%s\n%s\n%s\n%s\n", recipe, runtime.GOARCH, v, mirror,
+		strings.Join(nodeRoot.Packages, ","), strings.Join(netRoot.Packages, ","), strings.Join(dataRoot.Packages, ","))
 	names := make([]string, 0, len(kindFiles))
 	for n := range kindFiles {
 		names = append(names, n)
@@ -276,6 +285,7 @@ func contentKey(mirror string, kindFiles map[string][]byte) (string, error) {
 	io.WriteString(h, cniManifest)
 	io.WriteString(h, storageManifest)
 	io.WriteString(h, oomQuirkScript)
+	io.WriteString(h, postgresEntrypoint)
 	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
@@ -436,7 +446,7 @@ func dockerImport(ctx context.Context, ref, root string, overlay tree, epoch tim
 // images into its k8s.io namespace (pinned, so kubelet never collects
 // them), writes the base OCI spec kind's containerd config names, and
 // checks that every image kubeadm will ask for is there.
-func preload(ctx context.Context, container string, images []componentImage, netLayer v1.Layer, epoch time.Time) error {
+func preload(ctx context.Context, container string, images []componentImage, netLayer v1.Layer, epoch time.Time, extra map[string]v1.Image) error {
 	exec := func(stdin io.Reader, args ...string) (string, error) {
 		out, err := docker(ctx, stdin, append([]string{"exec", "-i", container}, args...)...)
 		return string(out), err
@@ -448,7 +458,7 @@ func preload(ctx context.Context, container string, images []componentImage, net
 		return fmt.Errorf("containerd did not start in the build container: %w", err)
 	}
 	pr, pw := io.Pipe()
-	go func() { pw.CloseWithError(assemble(pw, images, netLayer, epoch)) }()
+	go func() { pw.CloseWithError(assemble(pw, images, netLayer, epoch, extra)) }()
 	if _, err := exec(pr, "ctr", "--namespace=k8s.io", "images", "import", "--label=io.cri-containerd.pinned=pinned", "--no-unpack", "--digests", "-"); err != nil {
 		pr.CloseWithError(err)
 		return fmt.Errorf("importing the component images: %w", err)
