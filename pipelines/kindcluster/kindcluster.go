@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"sort"
 	"strings"
@@ -114,8 +115,8 @@ func Up(ctx context.Context, o Options) (*Cluster, error) {
 	if o.Name != "" {
 		cfg.Name = o.Name
 	}
-	if cfg.Name == "" {
-		return nil, fmt.Errorf("%s names no cluster: set name: or pass --name", o.ConfigPath)
+	if err := CheckName(cfg.Name); err != nil {
+		return nil, err
 	}
 	if err := checkDocker(ctx); err != nil {
 		return nil, err
@@ -167,6 +168,10 @@ func Up(ctx context.Context, o Options) (*Cluster, error) {
 		kind.CreateWithDisplayUsage(false),
 		kind.CreateWithDisplaySalutation(false))
 	if err != nil {
+		if strings.Contains(err.Error(), "already exist") {
+			// Another run created it meanwhile: its cluster, not ours to delete.
+			return nil, fmt.Errorf("creating kind cluster %s: %w (another run created it meanwhile)", cfg.Name, err)
+		}
 		diag := diagnose(ctx, cfg.Name)
 		// Nothing half-made is left looking like a cluster.
 		_ = p.Delete(cfg.Name, c.Kubeconfig)
@@ -250,8 +255,23 @@ func Adapt(cfg *kindconfig.Cluster, nodesWanted int, builtImage bool) {
 	}
 }
 
+// validName is kind's own rule for cluster names (they become container
+// names and our kubeconfig directory's name).
+var validName = regexp.MustCompile(`^[a-z0-9.-]+$`)
+
+// CheckName refuses a name kind would refuse, or one that is a path.
+func CheckName(name string) error {
+	if name == "" || name == "." || name == ".." || !validName.MatchString(name) {
+		return fmt.Errorf("cluster name %q: use lower-case letters, digits, '-' and '.' (e.g. dark-tower, pr-42)", name)
+	}
+	return nil
+}
+
 // Down deletes the cluster and its kubeconfig.
 func Down(ctx context.Context, name, stateDir string, progress io.Writer) error {
+	if err := CheckName(name); err != nil {
+		return err
+	}
 	start := time.Now()
 	path := KubeconfigPath(stateDir, name)
 	if err := provider(progress).Delete(name, path); err != nil {

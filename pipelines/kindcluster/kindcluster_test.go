@@ -118,7 +118,9 @@ func realCluster(t *testing.T) *kindcluster.Cluster {
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 25*time.Minute)
 		defer cancel()
-		name := fmt.Sprintf("dt-test-%d", os.Getpid()%100000)
+		// Unique per run (PIDs repeat across CI containers): never a cluster
+		// someone kept.
+		name := fmt.Sprintf("dt-test-%d", time.Now().UnixNano()%1_000_000_000)
 		shared.c, shared.err = kindcluster.Up(ctx, kindcluster.Options{Name: name, StateDir: shared.state, Nodes: 1, NoHostPorts: true,
 			ConfigPath: filepath.Join(repoRoot(t), "infra/local/kind-config.yaml"),
 			NodeImage:  kindcluster.NodeImageBuilt, Progress: &shared.log})

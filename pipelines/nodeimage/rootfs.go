@@ -60,7 +60,7 @@ func ensureRootfs(ctx context.Context, cacheDir, mirror string, r rootfsSpec, pr
 		return dir, nil
 	}
 	if os.Geteuid() != 0 {
-		return "", fmt.Errorf("making the node image's Debian root with debootstrap needs root: run as root (CI and test machines are) or pass --image with a prebuilt node image")
+		return "", fmt.Errorf("making the node image's Debian root with debootstrap needs root: run as root (CI and test machines are) or pass --node-image with a prebuilt node image")
 	}
 	if _, err := exec.LookPath("debootstrap"); err != nil {
 		return "", fmt.Errorf("debootstrap not found: apt-get install debootstrap (scripts/install-test-deps.sh installs it)")

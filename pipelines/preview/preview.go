@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -151,7 +152,10 @@ func List(ctx context.Context, stateDir string) ([]Info, error) {
 // expiry, and returns what it removed. A pr-* cluster whose labels cannot
 // be read is reported, never deleted: reap must not remove what it cannot
 // judge (e.g. a cluster whose API this process cannot reach).
-func Reap(ctx context.Context, ttl time.Duration, now time.Time, stateDir string, progress io.Writer) ([]Info, error) {
+//
+// only, when not empty, limits reaping to those pull requests (tests use it
+// so that they never touch other previews on the same engine).
+func Reap(ctx context.Context, ttl time.Duration, now time.Time, stateDir string, progress io.Writer, only ...int) ([]Info, error) {
 	list, err := List(ctx, stateDir)
 	if err != nil {
 		return nil, err
@@ -159,6 +163,9 @@ func Reap(ctx context.Context, ttl time.Duration, now time.Time, stateDir string
 	var reaped []Info
 	var errs []error
 	for _, p := range list {
+		if len(only) > 0 && !slices.Contains(only, p.PR) {
+			continue
+		}
 		if p.Created.IsZero() {
 			upstream.Say(progress, "preview: %s left alone: %s", p.Cluster, p.State)
 			continue

@@ -62,7 +62,7 @@ func TestPreviewLifecycleOnARealCluster(t *testing.T) {
 	t.Logf("FIGURE build-all (4 services, linux/amd64) in %s", time.Since(start).Round(100*time.Millisecond))
 
 	state := t.TempDir()
-	pr := 90000 + os.Getpid()%10000
+	pr := 900000 + int(time.Now().UnixNano()%100000) // unique per run: never someone's preview
 	start = time.Now()
 	info, res, err := preview.Up(ctx, preview.Options{PR: pr, Commit: "0123456789abcdef0123456789abcdef01234567", Root: root(t), Dist: dist,
 		NodeImage: kindcluster.NodeImageBuilt, StateDir: state, Progress: &progress})
@@ -196,10 +196,10 @@ func TestPreviewLifecycleOnARealCluster(t *testing.T) {
 	if found == nil || found.State != "ready" || found.Created.IsZero() || !found.Expires.After(found.Created) {
 		t.Fatalf("preview list: %+v", list)
 	}
-	if reaped, err := preview.Reap(ctx, time.Hour, time.Now(), state, nil); err != nil || len(reaped) != 0 {
+	if reaped, err := preview.Reap(ctx, time.Hour, time.Now(), state, nil, pr); err != nil || len(reaped) != 0 {
 		t.Fatalf("reap --ttl 1h removed a preview made just now: %v %v", reaped, err)
 	}
-	reaped, err := preview.Reap(ctx, time.Hour, time.Now().Add(2*time.Hour), state, nil)
+	reaped, err := preview.Reap(ctx, time.Hour, time.Now().Add(2*time.Hour), state, nil, pr)
 	if err != nil || len(reaped) != 1 || reaped[0].PR != pr {
 		t.Fatalf("reap two hours later: %v %v", reaped, err)
 	}
