@@ -26,7 +26,7 @@ need_docker() {
 # no kind binary is needed).
 dt() { (cd "$root" && go run . "$@"); }
 
-cluster_exists() { dt cluster list 2>/dev/null | grep -qx "$cluster"; }
+cluster_exists() { dt cluster list 2>/dev/null | grep -x "$cluster" >/dev/null; }
 
 # use_cluster: point kubectl at the cluster (its kubeconfig is kept by the CLI).
 use_cluster() {

@@ -72,6 +72,23 @@ func TestNetworkPolicyMatrixMeasuredEqualsComputed(t *testing.T) {
 			}
 		}
 	}
+	t.Cleanup(func() {
+		// Leave the shared cluster as it was, whatever happened.
+		if os.Getenv("DARKTOWER_KEEP_TEST_CLUSTER") != "" {
+			return
+		}
+		bg := context.Background()
+		var names []string
+		for _, o := range objs {
+			if o.GetKind() == "Namespace" {
+				names = append(names, o.GetName())
+			}
+		}
+		for _, p := range want.Peers {
+			client.Typed.CoreV1().Pods(p.Namespace).Delete(bg, "probe-"+p.Name, metav1.DeleteOptions{GracePeriodSeconds: new(int64)})
+		}
+		client.RemoveNamespaces(bg, append(names, "monitoring"), 2*time.Minute)
+	})
 	for _, r := range client.Apply(ctx, objs, false) {
 		if r.Err != nil {
 			t.Fatalf("applying %s: %v", r.Object, r.Err)
@@ -162,8 +179,11 @@ func TestNetworkPolicyMatrixMeasuredEqualsComputed(t *testing.T) {
 				defer mu.Unlock()
 				for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
 					target, verdict, _ := strings.Cut(line, " ")
-					if verdict == "ok" {
+					switch {
+					case verdict == "ok":
 						got = append(got, label[target])
+					case verdict != "blocked":
+						t.Errorf("probe from %s: %s", from.Name, line)
 					}
 				}
 			}()
@@ -204,13 +224,6 @@ func TestNetworkPolicyMatrixMeasuredEqualsComputed(t *testing.T) {
 		if !slices.Contains(got, f) {
 			t.Errorf("allowed by the computed matrix but blocked on the cluster: %s", f)
 		}
-	}
-	// Leave the cluster for the other tests as it was.
-	if os.Getenv("DARKTOWER_KEEP_TEST_CLUSTER") != "" {
-		return
-	}
-	for _, p := range want.Peers {
-		cs.CoreV1().Pods(p.Namespace).Delete(ctx, "probe-"+p.Name, metav1.DeleteOptions{GracePeriodSeconds: new(int64)})
 	}
 }
 

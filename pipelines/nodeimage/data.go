@@ -45,12 +45,24 @@ if [ ! -s "$data/PG_VERSION" ]; then
     echo "ssl_cert_file = '/etc/darktower/pg/tls.crt'"
     echo "ssl_key_file = '/etc/darktower/pg/tls.key'"
     echo "password_encryption = scram-sha-256"
+    echo "log_min_error_statement = panic"  # a failed statement may carry a password
   } >>"$data/postgresql.conf"
   printf 'local all postgres peer\nhostssl all all 0.0.0.0/0 scram-sha-256\nhost all all 0.0.0.0/0 reject\n' >"$data/pg_hba.conf"
   "$bin/pg_ctl" -D "$data" -w -o "-c listen_addresses=''" start >/dev/null
-  "$bin/psql" -h /tmp -U postgres -v ON_ERROR_STOP=1 -q \
-    -c "CREATE ROLE ac LOGIN PASSWORD '$AC_DB_PASSWORD'" -c "CREATE DATABASE ac OWNER ac" \
-    -c "CREATE ROLE gc LOGIN PASSWORD '$GC_DB_PASSWORD'" -c "CREATE DATABASE gc OWNER gc" >/dev/null
+  # Passwords from the environment (\getenv), never on a command line;
+  # psql's own error output would echo the statement, so it is dropped.
+  if ! "$bin/psql" -h /tmp -U postgres -v ON_ERROR_STOP=1 -q >/dev/null 2>&1 <<'SQL'
+\getenv acpw AC_DB_PASSWORD
+\getenv gcpw GC_DB_PASSWORD
+CREATE ROLE ac LOGIN PASSWORD :'acpw';
+CREATE DATABASE ac OWNER ac;
+CREATE ROLE gc LOGIN PASSWORD :'gcpw';
+CREATE DATABASE gc OWNER gc;
+SQL
+  then
+    echo "darktower-postgres: creating the ac and gc roles failed (AC_DB_PASSWORD and GC_DB_PASSWORD set?)" >&2
+    exit 1
+  fi
   "$bin/pg_ctl" -D "$data" -w stop >/dev/null
   echo "darktower-postgres: initialized (roles ac, gc; TLS only)"
 fi

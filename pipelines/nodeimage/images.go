@@ -5,6 +5,7 @@ import (
 	"compress/gzip"
 	"io"
 	"os"
+	"path/filepath"
 	"runtime"
 	"time"
 
@@ -44,24 +45,25 @@ func treeLayer(t tree, epoch time.Time) (v1.Layer, error) {
 func rootLayer(root string, epoch time.Time) (v1.Layer, error) {
 	path := root + ".layer.tar.gz"
 	if _, err := os.Stat(path); err != nil {
-		tmp := path + ".tmp"
-		f, err := os.Create(tmp)
+		// Its own temporary file: two processes may make it at once; the
+		// rename makes either one's complete file the layer.
+		f, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+".tmp-*")
 		if err != nil {
 			return nil, err
 		}
+		defer os.Remove(f.Name())
 		zw, _ := gzip.NewWriterLevel(f, gzip.BestSpeed)
-		if err := writeRootTar(zw, root, tree{}, epoch); err != nil {
-			f.Close()
-			return nil, err
+		err = writeRootTar(zw, root, tree{}, epoch)
+		if err == nil {
+			err = zw.Close()
 		}
-		if err := zw.Close(); err != nil {
-			f.Close()
-			return nil, err
+		if cerr := f.Close(); err == nil {
+			err = cerr
 		}
-		if err := f.Close(); err != nil {
-			return nil, err
+		if err == nil {
+			err = os.Rename(f.Name(), path)
 		}
-		if err := os.Rename(tmp, path); err != nil {
+		if err != nil {
 			return nil, err
 		}
 	}

@@ -7,7 +7,8 @@
 //	netprobe connect --tcp 10.244.0.7:443 --timeout 2s      exit 0 reached, 1 not
 //	netprobe connect --udp 10.244.0.7:443 --timeout 2s
 //	netprobe matrix --timeout 2s tcp/10.244.0.7:443 udp/10.244.0.7:443 ...
-//	                                          one line per target: "<target> ok" or "<target> blocked"
+//	                                          one line per target: "<target> ok", "<target> blocked",
+//	                                          or "<target> error: …" (a malformed target: never a verdict)
 package main
 
 import (
@@ -147,16 +148,19 @@ func matrix(args []string) error {
 		go func() {
 			defer wg.Done()
 			proto, addr, ok := strings.Cut(target, "/")
+			host, _, splitErr := net.SplitHostPort(addr)
 			var err error
 			switch {
-			case !ok:
-				err = fmt.Errorf("target %q is not proto/host:port", target)
+			case !ok || splitErr != nil || host == "":
+				results[i] = target + " error: not proto/host:port"
+				return
 			case proto == "tcp":
 				err = reachTCP(addr, *timeout)
 			case proto == "udp":
 				err = reachUDP(addr, *timeout)
 			default:
-				err = fmt.Errorf("unknown protocol %q", proto)
+				results[i] = target + " error: unknown protocol " + proto
+				return
 			}
 			results[i] = target + " ok"
 			if err != nil {
