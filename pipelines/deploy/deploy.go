@@ -33,6 +33,7 @@ import (
 	"github.com/darktower/delivery/pipelines/upstream"
 	"github.com/darktower/delivery/pipelines/validate"
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	sigyaml "sigs.k8s.io/yaml"
 )
@@ -117,13 +118,9 @@ func Up(ctx context.Context, o Options) (*Result, error) {
 			return nil, fmt.Errorf("the build in %s has no %s image of %s (build-all --platforms %s)", o.Dist, platform, img.Service, platform)
 		}
 		ref := o.Localized + "/" + img.Tag // the tag is repository:tag
-		err := o.Cluster.LoadArchive(func() (io.ReadCloser, error) {
-			pr, pw := io.Pipe()
-			go func() {
-				pw.CloseWithError(build.ExportTar(build.ExportOptions{Out: o.Dist, Service: img.Service, Platform: platform, RefName: ref}, pw))
-			}()
-			return pr, nil
-		})
+		err := o.Cluster.LoadArchive(kindcluster.Streamed(func(w io.Writer) error {
+			return build.ExportTar(build.ExportOptions{Out: o.Dist, Service: img.Service, Platform: platform, RefName: ref}, w)
+		}))
 		if err != nil {
 			return nil, fmt.Errorf("loading %s: %w", img.Service, err)
 		}
@@ -146,11 +143,7 @@ func Up(ctx context.Context, o Options) (*Result, error) {
 	if o.Cluster.HasImage(data.Ref) {
 		r.timed("PostgreSQL and Redis image ("+data.Ref+") already in the nodes (preloaded by the node image)", start, o.Progress)
 	} else {
-		if err := o.Cluster.LoadArchive(func() (io.ReadCloser, error) {
-			pr, pw := io.Pipe()
-			go func() { pw.CloseWithError(data.Archive(pw)) }()
-			return pr, nil
-		}); err != nil {
+		if err := o.Cluster.LoadArchive(kindcluster.Streamed(data.Archive)); err != nil {
 			return nil, fmt.Errorf("loading the data image: %w", err)
 		}
 		r.timed("PostgreSQL and Redis image ("+data.Ref+") loaded", start, o.Progress)
@@ -159,20 +152,27 @@ func Up(ctx context.Context, o Options) (*Result, error) {
 	// Secrets: what the ExternalSecrets would sync, and PostgreSQL's server
 	// certificate (cert-manager's job in the cloud) from the same CA.
 	start = time.Now()
-	local, err := devsecrets.Generate(devsecrets.Options{Namespace: "dark-tower-local-secrets",
-		ServiceNamespaces: []string{r.Namespace}, DataNamespace: DataNamespace})
-	if err != nil {
-		return nil, err
+	// Made once per cluster: a second deploy (a new commit of the same pull
+	// request) keeps them, since PostgreSQL and Redis took their passwords
+	// when they first started.
+	var secrets []*corev1.Secret
+	if _, err := o.Client.Typed.CoreV1().Secrets(DataNamespace).Get(ctx, "dark-tower-pg-server-tls", metav1.GetOptions{}); err == nil {
+		upstream.Say(o.Progress, "deploy: the cluster's secrets exist already: kept")
+	} else {
+		local, err := devsecrets.Generate(devsecrets.Options{Namespace: "dark-tower-local-secrets",
+			ServiceNamespaces: []string{r.Namespace}, DataNamespace: DataNamespace})
+		if err != nil {
+			return nil, err
+		}
+		if secrets, err = RealizeExternalSecrets(append(append([]*unstructured.Unstructured{}, objs...), dataObjs...), local); err != nil {
+			return nil, err
+		}
+		pgTLS, err := postgresServerCert(local)
+		if err != nil {
+			return nil, err
+		}
+		secrets = append(secrets, pgTLS)
 	}
-	secrets, err := RealizeExternalSecrets(append(append([]*unstructured.Unstructured{}, objs...), dataObjs...), local)
-	if err != nil {
-		return nil, err
-	}
-	pgTLS, err := postgresServerCert(local)
-	if err != nil {
-		return nil, err
-	}
-	secrets = append(secrets, pgTLS)
 
 	var apply []*unstructured.Unstructured
 	for _, obj := range dataObjs {

@@ -350,7 +350,9 @@ func (c *Cluster) LoadArchive(open func() (io.ReadCloser, error)) error {
 			return err
 		}
 		err = nodeutils.LoadImageArchive(n, r)
-		r.Close()
+		if cerr := r.Close(); err == nil {
+			err = cerr // the writer's own error (see Streamed)
+		}
 		if err != nil {
 			return fmt.Errorf("loading images into node %s: %w", n, err)
 		}
@@ -399,6 +401,33 @@ func (c *Cluster) Tag(src, dst string) error {
 		}
 	}
 	return nil
+}
+
+// Streamed adapts a writer of an archive to LoadArchive: the archive is
+// written by a goroutine into a pipe, and closing the reader waits for it
+// and returns its error — so a failed export is reported as itself, not as
+// a truncated stream.
+func Streamed(write func(io.Writer) error) func() (io.ReadCloser, error) {
+	return func() (io.ReadCloser, error) {
+		pr, pw := io.Pipe()
+		done := make(chan error, 1)
+		go func() {
+			err := write(pw)
+			pw.CloseWithError(err)
+			done <- err
+		}()
+		return streamed{pr, done}, nil
+	}
+}
+
+type streamed struct {
+	*io.PipeReader
+	done chan error
+}
+
+func (s streamed) Close() error {
+	s.PipeReader.Close()
+	return <-s.done
 }
 
 func checkDocker(ctx context.Context) error {

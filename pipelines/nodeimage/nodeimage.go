@@ -210,7 +210,8 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 }
 
 // pruneOlderImages removes node images of other keys that no container
-// uses (each is ~750 MB); one in use by a cluster stays.
+// uses (each is ~750 MB) and that are more than a day old (another run may
+// have just built one it is about to start); one in use by a cluster stays.
 func pruneOlderImages(ctx context.Context, keep string, progress io.Writer) {
 	out, err := docker(ctx, nil, "image", "ls", "--format", "{{.Repository}}:{{.Tag}}", Repository)
 	if err != nil {
@@ -218,6 +219,11 @@ func pruneOlderImages(ctx context.Context, keep string, progress io.Writer) {
 	}
 	for _, img := range strings.Fields(string(out)) {
 		if img == keep {
+			continue
+		}
+		created, err := docker(ctx, nil, "image", "inspect", "--format", "{{.Created}}", img)
+		t, perr := time.Parse(time.RFC3339Nano, strings.TrimSpace(string(created)))
+		if err != nil || perr != nil || time.Since(t) < 24*time.Hour {
 			continue
 		}
 		if _, err := docker(ctx, nil, "image", "rm", img); err == nil {

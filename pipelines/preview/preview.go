@@ -89,30 +89,34 @@ func Up(ctx context.Context, o Options) (*Info, *deploy.Result, error) {
 	if err := kindcluster.WaitSystemReady(ctx, client.Typed, 3*time.Minute); err != nil {
 		return nil, nil, err
 	}
+	// Labelled before the deploy, so a preview whose deploy fails is still
+	// listed and reaped.
+	now := time.Now().UTC()
+	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: labels, Namespace: "kube-system",
+		Labels: map[string]string{"app.kubernetes.io/managed-by": "darktower-preview"}},
+		Data: map[string]string{"pr": strconv.Itoa(o.PR), "commit": o.Commit,
+			"created": now.Format(time.RFC3339), "expires": now.Add(o.TTL).Format(time.RFC3339), "namespace": "preview"}}
+	cms := client.Typed.CoreV1().ConfigMaps("kube-system")
+	if _, err := cms.Create(ctx, cm, metav1.CreateOptions{}); apierrors.IsAlreadyExists(err) {
+		old, err := cms.Get(ctx, labels, metav1.GetOptions{})
+		if err != nil {
+			return nil, nil, err
+		}
+		cm.Data["created"] = old.Data["created"] // an update keeps the preview's age
+		cm.ResourceVersion = old.ResourceVersion
+		if _, err := cms.Update(ctx, cm, metav1.UpdateOptions{}); err != nil {
+			return nil, nil, err
+		}
+	} else if err != nil {
+		return nil, nil, err
+	}
 	res, err := deploy.Up(ctx, deploy.Options{Cluster: c, Client: client, Root: o.Root, Dist: o.Dist,
 		Overlay: Overlay, CacheDir: o.CacheDir, Mirror: o.Mirror, Progress: o.Progress})
 	if err != nil {
 		return nil, res, err
 	}
-	now := time.Now().UTC()
-	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: labels, Namespace: "kube-system",
-		Labels: map[string]string{"app.kubernetes.io/managed-by": "darktower-preview"}},
-		Data: map[string]string{"pr": strconv.Itoa(o.PR), "commit": o.Commit,
-			"created": now.Format(time.RFC3339), "expires": now.Add(o.TTL).Format(time.RFC3339), "namespace": res.Namespace}}
-	cms := client.Typed.CoreV1().ConfigMaps("kube-system")
-	if _, err := cms.Create(ctx, cm, metav1.CreateOptions{}); apierrors.IsAlreadyExists(err) {
-		old, err := cms.Get(ctx, labels, metav1.GetOptions{})
-		if err != nil {
-			return nil, res, err
-		}
-		cm.Data["created"] = old.Data["created"] // an update keeps the preview's age
-		cm.ResourceVersion = old.ResourceVersion
-		_, err = cms.Update(ctx, cm, metav1.UpdateOptions{})
-		if err != nil {
-			return nil, res, err
-		}
-	} else if err != nil {
-		return nil, res, err
+	if res.Namespace != cm.Data["namespace"] {
+		return nil, res, fmt.Errorf("the preview overlay deploys into %q; preview expects %q", res.Namespace, cm.Data["namespace"])
 	}
 	info, err := describe(ctx, Name(o.PR), o.StateDir)
 	return info, res, err

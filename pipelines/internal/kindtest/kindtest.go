@@ -51,11 +51,7 @@ func LoadProbe(ctx context.Context, c *kindcluster.Cluster, repoRoot string) err
 	if err != nil {
 		return err
 	}
-	return c.LoadArchive(func() (io.ReadCloser, error) {
-		pr, pw := io.Pipe()
-		go func() { pw.CloseWithError(tarball.Write(ref, img, pw)) }()
-		return pr, nil
-	})
+	return c.LoadArchive(kindcluster.Streamed(func(w io.Writer) error { return tarball.Write(ref, img, w) }))
 }
 
 // ProbePod is a pod running `netprobe serve` on the services' ports.
