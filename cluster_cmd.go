@@ -105,7 +105,14 @@ func runCluster(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		}
 		return nil
 	case "kubeconfig":
-		fmt.Fprintln(stdout, kindcluster.KubeconfigPath(*state, clusterName))
+		path := kindcluster.KubeconfigPath(*state, clusterName)
+		if _, err := os.Stat(path); err != nil {
+			// A cluster made elsewhere (another state dir, kind's own CLI).
+			if err := kindcluster.ExportKubeconfig(clusterName, path); err != nil {
+				return fmt.Errorf("no kubeconfig for cluster %s (is it up? cluster list shows the clusters): %w", clusterName, err)
+			}
+		}
+		fmt.Fprintln(stdout, path)
 		return nil
 	}
 	return usageError{fmt.Sprintf("cluster %q: use up, down, list, status or kubeconfig", args[0])}
