@@ -112,6 +112,7 @@ type env struct {
 	pg             *testenv.Postgres
 	redis          *testenv.Redis
 	ca             *x509.CertPool
+	caFile         string
 	ac, gc, mc, mh *service
 	mediaAddr      string
 	secrets        []string
@@ -171,6 +172,7 @@ func setup(t *testing.T) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
+	e.caFile = pki.CAFile
 	caPEM, _ := os.ReadFile(pki.CAFile)
 	e.ca = x509.NewCertPool()
 	e.ca.AppendCertsFromPEM(caPEM)
@@ -281,6 +283,7 @@ func TestServicesEndToEnd(t *testing.T) {
 	t.Run("tokens", func(t *testing.T) { e.tokens(t) })
 	t.Run("rotate-key command", func(t *testing.T) { e.rotateKey(t) })
 	t.Run("media relay", func(t *testing.T) { e.mediaRelay(t) })
+	t.Run("darktower-smoke command", func(t *testing.T) { e.smokeCommand(t) })
 	t.Run("database freeze keeps live media", func(t *testing.T) { e.databaseFreeze(t) })
 	t.Run("redis outage", func(t *testing.T) { e.redisOutage(t) })
 	t.Run("SIGTERM drains and exits 0", func(t *testing.T) { e.sigterm(t) })
@@ -463,6 +466,43 @@ func (e *env) mediaRelay(t *testing.T) {
 		if !strings.Contains(metrics, want) {
 			t.Errorf("MH metrics lack %s", want)
 		}
+	}
+}
+
+// smokeCommand runs the preview environments' smoke check against the
+// running services: it passes with the tester's credentials, fails the
+// token check (and names it, without the secret) with a wrong one, and
+// refuses a configuration without a secret.
+func (e *env) smokeCommand(t *testing.T) {
+	bin := filepath.Join(e.dir, "bin", "darktower-smoke")
+	run := func(env ...string) (int, string) {
+		cmd := exec.Command(bin)
+		cmd.Env = append([]string{"PATH=" + os.Getenv("PATH")}, env...)
+		out, err := cmd.CombinedOutput()
+		var exit *exec.ExitError
+		if errors.As(err, &exit) {
+			return exit.ExitCode(), string(out)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		return 0, string(out)
+	}
+	base := []string{"SMOKE_AC_URL=https://" + e.ac.apiAddr, "SMOKE_GC_URL=https://" + e.gc.apiAddr,
+		"SMOKE_MC_URL=https://" + e.mc.apiAddr, "SMOKE_CA_FILE=" + e.caFile, "SMOKE_CLIENT_ID=e2e-tester"}
+	code, out := run(append(base, "SMOKE_CLIENT_SECRET=tester-secret-e2e-value")...)
+	if code != 0 || !strings.Contains(out, "ok   token") || !strings.Contains(out, "ok   media") || !strings.Contains(out, "mc-e2e") {
+		t.Fatalf("darktower-smoke against healthy services: exit %d\n%s", code, out)
+	}
+	t.Logf("darktower-smoke:\n%s", out)
+	wrong := "wrong-secret-value-for-smoke"
+	code, out = run(append(base, "SMOKE_CLIENT_SECRET="+wrong)...)
+	if code != 1 || !strings.Contains(out, "FAIL token") || !strings.Contains(out, "FAIL media") || strings.Contains(out, wrong) {
+		t.Fatalf("darktower-smoke with a wrong secret: exit %d (want 1, both checks failed, secret not printed)\n%s", code, out)
+	}
+	code, out = run(base...)
+	if code != 2 || !strings.Contains(out, "SMOKE_CLIENT_SECRET") {
+		t.Fatalf("darktower-smoke without a secret: exit %d (want 2 naming SMOKE_CLIENT_SECRET)\n%s", code, out)
 	}
 }
 

@@ -45,19 +45,30 @@ func (e *StatusError) Error() string { return fmt.Sprintf("%s answered %d", e.UR
 // PostJSON sends body as JSON with a bearer token and decodes a 2xx answer
 // into out (when non-nil).
 func (c *ServiceClient) PostJSON(ctx context.Context, url string, body, out any) error {
-	tok, err := c.tokens.Token()
-	if err != nil {
-		return fmt.Errorf("obtaining access token: %w", err)
-	}
 	payload, err := json.Marshal(body)
 	if err != nil {
 		return err
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(payload))
+	return c.do(ctx, http.MethodPost, url, bytes.NewReader(payload), out)
+}
+
+// GetJSON GETs url with a bearer token and decodes a 2xx answer into out.
+func (c *ServiceClient) GetJSON(ctx context.Context, url string, out any) error {
+	return c.do(ctx, http.MethodGet, url, nil, out)
+}
+
+func (c *ServiceClient) do(ctx context.Context, method, url string, body io.Reader, out any) error {
+	tok, err := c.tokens.Token()
+	if err != nil {
+		return fmt.Errorf("obtaining access token: %w", err)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, url, body)
 	if err != nil {
 		return err
 	}
-	req.Header.Set("Content-Type", "application/json")
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
 	tok.SetAuthHeader(req)
 	resp, err := c.http.Do(req)
 	if err != nil {
