@@ -89,6 +89,7 @@ const (
 	whyMetrics  = "ADR: /metrics is scraped in-cluster by Prometheus via the ServiceMonitor"
 	whyDNS      = "every pod resolves names"
 	whyMesh     = "the Linkerd proxy talks to its control plane (identity, destination, policy)"
+	whySmoke    = "preview only: the smoke check after each deploy (darktower-smoke) gets tokens from AC and media tickets from MC"
 )
 
 // NetworkIngress and NetworkEgress are ADR-0012's network policy table,
@@ -134,6 +135,17 @@ var (
 		{"kube-dns UDP/53", whyDNS}, {"kube-dns TCP/53", whyDNS},
 		{"linkerd TCP/8080", whyMesh}, {"linkerd TCP/8086", whyMesh}, {"linkerd TCP/8090", whyMesh},
 	}
+)
+
+// SmokeIngress is what the preview overlay adds for its smoke check, and
+// SmokeOverlays where it may: nowhere else may a service admit the
+// darktower-smoke pod. (GC's API and MH's media admit anyone already.)
+var (
+	SmokeIngress = map[string][]Allow{
+		"ac-service":         {{"darktower-smoke TCP/443", whySmoke}},
+		"meeting-controller": {{"darktower-smoke TCP/443", whySmoke}},
+	}
+	SmokeOverlays = []string{"overlays/preview"}
 )
 
 // Data-store reachability (ADR: "TCP:5432 from AC, GC only", "TCP:6379

@@ -24,6 +24,7 @@ func probePeers(ns string) (services, others []Peer, outside Peer) {
 		{Name: "prometheus", Namespace: "monitoring", Labels: map[string]string{"app.kubernetes.io/name": "prometheus"}, IP: netip.MustParseAddr("10.244.3.10")},
 		{Name: "kube-dns", Namespace: "kube-system", Labels: map[string]string{"k8s-app": "kube-dns"}, IP: netip.MustParseAddr("10.244.0.10")},
 		{Name: "linkerd", Namespace: "linkerd", Labels: map[string]string{"linkerd.io/control-plane-component": "destination"}, IP: netip.MustParseAddr("10.244.0.20")},
+		{Name: "darktower-smoke", Namespace: ns, Labels: map[string]string{"app.kubernetes.io/name": "darktower-smoke"}, IP: netip.MustParseAddr("10.244.1.30")},
 		{Name: "stranger", Namespace: "default", Labels: map[string]string{"app": "stranger"}, IP: netip.MustParseAddr("10.244.4.10")},
 	}
 	outside = Peer{Name: "outside", IP: netip.MustParseAddr("203.0.113.7")}
@@ -66,8 +67,9 @@ func network(t *testing.T, overlay string) (*Network, string) {
 	return n, ns
 }
 
-// checkMatrix compares each service's computed allow lists with the ADR's.
-func checkMatrix(n *Network, ns string) []string {
+// checkMatrix compares each service's computed allow lists with the ADR's
+// (and, where smoke is true, the preview smoke check's additions).
+func checkMatrix(n *Network, ns string, smoke bool) []string {
 	services, others, outside := probePeers(ns)
 	peers := append(append(append([]Peer{}, services...), others...), outside)
 	var problems []string
@@ -78,6 +80,9 @@ func checkMatrix(n *Network, ns string) []string {
 				return []string{err.Error()}
 			}
 			want := flows(NetworkIngress[self.Name])
+			if smoke {
+				want = flows(NetworkIngress[self.Name], SmokeIngress[self.Name])
+			}
 			if dir == networkingv1.PolicyTypeEgress {
 				want = flows(NetworkEgress[self.Name], EveryPodEgress)
 			}
@@ -100,7 +105,7 @@ func TestNetworkPoliciesAreExactlyTheADRTable(t *testing.T) {
 			if ns == "" || len(n.Policies) == 0 {
 				t.Fatalf("no namespace or policies rendered")
 			}
-			for _, p := range checkMatrix(n, ns) {
+			for _, p := range checkMatrix(n, ns, slices.Contains(SmokeOverlays, overlay)) {
 				t.Error(p)
 			}
 		})
@@ -148,7 +153,7 @@ func TestDataStoresAreReachableOnlyByTheirClients(t *testing.T) {
 // The matrix check must catch a single extra or missing allow.
 func TestMatrixCatchesOneExtraOrMissingAllow(t *testing.T) {
 	n, ns := network(t, "../infra/overlays/prod")
-	if p := checkMatrix(n, ns); len(p) != 0 {
+	if p := checkMatrix(n, ns, false); len(p) != 0 {
 		t.Fatalf("baseline has problems: %v", p)
 	}
 	var cur *Network // the copy being mutated
@@ -193,7 +198,7 @@ func TestMatrixCatchesOneExtraOrMissingAllow(t *testing.T) {
 		}
 		cur = copyN
 		mutate(copyN)
-		if p := checkMatrix(copyN, ns); len(p) == 0 {
+		if p := checkMatrix(copyN, ns, false); len(p) == 0 {
 			t.Errorf("%s: the matrix check did not notice", name)
 		} else {
 			t.Logf("%s: caught: %s", name, strings.Join(p, "; "))

@@ -56,6 +56,10 @@ var Services = []string{"ac-service", "global-controller", "meeting-controller",
 var clientAudiences = map[string][]string{
 	"meeting-controller": {"global-controller"},  // registers with GC
 	"media-handler":      {"meeting-controller"}, // registers with MC
+	// The preview environments' smoke check (darktower-smoke): a token GC
+	// must accept, and media tickets from MC (MC_TICKET_CLIENTS). Only
+	// environments whose secrets come from here know this client.
+	"darktower-smoke": {"global-controller", "meeting-controller"},
 }
 
 // clientInstances: the registry ids each client may register (its pods'
@@ -99,7 +103,7 @@ func Generate(o Options) ([]Secret, error) {
 	clients := struct {
 		Clients []client `json:"clients"`
 	}{}
-	for _, id := range []string{"meeting-controller", "media-handler"} {
+	for _, id := range []string{"meeting-controller", "media-handler", "darktower-smoke"} {
 		secret, err := g.random(32)
 		if err != nil {
 			return nil, err

@@ -7,6 +7,7 @@ import (
 	"encoding/pem"
 	"net/url"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -80,13 +81,20 @@ func TestClientsFileMatchesTheClientSecrets(t *testing.T) {
 	if err := json.Unmarshal([]byte(s["dark-tower-ac-service"]["clients-json"]), &file); err != nil {
 		t.Fatal(err)
 	}
-	if len(file.Clients) != 2 {
+	if len(file.Clients) != 3 {
 		t.Fatalf("%d clients", len(file.Clients))
 	}
 	for _, c := range file.Clients {
 		secret := s["dark-tower-"+c.ID]["client-secret"]
 		if err := bcrypt.CompareHashAndPassword([]byte(c.SecretBcrypt), []byte(secret)); err != nil || secret == "" {
 			t.Errorf("%s: hash does not match its secret: %v", c.ID, err)
+		}
+		if c.ID == "darktower-smoke" {
+			// A client only: it registers nothing.
+			if !slices.Equal(c.Audiences, []string{"global-controller", "meeting-controller"}) || len(c.Instances) != 0 {
+				t.Errorf("%s: audiences %v, instances %v", c.ID, c.Audiences, c.Instances)
+			}
+			continue
 		}
 		if len(c.Audiences) != 1 {
 			t.Errorf("%s: audiences %v", c.ID, c.Audiences)

@@ -1,6 +1,6 @@
 // Package preview is the preview environment of a pull request: its own
 // one-node kind cluster (pr-<N>), the build of that commit deployed with
-// the preview overlay, labelled with the pull request, commit and expiry
+// the preview overlay and judged by the services' smoke check, labelled with the pull request, commit and expiry
 // (a ConfigMap in kube-system, read back by list and reap), and torn down
 // on close or when it expires.
 package preview
@@ -60,6 +60,7 @@ type Info struct {
 	Expires  time.Time
 	State    string // "ready", or what is wrong
 	Endpoint string // how to reach it
+	Smoke    string // the smoke check's report (Up only)
 }
 
 // Name is the cluster of pull request pr.
@@ -118,7 +119,14 @@ func Up(ctx context.Context, o Options) (*Info, *deploy.Result, error) {
 	if res.Namespace != cm.Data["namespace"] {
 		return nil, res, fmt.Errorf("the preview overlay deploys into %q; preview expects %q", res.Namespace, cm.Data["namespace"])
 	}
+	report, err := Smoke(ctx, c, client, o.Root, res.Namespace, o.Progress)
+	if err != nil {
+		return nil, res, err
+	}
 	info, err := describe(ctx, Name(o.PR), o.StateDir)
+	if info != nil {
+		info.Smoke = report
+	}
 	return info, res, err
 }
 

@@ -83,6 +83,12 @@ func TestPreviewLifecycleOnARealCluster(t *testing.T) {
 		t.Logf("FIGURE deploy: %s: %s", s.Name, s.Duration.Round(100*time.Millisecond))
 	}
 	t.Logf("FIGURE preview up (cluster, images loaded, data stores, secrets, overlay applied, every workload Ready) in %s", time.Since(start).Round(100*time.Millisecond))
+	// preview up ran the smoke check: AC's token accepted by GC, a
+	// datagram relayed by MH between two participants admitted by MC.
+	if !strings.Contains(info.Smoke, "ok   token") || !strings.Contains(info.Smoke, "ok   media") {
+		t.Fatalf("preview up's smoke report:\n%s", info.Smoke)
+	}
+	t.Logf("FIGURE smoke check in the preview:\n%s", info.Smoke)
 	c := &kindcluster.Cluster{Name: preview.Name(pr), Kubeconfig: kindcluster.KubeconfigPath(state, preview.Name(pr))}
 	client, _, err := c.Client()
 	if err != nil {
@@ -133,6 +139,24 @@ func TestPreviewLifecycleOnARealCluster(t *testing.T) {
 		}
 		t.Logf("FIGURE %s: pod %s deleted, replaced and Ready in %s", w.Name, victim, time.Since(start).Round(100*time.Millisecond))
 	}
+
+	// Every pod replaced: the replacements registered again (MC with GC, MH
+	// with MC), so the smoke check passes once more.
+	if report, err := preview.Smoke(ctx, c, client, root(t), ns, nil); err != nil {
+		t.Fatalf("smoke check after every pod was replaced: %v", err)
+	} else {
+		t.Logf("smoke check after every pod was replaced:\n%s", report)
+	}
+	// The smoke check can fail: without the policy that lets it reach MC,
+	// its media check fails (the ticket request times out) and names it.
+	if err := client.Typed.NetworkingV1().NetworkPolicies(ns).Delete(ctx, "meeting-controller-from-darktower-smoke", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	report, err := preview.Smoke(ctx, c, client, root(t), ns, nil)
+	if err == nil || !strings.Contains(report, "ok   token") || !strings.Contains(report, "FAIL media") || !strings.Contains(report, "meeting-controller's ticket") {
+		t.Fatalf("smoke check with MC closed to it: err %v\n%s", err, report)
+	}
+	t.Logf("FIGURE smoke check with MC's smoke policy deleted fails as it should:\n%s", report)
 
 	// Redis outage: meeting-controller goes unready, then recovers in place.
 	mcSel := "app.kubernetes.io/name=meeting-controller"

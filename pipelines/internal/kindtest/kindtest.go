@@ -7,16 +7,9 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"io"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 
 	"github.com/darktower/delivery/pipelines/kindcluster"
-	"github.com/darktower/delivery/pipelines/nodeimage"
-	"github.com/google/go-containerregistry/pkg/name"
-	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
@@ -29,29 +22,13 @@ import (
 const ProbeImage = "darktower.local/netprobe:test"
 
 // LoadProbe builds tools/netprobe for the host platform, assembles it
-// onto the skeleton base and loads it into every node of c.
+// onto the skeleton base and loads it into every node of c as ProbeImage.
 func LoadProbe(ctx context.Context, c *kindcluster.Cluster, repoRoot string) error {
-	dir, err := os.MkdirTemp("", "netprobe-")
+	ref, err := c.LoadGoProgram(ctx, kindcluster.GoProgram{ModuleDir: repoRoot, Package: "./tools/netprobe", Name: "netprobe"})
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(dir)
-	bin := filepath.Join(dir, "netprobe")
-	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-o", bin, "./tools/netprobe")
-	cmd.Dir = repoRoot
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("building netprobe: %v\n%s", err, out)
-	}
-	img, err := nodeimage.ToolImage("usr/local/bin/netprobe", bin, []string{"/usr/local/bin/netprobe"}, "65532:65532")
-	if err != nil {
-		return err
-	}
-	ref, err := name.ParseReference(ProbeImage)
-	if err != nil {
-		return err
-	}
-	return c.LoadArchive(kindcluster.Streamed(func(w io.Writer) error { return tarball.Write(ref, img, w) }))
+	return c.Tag(ref, ProbeImage)
 }
 
 // ProbePod is a pod running `netprobe serve` on the services' ports.
