@@ -1,19 +1,22 @@
 // Package deploy puts a build onto a real cluster: the images of a
 // build-all (dist/) loaded straight into the nodes, the data stores the
 // preview and local overlays need (PostgreSQL and Redis from Debian's
-// packages, with the labels and names the real ones have), the secrets
-// the overlay's ExternalSecrets would sync (from dev-secrets, through the
-// local store's semantics), then the overlay itself, pinned to the build's
-// digests, applied and waited for.
+// packages, with the labels and names the real ones have), Prometheus
+// (Debian's package too) scraping what the overlay's ServiceMonitors
+// select, the secrets the overlay's ExternalSecrets would sync (from
+// dev-secrets, through the local store's semantics), then the overlay
+// itself, pinned to the build's digests, applied and waited for.
 package deploy
 
 import (
 	"bytes"
 	"context"
 	"crypto/ecdsa"
+	"crypto/sha256"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	_ "embed"
+	"encoding/hex"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -41,7 +44,11 @@ import (
 //go:embed manifests/data.yaml
 var dataManifest string
 
+//go:embed manifests/prometheus.yaml
+var prometheusManifest string
+
 // DataNamespace is where PostgreSQL and Redis run (infra/platform/database).
+// Prometheus runs in MonitoringNamespace.
 const DataNamespace = "dark-tower-data"
 
 // Options say what to deploy where.
@@ -134,20 +141,37 @@ func Up(ctx context.Context, o Options) (*Result, error) {
 	}
 	r.timed(fmt.Sprintf("%d images of build %s loaded into the nodes", len(m.Images), m.Version), start, o.Progress)
 
-	// Data stores.
+	// Data stores and Prometheus: one image.
 	start = time.Now()
 	data, err := nodeimage.BuildDataServices(ctx, o.CacheDir, o.Mirror, o.Progress)
 	if err != nil {
 		return nil, err
 	}
 	if o.Cluster.HasImage(data.Ref) {
-		r.timed("PostgreSQL and Redis image ("+data.Ref+") already in the nodes (preloaded by the node image)", start, o.Progress)
+		r.timed("data image: PostgreSQL, Redis, Prometheus ("+data.Ref+") already in the nodes (preloaded by the node image)", start, o.Progress)
 	} else {
 		if err := o.Cluster.LoadArchive(kindcluster.Streamed(data.Archive)); err != nil {
 			return nil, fmt.Errorf("loading the data image: %w", err)
 		}
-		r.timed("PostgreSQL and Redis image ("+data.Ref+") loaded", start, o.Progress)
+		r.timed("data image: PostgreSQL, Redis, Prometheus ("+data.Ref+") loaded", start, o.Progress)
 	}
+
+	// Prometheus, configured from the overlay's ServiceMonitors (no
+	// prometheus-operator here to read them).
+	start = time.Now()
+	promCfg, err := ScrapeConfigFromServiceMonitors(objs, r.Namespace)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", o.Overlay, err)
+	}
+	promObjs, err := renderPrometheus(data, promCfg, objs)
+	if err != nil {
+		return nil, err
+	}
+	jobs := make([]string, 0, len(promCfg.ScrapeConfigs))
+	for _, sc := range promCfg.ScrapeConfigs {
+		jobs = append(jobs, sc.JobName)
+	}
+	r.timed(fmt.Sprintf("Prometheus configured from %d ServiceMonitors (jobs %s)", len(jobs), strings.Join(jobs, ", ")), start, o.Progress)
 
 	// Secrets: what the ExternalSecrets would sync, and PostgreSQL's server
 	// certificate (cert-manager's job in the cloud) from the same CA.
@@ -188,6 +212,7 @@ func Up(ctx context.Context, o Options) (*Result, error) {
 		return nil, err
 	}
 	apply = append(apply, dataObjsLocal...)
+	apply = append(apply, promObjs...)
 	for _, s := range secrets {
 		u, err := toUnstructured(s)
 		if err != nil {
@@ -197,8 +222,10 @@ func Up(ctx context.Context, o Options) (*Result, error) {
 	}
 	for _, obj := range objs {
 		switch obj.GetKind() {
-		case "ExternalSecret", "ServiceMonitor", "PodMonitor", "PrometheusRule":
-			continue // realized above, or served by operators a preview does not run
+		case "ExternalSecret", "ServiceMonitor":
+			continue // realized above: as Secrets, as Prometheus's scrape jobs
+		case "PodMonitor", "PrometheusRule":
+			continue // served by prometheus-operator, which a preview does not run
 		}
 		if err := pinImages(obj, r.Images); err != nil {
 			return nil, err
@@ -217,7 +244,7 @@ func Up(ctx context.Context, o Options) (*Result, error) {
 	r.timed(fmt.Sprintf("%d objects applied (%d secrets)", len(apply), len(secrets)), start, o.Progress)
 
 	start = time.Now()
-	r.Workloads = append(workloads(dataObjsLocal), workloads(objs)...)
+	r.Workloads = append(append(workloads(dataObjsLocal), workloads(promObjs)...), workloads(objs)...)
 	if err := o.Client.WaitReady(ctx, r.Workloads, o.Wait); err != nil {
 		return r, err
 	}
@@ -260,13 +287,18 @@ func workloads(objs []*unstructured.Unstructured) []cluster.Workload {
 }
 
 func renderData(d *nodeimage.DataServices) ([]*unstructured.Unstructured, error) {
-	t, err := template.New("data").Option("missingkey=error").Parse(dataManifest)
+	return renderTemplate("data", dataManifest, map[string]any{"DataNamespace": DataNamespace, "Image": d.Ref,
+		"PostgresUID": d.PostgresUID, "PostgresGID": d.PostgresGID, "RedisUID": d.RedisUID, "RedisGID": d.RedisGID})
+}
+
+// renderTemplate executes one of the embedded manifests into objects.
+func renderTemplate(name, manifest string, values map[string]any) ([]*unstructured.Unstructured, error) {
+	t, err := template.New(name).Option("missingkey=error").Parse(manifest)
 	if err != nil {
 		return nil, err
 	}
 	var b bytes.Buffer
-	if err := t.Execute(&b, map[string]any{"DataNamespace": DataNamespace, "Image": d.Ref,
-		"PostgresUID": d.PostgresUID, "PostgresGID": d.PostgresGID, "RedisUID": d.RedisUID, "RedisGID": d.RedisGID}); err != nil {
+	if err := t.Execute(&b, values); err != nil {
 		return nil, err
 	}
 	var docs [][]byte
@@ -276,6 +308,46 @@ func renderData(d *nodeimage.DataServices) ([]*unstructured.Unstructured, error)
 		}
 	}
 	return cluster.ParseObjects(docs)
+}
+
+// renderPrometheus makes Prometheus's objects: its namespace unless the
+// overlay renders it, the manifest's RBAC, Deployment and Service, and the
+// configuration's ConfigMap.
+func renderPrometheus(d *nodeimage.DataServices, cfg *PromConfig, overlay []*unstructured.Unstructured) ([]*unstructured.Unstructured, error) {
+	conf, err := cfg.YAML()
+	if err != nil {
+		return nil, err
+	}
+	sum := sha256.Sum256(conf)
+	objs, err := renderTemplate("prometheus", prometheusManifest, map[string]any{"Namespace": MonitoringNamespace, "Image": d.Ref,
+		"UID": d.PrometheusUID, "GID": d.PrometheusGID, "ConfigHash": hex.EncodeToString(sum[:])})
+	if err != nil {
+		return nil, err
+	}
+	cm := &corev1.ConfigMap{Data: map[string]string{"prometheus.yml": string(conf)}}
+	cm.APIVersion, cm.Kind = "v1", "ConfigMap"
+	cm.Name, cm.Namespace = "prometheus-config", MonitoringNamespace
+	cm.Labels = map[string]string{"app.kubernetes.io/name": "prometheus", "app.kubernetes.io/part-of": "dark-tower", "app.kubernetes.io/managed-by": "darktower-deploy"}
+	u, err := toUnstructured(cm)
+	if err != nil {
+		return nil, err
+	}
+	objs = append(objs, u)
+	for _, o := range overlay {
+		if o.GetKind() == "Namespace" && o.GetName() == MonitoringNamespace {
+			return objs, nil
+		}
+	}
+	// Pod Security restricted: the pod above complies, nothing else runs here.
+	ns := &corev1.Namespace{}
+	ns.APIVersion, ns.Kind, ns.Name = "v1", "Namespace", MonitoringNamespace
+	ns.Labels = map[string]string{"app.kubernetes.io/part-of": "dark-tower", "app.kubernetes.io/managed-by": "darktower-deploy",
+		"pod-security.kubernetes.io/enforce": "restricted", "pod-security.kubernetes.io/enforce-version": "latest"}
+	u, err = toUnstructured(ns)
+	if err != nil {
+		return nil, err
+	}
+	return append([]*unstructured.Unstructured{u}, objs...), nil
 }
 
 // postgresServerCert issues PostgreSQL's server certificate for the names
@@ -328,7 +400,7 @@ func parsePair(certPEM, keyPEM string) (*certs.Pair, error) {
 	return &certs.Pair{Cert: cert, Key: ec, CertPEM: []byte(certPEM), KeyPEM: []byte(keyPEM)}, nil
 }
 
-func toUnstructured(s *corev1.Secret) (*unstructured.Unstructured, error) {
+func toUnstructured(s any) (*unstructured.Unstructured, error) {
 	raw, err := sigyaml.Marshal(s)
 	if err != nil {
 		return nil, err

@@ -22,9 +22,11 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 )
 
-// dataRoot is PostgreSQL and Redis from Debian's packages: the data
-// stores of preview and local clusters.
-var dataRoot = rootfsSpec{Name: "data", Packages: []string{"postgresql", "redis-server"}}
+// dataRoot is PostgreSQL, Redis and Prometheus from Debian's packages:
+// the data stores of preview and local clusters, and the Prometheus that
+// scrapes the services there (kube-prometheus-stack's images cannot be
+// pulled where these clusters run).
+var dataRoot = rootfsSpec{Name: "data", Packages: []string{"postgresql", "redis-server", "prometheus"}}
 
 // postgresEntrypoint initializes the cluster on first start — TLS only
 // (the server certificate mounted at /etc/darktower/pg), SCRAM passwords,
@@ -71,10 +73,11 @@ exec "$bin/postgres" -D "$data"
 
 // DataServices is the data image and the accounts its servers run as.
 type DataServices struct {
-	Ref                      string
-	PostgresUID, PostgresGID int
-	RedisUID, RedisGID       int
-	root                     string
+	Ref                          string
+	PostgresUID, PostgresGID     int
+	RedisUID, RedisGID           int
+	PrometheusUID, PrometheusGID int
+	root                         string
 }
 
 // Archive writes the image as a docker-archive tarball (for
@@ -104,11 +107,39 @@ func BuildDataServices(ctx context.Context, cacheDir, mirror string, progress io
 	if err != nil {
 		return nil, err
 	}
+	return dataServicesAt(root)
+}
+
+// FindDataServices is BuildDataServices for a data root made already (by
+// node-image or a deploy): an error, not a debootstrap, when there is none.
+func FindDataServices(cacheDir, mirror string) (*DataServices, error) {
+	if cacheDir == "" {
+		cacheDir = upstream.DefaultCacheDir()
+	}
+	if mirror == "" {
+		mirror = DefaultMirror()
+	}
+	root := rootfsDir(cacheDir, mirror, dataRoot)
+	if !upstream.Exists(filepath.Join(root, ".complete")) {
+		return nil, fmt.Errorf("no data root at %s: `go run . node-image` makes it", root)
+	}
+	return dataServicesAt(root)
+}
+
+// Path is a file of the image's root on this host (e.g. usr/bin/promtool),
+// for tools that check what the image's servers will read.
+func (d *DataServices) Path(p string) string { return filepath.Join(d.root, p) }
+
+func dataServicesAt(root string) (*DataServices, error) {
+	var err error
 	d := &DataServices{}
 	if d.PostgresUID, d.PostgresGID, err = account(root, "postgres"); err != nil {
 		return nil, err
 	}
 	if d.RedisUID, d.RedisGID, err = account(root, "redis"); err != nil {
+		return nil, err
+	}
+	if d.PrometheusUID, d.PrometheusGID, err = account(root, "prometheus"); err != nil {
 		return nil, err
 	}
 	// Named by its inputs (the root's key and the entrypoint), so that

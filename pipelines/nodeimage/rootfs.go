@@ -44,10 +44,14 @@ func (r rootfsSpec) key(suite, mirror string) string {
 	return hex.EncodeToString(h[:])[:16]
 }
 
+func rootfsDir(cacheDir, mirror string, r rootfsSpec) string {
+	return filepath.Join(cacheDir, "rootfs", fmt.Sprintf("%s-%s-%s", r.Name, upstream.Versions.Debian, r.key(upstream.Versions.Debian, mirror)))
+}
+
 // ensureRootfs returns a debootstrapped root for spec, made once per
 // (suite, mirror, packages) under cacheDir. debootstrap needs root.
 func ensureRootfs(ctx context.Context, cacheDir, mirror string, r rootfsSpec, progress io.Writer) (string, error) {
-	dir := filepath.Join(cacheDir, "rootfs", fmt.Sprintf("%s-%s-%s", r.Name, upstream.Versions.Debian, r.key(upstream.Versions.Debian, mirror)))
+	dir := rootfsDir(cacheDir, mirror, r)
 	if upstream.Exists(filepath.Join(dir, ".complete")) {
 		return dir, nil
 	}

@@ -12,10 +12,12 @@ import (
 
 	"github.com/darktower/delivery/internal/vulndbtest"
 	"github.com/darktower/delivery/pipelines/build"
+	"github.com/darktower/delivery/pipelines/cluster"
 	"github.com/darktower/delivery/pipelines/deploy"
 	"github.com/darktower/delivery/pipelines/flow"
 	"github.com/darktower/delivery/pipelines/kindcluster"
 	"github.com/darktower/delivery/pipelines/preview"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 )
@@ -30,9 +32,10 @@ func root(t testing.TB) string {
 
 // A pull request's preview, end to end on a real cluster: preview up
 // deploys a fresh build-all with the preview overlay onto its own one-node
-// kind cluster — every workload Ready (PostgreSQL and Redis from Debian's
-// packages, the four services with the ADR's probes, behind the real
-// NetworkPolicies) — then a deleted pod of each service is replaced and
+// kind cluster — every workload Ready (PostgreSQL, Redis and Prometheus
+// from Debian's packages, the four services with the ADR's probes, behind
+// the real NetworkPolicies) — Prometheus reports each service's target up
+// as its ServiceMonitor configures it, then a deleted pod of each service is replaced and
 // Ready, a Redis outage turns meeting-controller unready and it recovers
 // without a restart; list shows the preview with its PR, commit and state,
 // reap leaves a young preview alone and removes an expired one.
@@ -96,6 +99,8 @@ func TestPreviewLifecycleOnARealCluster(t *testing.T) {
 	}
 
 	ns := res.Namespace
+	checkPrometheusScrapesEveryService(ctx, t, client, ns)
+
 	for _, w := range res.Workloads {
 		if w.Namespace != ns {
 			continue
@@ -229,5 +234,57 @@ func TestPreviewLifecycleOnARealCluster(t *testing.T) {
 	}
 	if names, _ := kindcluster.List(ctx); slices.Contains(names, preview.Name(pr)) {
 		t.Fatalf("cluster %s still exists after reap", preview.Name(pr))
+	}
+}
+
+// checkPrometheusScrapesEveryService waits for Prometheus (deployed from
+// the overlay's ServiceMonitors) to report up == 1 for a target of each
+// service's job, with the namespace, service and pod labels set: the
+// scrape crossed the services' NetworkPolicies from the monitoring
+// namespace and reached /metrics on the ops port.
+func checkPrometheusScrapesEveryService(ctx context.Context, t *testing.T, client *cluster.Client, ns string) {
+	t.Helper()
+	pods, err := client.Typed.CoreV1().Pods(deploy.MonitoringNamespace).List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/name=prometheus"})
+	if err != nil || len(pods.Items) != 1 {
+		t.Fatalf("Prometheus pods in %s: %v %v", deploy.MonitoringNamespace, pods, err)
+	}
+	p := pods.Items[0]
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodReady && c.Status == corev1.ConditionTrue {
+			t.Logf("FIGURE Prometheus pod %s Ready %s after it was created", p.Name, c.LastTransitionTime.Sub(p.CreationTimestamp.Time))
+		}
+	}
+	jobs := []string{"ac-service", "global-controller", "media-handler", "meeting-controller"}
+	start := time.Now()
+	var last []deploy.Sample
+	for {
+		samples, err := deploy.PrometheusQuery(ctx, client, "up")
+		if err != nil {
+			t.Fatal(err)
+		}
+		last = samples
+		up := map[string]bool{}
+		for _, s := range samples {
+			m := s.Metric
+			if s.Value == 1 && m["namespace"] == ns && m["service"] == m["job"] && m["pod"] != "" {
+				up[m["job"]] = true
+			}
+		}
+		missing := slices.DeleteFunc(slices.Clone(jobs), func(j string) bool { return up[j] })
+		if len(missing) == 0 {
+			break
+		}
+		if time.Since(start) > 90*time.Second {
+			t.Fatalf("after %s Prometheus reports no target up for %v; up = %+v", time.Since(start).Round(time.Second), missing, last)
+		}
+		time.Sleep(2 * time.Second)
+	}
+	for _, s := range last {
+		t.Logf("prometheus: up{job=%q, pod=%q, instance=%q} = %v", s.Metric["job"], s.Metric["pod"], s.Metric["instance"], s.Value)
+	}
+	t.Logf("FIGURE Prometheus: every service's target up == 1 %s after the deploy finished", time.Since(start).Round(100*time.Millisecond))
+	// A query Prometheus refuses is an error that says why.
+	if _, err := deploy.PrometheusQuery(ctx, client, "up{"); err == nil || !strings.Contains(err.Error(), "bad_data") {
+		t.Errorf("a malformed query: want Prometheus's bad_data error, got %v", err)
 	}
 }

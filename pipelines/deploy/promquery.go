@@ -1,0 +1,71 @@
+package deploy
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"math"
+	"strconv"
+	"time"
+
+	"github.com/darktower/delivery/pipelines/cluster"
+)
+
+// Sample is one series of an instant query's vector result.
+type Sample struct {
+	Metric map[string]string
+	Value  float64
+	Time   time.Time
+}
+
+// promResponse is the Prometheus HTTP API's envelope (/api/v1/query).
+type promResponse struct {
+	Status    string `json:"status"`
+	ErrorType string `json:"errorType"`
+	Error     string `json:"error"`
+	Data      struct {
+		ResultType string `json:"resultType"`
+		Result     []struct {
+			Metric map[string]string `json:"metric"`
+			Value  [2]any            `json:"value"` // [unix seconds, "value"]
+		} `json:"result"`
+	} `json:"data"`
+}
+
+// PrometheusQuery runs an instant PromQL query against the Prometheus the
+// deploy stage runs in MonitoringNamespace, through the API server's
+// service proxy (no port-forward, no host port: the caller only needs the
+// cluster's kubeconfig). The query must yield a vector.
+func PrometheusQuery(ctx context.Context, c *cluster.Client, query string) ([]Sample, error) {
+	body, err := c.Typed.CoreV1().Services(MonitoringNamespace).
+		ProxyGet("http", "prometheus", "9090", "/api/v1/query", map[string]string{"query": query}).DoRaw(ctx)
+	var r promResponse
+	if jerr := json.Unmarshal(body, &r); jerr != nil || r.Status == "" {
+		// Not Prometheus answering (the proxy's own error, no pod yet).
+		if err == nil {
+			err = fmt.Errorf("not a Prometheus API answer: %.200q", body)
+		}
+		return nil, fmt.Errorf("prometheus query %q: %w", query, err)
+	}
+	if r.Status != "success" {
+		return nil, fmt.Errorf("prometheus query %q: %s: %s", query, r.ErrorType, r.Error)
+	}
+	if r.Data.ResultType != "vector" {
+		return nil, fmt.Errorf("prometheus query %q: a %s result, not a vector", query, r.Data.ResultType)
+	}
+	out := make([]Sample, 0, len(r.Data.Result))
+	for _, s := range r.Data.Result {
+		ts, ok1 := s.Value[0].(float64)
+		vs, ok2 := s.Value[1].(string)
+		if !ok1 || !ok2 {
+			return nil, fmt.Errorf("prometheus query %q: malformed sample %v", query, s.Value)
+		}
+		v, err := strconv.ParseFloat(vs, 64) // also NaN, +Inf, -Inf as Prometheus writes them
+		if err != nil {
+			return nil, fmt.Errorf("prometheus query %q: sample value %q: %w", query, vs, err)
+		}
+		sec, frac := math.Modf(ts)
+		out = append(out, Sample{Metric: s.Metric, Value: v, Time: time.Unix(int64(sec), int64(frac*1e9))})
+	}
+	return out, nil
+}
