@@ -284,7 +284,9 @@ func (c *Client) NotReadyPods(ctx context.Context, namespace, selector string) (
 	}
 	var out []string
 	for _, p := range pods.Items {
-		if podReady(&p) {
+		// A pod that ran to completion (a check such as the preview's smoke
+		// pod) is done, not unready.
+		if podReady(&p) || p.Status.Phase == corev1.PodSucceeded {
 			continue
 		}
 		reason := string(p.Status.Phase)

@@ -154,7 +154,12 @@ func TestPreviewLifecycleOnARealCluster(t *testing.T) {
 	}
 	// The smoke check can fail: without the policy that lets it reach MC,
 	// its media check fails (the ticket request times out) and names it.
-	if err := client.Typed.NetworkingV1().NetworkPolicies(ns).Delete(ctx, "meeting-controller-from-darktower-smoke", metav1.DeleteOptions{}); err != nil {
+	policies := client.Typed.NetworkingV1().NetworkPolicies(ns)
+	smokeToMC, err := policies.Get(ctx, "meeting-controller-from-darktower-smoke", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := policies.Delete(ctx, smokeToMC.Name, metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	report, err := preview.Smoke(ctx, c, client, root(t), ns, nil)
@@ -162,6 +167,13 @@ func TestPreviewLifecycleOnARealCluster(t *testing.T) {
 		t.Fatalf("smoke check with MC closed to it: err %v\n%s", err, report)
 	}
 	t.Logf("FIGURE smoke check with MC's smoke policy deleted fails as it should:\n%s", report)
+	smokeToMC.ResourceVersion, smokeToMC.UID = "", ""
+	if _, err := policies.Create(ctx, smokeToMC, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := preview.Smoke(ctx, c, client, root(t), ns, nil); err != nil {
+		t.Fatalf("smoke check with the policy restored: %v", err)
+	}
 
 	// Redis outage: meeting-controller goes unready, then recovers in place.
 	mcSel := "app.kubernetes.io/name=meeting-controller"

@@ -45,6 +45,7 @@ type Config struct {
 	ClientSecret        envconf.Secret
 	Session             string        // media session id ("" = random)
 	Timeout             time.Duration // per UDP answer
+	RetryFor            time.Duration // a failing check is tried again until this long has passed
 }
 
 // LoadConfig reads SMOKE_* from the environment.
@@ -58,6 +59,9 @@ func LoadConfig(l *envconf.Loader) Config {
 		ClientSecret: l.RequiredSecret("SMOKE_CLIENT_SECRET", "the smoke client's secret at ac-service"),
 		Session:      l.String("SMOKE_SESSION", ""),
 		Timeout:      l.Duration("SMOKE_UDP_TIMEOUT", 3*time.Second, 100*time.Millisecond, time.Minute),
+		// A pod that has just started may not be known to the network
+		// policy enforcer yet; its first packets can be refused.
+		RetryFor: l.Duration("SMOKE_RETRY_FOR", 20*time.Second, 0, 5*time.Minute),
 	}
 	return c
 }
@@ -68,6 +72,7 @@ type Result struct {
 	OK       bool          `json:"ok"`
 	Detail   string        `json:"detail"`
 	Duration time.Duration `json:"duration_ns"`
+	Attempts int           `json:"attempts"`
 }
 
 func (r Result) String() string {
@@ -75,7 +80,11 @@ func (r Result) String() string {
 	if !r.OK {
 		verdict = "FAIL"
 	}
-	return fmt.Sprintf("%s %-6s %s (%s)", verdict, r.Check, r.Detail, r.Duration.Round(time.Millisecond))
+	attempts := ""
+	if r.Attempts > 1 {
+		attempts = fmt.Sprintf(", %d attempts", r.Attempts)
+	}
+	return fmt.Sprintf("%s %-6s %s (%s%s)", verdict, r.Check, r.Detail, r.Duration.Round(time.Millisecond), attempts)
 }
 
 // Run runs every check, each even after another failed, and reports them
@@ -91,8 +100,20 @@ func Run(ctx context.Context, c Config, out io.Writer) ([]Result, error) {
 		run  func(context.Context, Config, *http.Client) (string, error)
 	}{{"token", tokenAccepted}, {"media", mediaRelayed}} {
 		start := time.Now()
-		detail, err := check.run(ctx, c, hc)
-		r := Result{Check: check.name, OK: err == nil, Detail: detail, Duration: time.Since(start)}
+		var detail string
+		var err error
+		attempts := 0
+		for {
+			attempts++
+			if detail, err = check.run(ctx, c, hc); err == nil || time.Since(start) >= c.RetryFor || ctx.Err() != nil {
+				break
+			}
+			select {
+			case <-ctx.Done():
+			case <-time.After(time.Second):
+			}
+		}
+		r := Result{Check: check.name, OK: err == nil, Detail: detail, Duration: time.Since(start), Attempts: attempts}
 		if err != nil {
 			r.Detail = err.Error()
 		}
