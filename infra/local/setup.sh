@@ -75,7 +75,7 @@ if ! kubectl -n dark-tower-local-secrets get secret dark-tower-ac-service >/dev/
 fi
 
 say "platform manifests"
-for component in database observability security; do
+for component in database observability security chaos; do
   kubectl apply -k "$root/infra/platform/$component" >/dev/null
 done
 
