@@ -6,7 +6,9 @@ import (
 )
 
 // How Litmus 3.x runs and judges a probe, as pure functions. Read from
-// litmus-go (github.com/litmuschaos/litmus-go, 3.29–3.31):
+// litmus-go (github.com/litmuschaos/litmus-go, the snapshot read had tags
+// up to 3.31.0; pkg/probe and pkg/types/types.go are unchanged since
+// 3.29.0, the version pinned):
 //   - pkg/probe/probe.go RunProbes: which modes run in which phase;
 //     setProbeVerdict and markedVerdictInEnd: how a phase's outcome sets
 //     the verdict (Edge), and what stopOnFailure does; getAttempts: how
@@ -18,8 +20,8 @@ import (
 //     at its first failed trigger; OnChaos polls for the chaos duration;
 //   - pkg/types/types.go parseProbeTimeouts: every duration in
 //     runProperties is a Go duration string ("5s"); empty is zero.
-// The documented form of the same is Litmus's probe docs (litmuschaos/
-// litmus-docs, "Probes": modes SOT, EOT, Edge, Continuous, OnChaos).
+// The modes and runProperties fields are also the CRD's (litmus-helm
+// charts/litmus-core/crds/chaosengine_crd.yaml, chart 3.29.0).
 
 // Mode is a probe's mode.
 type Mode string
