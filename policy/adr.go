@@ -90,6 +90,7 @@ const (
 	whyDNS      = "every pod resolves names"
 	whyMesh     = "the Linkerd proxy talks to its control plane (identity, destination, policy)"
 	whySmoke    = "preview only: the smoke check after each deploy (darktower-smoke) gets tokens from AC and media tickets from MC"
+	whyChaos    = "preview only: the chaos run's probes (Litmus experiment pods in dark-tower-chaos) ask each service's /ready during and after each fault"
 )
 
 // NetworkIngress and NetworkEgress are ADR-0012's network policy table,
@@ -146,6 +147,20 @@ var (
 		"meeting-controller": {{"darktower-smoke TCP/443", whySmoke}},
 	}
 	SmokeOverlays = []string{"overlays/preview"}
+)
+
+// ChaosIngress is what the overlays that run chaos (ChaosOverlays) add so
+// that the Litmus experiment pod in ChaosNamespace can probe each
+// service's /ready on the ops port; nowhere else may a service admit it.
+var (
+	ChaosIngress = map[string][]Allow{
+		"ac-service":         {{"chaos-probe TCP/8080", whyChaos}},
+		"global-controller":  {{"chaos-probe TCP/8080", whyChaos}},
+		"meeting-controller": {{"chaos-probe TCP/8080", whyChaos}},
+		"media-handler":      {{"chaos-probe TCP/8080", whyChaos}},
+	}
+	ChaosOverlays  = []string{"overlays/preview"}
+	ChaosNamespace = "dark-tower-chaos"
 )
 
 // Data-store reachability (ADR: "TCP:5432 from AC, GC only", "TCP:6379

@@ -55,8 +55,16 @@ func TestPlatformChartsArePinnedAndConfigured(t *testing.T) {
 			t.Errorf("chart %s: values %s do not parse to a mapping: %v", c.Name, c.Values, err)
 		}
 	}
+	// ADR-0012's chaos is LitmusChaos experiments: the operator and its
+	// CRDs come from litmus-helm's litmus-core chart. The `litmus` chart
+	// is ChaosCenter (portal, auth server, MongoDB) and installs neither.
+	for _, c := range file.Charts {
+		if strings.Contains(c.Repo, "litmuschaos") && c.Chart != "litmus-core" {
+			t.Errorf("chart %s: %s from litmus-helm brings no chaos operator or CRDs; use litmus-core", c.Name, c.Chart)
+		}
+	}
 	// Every component the ADR names is installed.
-	for _, want := range []string{"linkerd-control-plane", "linkerd2-cni", "external-secrets", "kube-prometheus-stack", "jaeger", "cloudnative-pg", "litmus", "trivy-operator", "cert-manager"} {
+	for _, want := range []string{"linkerd-control-plane", "linkerd2-cni", "external-secrets", "kube-prometheus-stack", "jaeger", "cloudnative-pg", "litmus-core", "trivy-operator", "cert-manager"} {
 		if !seen[want] {
 			t.Errorf("chart %s is missing from charts.yaml", want)
 		}

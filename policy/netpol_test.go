@@ -25,6 +25,10 @@ func probePeers(ns string) (services, others []Peer, outside Peer) {
 		{Name: "kube-dns", Namespace: "kube-system", Labels: map[string]string{"k8s-app": "kube-dns"}, IP: netip.MustParseAddr("10.244.0.10")},
 		{Name: "linkerd", Namespace: "linkerd", Labels: map[string]string{"linkerd.io/control-plane-component": "destination"}, IP: netip.MustParseAddr("10.244.0.20")},
 		{Name: "darktower-smoke", Namespace: ns, Labels: map[string]string{"app.kubernetes.io/name": "darktower-smoke"}, IP: netip.MustParseAddr("10.244.1.30")},
+		// The Litmus experiment pod (it runs the probes) and the other chaos
+		// pods (runner, helpers), in the chaos namespace.
+		{Name: "chaos-probe", Namespace: ChaosNamespace, Labels: map[string]string{"app.kubernetes.io/component": "experiment-job", "app.kubernetes.io/part-of": "litmus", "name": "pod-delete"}, IP: netip.MustParseAddr("10.244.5.10")},
+		{Name: "chaos-runner", Namespace: ChaosNamespace, Labels: map[string]string{"app.kubernetes.io/component": "chaos-runner", "app.kubernetes.io/part-of": "litmus"}, IP: netip.MustParseAddr("10.244.5.11")},
 		{Name: "stranger", Namespace: "default", Labels: map[string]string{"app": "stranger"}, IP: netip.MustParseAddr("10.244.4.10")},
 	}
 	outside = Peer{Name: "outside", IP: netip.MustParseAddr("203.0.113.7")}
@@ -68,8 +72,9 @@ func network(t *testing.T, overlay string) (*Network, string) {
 }
 
 // checkMatrix compares each service's computed allow lists with the ADR's
-// (and, where smoke is true, the preview smoke check's additions).
-func checkMatrix(n *Network, ns string, smoke bool) []string {
+// (and, for the overlays that have them, the preview smoke check's and the
+// chaos probes' additions).
+func checkMatrix(n *Network, ns string, overlay string) []string {
 	services, others, outside := probePeers(ns)
 	peers := append(append(append([]Peer{}, services...), others...), outside)
 	var problems []string
@@ -79,10 +84,14 @@ func checkMatrix(n *Network, ns string, smoke bool) []string {
 			if err != nil {
 				return []string{err.Error()}
 			}
-			want := flows(NetworkIngress[self.Name])
-			if smoke {
-				want = flows(NetworkIngress[self.Name], SmokeIngress[self.Name])
+			in := [][]Allow{NetworkIngress[self.Name]}
+			if slices.Contains(SmokeOverlays, overlay) {
+				in = append(in, SmokeIngress[self.Name])
 			}
+			if slices.Contains(ChaosOverlays, overlay) {
+				in = append(in, ChaosIngress[self.Name])
+			}
+			want := flows(in...)
 			if dir == networkingv1.PolicyTypeEgress {
 				want = flows(NetworkEgress[self.Name], EveryPodEgress)
 			}
@@ -105,7 +114,7 @@ func TestNetworkPoliciesAreExactlyTheADRTable(t *testing.T) {
 			if ns == "" || len(n.Policies) == 0 {
 				t.Fatalf("no namespace or policies rendered")
 			}
-			for _, p := range checkMatrix(n, ns, slices.Contains(SmokeOverlays, overlay)) {
+			for _, p := range checkMatrix(n, ns, overlay) {
 				t.Error(p)
 			}
 		})
@@ -153,7 +162,7 @@ func TestDataStoresAreReachableOnlyByTheirClients(t *testing.T) {
 // The matrix check must catch a single extra or missing allow.
 func TestMatrixCatchesOneExtraOrMissingAllow(t *testing.T) {
 	n, ns := network(t, "../infra/overlays/prod")
-	if p := checkMatrix(n, ns, false); len(p) != 0 {
+	if p := checkMatrix(n, ns, "overlays/prod"); len(p) != 0 {
 		t.Fatalf("baseline has problems: %v", p)
 	}
 	var cur *Network // the copy being mutated
@@ -198,7 +207,7 @@ func TestMatrixCatchesOneExtraOrMissingAllow(t *testing.T) {
 		}
 		cur = copyN
 		mutate(copyN)
-		if p := checkMatrix(copyN, ns, false); len(p) == 0 {
+		if p := checkMatrix(copyN, ns, "overlays/prod"); len(p) == 0 {
 			t.Errorf("%s: the matrix check did not notice", name)
 		} else {
 			t.Logf("%s: caught: %s", name, strings.Join(p, "; "))

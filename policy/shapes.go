@@ -1,8 +1,8 @@
 package policy
 
 // Structural checks for the CRDs whose Go types are not available from the
-// Go module proxy here (CloudNativePG, LitmusChaos: their modules are not
-// served) or do not build against this module's Kubernetes libraries
+// Go module proxy here (CloudNativePG: its module is not served; Litmus's
+// types are declared in litmus.go) or do not build against this module's Kubernetes libraries
 // (external-secrets v0.16.2's apis need an older controller-runtime). The
 // allowed spec fields are taken from each project's CRD reference for the
 // pinned chart version (infra/platform/charts.yaml).
@@ -41,14 +41,5 @@ func init() {
 	registerShape("external-secrets.io/v1beta1/ExternalSecret", shape{
 		required:    []string{"spec.secretStoreRef.name", "spec.refreshInterval", "spec.target.name"},
 		specAllowed: []string{"data", "dataFrom", "refreshInterval", "refreshPolicy", "secretStoreRef", "target"},
-	})
-	// LitmusChaos 3.x (chart 3.20.0), litmuschaos.io/v1alpha1.
-	registerShape("litmuschaos.io/v1alpha1/ChaosEngine", shape{
-		required:    []string{"spec.engineState", "spec.experiments", "spec.chaosServiceAccount"},
-		specAllowed: []string{"annotationCheck", "appinfo", "chaosServiceAccount", "components", "defaultHealthCheck", "engineState", "experiments", "jobCleanUpPolicy", "terminationGracePeriodSeconds"},
-	})
-	registerShape("litmuschaos.io/v1alpha1/ChaosExperiment", shape{
-		required:    []string{"spec.definition.image"},
-		specAllowed: []string{"definition"},
 	})
 }

@@ -37,6 +37,10 @@ var goTypes = map[string]func() any{
 	"admissionregistration.k8s.io/v1/ValidatingAdmissionPolicyBinding": func() any { return &admissionv1.ValidatingAdmissionPolicyBinding{} },
 }
 
+// validators are checks a kind's CRD makes that decoding cannot (patterns,
+// required fields): run after a strict decode (litmus.go).
+var validators = map[string]func(any) error{}
+
 // Typed decodes o strictly into its Go type. ok is false when no Go type
 // is known for its kind (see Structural for those).
 func Typed(o Object) (v any, ok bool, err error) {
@@ -45,7 +49,15 @@ func Typed(o Object) (v any, ok bool, err error) {
 		return nil, false, nil
 	}
 	v = newT()
-	return v, true, Decode(o, v)
+	if err := Decode(o, v); err != nil {
+		return v, true, err
+	}
+	if check, ok := validators[o.APIVersion+"/"+o.Kind]; ok {
+		if err := check(v); err != nil {
+			return v, true, fmt.Errorf("%s: %w", o.ID(), err)
+		}
+	}
+	return v, true, nil
 }
 
 // DecodeAll decodes every object: typed ones strictly; the rest must be

@@ -59,7 +59,7 @@ while IFS=$'\t' read -r name repo chart version namespace values; do
     kubectl -n linkerd get secret linkerd-trust-anchor -o jsonpath='{.data.tls\.crt}' | base64 -d >"$anchor"
     extra=(--set-file "identityTrustAnchorsPEM=$anchor")
   fi
-  if [[ $name == litmus ]]; then
+  if [[ $name == litmus-core ]]; then
     kubectl apply -k "$root/infra/platform/chaos/operator"
   fi
   echo "    $name $version"
@@ -75,7 +75,7 @@ if ! kubectl -n dark-tower-local-secrets get secret dark-tower-ac-service >/dev/
 fi
 
 say "platform manifests"
-for component in database observability security; do
+for component in database observability security chaos; do
   kubectl apply -k "$root/infra/platform/$component" >/dev/null
 done
 
