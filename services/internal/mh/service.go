@@ -7,8 +7,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"sync"
 	"time"
@@ -28,6 +30,7 @@ type Config struct {
 	AdvertiseMediaAddr string         // MH_ADVERTISE_MEDIA_ADDR: host:port clients send media to
 	AdvertiseURL       string         // MH_ADVERTISE_URL: this MH's API URL as MC reaches it
 	MCURL              string         // MH_MC_URL
+	MCPeers            string         // MH_MC_PEERS: a DNS name listing every MC (optional)
 	TokenURL           string         // MH_AC_TOKEN_URL
 	ClientID           string         // MH_CLIENT_ID
 	ClientSecret       envconf.Secret // MH_CLIENT_SECRET
@@ -74,6 +77,11 @@ func LoadConfig(l *envconf.Loader) Config {
 	}
 	c.AdvertiseURL = l.HTTPSURL("MH_ADVERTISE_URL", "this MH's API URL as MC reaches it, e.g. https://media-handler-0.media-handler")
 	c.MCURL = l.HTTPSURL("MH_MC_URL", "MC's API base URL, e.g. https://meeting-controller")
+	// Each MC places sessions only on the MHs registered with it, so an MH
+	// behind a load-balanced MH_MC_URL would serve one MC and leave the
+	// others without media handlers: with MH_MC_PEERS (e.g. a headless
+	// Service's name) MH registers with every address it resolves to.
+	c.MCPeers = l.String("MH_MC_PEERS", "")
 	c.TokenURL = l.HTTPSURL("MH_AC_TOKEN_URL", "AC's token endpoint, e.g. https://ac-service/v1/oauth/token")
 	return c
 }
@@ -91,6 +99,8 @@ type Service struct {
 	relay *Relay // nil until the media port is bound
 
 	beats *prometheus.CounterVec
+
+	lookupHost func(ctx context.Context, host string) ([]string, error) // MH_MC_PEERS (tests replace it)
 }
 
 // New builds MH.
@@ -102,9 +112,10 @@ func New(_ context.Context, kit *opskit.Kit, cfg Config) (opskit.Service, error)
 func NewService(kit *opskit.Kit, cfg Config) *Service {
 	s := &Service{
 		cfg: cfg, kit: kit,
-		mc:    authn.NewServiceClient(kit.HTTPClient, cfg.TokenURL, cfg.ClientID, cfg.ClientSecret, cfg.MCAudience),
-		meter: NewMeter(cfg.CapacityMbps*1e6, cfg.MeterWindow),
-		keys:  &KeyRing{},
+		mc:         authn.NewServiceClient(kit.HTTPClient, cfg.TokenURL, cfg.ClientID, cfg.ClientSecret, cfg.MCAudience),
+		meter:      NewMeter(cfg.CapacityMbps*1e6, cfg.MeterWindow),
+		lookupHost: net.DefaultResolver.LookupHost,
+		keys:       &KeyRing{},
 		beats: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "mh_mc_heartbeats_total",
 			Help: "Registrations/heartbeats sent to MC, by result (ok, error).",
@@ -225,8 +236,92 @@ func (s *Service) bindAndRelay(ctx context.Context, relayErr chan<- error) {
 }
 
 func (s *Service) heartbeat(ctx context.Context) {
+	if s.cfg.MCPeers == "" {
+		s.heartbeatTo(ctx, s.mc, s.kit.Logger)
+		return
+	}
+	s.heartbeatPeers(ctx)
+}
+
+// heartbeatPeers keeps one heartbeat per address MH_MC_PEERS resolves to,
+// started and stopped as MCs come and go (re-resolved every interval).
+func (s *Service) heartbeatPeers(ctx context.Context) {
+	u, err := url.Parse(s.cfg.MCURL)
+	if err != nil {
+		s.kit.Logger.Error("MH_MC_URL", "error", err.Error())
+		return
+	}
+	port := u.Port()
+	if port == "" {
+		port = "443"
+	}
+	mcAddr := net.JoinHostPort(u.Hostname(), port)
+	running := map[string]context.CancelFunc{}
+	defer func() {
+		for _, stop := range running {
+			stop()
+		}
+	}()
+	logged := false
+	opskit.Every(ctx, s.cfg.HeartbeatInterval, s.cfg.HeartbeatInterval, func(ctx context.Context) error {
+		addrs, err := s.lookupHost(ctx, s.cfg.MCPeers)
+		if err != nil {
+			if !logged {
+				s.kit.Logger.Warn("resolving MH_MC_PEERS failed; retrying every interval", "name", s.cfg.MCPeers, "error", err.Error())
+				logged = true
+			}
+			return err
+		}
+		logged = false
+		seen := map[string]bool{}
+		for _, ip := range addrs {
+			seen[ip] = true
+			if running[ip] != nil {
+				continue
+			}
+			bctx, stop := context.WithCancel(ctx)
+			running[ip] = stop
+			client := authn.NewServiceClient(pinnedClient(s.kit.HTTPClient, mcAddr, net.JoinHostPort(ip, port)),
+				s.cfg.TokenURL, s.cfg.ClientID, s.cfg.ClientSecret, s.cfg.MCAudience)
+			go s.heartbeatTo(bctx, client, s.kit.Logger.With("mc_addr", ip))
+		}
+		for ip, stop := range running {
+			if !seen[ip] {
+				stop()
+				delete(running, ip)
+			}
+		}
+		return nil
+	})
+}
+
+// pinnedClient is base with connections to mcAddr (MH_MC_URL's host:port)
+// made to one MC's address instead; TLS still verifies MH_MC_URL's name,
+// which is the name in every MC's certificate.
+func pinnedClient(base *http.Client, mcAddr, to string) *http.Client {
+	tr, ok := base.Transport.(*http.Transport)
+	if !ok {
+		tr = http.DefaultTransport.(*http.Transport)
+	}
+	tr = tr.Clone()
+	dial := tr.DialContext
+	if dial == nil {
+		dial = (&net.Dialer{Timeout: 3 * time.Second}).DialContext
+	}
+	tr.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		if addr == mcAddr {
+			addr = to
+		}
+		return dial(ctx, network, addr)
+	}
+	c := *base
+	c.Transport = tr
+	return &c
+}
+
+func (s *Service) heartbeatTo(ctx context.Context, client *authn.ServiceClient, logger *slog.Logger) {
 	authn.Heartbeat{
-		Client: s.mc, URL: s.cfg.MCURL + "/v1/media-handlers", Interval: s.cfg.HeartbeatInterval,
+		Client: client, URL: s.cfg.MCURL + "/v1/media-handlers", Interval: s.cfg.HeartbeatInterval,
 		Body: func() (any, error) {
 			if s.currentRelay() == nil {
 				return nil, errors.New("media port not bound")
@@ -247,7 +342,7 @@ func (s *Service) heartbeat(ctx context.Context) {
 			s.keys.Add(k, time.Now())
 			return nil
 		},
-		Fresh: &s.mcReg, Results: s.beats, Logger: s.kit.Logger,
+		Fresh: &s.mcReg, Results: s.beats, Logger: logger,
 	}.Run(ctx)
 }
 
