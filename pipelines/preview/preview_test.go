@@ -88,7 +88,7 @@ func TestPreviewLifecycleOnARealCluster(t *testing.T) {
 	t.Logf("FIGURE preview up (cluster, images loaded, data stores, secrets, overlay applied, every workload Ready) in %s", time.Since(start).Round(100*time.Millisecond))
 	// preview up ran the smoke check: AC's token accepted by GC, a
 	// datagram relayed by MH between two participants admitted by MC.
-	if !strings.Contains(info.Smoke, "ok   token") || !strings.Contains(info.Smoke, "ok   media") {
+	if !strings.Contains(info.Smoke, "ok   token") || !strings.Contains(info.Smoke, "ok   mhs") || !strings.Contains(info.Smoke, "ok   media") {
 		t.Fatalf("preview up's smoke report:\n%s", info.Smoke)
 	}
 	t.Logf("FIGURE smoke check in the preview:\n%s", info.Smoke)
@@ -146,7 +146,7 @@ func TestPreviewLifecycleOnARealCluster(t *testing.T) {
 	}
 
 	// Every pod replaced: the replacements registered again (MC with GC, MH
-	// with MC), so the smoke check passes once more.
+	// with every MC), so the smoke check passes once more.
 	if report, err := preview.Smoke(ctx, c, client, root(t), ns, nil); err != nil {
 		t.Fatalf("smoke check after every pod was replaced: %v", err)
 	} else {

@@ -491,7 +491,7 @@ func (e *env) smokeCommand(t *testing.T) {
 	base := []string{"SMOKE_AC_URL=https://" + e.ac.apiAddr, "SMOKE_GC_URL=https://" + e.gc.apiAddr,
 		"SMOKE_MC_URL=https://" + e.mc.apiAddr, "SMOKE_CA_FILE=" + e.caFile, "SMOKE_CLIENT_ID=e2e-tester", "SMOKE_RETRY_FOR=2s"}
 	code, out := run(append(base, "SMOKE_CLIENT_SECRET=tester-secret-e2e-value")...)
-	if code != 0 || !strings.Contains(out, "ok   token") || !strings.Contains(out, "ok   media") || !strings.Contains(out, "mc-e2e") {
+	if code != 0 || !strings.Contains(out, "ok   token") || !strings.Contains(out, "ok   mhs") || !strings.Contains(out, "ok   media") || !strings.Contains(out, "mc-e2e") {
 		t.Fatalf("darktower-smoke against healthy services: exit %d\n%s", code, out)
 	}
 	t.Logf("darktower-smoke:\n%s", out)

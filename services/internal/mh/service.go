@@ -281,7 +281,7 @@ func (s *Service) heartbeatPeers(ctx context.Context) {
 			}
 			bctx, stop := context.WithCancel(ctx)
 			running[ip] = stop
-			client := authn.NewServiceClient(pinnedClient(s.kit.HTTPClient, mcAddr, net.JoinHostPort(ip, port)),
+			client := authn.NewServiceClient(opskit.PinnedClient(s.kit.HTTPClient, mcAddr, net.JoinHostPort(ip, port)),
 				s.cfg.TokenURL, s.cfg.ClientID, s.cfg.ClientSecret, s.cfg.MCAudience)
 			go s.heartbeatTo(bctx, client, s.kit.Logger.With("mc_addr", ip))
 		}
@@ -293,30 +293,6 @@ func (s *Service) heartbeatPeers(ctx context.Context) {
 		}
 		return nil
 	})
-}
-
-// pinnedClient is base with connections to mcAddr (MH_MC_URL's host:port)
-// made to one MC's address instead; TLS still verifies MH_MC_URL's name,
-// which is the name in every MC's certificate.
-func pinnedClient(base *http.Client, mcAddr, to string) *http.Client {
-	tr, ok := base.Transport.(*http.Transport)
-	if !ok {
-		tr = http.DefaultTransport.(*http.Transport)
-	}
-	tr = tr.Clone()
-	dial := tr.DialContext
-	if dial == nil {
-		dial = (&net.Dialer{Timeout: 3 * time.Second}).DialContext
-	}
-	tr.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
-		if addr == mcAddr {
-			addr = to
-		}
-		return dial(ctx, network, addr)
-	}
-	c := *base
-	c.Transport = tr
-	return &c
 }
 
 func (s *Service) heartbeatTo(ctx context.Context, client *authn.ServiceClient, logger *slog.Logger) {

@@ -1,6 +1,7 @@
 package opskit
 
 import (
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -92,4 +93,29 @@ func newHTTPClient(cfg *tls.Config) *http.Client {
 		DialContext:           (&net.Dialer{Timeout: 3 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
 	}
 	return &http.Client{Transport: tr, Timeout: 10 * time.Second}
+}
+
+// PinnedClient is base with connections to addr (host:port) made to `to`
+// instead, every other address dialled as usual. TLS still verifies addr's
+// host name: this is how one pod of a Service is called by the Service's
+// name, which is the name in every pod's certificate.
+func PinnedClient(base *http.Client, addr, to string) *http.Client {
+	tr, ok := base.Transport.(*http.Transport)
+	if !ok {
+		tr = http.DefaultTransport.(*http.Transport)
+	}
+	tr = tr.Clone()
+	dial := tr.DialContext
+	if dial == nil {
+		dial = (&net.Dialer{Timeout: 3 * time.Second}).DialContext
+	}
+	tr.DialContext = func(ctx context.Context, network, a string) (net.Conn, error) {
+		if a == addr {
+			a = to
+		}
+		return dial(ctx, network, a)
+	}
+	c := *base
+	c.Transport = tr
+	return &c
 }

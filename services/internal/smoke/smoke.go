@@ -4,6 +4,9 @@
 //
 //   - token: a token from ac-service (client-credentials grant) is accepted
 //     by global-controller, whose registry lists a live meeting-controller;
+//   - mhs: every live meeting-controller (GC's registry, each MC called at
+//     its registered endpoint) lists an admitting media-handler, so a
+//     session placed on any of them gets media;
 //   - media: meeting-controller issues join tickets for two participants of
 //     one session, both join media-handler over UDP (ticket, challenge,
 //     echoed cookie, welcome) and a datagram from each reaches the other
@@ -27,6 +30,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"strings"
 	"time"
@@ -34,6 +38,7 @@ import (
 	"github.com/darktower/delivery/services/internal/authn"
 	"github.com/darktower/delivery/services/internal/envconf"
 	"github.com/darktower/delivery/services/internal/mh"
+	"github.com/darktower/delivery/services/internal/opskit"
 	"github.com/darktower/delivery/services/internal/wire"
 )
 
@@ -98,7 +103,7 @@ func Run(ctx context.Context, c Config, out io.Writer) ([]Result, error) {
 	for _, check := range []struct {
 		name string
 		run  func(context.Context, Config, *http.Client) (string, error)
-	}{{"token", tokenAccepted}, {"media", mediaRelayed}} {
+	}{{"token", tokenAccepted}, {"mhs", everyMCHasMediaHandlers}, {"media", mediaRelayed}} {
 		start := time.Now()
 		var detail string
 		var err error
@@ -171,6 +176,57 @@ func tokenAccepted(ctx context.Context, c Config, hc *http.Client) (string, erro
 		ids = append(ids, mc.ID)
 	}
 	return fmt.Sprintf("global-controller accepted ac-service's token; live meeting-controllers: %s", strings.Join(ids, ", ")), nil
+}
+
+func everyMCHasMediaHandlers(ctx context.Context, c Config, hc *http.Client) (string, error) {
+	var list struct {
+		MeetingControllers []wire.MeetingController `json:"meeting_controllers"`
+	}
+	if err := client(c, hc, "global-controller").GetJSON(ctx, strings.TrimSuffix(c.GCURL, "/")+"/v1/meeting-controllers", &list); err != nil {
+		return "", fmt.Errorf("global-controller's registry: %w", err)
+	}
+	if len(list.MeetingControllers) == 0 {
+		return "", errors.New("global-controller lists no live meeting-controller")
+	}
+	// Each MC is called at its registered endpoint (a pod address) under
+	// SMOKE_MC_URL's name, which its certificate carries.
+	mcURL, err := url.Parse(c.MCURL)
+	if err != nil {
+		return "", err
+	}
+	var counts []string
+	for _, mc := range list.MeetingControllers {
+		ep, err := url.Parse(mc.Endpoint)
+		if err != nil || ep.Hostname() == "" {
+			return "", fmt.Errorf("meeting-controller %s registered the endpoint %q", mc.ID, mc.Endpoint)
+		}
+		pinned := opskit.PinnedClient(hc, hostPort(mcURL), hostPort(ep))
+		var mhs struct {
+			MediaHandlers []wire.MHRegistration `json:"media_handlers"`
+		}
+		if err := client(c, pinned, "meeting-controller").GetJSON(ctx, strings.TrimSuffix(c.MCURL, "/")+"/v1/media-handlers", &mhs); err != nil {
+			return "", fmt.Errorf("meeting-controller %s at %s: %w", mc.ID, mc.Endpoint, err)
+		}
+		admitting := 0
+		for _, mh := range mhs.MediaHandlers {
+			if mh.Admitting {
+				admitting++
+			}
+		}
+		if admitting == 0 {
+			return "", fmt.Errorf("meeting-controller %s lists %d media-handlers, none admitting: sessions it places get no media", mc.ID, len(mhs.MediaHandlers))
+		}
+		counts = append(counts, fmt.Sprintf("%s %d", mc.ID, admitting))
+	}
+	return "admitting media-handlers per meeting-controller: " + strings.Join(counts, ", "), nil
+}
+
+func hostPort(u *url.URL) string {
+	port := u.Port()
+	if port == "" {
+		port = "443"
+	}
+	return net.JoinHostPort(u.Hostname(), port)
 }
 
 func mediaRelayed(ctx context.Context, c Config, hc *http.Client) (string, error) {
