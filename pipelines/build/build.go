@@ -42,6 +42,10 @@ type Options struct {
 	Jobs      int                // concurrent go builds (1 when 0; each uses every core)
 	Progress  io.Writer          // one line per step with durations (nil: silent)
 	Previous  *Previous          // the last build in the output directory (nil: assemble everything)
+	// GoTags are build tags for `go build -tags`: test builds only (e.g.
+	// the services' chaosfragile fault knobs); they land in every
+	// binary's build info, and the pipeline never publishes such a build.
+	GoTags []string
 }
 
 // PlatformImage is one built per-platform image.
@@ -267,7 +271,11 @@ func compile(ctx context.Context, o Options, g *compileGroup) error {
 		}
 	}
 	ldflags := fmt.Sprintf("-s -w -buildid= -X %s.Version=%s -X %s.Revision=%s", opskitPkg, o.Version, opskitPkg, o.Revision)
-	args := append([]string{"build", "-trimpath", "-buildvcs=false", "-ldflags", ldflags, "-o", g.out}, g.mains...)
+	args := []string{"build", "-trimpath", "-buildvcs=false", "-ldflags", ldflags, "-o", g.out}
+	if len(o.GoTags) > 0 {
+		args = append(args, "-tags", strings.Join(o.GoTags, ","))
+	}
+	args = append(args, g.mains...)
 	cmd := exec.CommandContext(ctx, "go", args...)
 	cmd.Dir = modDir
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS="+g.p.OS, "GOARCH="+g.p.Arch, "GOFLAGS=-mod=readonly")

@@ -27,6 +27,8 @@ type Manifest struct {
 	Created  string   `json:"created"`
 	Layout   string   `json:"layout"`
 	Images   []*Image `json:"images"`
+	// GoTags: a test build's `go build -tags` (never published).
+	GoTags []string `json:"goTags,omitempty"`
 	// Scan: the vulnerability gate's threshold, DB and reports (scan stage).
 	Scan *ScanRecord `json:"scan,omitempty"`
 	// Stages: how long each stage took, in order.

@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"time"
 
@@ -52,9 +53,12 @@ type BuildAllOptions struct {
 	DevKeyDir string
 	NoSign    bool
 	Keyless   sign.KeylessOptions // Fulcio and Rekor for keyless signing in CI
-	Env       func(string) string // environment lookup (SOURCE_DATE_EPOCH, registry credentials)
-	Progress  io.Writer
-	release   bool // set by Release: the development key is refused
+	// GoTags: build tags for a test build (the services' chaosfragile
+	// knobs); refused with Push and by Release.
+	GoTags   []string
+	Env      func(string) string // environment lookup (SOURCE_DATE_EPOCH, registry credentials)
+	Progress io.Writer
+	release  bool // set by Release: the development key is refused
 }
 
 // BuildAll runs catalog → base → build → sbom → scan (gate) → sign →
@@ -184,7 +188,7 @@ func BuildAll(ctx context.Context, o BuildAllOptions) (*build.Manifest, error) {
 	say("base: %s %s resolved in %s", base.Name, base.Digest, time.Since(t).Round(time.Millisecond))
 	say("build: %d service(s), version %s, revision %.12s, SOURCE_DATE_EPOCH %d", len(specs), src.Version, src.Revision, src.Epoch.Unix())
 	res, err := build.Run(ctx, build.Options{Root: o.Root, Specs: specs, Platforms: platforms, Base: base,
-		Epoch: src.Epoch, Version: src.Version, Revision: src.Revision, Source: o.SourceURL, Jobs: o.Jobs, Progress: o.Progress, Previous: previous})
+		Epoch: src.Epoch, Version: src.Version, Revision: src.Revision, Source: o.SourceURL, Jobs: o.Jobs, Progress: o.Progress, Previous: previous, GoTags: o.GoTags})
 	if err != nil {
 		return nil, err
 	}
@@ -192,6 +196,7 @@ func BuildAll(ctx context.Context, o BuildAllOptions) (*build.Manifest, error) {
 	if err != nil {
 		return nil, err
 	}
+	m.GoTags = o.GoTags
 	m.Stages = append(m.Stages, stageTime("build", res.Build))
 	sboms, err := sbom.Generate(ctx, sbom.Options{Images: res.Images, Out: o.Out, Progress: o.Progress})
 	if err != nil {
@@ -312,11 +317,22 @@ func signingKey(ctx context.Context, o BuildAllOptions, env func(string) string)
 // not have, found before anything is built: a signature by this machine's
 // development key, which nobody can verify.
 func publishProblems(ctx context.Context, o BuildAllOptions) []error {
-	if (o.Push == "" && !o.release) || o.NoSign || o.Key != "" || sign.KeylessAvailable(ctx) {
-		return nil
+	var problems []error
+	for _, t := range o.GoTags {
+		if !goTag.MatchString(t) {
+			problems = append(problems, fmt.Errorf("--go-tags: %q is not a Go build tag (letters, digits, _ and .)", t))
+		}
 	}
-	return []error{errDevelopmentKey}
+	if len(o.GoTags) > 0 && (o.Push != "" || o.release) {
+		problems = append(problems, fmt.Errorf("--go-tags %s makes a test build (fault knobs compiled in): it is never published or released; drop --go-tags, or --push", strings.Join(o.GoTags, ",")))
+	}
+	if (o.Push == "" && !o.release) || o.NoSign || o.Key != "" || sign.KeylessAvailable(ctx) {
+		return problems
+	}
+	return append(problems, errDevelopmentKey)
 }
+
+var goTag = regexp.MustCompile(`^[A-Za-z0-9_.]+$`)
 
 // builderID names who ran the build, for the provenance.
 func builderID(env func(string) string) string {

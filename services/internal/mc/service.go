@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"hash/fnv"
 	"log/slog"
@@ -16,6 +17,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/darktower/delivery/services/internal/authn"
@@ -92,6 +94,7 @@ type Service struct {
 	// registration replies. A new key per process start.
 	ticketKey mticket.Key
 	tickets   *prometheus.CounterVec
+	redisLost atomic.Bool // only set in a chaosfragile test build
 }
 
 // newRedis connects to one Redis server, or through one node to a Redis
@@ -161,7 +164,7 @@ func (s *Service) registrationMaxAge() time.Duration { return 3 * s.cfg.Heartbea
 // Checks: Redis PING and a current GC registration (ADR-0012).
 func (s *Service) Checks() []opskit.Check {
 	return []opskit.Check{
-		{Name: "redis", Func: func(ctx context.Context) error { return s.rdb.Ping(ctx).Err() }},
+		{Name: "redis", Func: s.pingRedis},
 		{Name: "gc_registration", Func: func(context.Context) error {
 			return s.gcReg.Within(s.registrationMaxAge(), time.Now())
 		}},
@@ -170,7 +173,18 @@ func (s *Service) Checks() []opskit.Check {
 
 // ready reports whether this MC may take registrations from MHs.
 func (s *Service) ready(ctx context.Context) bool {
-	return s.gcReg.Within(s.registrationMaxAge(), time.Now()) == nil && s.rdb.Ping(ctx).Err() == nil
+	return s.gcReg.Within(s.registrationMaxAge(), time.Now()) == nil && s.pingRedis(ctx) == nil
+}
+
+func (s *Service) pingRedis(ctx context.Context) error {
+	if fragileRedis && s.redisLost.Load() {
+		return errors.New("redis lost for good (a chaosfragile test build never recovers)")
+	}
+	err := s.rdb.Ping(ctx).Err()
+	if err != nil && fragileRedis {
+		s.redisLost.Store(true)
+	}
+	return err
 }
 
 // Run keeps AC's JWKS fresh and registers with GC every heartbeat interval.

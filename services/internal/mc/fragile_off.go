@@ -1,0 +1,6 @@
+//go:build !chaosfragile
+
+package mc
+
+// fragileRedis is off in every real build (see fragile_on.go).
+const fragileRedis = false
