@@ -53,6 +53,13 @@ for m in "${modules[@]}"; do
   echo "($m: $((SECONDS - start)) s)"
 done
 
+# The services' chaosfragile fault knobs (test builds only, never
+# released): vetted, and shown to do what the chaos stage must catch.
+step "go vet and go test (services, -tags chaosfragile)"
+start=$SECONDS
+(cd services && go vet -tags chaosfragile ./... && go test -race -count=1 -tags chaosfragile -v -run 'TestRedisCheckAfterAnOutage' ./internal/mc/ 2>&1) | tee -a "$log" || status=1
+echo "(chaosfragile: $((SECONDS - start)) s)"
+
 step "dagger-check (the Dagger module, compiled offline)"
 start=$SECONDS
 if go run ./tools/dagger-check 2>&1 | tee -a "$log"; then
