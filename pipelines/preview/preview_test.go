@@ -223,6 +223,13 @@ func TestPreviewLifecycleOnARealCluster(t *testing.T) {
 		t.Errorf("meeting-controller restarted %d time(s) during the Redis outage; it should recover in place", after-before)
 	}
 
+	readinessChain(ctx, t, client, ns, res.Workloads)
+	if report, err := preview.Smoke(ctx, c, client, root(t), ns, nil); err != nil {
+		t.Fatalf("smoke check after the readiness chain: %v", err)
+	} else {
+		t.Logf("smoke check after the readiness chain:\n%s", report)
+	}
+
 	// list, then reap: a young preview stays, an expired one goes.
 	list, err := preview.List(ctx, state)
 	if err != nil {
@@ -298,5 +305,130 @@ func checkPrometheusScrapesEveryService(ctx context.Context, t *testing.T, clien
 	// A query Prometheus refuses is an error that says why.
 	if _, err := deploy.PrometheusQuery(ctx, client, "up{"); err == nil || !strings.Contains(err.Error(), "bad_data") {
 		t.Errorf("a malformed query: want Prometheus's bad_data error, got %v", err)
+	}
+}
+
+// readinessChain: ADR-0012's readiness chain, in pods. With ac-service
+// gone a new meeting-controller pod does not turn ready (it cannot get the
+// token it registers with GC with); with meeting-controller gone a new
+// media-handler pod does not (it has no MC to register with). Restored,
+// they turn ready in the chain's order: AC, then MC, then MH.
+func readinessChain(ctx context.Context, t *testing.T, client *cluster.Client, ns string, all []cluster.Workload) {
+	t.Helper()
+	scale := func(kind, name string, n int32) {
+		t.Helper()
+		var err error
+		switch kind {
+		case "StatefulSet":
+			sc, gerr := client.Typed.AppsV1().StatefulSets(ns).GetScale(ctx, name, metav1.GetOptions{})
+			if err = gerr; err == nil {
+				sc.Spec.Replicas = n
+				_, err = client.Typed.AppsV1().StatefulSets(ns).UpdateScale(ctx, name, sc, metav1.UpdateOptions{})
+			}
+		default:
+			sc, gerr := client.Typed.AppsV1().Deployments(ns).GetScale(ctx, name, metav1.GetOptions{})
+			if err = gerr; err == nil {
+				sc.Spec.Replicas = n
+				_, err = client.Typed.AppsV1().Deployments(ns).UpdateScale(ctx, name, sc, metav1.UpdateOptions{})
+			}
+		}
+		if err != nil {
+			t.Fatalf("scaling %s %s to %d: %v", kind, name, n, err)
+		}
+	}
+	replicas := func(kind, name string) int32 {
+		t.Helper()
+		if kind == "StatefulSet" {
+			o, err := client.Typed.AppsV1().StatefulSets(ns).Get(ctx, name, metav1.GetOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return *o.Spec.Replicas
+		}
+		o, err := client.Typed.AppsV1().Deployments(ns).Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return *o.Spec.Replicas
+	}
+	pods := func(name string) []corev1.Pod {
+		t.Helper()
+		l, err := client.Typed.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/name=" + name})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return l.Items
+	}
+	gone := func(name string) {
+		t.Helper()
+		deadline := time.Now().Add(2 * time.Minute)
+		for len(pods(name)) > 0 {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s's pods still there 2 min after scaling to zero", name)
+			}
+			time.Sleep(500 * time.Millisecond)
+		}
+	}
+	// staysUnready: a fresh pod of name (made by deleting one) runs but is
+	// not Ready for the whole window (three readiness periods and more).
+	staysUnready := func(name, because string) {
+		t.Helper()
+		victim, err := client.DeleteOnePod(ctx, ns, "app.kubernetes.io/name="+name, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		const window = 25 * time.Second
+		start := time.Now()
+		sawRunning := false
+		for time.Since(start) < window {
+			for _, p := range pods(name) {
+				if p.Name == victim || p.DeletionTimestamp != nil {
+					continue
+				}
+				if kindcluster.Ready(&p) {
+					t.Fatalf("a new %s pod (%s) turned Ready %s after %s", name, p.Name, time.Since(start).Round(100*time.Millisecond), because)
+				}
+				if p.Status.Phase == corev1.PodRunning {
+					sawRunning = true
+				}
+			}
+			time.Sleep(time.Second)
+		}
+		if !sawRunning {
+			t.Fatalf("no new %s pod was running during the window: the check proves nothing", name)
+		}
+		t.Logf("FIGURE readiness chain: a new %s pod ran %s without turning Ready, %s", name, window, because)
+	}
+	acReplicas, mcReplicas := replicas("StatefulSet", "ac-service"), replicas("Deployment", "meeting-controller")
+	scale("StatefulSet", "ac-service", 0)
+	gone("ac-service")
+	staysUnready("meeting-controller", "with ac-service gone")
+	scale("Deployment", "meeting-controller", 0)
+	gone("meeting-controller")
+	staysUnready("media-handler", "with meeting-controller gone")
+	start := time.Now()
+	scale("StatefulSet", "ac-service", acReplicas)
+	scale("Deployment", "meeting-controller", mcReplicas)
+	if err := client.WaitReady(ctx, all, 4*time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	// The order they turned Ready in: each service's last pod.
+	readyAt := func(name string) time.Time {
+		var last time.Time
+		for _, p := range pods(name) {
+			for _, c := range p.Status.Conditions {
+				if c.Type == corev1.PodReady && c.Status == corev1.ConditionTrue && c.LastTransitionTime.After(last) {
+					last = c.LastTransitionTime.Time
+				}
+			}
+		}
+		return last
+	}
+	ac, mc, mh := readyAt("ac-service"), readyAt("meeting-controller"), readyAt("media-handler")
+	t.Logf("FIGURE readiness chain restored in %s: ac-service Ready at +%s, meeting-controller +%s, media-handler +%s",
+		time.Since(start).Round(100*time.Millisecond), ac.Sub(start).Round(time.Second), mc.Sub(start).Round(time.Second), mh.Sub(start).Round(time.Second))
+	// Conditions carry whole seconds: equal is in order.
+	if mc.Before(ac) || mh.Before(mc) {
+		t.Errorf("readiness out of the chain's order: ac-service %s, meeting-controller %s, media-handler %s", ac, mc, mh)
 	}
 }
