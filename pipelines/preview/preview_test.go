@@ -373,8 +373,11 @@ func readinessChain(ctx context.Context, t *testing.T, client *cluster.Client, n
 	// not Ready for the whole window (three readiness periods and more).
 	staysUnready := func(name, because string) {
 		t.Helper()
-		victim, err := client.DeleteOnePod(ctx, ns, "app.kubernetes.io/name="+name, nil)
-		if err != nil {
+		before := map[types.UID]bool{}
+		for _, p := range pods(name) {
+			before[p.UID] = true
+		}
+		if _, err := client.DeleteOnePod(ctx, ns, "app.kubernetes.io/name="+name, nil); err != nil {
 			t.Fatal(err)
 		}
 		const window = 25 * time.Second
@@ -382,8 +385,8 @@ func readinessChain(ctx context.Context, t *testing.T, client *cluster.Client, n
 		sawRunning := false
 		for time.Since(start) < window {
 			for _, p := range pods(name) {
-				if p.Name == victim || p.DeletionTimestamp != nil {
-					continue
+				if before[p.UID] || p.DeletionTimestamp != nil {
+					continue // the pods that were there: only the new one counts
 				}
 				if kindcluster.Ready(&p) {
 					t.Fatalf("a new %s pod (%s) turned Ready %s after %s", name, p.Name, time.Since(start).Round(100*time.Millisecond), because)
