@@ -330,6 +330,11 @@ func layoutDigests(dir string) (map[string]map[string]imageInfo, error) {
 	}
 	out := map[string]map[string]imageInfo{}
 	for _, d := range rm.Manifests {
+		// build-all's layout also carries each image's cosign signature
+		// and attestations (image manifests): only the indexes are builds.
+		if !d.MediaType.IsIndex() {
+			continue
+		}
 		idx, err := root.ImageIndex(d.Digest)
 		if err != nil {
 			return nil, err
@@ -339,6 +344,9 @@ func layoutDigests(dir string) (map[string]map[string]imageInfo, error) {
 			return nil, err
 		}
 		for _, m := range im.Manifests {
+			if !m.MediaType.IsImage() || m.Platform == nil {
+				continue
+			}
 			img, err := idx.Image(m.Digest)
 			if err != nil {
 				return nil, err
