@@ -193,10 +193,7 @@ func runDarkTower(ctx context.Context, o Options, rep *Report) error {
 			return ctx.Err()
 		}
 		x := &execution{exp: withTiming(exp, o.Duration, o.Interval), cs: client.Typed, prober: pr, nodeExec: o.NodeExec, say: say}
-		if o.Duration > 0 || o.Interval > 0 {
-			x.overrides = fmt.Sprintf("shortened: TOTAL_CHAOS_DURATION=%s CHAOS_INTERVAL=%s (engine: %s, %s)",
-				x.exp.Env["TOTAL_CHAOS_DURATION"], x.exp.Env["CHAOS_INTERVAL"], exp.Env["TOTAL_CHAOS_DURATION"], exp.Env["CHAOS_INTERVAL"])
-		}
+		x.overrides = overrides(exp, x.exp)
 		res := x.run(ctx)
 		res.Executor = ExecutorDarkTower
 		say("%s: %s (%s) in %s", res.Engine, res.Verdict, res.Reason, res.Duration.Round(100*time.Millisecond))
@@ -215,6 +212,20 @@ func withTiming(exp Experiment, d, i time.Duration) Experiment {
 		exp.Env["CHAOS_INTERVAL"] = strconv.Itoa(int(i.Seconds()))
 	}
 	return exp
+}
+
+// overrides says what the Duration/Interval knob changed, or "".
+func overrides(was, is Experiment) string {
+	var s []string
+	for _, k := range []string{"TOTAL_CHAOS_DURATION", "CHAOS_INTERVAL"} {
+		if was.Env[k] != is.Env[k] {
+			s = append(s, fmt.Sprintf("%s=%s (engine: %s)", k, is.Env[k], was.Env[k]))
+		}
+	}
+	if len(s) == 0 {
+		return ""
+	}
+	return "shortened by the run's Duration/Interval knob: " + strings.Join(s, ", ")
 }
 
 func needsRunner(exps []Experiment) bool {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/xml"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -16,6 +17,7 @@ import (
 	"github.com/darktower/delivery/pipelines/flow"
 	"github.com/darktower/delivery/pipelines/kindcluster"
 	"github.com/darktower/delivery/pipelines/preview"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
 func repoRoot(t testing.TB) string {
@@ -84,7 +86,7 @@ func TestChaosRunOnARealCluster(t *testing.T) {
 		t.Fatalf("nodes: %v %v", nodes, err)
 	}
 	exec := chaos.KindNodeExec(c)
-	for _, tool := range [][]string{{"crictl", "--version"}, {"iptables", "--version"}, {"nsenter", "--version"}} {
+	for _, tool := range [][]string{{"ctr", "--version"}, {"iptables", "--version"}, {"nsenter", "--version"}} {
 		out, err := exec(ctx, nodes[0].String(), tool...)
 		if err != nil {
 			t.Fatalf("the node image lacks %s: %v", tool[0], err)
@@ -149,6 +151,44 @@ func TestChaosRunOnARealCluster(t *testing.T) {
 			t.Errorf("%s: nothing injected", e.Engine)
 		}
 		t.Logf("%s injections: %s", e.Engine, strings.Join(e.Injections, "; "))
+	}
+	// The faults were real. MH's containers were killed and restarted in
+	// place; the pod cut off the network failed the kubelet's probes (the
+	// kubelet reaches it over eth0 too); Redis's pods are new.
+	mh, err := client.Typed.CoreV1().Pods("preview").List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/name=media-handler"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var restarts int32
+	for _, p := range mh.Items {
+		for _, s := range p.Status.ContainerStatuses {
+			restarts += s.RestartCount
+		}
+	}
+	if restarts == 0 {
+		t.Error("container-kill: no media-handler container was restarted")
+	}
+	t.Logf("FIGURE container-kill: media-handler containers restarted %d time(s) in all", restarts)
+	for _, e := range rep.Experiments {
+		if e.Fault != "pod-network-loss" {
+			continue
+		}
+		events, err := client.Typed.CoreV1().Events("preview").List(ctx, metav1.ListOptions{FieldSelector: "reason=Unhealthy"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var seen []string
+		for _, ev := range events.Items {
+			for _, inj := range e.Injections {
+				if strings.HasSuffix(inj, " of "+ev.InvolvedObject.Name) && strings.Contains(ev.Message, "exceeded") {
+					seen = append(seen, fmt.Sprintf("%s ×%d: %s", ev.InvolvedObject.Name, ev.Count, ev.Message))
+				}
+			}
+		}
+		if len(seen) == 0 {
+			t.Error("pod-network-loss: the target's probes never timed out: was anything dropped?")
+		}
+		t.Logf("FIGURE pod-network-loss: the kubelet's probes of the cut-off pod timed out: %s", strings.Join(seen, "; "))
 	}
 	// The network loss was removed: every MC pod is Ready again.
 	if err := kindcluster.WaitPodsReady(ctx, client.Typed, "preview", "app.kubernetes.io/name=meeting-controller", 2*time.Minute); err != nil {

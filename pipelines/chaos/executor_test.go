@@ -113,6 +113,12 @@ func TestSupportedAndTiming(t *testing.T) {
 	if _, has := withTiming(loss, 20*time.Second, 10*time.Second).Env["CHAOS_INTERVAL"]; has && loss.Env["CHAOS_INTERVAL"] == "" {
 		t.Error("an interval was given to an experiment without one")
 	}
+	if got := overrides(loss, withTiming(loss, 20*time.Second, 10*time.Second)); got != "shortened by the run's Duration/Interval knob: TOTAL_CHAOS_DURATION=20 (engine: 60)" {
+		t.Errorf("overrides: %q", got)
+	}
+	if got := overrides(loss, loss); got != "" {
+		t.Errorf("no knob: %q", got)
+	}
 	labels := runnerLabels(defs)
 	if labels["app.kubernetes.io/component"] != "experiment-job" || labels["name"] != "" {
 		t.Errorf("runner labels %v", labels)

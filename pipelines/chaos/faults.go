@@ -17,7 +17,7 @@ import (
 )
 
 // NodeExec runs a command inside a cluster node (for kind: inside the
-// node's container, where crictl, nsenter and iptables are) and returns
+// node's container, where ctr, nsenter and iptables are) and returns
 // its standard output. container-kill and pod-network-loss need it: they
 // act through the node's container runtime, as Litmus's helper pod does.
 type NodeExec func(ctx context.Context, node string, command ...string) (string, error)
@@ -157,10 +157,12 @@ func containerOf(p corev1.Pod, name string) (string, error) {
 	return "", fmt.Errorf("pod %s/%s has no container %s (TARGET_CONTAINER)", p.Namespace, p.Name, name)
 }
 
-// containerKill stops the target container of the chosen pods each round
-// with `crictl stop --timeout 0` on their node: SIGKILL at once, what
-// litmus-go's container-kill helper does with containerd (SIGNAL
-// SIGKILL); the kubelet restarts it in place.
+// containerKill kills the target container of the chosen pods each round
+// with SIGKILL through containerd on their node (litmus-go's
+// container-kill helper with containerd: `crictl stop --timeout=0`, i.e.
+// SIGKILL at once); the kubelet restarts it in place. ctr, containerd's
+// own client, because the node image built here has no crictl (kindest/
+// node has both).
 func (x *execution) containerKill(ctx context.Context) error {
 	if x.nodeExec == nil {
 		return fmt.Errorf("%s: container-kill acts through the node's container runtime: the executor has no node access (a kind cluster is needed: --cluster NAME)", x.exp.Engine)
@@ -176,7 +178,7 @@ func (x *execution) containerKill(ctx context.Context) error {
 			if err != nil {
 				return err
 			}
-			if _, err := x.nodeExec(ctx, p.Spec.NodeName, "crictl", "stop", "--timeout", "0", id); err != nil {
+			if _, err := x.nodeExec(ctx, p.Spec.NodeName, "ctr", "-n", "k8s.io", "tasks", "kill", "--signal", "SIGKILL", id); err != nil {
 				return fmt.Errorf("killing container %s of %s: %w", id[:min(12, len(id))], p.Name, err)
 			}
 			x.injected(fmt.Sprintf("killed %s/%s", p.Name, name))
@@ -201,8 +203,9 @@ func lossRules(iface string, percent int) [][]string {
 
 // networkLoss drops NETWORK_PACKET_LOSS_PERCENTAGE % of the chosen pods'
 // traffic on NETWORK_INTERFACE (eth0) for the whole duration, with
-// iptables in each pod's network namespace (entered through the target
-// container's pid, as litmus-go's helper does with nsenter). The rules
+// iptables in each pod's network namespace (nsenter --net, the path
+// containerd records for the target container; litmus-go's helper enters
+// the same namespace through the container's pid). The rules
 // are always removed, whatever ends the chaos.
 func (x *execution) networkLoss(ctx context.Context) (err error) {
 	if x.nodeExec == nil {
@@ -220,7 +223,7 @@ func (x *execution) networkLoss(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
-	type applied struct{ pod, node, pid string }
+	type applied struct{ pod, node, netns string }
 	var done []applied
 	defer func() {
 		// Not ctx: the rules go even when the run was cancelled.
@@ -228,7 +231,7 @@ func (x *execution) networkLoss(ctx context.Context) (err error) {
 		defer cancel()
 		for _, a := range done {
 			for _, r := range lossRules(iface, percent) {
-				if _, derr := x.nodeExec(cctx, a.node, append([]string{"nsenter", "-t", a.pid, "-n", "iptables", "-w", "-D"}, r...)...); derr != nil {
+				if _, derr := x.nodeExec(cctx, a.node, append([]string{"nsenter", "--net=" + a.netns, "iptables", "-w", "-D"}, r...)...); derr != nil {
 					// A pod deleted meanwhile took its namespace (and the
 					// rules) with it; anything else is left behind.
 					if _, gerr := x.cs.CoreV1().Pods(x.exp.Target.Namespace).Get(cctx, a.pod, metav1.GetOptions{}); gerr == nil && err == nil {
@@ -244,28 +247,19 @@ func (x *execution) networkLoss(ctx context.Context) (err error) {
 		if err != nil {
 			return err
 		}
-		raw, err := x.nodeExec(ctx, p.Spec.NodeName, "crictl", "inspect", id)
+		netns, err := x.netns(ctx, p, id)
 		if err != nil {
 			return err
 		}
-		var info struct {
-			Info struct {
-				Pid int `json:"pid"`
-			} `json:"info"`
-		}
-		if err := json.Unmarshal([]byte(raw), &info); err != nil || info.Info.Pid == 0 {
-			return fmt.Errorf("crictl inspect %s (pod %s): no pid in its output (%v)", id[:min(12, len(id))], p.Name, err)
-		}
-		pid := strconv.Itoa(info.Info.Pid)
 		for i, r := range lossRules(iface, percent) {
-			if _, err := x.nodeExec(ctx, p.Spec.NodeName, append([]string{"nsenter", "-t", pid, "-n", "iptables", "-w", "-I"}, r...)...); err != nil {
+			if _, err := x.nodeExec(ctx, p.Spec.NodeName, append([]string{"nsenter", "--net=" + netns, "iptables", "-w", "-I"}, r...)...); err != nil {
 				if i > 0 { // the first rule is in: remove it too
-					done = append(done, applied{p.Name, p.Spec.NodeName, pid})
+					done = append(done, applied{p.Name, p.Spec.NodeName, netns})
 				}
 				return err
 			}
 		}
-		done = append(done, applied{p.Name, p.Spec.NodeName, pid})
+		done = append(done, applied{p.Name, p.Spec.NodeName, netns})
 		x.injected(fmt.Sprintf("%d%% loss on %s of %s", percent, iface, p.Name))
 	}
 	select {
@@ -273,4 +267,32 @@ func (x *execution) networkLoss(ctx context.Context) (err error) {
 	case <-time.After(x.duration):
 	}
 	return nil
+}
+
+// netns is the path of the network namespace of the target container,
+// from containerd's record of it (its OCI spec): the pod sandbox's, as
+// /proc/<pause pid>/ns/net. Not the container's own pid: the loss makes
+// the liveness probe fail, the kubelet restarts the container, and the
+// rules must still be found (and removed) through a live process.
+func (x *execution) netns(ctx context.Context, p corev1.Pod, id string) (string, error) {
+	raw, err := x.nodeExec(ctx, p.Spec.NodeName, "ctr", "-n", "k8s.io", "containers", "info", id)
+	if err != nil {
+		return "", err
+	}
+	var info struct {
+		Spec struct {
+			Linux struct {
+				Namespaces []struct{ Type, Path string } `json:"namespaces"`
+			} `json:"linux"`
+		} `json:"Spec"`
+	}
+	if err := json.Unmarshal([]byte(raw), &info); err != nil {
+		return "", fmt.Errorf("ctr containers info %s (pod %s): %w", id[:min(12, len(id))], p.Name, err)
+	}
+	for _, n := range info.Spec.Linux.Namespaces {
+		if n.Type == "network" && n.Path != "" {
+			return n.Path, nil
+		}
+	}
+	return "", fmt.Errorf("ctr containers info %s (pod %s): no network namespace path in its spec", id[:min(12, len(id))], p.Name)
 }
