@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -54,8 +56,13 @@ type Options struct {
 	// used. The engines are the truth of what production-like chaos is.
 	Duration, Interval time.Duration
 	ResultTimeout      time.Duration // Litmus path: the wait for a verdict (Settings.Timeout)
-	Executor           string        // ExecutorAuto (default), ExecutorDarkTower or ExecutorLitmus
-	Progress           io.Writer
+	// SteadyTimeout bounds the wait, before each experiment, for every pod
+	// of the target's namespace and of the probed services' namespaces to
+	// be Ready (default 3 min): one experiment's damage must not be
+	// blamed on the next.
+	SteadyTimeout time.Duration
+	Executor      string // ExecutorAuto (default), ExecutorDarkTower or ExecutorLitmus
+	Progress      io.Writer
 }
 
 // LitmusInstalled reports whether the cluster serves Litmus's ChaosEngine
@@ -192,7 +199,7 @@ func runDarkTower(ctx context.Context, o Options, rep *Report) error {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		x := &execution{exp: withTiming(exp, o.Duration, o.Interval), cs: client.Typed, prober: pr, nodeExec: o.NodeExec, say: say}
+		x := &execution{exp: withTiming(exp, o.Duration, o.Interval), cs: client.Typed, prober: pr, nodeExec: o.NodeExec, say: say, steady: o.SteadyTimeout}
 		x.overrides = overrides(exp, x.exp)
 		res := x.run(ctx)
 		res.Executor = ExecutorDarkTower
@@ -318,6 +325,7 @@ type execution struct {
 	nodeExec  NodeExec
 	say       func(string, ...any)
 	overrides string
+	steady    time.Duration
 
 	duration, interval time.Duration
 	perc               int
@@ -384,7 +392,16 @@ func (x *execution) run(ctx context.Context) ExperimentResult {
 	if len(runs) == 0 {
 		return finish(VerdictError, "the experiment has no probe: a Pass would prove nothing")
 	}
-	x.say("%s: %s of %s for %s (interval %s, %d%% of the pods)", e.Engine, e.Fault, res.Target, x.duration, x.interval, x.perc)
+	// The steady state first (Litmus's runner and experiment pods take
+	// their own time to start; this executor starts at once, so a target
+	// still recovering from the previous experiment would fail this one).
+	waited, err := steadyState(ctx, x.cs, steadyNamespaces(e), x.steady)
+	res.SteadyWait = waited
+	if err != nil {
+		return finish(VerdictError, "no steady state before the chaos: "+err.Error())
+	}
+	x.start = time.Now()
+	x.say("%s: steady after %s; %s of %s for %s (interval %s, %d%% of the pods)", e.Engine, waited.Round(100*time.Millisecond), e.Fault, res.Target, x.duration, x.interval, x.perc)
 
 	chaosCtx, stopChaos := context.WithCancel(ctx)
 	defer stopChaos()
@@ -489,4 +506,62 @@ func countInjections(list []string) int {
 		}
 	}
 	return n
+}
+
+// steadyNamespaces are the target's namespace and those of the services
+// the httpProbes ask (http://<svc>.<namespace>.svc...).
+func steadyNamespaces(e Experiment) []string {
+	out := []string{e.Target.Namespace}
+	for _, p := range e.Probes {
+		if p.Type != "httpProbe" {
+			continue
+		}
+		u, err := url.Parse(p.URL)
+		if err != nil {
+			continue
+		}
+		if labels := strings.Split(u.Hostname(), "."); len(labels) >= 3 && labels[2] == "svc" && !slices.Contains(out, labels[1]) {
+			out = append(out, labels[1])
+		}
+	}
+	return out
+}
+
+// steadyState waits until every pod of the namespaces that is meant to
+// run (not Succeeded or Failed) is Ready and none is being deleted.
+func steadyState(ctx context.Context, cs kubernetes.Interface, namespaces []string, within time.Duration) (time.Duration, error) {
+	if within <= 0 {
+		within = 3 * time.Minute
+	}
+	start := time.Now()
+	var last string
+	for {
+		var waiting []string
+		for _, ns := range namespaces {
+			pods, err := cs.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{})
+			if err != nil {
+				return time.Since(start), err
+			}
+			for _, p := range pods.Items {
+				if p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed {
+					continue
+				}
+				if p.DeletionTimestamp != nil || !kindcluster.Ready(&p) {
+					waiting = append(waiting, ns+"/"+p.Name)
+				}
+			}
+		}
+		if len(waiting) == 0 {
+			return time.Since(start), nil
+		}
+		last = strings.Join(waiting, ", ")
+		if time.Since(start) > within {
+			return time.Since(start), fmt.Errorf("pods not Ready after %s: %s", within, last)
+		}
+		select {
+		case <-ctx.Done():
+			return time.Since(start), ctx.Err()
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
 }

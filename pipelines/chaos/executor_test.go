@@ -119,6 +119,9 @@ func TestSupportedAndTiming(t *testing.T) {
 	if got := overrides(loss, loss); got != "" {
 		t.Errorf("no knob: %q", got)
 	}
+	if ns := steadyNamespaces(redis); strings.Join(ns, ",") != "dark-tower-data,preview" {
+		t.Errorf("redis steady namespaces %v", ns)
+	}
 	labels := runnerLabels(defs)
 	if labels["app.kubernetes.io/component"] != "experiment-job" || labels["name"] != "" {
 		t.Errorf("runner labels %v", labels)

@@ -36,7 +36,8 @@ type ExperimentResult struct {
 	Probes                []ProbeResult
 	Verdict               string // VerdictPass, VerdictFail, VerdictError
 	Reason                string
-	Duration              time.Duration
+	Duration              time.Duration // from the chaos's start (after the steady-state wait)
+	SteadyWait            time.Duration // the wait for the steady state before it
 }
 
 // ProbeResult is one probe's verdict.
@@ -84,9 +85,9 @@ func probesText(ps []ProbeResult) string {
 func (r *Report) Table(w io.Writer) {
 	fmt.Fprintln(w, r.ExecutorLine())
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ENGINE\tFAULT\tTARGET\tPROBES\tVERDICT\tDURATION\tREASON")
+	fmt.Fprintln(tw, "ENGINE\tFAULT\tTARGET\tPROBES\tVERDICT\tSTEADY\tDURATION\tREASON")
 	for _, e := range r.Experiments {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", e.Engine, e.Fault, e.Target, probesText(e.Probes), e.Verdict, e.Duration.Round(100*time.Millisecond), e.Reason)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", e.Engine, e.Fault, e.Target, probesText(e.Probes), e.Verdict, e.SteadyWait.Round(100*time.Millisecond), e.Duration.Round(100*time.Millisecond), e.Reason)
 	}
 	tw.Flush()
 	for _, e := range r.Experiments {
@@ -110,15 +111,15 @@ func (r *Report) failures() int {
 // Markdown is the run's section of the CI summary (summary.md).
 func (r *Report) Markdown(w io.Writer) {
 	fmt.Fprintf(w, "## Chaos\n\n%s. %d experiment(s), %d failed, in %s.\n\n", r.ExecutorLine(), len(r.Experiments), r.failures(), r.Duration.Round(time.Second))
-	fmt.Fprintln(w, "| engine | fault | target | probes | verdict | duration | reason |")
-	fmt.Fprintln(w, "|---|---|---|---|---|---|---|")
+	fmt.Fprintln(w, "| engine | fault | target | probes | verdict | steady after | duration | reason |")
+	fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|")
 	esc := func(s string) string { return strings.ReplaceAll(strings.ReplaceAll(s, "|", `\|`), "\n", " ") }
 	for _, e := range r.Experiments {
 		mark := "✅"
 		if e.Verdict != VerdictPass {
 			mark = "❌"
 		}
-		fmt.Fprintf(w, "| `%s` | %s | %s | %s | %s %s | %s | %s |\n", e.Engine, e.Fault, esc(e.Target), esc(probesText(e.Probes)), mark, e.Verdict, e.Duration.Round(100*time.Millisecond), esc(e.Reason))
+		fmt.Fprintf(w, "| `%s` | %s | %s | %s | %s %s | %s | %s | %s |\n", e.Engine, e.Fault, esc(e.Target), esc(probesText(e.Probes)), mark, e.Verdict, e.SteadyWait.Round(100*time.Millisecond), e.Duration.Round(100*time.Millisecond), esc(e.Reason))
 	}
 	for _, e := range r.Experiments {
 		if e.Overrides != "" {
