@@ -212,9 +212,10 @@ func TestChaosRunOnARealCluster(t *testing.T) {
 
 	// The negative proof: probes that cannot pass fail the experiment,
 	// with the reason. A pod-delete of GC judged by an httpProbe on a port
-	// no policy admits and GC does not serve (the tries time out) and by a
-	// k8sProbe that wants pods that do not exist; and an engine with a
-	// cmdProbe, which this executor refuses before injecting anything.
+	// GC's Service does not have (refused) and by a k8sProbe that wants
+	// pods that do not exist — next to a promProbe that holds (GC's scrape
+	// targets up), judged Passed while the experiment fails; and an engine
+	// with a cmdProbe, which this executor refuses before injecting.
 	gc := exps[0]
 	bad := gc
 	bad.Engine = "negative-proof"
@@ -223,7 +224,9 @@ func TestChaosRunOnARealCluster(t *testing.T) {
 	http.Run.Retry = 2
 	k8s := chaos.Probe{Name: "nothing-there", Type: "k8sProbe", Mode: chaos.EOT, Resource: "v1/pods", Namespace: "preview",
 		LabelSelector: "app.kubernetes.io/name=no-such-service", Operation: "present", Run: chaos.RunProperties{ProbeTimeout: 2 * time.Second, Interval: time.Second, Retry: 2}}
-	bad.Probes = []chaos.Probe{http, k8s}
+	prom := chaos.Probe{Name: "gc-scraped", Type: "promProbe", Mode: chaos.EOT, Endpoint: "http://prometheus.monitoring.svc:9090",
+		Query: `sum(up{job="global-controller"})`, Comparator: ">=", Value: "1", Run: chaos.RunProperties{ProbeTimeout: 5 * time.Second, Interval: 5 * time.Second, Retry: 6}}
+	bad.Probes = []chaos.Probe{http, k8s, prom}
 	cmd := gc
 	cmd.Engine = "cmd-probe"
 	cmd.Probes = []chaos.Probe{{Name: "a-command", Type: "cmdProbe", Mode: chaos.EOT}}
@@ -243,6 +246,9 @@ func TestChaosRunOnARealCluster(t *testing.T) {
 	if neg.Verdict != chaos.VerdictFail || !neg.Injected || !strings.Contains(neg.Reason, "probe never-answers Failed") ||
 		!strings.Contains(neg.Reason, "no answer") || !strings.Contains(neg.Reason, "probe nothing-there Failed") || !strings.Contains(neg.Reason, "want present") {
 		t.Errorf("negative proof: %s: %s", neg.Verdict, neg.Reason)
+	}
+	if len(neg.Probes) != 3 || neg.Probes[2].Verdict != chaos.Passed || strings.Contains(neg.Reason, "gc-scraped") {
+		t.Errorf("promProbe: %+v", neg.Probes)
 	}
 	if refused.Verdict != chaos.VerdictError || refused.Injected || !strings.Contains(refused.Reason, "not supported by the pipeline's executor") {
 		t.Errorf("cmdProbe: %s: %s", refused.Verdict, refused.Reason)
