@@ -107,12 +107,14 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		return nil, errors.New("chaos run: the Litmus executor was asked for, but the cluster does not serve chaosengines.litmuschaos.io: install the litmus-core chart (infra/platform/charts.yaml) or use the darktower executor")
 	case o.Executor == ExecutorLitmus || (o.Executor == ExecutorAuto && litmus):
 		rep.Executor, rep.ExecutorNote = ExecutorLitmus, "Litmus is installed in this cluster: engines applied, verdicts read from its ChaosResults"
+		o.Progress = &prefixed{w: o.Progress, prefix: "chaos [executor litmus] "}
 		err = runLitmus(ctx, o, rep)
 	case o.Executor == ExecutorDarkTower || o.Executor == ExecutorAuto:
 		rep.Executor, rep.ExecutorNote = ExecutorDarkTower, "Litmus is not installed in this cluster"
 		if litmus {
 			rep.ExecutorNote = "Litmus is installed in this cluster, but the darktower executor was asked for"
 		}
+		o.Progress = &prefixed{w: o.Progress, prefix: "chaos [executor darktower] "}
 		err = runDarkTower(ctx, o, rep)
 	default:
 		return nil, fmt.Errorf("chaos run: executor %q: use darktower or litmus (or leave it empty: Litmus where installed)", o.Executor)
@@ -167,7 +169,7 @@ func splitDocs(stream []byte) [][]byte {
 
 func runDarkTower(ctx context.Context, o Options, rep *Report) error {
 	say := func(format string, a ...any) {
-		fmt.Fprintf(o.Progress, "chaos [executor darktower] "+format+"\n", a...)
+		fmt.Fprintf(o.Progress, format+"\n", a...)
 	}
 	client, err := cluster.New(o.Config)
 	if err != nil {
@@ -564,4 +566,33 @@ func steadyState(ctx context.Context, cs kubernetes.Interface, namespaces []stri
 		case <-time.After(500 * time.Millisecond):
 		}
 	}
+}
+
+// prefixed starts every line written to w with prefix: each line of a
+// run's progress names the executor.
+type prefixed struct {
+	w      io.Writer
+	prefix string
+	mid    bool // within a line
+	mu     sync.Mutex
+}
+
+func (p *prefixed) Write(b []byte) (int, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var out []byte
+	for _, c := range b {
+		if !p.mid {
+			out = append(out, p.prefix...)
+			p.mid = true
+		}
+		out = append(out, c)
+		if c == '\n' {
+			p.mid = false
+		}
+	}
+	if _, err := p.w.Write(out); err != nil {
+		return 0, err
+	}
+	return len(b), nil
 }

@@ -3,6 +3,7 @@ package chaos
 import (
 	"bytes"
 	"encoding/xml"
+	"io"
 	"strings"
 	"testing"
 	"time"
@@ -172,5 +173,15 @@ func TestReport(t *testing.T) {
 	r.Experiments = r.Experiments[:1]
 	if r.Failed() {
 		t.Error("a passing run failed")
+	}
+}
+
+func TestPrefixed(t *testing.T) {
+	var b bytes.Buffer
+	w := &prefixed{w: &b, prefix: "chaos [executor darktower] "}
+	io.WriteString(w, "one\ntw")
+	io.WriteString(w, "o\nthree\n")
+	if want := "chaos [executor darktower] one\nchaos [executor darktower] two\nchaos [executor darktower] three\n"; b.String() != want {
+		t.Errorf("%q", b.String())
 	}
 }

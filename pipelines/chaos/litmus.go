@@ -125,7 +125,7 @@ func runLitmus(ctx context.Context, o Options, rep *Report) error {
 		res.Verdict, res.Reason, res.Probes = litmusOne(ctx, o, client, dyn, engines[exp.Engine], exp, timeout)
 		res.Injected = res.Verdict == VerdictPass
 		res.Duration = time.Since(start)
-		fmt.Fprintf(o.Progress, "chaos [executor litmus] %s: %s (%s)\n", exp.Engine, res.Verdict, res.Reason)
+		fmt.Fprintf(o.Progress, "%s: %s (%s)\n", exp.Engine, res.Verdict, res.Reason)
 		rep.Experiments = append(rep.Experiments, res)
 	}
 	return nil
