@@ -1,7 +1,7 @@
 # Thin aliases; the work lives in Go (pipelines/, services/, ci/) and scripts/.
 export GOTOOLCHAIN := go1.27.3
 
-.PHONY: test build-all bench-build bench-cluster services lint dagger-check sim-up sim-down validate-server node-image cluster-up cluster-down preview-up preview-down
+.PHONY: test build-all bench-build bench-cluster services lint dagger-check sim-up sim-down validate-server node-image cluster-up cluster-down preview-up preview-down chaos
 
 ## test: install what the tests need, then gofmt, go vet, every test and dagger-check (the README's test command)
 test:
@@ -54,3 +54,7 @@ preview-up:
 	go run . preview up --pr $(PR) $(ARGS)
 preview-down:
 	go run . preview down --pr $(PR)
+
+## chaos: the repository's chaos engines against pull request $(PR)'s preview (chaos run --cluster pr-$(PR)); ARGS="--only ENGINE --duration 20s --interval 10s"
+chaos:
+	go run . chaos run --cluster pr-$(PR) $(ARGS)

@@ -53,6 +53,7 @@ var commands = map[string]command{
 	"node-image":      {summary: "build (or reuse) the kind node image from Debian and the Go module proxy", run: runNodeImage},
 	"cluster":         {summary: "the real cluster (kind): cluster up | down | list | status | kubeconfig", run: runCluster},
 	"preview":         {summary: "a pull request's preview: preview up --pr N | down --pr N | list | reap --ttl 72h", run: runPreview},
+	"chaos":           {summary: "chaos run --cluster NAME | --kubeconfig F [--only E,...] [--junit F] [--summary F]: the repository's chaos engines against a cluster (Litmus where installed, else the pipeline's executor)", run: runChaos},
 	"validate":        {summary: "validate --server: apply every infra/ overlay to the simulated cluster (or --kubeconfig) and run it", run: runValidate},
 	"release":         {summary: "release --tag vX.Y.Z --push REGISTRY: build-all for a release tag; signed (never with the development key) and published", run: runRelease},
 	"export-image":    {summary: "export-image --service NAME --file F.tar: one image of a build as an OCI layout tarball (docker load, Dagger's import)", run: runExportImage},

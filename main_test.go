@@ -31,6 +31,9 @@ func TestCLIDispatch(t *testing.T) {
 		{[]string{"dev-secrets"}, 0, "name: dark-tower-internal-ca", "local development only"},
 		{[]string{"build-all", "--no-such-flag"}, 2, "", "flag provided but not defined"},
 		{[]string{"build-all", "--services", "nope", "--base", "skeleton"}, 1, "", `unknown service "nope"`},
+		{[]string{"chaos"}, 2, "", "chaos needs a subcommand: run"},
+		{[]string{"chaos", "run"}, 2, "", "exactly one of --cluster NAME"},
+		{[]string{"chaos", "run", "--cluster", "x", "--only", "no-such-engine"}, 2, "", `no engine "no-such-engine" in infra/overlays/preview/chaos (engines: ac-service-pod-delete,`},
 		{[]string{"verify"}, 2, "", "verify needs --image REF and either --key cosign.pub or --certificate-identity"},
 	} {
 		var stdout, stderr bytes.Buffer

@@ -233,8 +233,10 @@ type Probe struct {
 	LabelSelector string
 	FieldSelector string
 	Operation     string // present, absent, create, delete
-	// promProbe
-	Endpoint, Query string
+	// promProbe: the query's first sample compared with Value by
+	// Comparator (comparator.criteria; comparator.type float or int)
+	Endpoint, Query   string
+	Comparator, Value string
 }
 
 type probeYAML struct {
@@ -264,8 +266,13 @@ type probeYAML struct {
 		Operation     string `json:"operation"`
 	} `json:"k8sProbe/inputs"`
 	PromInputs *struct {
-		Endpoint string `json:"endpoint"`
-		Query    string `json:"query"`
+		Endpoint   string `json:"endpoint"`
+		Query      string `json:"query"`
+		Comparator struct {
+			Type     string `json:"type"`
+			Criteria string `json:"criteria"`
+			Value    string `json:"value"`
+		} `json:"comparator"`
 	} `json:"promProbe/inputs"`
 	RunProperties struct {
 		ProbeTimeout         string `json:"probeTimeout"`
@@ -335,6 +342,7 @@ func (p probeYAML) parse() (Probe, error) {
 			return out, fmt.Errorf("probe %s: promProbe/inputs.endpoint is required", p.Name)
 		}
 		out.Endpoint, out.Query = p.PromInputs.Endpoint, p.PromInputs.Query
+		out.Comparator, out.Value = p.PromInputs.Comparator.Criteria, p.PromInputs.Comparator.Value
 	case "cmdProbe", "sloProbe":
 	default:
 		return out, fmt.Errorf("probe %s: type %q is not one of Litmus's", p.Name, p.Type)

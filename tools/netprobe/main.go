@@ -9,13 +9,18 @@
 //	netprobe matrix --timeout 2s tcp/10.244.0.7:443 udp/10.244.0.7:443 ...
 //	                                          one line per target: "<target> ok", "<target> blocked",
 //	                                          or "<target> error: …" (a malformed target: never a verdict)
+//	netprobe http --timeout 3s [--method GET|POST] URL       prints the response's status code, exit 0;
+//	                                          no response within the timeout: exit 1 and why (the chaos
+//	                                          executor's httpProbe: the code is judged by the caller)
 package main
 
 import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"strconv"
@@ -38,6 +43,8 @@ func main() {
 		err = connect(os.Args[2:])
 	case "matrix":
 		err = matrix(os.Args[2:])
+	case "http":
+		err = httpStatus(os.Args[2:])
 	default:
 		err = fmt.Errorf("unknown command %q", os.Args[1])
 	}
@@ -215,4 +222,42 @@ func reachUDP(addr string, timeout time.Duration) error {
 		}
 	}
 	return fmt.Errorf("no echo from %s within %s", addr, timeout)
+}
+
+// httpStatus makes one request and prints its status code, whatever it
+// is: only "no answer" is an error here, as in Litmus's httpProbe, where
+// the code is then compared with the probe's criteria.
+func httpStatus(args []string) error {
+	fs := flag.NewFlagSet("http", flag.ContinueOnError)
+	timeout := fs.Duration("timeout", 3*time.Second, "the whole request's bound (the probe's probeTimeout)")
+	method := fs.String("method", "GET", "GET or POST")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 {
+		return errors.New("http needs exactly one URL")
+	}
+	if *method != "GET" && *method != "POST" {
+		return fmt.Errorf("http: method %q: GET or POST", *method)
+	}
+	code, err := status(*method, fs.Arg(0), *timeout)
+	if err != nil {
+		return err
+	}
+	fmt.Println(code)
+	return nil
+}
+
+func status(method, url string, timeout time.Duration) (int, error) {
+	req, err := http.NewRequest(method, url, nil)
+	if err != nil {
+		return 0, err
+	}
+	resp, err := (&http.Client{Timeout: timeout}).Do(req)
+	if err != nil {
+		return 0, err
+	}
+	io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<16))
+	resp.Body.Close()
+	return resp.StatusCode, nil
 }

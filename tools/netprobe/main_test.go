@@ -3,6 +3,8 @@ package main
 import (
 	"fmt"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"testing"
 	"time"
 )
@@ -60,5 +62,23 @@ func TestReachJudgesTCPAndUDP(t *testing.T) {
 	}
 	if err := reachUDP(silent.LocalAddr().String(), 500*time.Millisecond); err == nil {
 		t.Error("silent UDP port judged reachable")
+	}
+}
+
+// http reports any status code (judging it is the caller's); only no
+// answer within the timeout is an error.
+func TestHTTPStatus(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			time.Sleep(time.Second)
+		}
+		w.WriteHeader(http.StatusServiceUnavailable)
+	}))
+	defer srv.Close()
+	if code, err := status("GET", srv.URL+"/ready", time.Second); err != nil || code != 503 {
+		t.Errorf("GET /ready: %d %v", code, err)
+	}
+	if _, err := status("GET", srv.URL+"/slow", 100*time.Millisecond); err == nil {
+		t.Error("a request slower than the timeout answered")
 	}
 }

@@ -1,0 +1,184 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/darktower/delivery/pipelines/chaos"
+	"github.com/darktower/delivery/pipelines/kindcluster"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+)
+
+// runChaos is `chaos run`: the chaos stage (ADR-0012 §8) against a
+// cluster the preview runs in. The engines are the repository's
+// (infra/ci/chaos-tests.yaml names them); Litmus runs them where it is
+// installed, the pipeline's own executor (pipelines/chaos) elsewhere.
+func runChaos(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 || args[0] != "run" {
+		return usageError{"chaos needs a subcommand: run (chaos run --cluster NAME | --kubeconfig FILE)"}
+	}
+	fs := newFlags("chaos run", stderr)
+	kubeconfig := fs.String("kubeconfig", "", "the cluster to break (a kind cluster: its nodes are found by name)")
+	name := fs.String("cluster", "", "a kind cluster made by `cluster up` or `preview up` (e.g. pr-42)")
+	state := fs.String("state-dir", kindcluster.DefaultStateDir(), "where each cluster's kubeconfig is kept")
+	only := fs.String("only", "", "comma-separated engines to run (default: every engine of the environment)")
+	junit := fs.String("junit", "", "write the run as JUnit XML to this file")
+	summary := fs.String("summary", "", "append the run's markdown section to this file (the CI summary.md)")
+	executor := fs.String("executor", chaos.ExecutorAuto, "darktower or litmus (default: Litmus where its CRDs are installed, else darktower)")
+	duration := fs.Duration("duration", 0, "test/CI knob: replace every engine's TOTAL_CHAOS_DURATION (e.g. 20s); the report says so")
+	interval := fs.Duration("interval", 0, "test/CI knob: replace every engine's CHAOS_INTERVAL (e.g. 10s)")
+	settingsPath := fs.String("settings", "infra/ci/chaos-tests.yaml", "the chaos stage's settings")
+	if err := parseFlags(fs, args[1:]); err != nil {
+		return err
+	}
+	if (*kubeconfig == "") == (*name == "") {
+		return usageError{"chaos run needs exactly one of --cluster NAME (a kind cluster, e.g. pr-42) or --kubeconfig FILE"}
+	}
+	settings, err := chaos.LoadSettings(*settingsPath)
+	if err != nil {
+		return err
+	}
+	defs, err := chaos.LoadDefinitions("infra/platform/chaos")
+	if err != nil {
+		return err
+	}
+	// One environment per cluster: the one whose overlay the preview
+	// runs (today the only one).
+	env := settings.Environments[0]
+	enginesDir := "infra/" + env.Engines
+	exps, err := chaos.LoadEngines(enginesDir, defs)
+	if err != nil {
+		return err
+	}
+	if *only != "" {
+		var picked []chaos.Experiment
+		var known []string
+		for _, e := range exps {
+			known = append(known, e.Engine)
+		}
+		for _, want := range csv(*only) {
+			if !slices.Contains(known, want) {
+				return usageError{fmt.Sprintf("--only: no engine %q in %s (engines: %s)", want, enginesDir, strings.Join(known, ", "))}
+			}
+		}
+		for _, e := range exps {
+			if slices.Contains(csv(*only), e.Engine) {
+				picked = append(picked, e)
+			}
+		}
+		exps = picked
+	}
+	timeout, _ := settings.Timeout()
+
+	var c *kindcluster.Cluster
+	var cfg *rest.Config
+	if *name != "" {
+		c = &kindcluster.Cluster{Name: *name, Kubeconfig: kindcluster.KubeconfigPath(*state, *name)}
+		if _, err := os.Stat(c.Kubeconfig); err != nil {
+			if err := kindcluster.ExportKubeconfig(*name, c.Kubeconfig); err != nil {
+				return fmt.Errorf("no kubeconfig for cluster %s (is it up? cluster list shows the clusters): %w", *name, err)
+			}
+		}
+	}
+	path := *kubeconfig
+	if c != nil {
+		path = c.Kubeconfig
+	}
+	if cfg, err = clientcmd.BuildConfigFromFlags("", path); err != nil {
+		return fmt.Errorf("kubeconfig %s: %w", path, err)
+	}
+	if c == nil {
+		// --kubeconfig: the faults act in the nodes, so find the kind
+		// cluster these nodes are.
+		if c, err = kindClusterOf(ctx, cfg); err != nil {
+			return err
+		}
+	}
+	fmt.Fprintf(stdout, "chaos run: %d engine(s) of %s against cluster %s\n", len(exps), enginesDir, c.Name)
+	root, err := os.Getwd()
+	if err != nil {
+		return err
+	}
+	o := chaos.Options{Config: cfg, Experiments: exps, Definitions: defs, ChaosNamespace: settings.ChaosNamespace,
+		PlatformDir: "infra/platform/chaos", EnginesDir: enginesDir, NodeExec: chaos.KindNodeExec(c),
+		Duration: *duration, Interval: *interval, ResultTimeout: timeout, Executor: *executor, Progress: stdout}
+	if o.Executor != chaos.ExecutorLitmus {
+		if o.RunnerImage, err = chaos.LoadRunner(ctx, c, root); err != nil {
+			return err
+		}
+	}
+	start := time.Now()
+	rep, err := chaos.Run(ctx, o)
+	if err != nil {
+		return err
+	}
+	rep.Table(stdout)
+	if *junit != "" {
+		f, err := os.Create(*junit)
+		if err != nil {
+			return err
+		}
+		err = rep.JUnit(f)
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return err
+		}
+	}
+	if *summary != "" {
+		f, err := os.OpenFile(*summary, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+		if err != nil {
+			return err
+		}
+		rep.Markdown(f)
+		if err := f.Close(); err != nil {
+			return err
+		}
+	}
+	if rep.Failed() {
+		return fmt.Errorf("chaos run: experiment(s) failed (%s) in %s", rep.ExecutorLine(), time.Since(start).Round(time.Second))
+	}
+	return nil
+}
+
+// kindClusterOf finds the kind cluster whose nodes are the cluster's.
+func kindClusterOf(ctx context.Context, cfg *rest.Config) (*kindcluster.Cluster, error) {
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return nil, err
+	}
+	nodes, err := cs.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("listing the cluster's nodes: %w", err)
+	}
+	if len(nodes.Items) == 0 {
+		return nil, errors.New("the cluster has no nodes")
+	}
+	names, err := kindcluster.List(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for _, n := range names {
+		c := &kindcluster.Cluster{Name: n}
+		kn, err := c.Nodes()
+		if err != nil {
+			continue
+		}
+		for _, k := range kn {
+			if k.String() == nodes.Items[0].Name {
+				return c, nil
+			}
+		}
+	}
+	return nil, fmt.Errorf("node %s is not a node of any kind cluster on this Docker engine: chaos run acts through the nodes' container runtime, which it reaches for kind clusters only (use --cluster NAME)", nodes.Items[0].Name)
+}

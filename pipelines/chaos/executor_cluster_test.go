@@ -1,0 +1,256 @@
+package chaos_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/xml"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/darktower/delivery/internal/vulndbtest"
+	"github.com/darktower/delivery/pipelines/build"
+	"github.com/darktower/delivery/pipelines/chaos"
+	"github.com/darktower/delivery/pipelines/flow"
+	"github.com/darktower/delivery/pipelines/kindcluster"
+	"github.com/darktower/delivery/pipelines/preview"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+func repoRoot(t testing.TB) string {
+	r, err := filepath.Abs("../..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// The pipeline's chaos executor on a real preview: a fresh build-all
+// deployed by preview up, then the repository's engines (shortened to 20 s
+// of chaos, 10 s between rounds: the Duration/Interval knob) — GC's
+// pod-delete, MH's container-kill, MC's network loss and the Redis outage —
+// run one after another with their probes judged as Litmus would; then
+// experiments whose probes cannot pass fail, with the reason.
+func TestChaosRunOnARealCluster(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
+	defer cancel()
+	var progress bytes.Buffer
+	defer func() {
+		if t.Failed() {
+			t.Log(progress.String())
+		}
+	}()
+	root := repoRoot(t)
+
+	dbDir := t.TempDir()
+	if err := vulndbtest.Write(dbDir, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	dist := t.TempDir()
+	start := time.Now()
+	if _, err := flow.BuildAll(ctx, flow.BuildAllOptions{Root: root, Out: dist, Base: build.BaseSkeleton,
+		Platforms: []string{"linux/amd64"}, Version: "0.0.0-chaos-test", SourceURL: "https://example.com/src",
+		VulnDB: dbDir, NoSign: true, Progress: &progress}); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("FIGURE build-all in %s", time.Since(start).Round(100*time.Millisecond))
+
+	state := t.TempDir()
+	pr := 800000 + int(time.Now().UnixNano()%100000) // never someone's preview
+	start = time.Now()
+	_, _, err := preview.Up(ctx, preview.Options{PR: pr, Commit: "0123456789abcdef0123456789abcdef01234567", Root: root, Dist: dist,
+		NodeImage: kindcluster.NodeImageBuilt, StateDir: state, Progress: &progress})
+	t.Cleanup(func() {
+		if os.Getenv("DARKTOWER_KEEP_TEST_CLUSTER") != "" {
+			t.Logf("preview %s kept (state %s)", preview.Name(pr), state)
+			return
+		}
+		preview.Down(context.Background(), pr, state, nil)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("FIGURE preview up in %s", time.Since(start).Round(100*time.Millisecond))
+
+	c := &kindcluster.Cluster{Name: preview.Name(pr), Kubeconfig: kindcluster.KubeconfigPath(state, preview.Name(pr))}
+	client, cfg, err := c.Client()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The node has what the faults use.
+	nodes, err := c.Nodes()
+	if err != nil || len(nodes) == 0 {
+		t.Fatalf("nodes: %v %v", nodes, err)
+	}
+	exec := chaos.KindNodeExec(c)
+	for _, tool := range [][]string{{"ctr", "--version"}, {"iptables", "--version"}, {"nsenter", "--version"}} {
+		out, err := exec(ctx, nodes[0].String(), tool...)
+		if err != nil {
+			t.Fatalf("the node image lacks %s: %v", tool[0], err)
+		}
+		t.Logf("FIGURE node tool: %s", strings.TrimSpace(out))
+	}
+	start = time.Now()
+	runner, err := chaos.LoadRunner(ctx, c, root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("FIGURE runner image %s built and loaded in %s", runner, time.Since(start).Round(100*time.Millisecond))
+
+	settings, err := chaos.LoadSettings(root + "/infra/ci/chaos-tests.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defs, err := chaos.LoadDefinitions(root + "/infra/platform/chaos")
+	if err != nil {
+		t.Fatal(err)
+	}
+	engines := root + "/infra/" + settings.Environments[0].Engines
+	all, err := chaos.LoadEngines(engines, defs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// What a healthy build must get from each.
+	want := map[string]string{
+		"global-controller-pod-delete":    chaos.VerdictPass,
+		"media-handler-container-kill":    chaos.VerdictPass,
+		"meeting-controller-network-loss": chaos.VerdictPass,
+		"redis-pod-delete":                chaos.VerdictPass,
+	}
+	var exps []chaos.Experiment
+	for _, e := range all {
+		if _, ok := want[e.Engine]; ok {
+			exps = append(exps, e)
+		}
+	}
+	if len(exps) != len(want) {
+		t.Fatalf("engines found: %d of %d", len(exps), len(want))
+	}
+	opts := chaos.Options{Config: cfg, Experiments: exps, Definitions: defs, ChaosNamespace: settings.ChaosNamespace,
+		PlatformDir: root + "/infra/platform/chaos", EnginesDir: engines, RunnerImage: runner, NodeExec: exec,
+		Duration: 20 * time.Second, Interval: 10 * time.Second, Progress: &progress}
+	start = time.Now()
+	rep, err := chaos.Run(ctx, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var table bytes.Buffer
+	rep.Table(&table)
+	t.Logf("FIGURE chaos run (4 engines, shortened to 20 s / 10 s) in %s:\n%s", time.Since(start).Round(100*time.Millisecond), table.String())
+	if rep.Executor != chaos.ExecutorDarkTower || !strings.Contains(table.String(), "executor: darktower (Litmus is not installed in this cluster)") {
+		t.Errorf("executor line: %s", rep.ExecutorLine())
+	}
+	for _, e := range rep.Experiments {
+		if e.Verdict != want[e.Engine] {
+			t.Errorf("%s: verdict %s, want %s: %s\ninjections: %v", e.Engine, e.Verdict, want[e.Engine], e.Reason, e.Injections)
+		}
+		if !e.Injected {
+			t.Errorf("%s: nothing injected", e.Engine)
+		}
+		t.Logf("%s injections: %s", e.Engine, strings.Join(e.Injections, "; "))
+	}
+	// The faults were real. MH's containers were killed and restarted in
+	// place; the pod cut off the network failed the kubelet's probes (the
+	// kubelet reaches it over eth0 too); Redis's pods are new.
+	mh, err := client.Typed.CoreV1().Pods("preview").List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/name=media-handler"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var restarts int32
+	for _, p := range mh.Items {
+		for _, s := range p.Status.ContainerStatuses {
+			restarts += s.RestartCount
+		}
+	}
+	if restarts == 0 {
+		t.Error("container-kill: no media-handler container was restarted")
+	}
+	t.Logf("FIGURE container-kill: media-handler containers restarted %d time(s) in all", restarts)
+	for _, e := range rep.Experiments {
+		if e.Fault != "pod-network-loss" {
+			continue
+		}
+		events, err := client.Typed.CoreV1().Events("preview").List(ctx, metav1.ListOptions{FieldSelector: "reason=Unhealthy"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var seen []string
+		for _, ev := range events.Items {
+			for _, inj := range e.Injections {
+				if strings.HasSuffix(inj, " of "+ev.InvolvedObject.Name) && strings.Contains(ev.Message, "exceeded") {
+					seen = append(seen, fmt.Sprintf("%s ×%d: %s", ev.InvolvedObject.Name, ev.Count, ev.Message))
+				}
+			}
+		}
+		if len(seen) == 0 {
+			t.Error("pod-network-loss: the target's probes never timed out: was anything dropped?")
+		}
+		t.Logf("FIGURE pod-network-loss: the kubelet's probes of the cut-off pod timed out: %s", strings.Join(seen, "; "))
+	}
+	// The network loss was removed: every MC pod is Ready again.
+	if err := kindcluster.WaitPodsReady(ctx, client.Typed, "preview", "app.kubernetes.io/name=meeting-controller", 2*time.Minute); err != nil {
+		t.Errorf("after the network loss: %v", err)
+	}
+	var junit bytes.Buffer
+	if err := rep.JUnit(&junit); err != nil {
+		t.Fatal(err)
+	}
+	var parsed struct {
+		Suites []struct {
+			Tests int `xml:"tests,attr"`
+			Cases []struct {
+				Name string `xml:"name,attr"`
+			} `xml:"testcase"`
+		} `xml:"testsuite"`
+	}
+	if err := xml.Unmarshal(junit.Bytes(), &parsed); err != nil || len(parsed.Suites) != 1 || len(parsed.Suites[0].Cases) != len(exps) {
+		t.Errorf("JUnit: %v\n%s", err, junit.String())
+	}
+
+	// The negative proof: probes that cannot pass fail the experiment,
+	// with the reason. A pod-delete of GC judged by an httpProbe on a port
+	// GC's Service does not have (refused) and by a k8sProbe that wants
+	// pods that do not exist — next to a promProbe that holds (GC's scrape
+	// targets up), judged Passed while the experiment fails; and an engine
+	// with a cmdProbe, which this executor refuses before injecting.
+	gc := exps[0]
+	bad := gc
+	bad.Engine = "negative-proof"
+	http := gc.Probes[0]
+	http.Name, http.Mode, http.URL = "never-answers", chaos.EOT, "http://global-controller.preview.svc:8081/ready"
+	http.Run.Retry = 2
+	k8s := chaos.Probe{Name: "nothing-there", Type: "k8sProbe", Mode: chaos.EOT, Resource: "v1/pods", Namespace: "preview",
+		LabelSelector: "app.kubernetes.io/name=no-such-service", Operation: "present", Run: chaos.RunProperties{ProbeTimeout: 2 * time.Second, Interval: time.Second, Retry: 2}}
+	prom := chaos.Probe{Name: "gc-scraped", Type: "promProbe", Mode: chaos.EOT, Endpoint: "http://prometheus.monitoring.svc:9090",
+		Query: `sum(up{job="global-controller"})`, Comparator: ">=", Value: "1", Run: chaos.RunProperties{ProbeTimeout: 5 * time.Second, Interval: 5 * time.Second, Retry: 6}}
+	bad.Probes = []chaos.Probe{http, k8s, prom}
+	cmd := gc
+	cmd.Engine = "cmd-probe"
+	cmd.Probes = []chaos.Probe{{Name: "a-command", Type: "cmdProbe", Mode: chaos.EOT}}
+	opts.Experiments, opts.Duration, opts.Interval = []chaos.Experiment{bad, cmd}, 10*time.Second, 10*time.Second
+	start = time.Now()
+	rep, err = chaos.Run(ctx, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	table.Reset()
+	rep.Table(&table)
+	t.Logf("FIGURE negative proof in %s:\n%s", time.Since(start).Round(100*time.Millisecond), table.String())
+	if !rep.Failed() || len(rep.Experiments) != 2 {
+		t.Fatalf("negative proof passed: %+v", rep.Experiments)
+	}
+	neg, refused := rep.Experiments[0], rep.Experiments[1]
+	if neg.Verdict != chaos.VerdictFail || !neg.Injected || !strings.Contains(neg.Reason, "probe never-answers Failed") ||
+		!strings.Contains(neg.Reason, "no answer") || !strings.Contains(neg.Reason, "probe nothing-there Failed") || !strings.Contains(neg.Reason, "want present") {
+		t.Errorf("negative proof: %s: %s", neg.Verdict, neg.Reason)
+	}
+	if len(neg.Probes) != 3 || neg.Probes[2].Verdict != chaos.Passed || strings.Contains(neg.Reason, "gc-scraped") {
+		t.Errorf("promProbe: %+v", neg.Probes)
+	}
+	if refused.Verdict != chaos.VerdictError || refused.Injected || !strings.Contains(refused.Reason, "not supported by the pipeline's executor") {
+		t.Errorf("cmdProbe: %s: %s", refused.Verdict, refused.Reason)
+	}
+}
