@@ -1,12 +1,17 @@
 package chaos_test
 
 import (
+	"archive/tar"
 	"bytes"
 	"context"
+	"debug/buildinfo"
 	"encoding/xml"
 	"fmt"
+	"io"
 	"os"
+	"path"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -17,6 +22,9 @@ import (
 	"github.com/darktower/delivery/pipelines/flow"
 	"github.com/darktower/delivery/pipelines/kindcluster"
 	"github.com/darktower/delivery/pipelines/preview"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/layout"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
@@ -57,6 +65,10 @@ func TestChaosRunOnARealCluster(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("FIGURE build-all in %s", time.Since(start).Round(100*time.Millisecond))
+	// What is released carries no fault knob: no -tags in its binaries.
+	if got := goTagsOf(t, dist, "meeting-controller"); got != "" {
+		t.Fatalf("a normal build's meeting-controller was built with -tags %q", got)
+	}
 
 	state := t.TempDir()
 	pr := 800000 + int(time.Now().UnixNano()%100000) // never someone's preview
@@ -253,4 +265,114 @@ func TestChaosRunOnARealCluster(t *testing.T) {
 	if refused.Verdict != chaos.VerdictError || refused.Injected || !strings.Contains(refused.Reason, "not supported by the pipeline's executor") {
 		t.Errorf("cmdProbe: %s: %s", refused.Verdict, refused.Reason)
 	}
+
+	fragileBuildFailsTheRightExperiment(ctx, t, root, dbDir, pr, state, opts, exps, &progress)
+}
+
+// fragileBuildFailsTheRightExperiment deploys a test build made with
+// --go-tags chaosfragile (meeting-controller never recovers from a Redis
+// outage) over the same preview and runs the same experiments: exactly
+// the Redis outage fails, naming meeting-controller's readiness after it;
+// the others still pass. The healthy build's binaries carry no tags.
+func fragileBuildFailsTheRightExperiment(ctx context.Context, t *testing.T, root, dbDir string, pr int, state string,
+	opts chaos.Options, exps []chaos.Experiment, progress io.Writer) {
+	t.Helper()
+	fragile := t.TempDir()
+	start := time.Now()
+	m, err := flow.BuildAll(ctx, flow.BuildAllOptions{Root: root, Out: fragile, Base: build.BaseSkeleton,
+		Platforms: []string{"linux/amd64"}, Version: "0.0.0-chaos-fragile", SourceURL: "https://example.com/src",
+		VulnDB: dbDir, NoSign: true, GoTags: []string{"chaosfragile"}, Progress: progress})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(m.GoTags, []string{"chaosfragile"}) {
+		t.Fatalf("the fragile build's manifest records go tags %v", m.GoTags)
+	}
+	if got := goTagsOf(t, fragile, "meeting-controller"); got != "chaosfragile" {
+		t.Fatalf("the fragile build's meeting-controller was built with -tags %q", got)
+	}
+	t.Logf("FIGURE build-all --go-tags chaosfragile in %s", time.Since(start).Round(100*time.Millisecond))
+	start = time.Now()
+	if _, _, err := preview.Up(ctx, preview.Options{PR: pr, Commit: "fedcba9876543210fedcba9876543210fedcba98", Root: root, Dist: fragile,
+		NodeImage: kindcluster.NodeImageBuilt, StateDir: state, Progress: progress}); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("FIGURE the fragile build deployed over the preview in %s", time.Since(start).Round(100*time.Millisecond))
+	opts.Experiments = exps
+	opts.Duration, opts.Interval = 20*time.Second, 10*time.Second
+	start = time.Now()
+	rep, err := chaos.Run(ctx, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var table bytes.Buffer
+	rep.Table(&table)
+	t.Logf("FIGURE chaos run on the chaosfragile build (4 engines, 20 s / 10 s) in %s:\n%s", time.Since(start).Round(100*time.Millisecond), table.String())
+	for _, e := range rep.Experiments {
+		want := chaos.VerdictPass
+		if e.Engine == "redis-pod-delete" {
+			want = chaos.VerdictFail
+		}
+		if e.Verdict != want {
+			t.Errorf("fragile build, %s: verdict %s, want %s: %s", e.Engine, e.Verdict, want, e.Reason)
+		}
+		if e.Engine == "redis-pod-delete" && !strings.Contains(e.Reason, "meeting-controller-ready-after") {
+			t.Errorf("fragile build, %s fails for another reason: %s", e.Engine, e.Reason)
+		}
+	}
+}
+
+// goTagsOf reads the -tags build setting of service's binary in a build's
+// OCI layout (debug/buildinfo: what `go version -m` shows).
+func goTagsOf(t *testing.T, dist, service string) string {
+	t.Helper()
+	bm, err := build.ReadManifest(filepath.Join(dist, build.ManifestFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := layout.FromPath(filepath.Join(dist, build.LayoutDir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, img := range bm.Images {
+		if img.Service != service {
+			continue
+		}
+		h, err := v1.NewHash(img.Platforms[0].Digest)
+		if err != nil {
+			t.Fatal(err)
+		}
+		image, err := p.Image(h)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rc := mutate.Extract(image)
+		defer rc.Close()
+		tr := tar.NewReader(rc)
+		for {
+			hdr, err := tr.Next()
+			if err != nil {
+				t.Fatalf("no %s binary in its image: %v", service, err)
+			}
+			if path.Base(hdr.Name) != service || hdr.Typeflag != tar.TypeReg {
+				continue
+			}
+			body, err := io.ReadAll(tr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			info, err := buildinfo.Read(bytes.NewReader(body))
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, s := range info.Settings {
+				if s.Key == "-tags" {
+					return s.Value
+				}
+			}
+			return ""
+		}
+	}
+	t.Fatalf("no %s in %s", service, dist)
+	return ""
 }
