@@ -338,11 +338,25 @@ func goTagsOf(t *testing.T, dist, service string) string {
 		if img.Service != service {
 			continue
 		}
+		// The layout's index holds each service's index, which holds its
+		// platform images.
+		ih, err := v1.NewHash(img.Digest)
+		if err != nil {
+			t.Fatal(err)
+		}
 		h, err := v1.NewHash(img.Platforms[0].Digest)
 		if err != nil {
 			t.Fatal(err)
 		}
-		image, err := p.Image(h)
+		idx, err := p.ImageIndex()
+		if err != nil {
+			t.Fatal(err)
+		}
+		svcIdx, err := idx.ImageIndex(ih)
+		if err != nil {
+			t.Fatal(err)
+		}
+		image, err := svcIdx.Image(h)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -375,6 +375,13 @@ func (e *env) tokens(t *testing.T) {
 	if code, body, _ := testenv.CallJSON(t, c, "POST", "https://"+e.mc.apiAddr+"/v1/media-handlers", e.token(t, "meeting-controller"), hijackMC); code != 403 {
 		t.Errorf("foreign registration of mh-e2e at MC = %d %s, want 403", code, body)
 	}
+	// Nor withdraw them.
+	if code, body, _ := testenv.CallJSON(t, c, "DELETE", "https://"+e.gc.apiAddr+"/v1/meeting-controllers/mc-e2e", e.token(t, "global-controller"), nil); code != 403 {
+		t.Errorf("foreign deregistration of mc-e2e at GC = %d %s, want 403", code, body)
+	}
+	if code, body, _ := testenv.CallJSON(t, c, "DELETE", "https://"+e.mc.apiAddr+"/v1/media-handlers/mh-e2e", e.token(t, "meeting-controller"), nil); code != 403 {
+		t.Errorf("foreign deregistration of mh-e2e at MC = %d %s, want 403", code, body)
+	}
 	if _, body, _ := list(e.token(t, "global-controller")); strings.Contains(body, "attacker.example") || !strings.Contains(body, `"mc-e2e"`) {
 		t.Errorf("GC's registry after the attempt: %s", body)
 	}
@@ -729,6 +736,25 @@ func (e *env) sigterm(t *testing.T) {
 			t.Errorf("%s exited %d", s.name, s.exitCode)
 		}
 		t.Logf("FIGURE %s: SIGTERM to exit 0 in %s", s.name, time.Since(sent).Round(time.Millisecond))
+		// MH and MC withdraw their registrations as they drain: the service
+		// they registered with (still running) lists them no more, well
+		// before their TTL.
+		var listURL, audience, id string
+		switch s {
+		case e.mh:
+			listURL, audience, id = "https://"+e.mc.apiAddr+"/v1/media-handlers", "meeting-controller", "mh-e2e"
+		case e.mc:
+			listURL, audience, id = "https://"+e.gc.apiAddr+"/v1/meeting-controllers", "global-controller", "mc-e2e"
+		default:
+			continue
+		}
+		if !strings.Contains(s.logs(), `"msg":"deregistered from`) {
+			t.Errorf("%s did not log its deregistration", s.name)
+		}
+		code, body, _ := testenv.CallJSON(t, e.httpsClient(), "GET", listURL, e.token(t, audience), nil)
+		if code != 200 || strings.Contains(string(body), `"`+id+`"`) {
+			t.Errorf("%s still lists %s after its SIGTERM: %d %s", listURL, id, code, body)
+		}
 	}
 }
 

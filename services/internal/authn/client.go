@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -50,6 +51,17 @@ func (c *ServiceClient) PostJSON(ctx context.Context, url string, body, out any)
 		return err
 	}
 	return c.do(ctx, http.MethodPost, url, bytes.NewReader(payload), out)
+}
+
+// Delete sends DELETE to url with a bearer token; a 2xx or 404 (already
+// gone) answer is success.
+func (c *ServiceClient) Delete(ctx context.Context, url string) error {
+	err := c.do(ctx, http.MethodDelete, url, nil, nil)
+	var se *StatusError
+	if errors.As(err, &se) && se.Code == http.StatusNotFound {
+		return nil
+	}
+	return err
 }
 
 // GetJSON GETs url with a bearer token and decodes a 2xx answer into out.

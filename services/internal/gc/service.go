@@ -121,6 +121,25 @@ func (s *Service) Close() { s.pool.Close() }
 func (s *Service) Routes(mux *http.ServeMux) {
 	mux.Handle("POST /v1/meeting-controllers", s.verifier.Require(s.kit.Logger, http.HandlerFunc(s.register)))
 	mux.Handle("GET /v1/meeting-controllers", s.verifier.Require(s.kit.Logger, http.HandlerFunc(s.list)))
+	mux.Handle("DELETE /v1/meeting-controllers/{id}", s.verifier.Require(s.kit.Logger, http.HandlerFunc(s.deregister)))
+}
+
+// deregister withdraws an MC at shutdown (only by the client owning its
+// id), so no meeting is placed on it while its registration would still
+// be within GC_MC_TTL.
+func (s *Service) deregister(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	if !authn.ClaimsFrom(r.Context()).OwnsInstance(id) {
+		wire.WriteJSON(w, http.StatusForbidden, map[string]string{"error": "this client may not deregister this id"})
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), dbRequestTimeout)
+	defer cancel()
+	if _, err := s.pool.Exec(ctx, `DELETE FROM meeting_controllers WHERE id = $1`, id); err != nil {
+		wire.WriteJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "registry unavailable"})
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
 }
 
 func (s *Service) register(w http.ResponseWriter, r *http.Request) {

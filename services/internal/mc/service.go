@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"regexp"
 	"slices"
@@ -95,6 +96,7 @@ type Service struct {
 	ticketKey mticket.Key
 	tickets   *prometheus.CounterVec
 	redisLost atomic.Bool // only set in a chaosfragile test build
+	draining  atomic.Bool // shutting down: no more heartbeats to GC
 }
 
 // newRedis connects to one Redis server, or through one node to a Redis
@@ -193,11 +195,18 @@ func (s *Service) Run(ctx context.Context) error {
 	reg := wire.MCRegistration{ID: s.cfg.ID, Endpoint: s.cfg.AdvertiseURL, Region: s.cfg.Region}
 	authn.Heartbeat{
 		Client: s.gc, URL: s.cfg.GCURL + "/v1/meeting-controllers", Interval: s.cfg.HeartbeatInterval,
-		Body:  func() (any, error) { return reg, nil },
+		Body: func() (any, error) {
+			if s.draining.Load() {
+				return nil, errDraining
+			}
+			return reg, nil
+		},
 		Fresh: &s.gcReg, Results: s.beats, Logger: s.kit.Logger,
 	}.Run(ctx)
 	return nil
 }
+
+var errDraining = errors.New("shutting down: deregistered")
 
 // Close releases the Redis client.
 func (s *Service) Close() { _ = s.rdb.Close() }
@@ -207,6 +216,38 @@ func (s *Service) Routes(mux *http.ServeMux) {
 	mux.Handle("POST /v1/media-handlers", s.verifier.Require(s.kit.Logger, http.HandlerFunc(s.register)))
 	mux.Handle("GET /v1/media-handlers", s.verifier.Require(s.kit.Logger, http.HandlerFunc(s.list)))
 	mux.Handle("POST /v1/media-tickets", s.verifier.Require(s.kit.Logger, http.HandlerFunc(s.ticket)))
+	mux.Handle("DELETE /v1/media-handlers/{id}", s.verifier.Require(s.kit.Logger, http.HandlerFunc(s.deregisterMH)))
+}
+
+// deregisterMH withdraws an MH at its shutdown (only by the client owning
+// its id): no new session is placed on it.
+func (s *Service) deregisterMH(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	if !authn.ClaimsFrom(r.Context()).OwnsInstance(id) {
+		wire.WriteJSON(w, http.StatusForbidden, map[string]string{"error": "this client may not deregister this id"})
+		return
+	}
+	_, err := s.rdb.TxPipelined(r.Context(), func(p redis.Pipeliner) error {
+		p.HDel(r.Context(), s.registryKey(), id)
+		p.ZRem(r.Context(), s.heartbeatKey(), id)
+		return nil
+	})
+	if err != nil {
+		wire.WriteJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "registry unavailable"})
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// Deregister (at shutdown): no more heartbeats, and GC forgets this MC.
+func (s *Service) Deregister(ctx context.Context) {
+	s.draining.Store(true)
+	u := s.cfg.GCURL + "/v1/meeting-controllers/" + url.PathEscape(s.cfg.ID)
+	if err := s.gc.Delete(ctx, u); err != nil {
+		s.kit.Logger.Warn("deregistering from GC failed; GC drops this MC after its TTL", "error", err.Error())
+		return
+	}
+	s.kit.Logger.Info("deregistered from GC")
 }
 
 // The {id} hash tag keeps an MC's two keys in one Redis Cluster slot, so

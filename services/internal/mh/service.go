@@ -13,6 +13,7 @@ import (
 	"net/url"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/darktower/delivery/services/internal/authn"
@@ -101,6 +102,8 @@ type Service struct {
 	beats *prometheus.CounterVec
 
 	lookupHost func(ctx context.Context, host string) ([]string, error) // MH_MC_PEERS (tests replace it)
+	peers      sync.Map                                                 // MC address → its *authn.ServiceClient (MH_MC_PEERS)
+	draining   atomic.Bool                                              // shutting down: no more heartbeats
 }
 
 // New builds MH.
@@ -283,12 +286,14 @@ func (s *Service) heartbeatPeers(ctx context.Context) {
 			running[ip] = stop
 			client := authn.NewServiceClient(opskit.PinnedClient(s.kit.HTTPClient, mcAddr, net.JoinHostPort(ip, port)),
 				s.cfg.TokenURL, s.cfg.ClientID, s.cfg.ClientSecret, s.cfg.MCAudience)
+			s.peers.Store(ip, client)
 			go s.heartbeatTo(bctx, client, s.kit.Logger.With("mc_addr", ip))
 		}
 		for ip, stop := range running {
 			if !seen[ip] {
 				stop()
 				delete(running, ip)
+				s.peers.Delete(ip)
 			}
 		}
 		return nil
@@ -299,6 +304,9 @@ func (s *Service) heartbeatTo(ctx context.Context, client *authn.ServiceClient, 
 	authn.Heartbeat{
 		Client: client, URL: s.cfg.MCURL + "/v1/media-handlers", Interval: s.cfg.HeartbeatInterval,
 		Body: func() (any, error) {
+			if s.draining.Load() {
+				return nil, errDraining
+			}
 			if s.currentRelay() == nil {
 				return nil, errors.New("media port not bound")
 			}
@@ -320,6 +328,35 @@ func (s *Service) heartbeatTo(ctx context.Context, client *authn.ServiceClient, 
 		},
 		Fresh: &s.mcReg, Results: s.beats, Logger: logger,
 	}.Run(ctx)
+}
+
+var errDraining = errors.New("shutting down: deregistered")
+
+// Deregister (at shutdown): no more heartbeats, and every MC this MH is
+// registered with forgets it, so no new session is placed on it. Live
+// sessions keep relaying through the drain.
+func (s *Service) Deregister(ctx context.Context) {
+	s.draining.Store(true)
+	u := s.cfg.MCURL + "/v1/media-handlers/" + url.PathEscape(s.cfg.ID)
+	clients := map[string]*authn.ServiceClient{}
+	if s.cfg.MCPeers == "" {
+		clients[s.cfg.MCURL] = s.mc
+	}
+	s.peers.Range(func(k, v any) bool {
+		clients[k.(string)] = v.(*authn.ServiceClient)
+		return true
+	})
+	var wg sync.WaitGroup
+	for addr, c := range clients {
+		wg.Go(func() {
+			if err := c.Delete(ctx, u); err != nil {
+				s.kit.Logger.Warn("deregistering from MC failed; it drops this MH after its TTL", "mc_addr", addr, "error", err.Error())
+				return
+			}
+			s.kit.Logger.Info("deregistered from MC", "mc_addr", addr)
+		})
+	}
+	wg.Wait()
 }
 
 // Close is a no-op: Run closes the socket when its context ends.

@@ -140,6 +140,17 @@ type Service interface {
 	Close()
 }
 
+// Deregisterer is a Service that registered itself with another (MC with
+// GC, MH with MC): as shutdown starts it stops heartbeating and withdraws
+// its registrations, so that no new work is sent to a pod on its way out
+// (otherwise it stays listed until its registration's TTL runs out).
+type Deregisterer interface {
+	Deregister(ctx context.Context)
+}
+
+// DeregisterTimeout bounds the withdrawal at shutdown.
+const DeregisterTimeout = 3 * time.Second
+
 // Server owns both listeners of one service.
 type Server struct {
 	common    Common
@@ -277,6 +288,11 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	s.readiness.StartDraining()
 	drainStart := time.Now()
+	if d, ok := s.svc.(Deregisterer); ok {
+		dctx, cancel := context.WithTimeout(context.Background(), DeregisterTimeout)
+		d.Deregister(dctx)
+		cancel()
+	}
 	if runErr == nil && s.common.ShutdownDelay > 0 {
 		time.Sleep(s.common.ShutdownDelay)
 	}
