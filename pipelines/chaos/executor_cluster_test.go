@@ -20,6 +20,7 @@ import (
 	"github.com/darktower/delivery/pipelines/build"
 	"github.com/darktower/delivery/pipelines/chaos"
 	"github.com/darktower/delivery/pipelines/flow"
+	"github.com/darktower/delivery/pipelines/internal/kindtest"
 	"github.com/darktower/delivery/pipelines/kindcluster"
 	"github.com/darktower/delivery/pipelines/preview"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -43,6 +44,11 @@ func repoRoot(t testing.TB) string {
 // run one after another with their probes judged as Litmus would; then
 // experiments whose probes cannot pass fail, with the reason.
 func TestChaosRunOnARealCluster(t *testing.T) {
+	release, err := kindtest.ClusterTurn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(release)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
 	defer cancel()
 	var progress bytes.Buffer
@@ -73,7 +79,7 @@ func TestChaosRunOnARealCluster(t *testing.T) {
 	state := t.TempDir()
 	pr := 800000 + int(time.Now().UnixNano()%100000) // never someone's preview
 	start = time.Now()
-	_, _, err := preview.Up(ctx, preview.Options{PR: pr, Commit: "0123456789abcdef0123456789abcdef01234567", Root: root, Dist: dist,
+	_, _, err = preview.Up(ctx, preview.Options{PR: pr, Commit: "0123456789abcdef0123456789abcdef01234567", Root: root, Dist: dist,
 		NodeImage: kindcluster.NodeImageBuilt, StateDir: state, Progress: &progress})
 	t.Cleanup(func() {
 		if os.Getenv("DARKTOWER_KEEP_TEST_CLUSTER") != "" {

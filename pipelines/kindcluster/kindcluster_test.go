@@ -91,7 +91,13 @@ var shared struct {
 }
 
 func TestMain(m *testing.M) {
+	release, err := kindtest.ClusterTurn()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
 	code := m.Run()
+	defer release()
 	if shared.c != nil && os.Getenv("DARKTOWER_KEEP_TEST_CLUSTER") != "" {
 		fmt.Fprintf(os.Stderr, "DARKTOWER_KEEP_TEST_CLUSTER: cluster %s kept; export KUBECONFIG=%s\n", shared.c.Name, shared.c.Kubeconfig)
 		os.Exit(code)

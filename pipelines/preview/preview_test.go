@@ -15,6 +15,7 @@ import (
 	"github.com/darktower/delivery/pipelines/cluster"
 	"github.com/darktower/delivery/pipelines/deploy"
 	"github.com/darktower/delivery/pipelines/flow"
+	"github.com/darktower/delivery/pipelines/internal/kindtest"
 	"github.com/darktower/delivery/pipelines/kindcluster"
 	"github.com/darktower/delivery/pipelines/preview"
 	corev1 "k8s.io/api/core/v1"
@@ -40,6 +41,11 @@ func root(t testing.TB) string {
 // without a restart; list shows the preview with its PR, commit and state,
 // reap leaves a young preview alone and removes an expired one.
 func TestPreviewLifecycleOnARealCluster(t *testing.T) {
+	release, err := kindtest.ClusterTurn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(release)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
 	defer cancel()
 	var progress bytes.Buffer

@@ -7,9 +7,11 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"os"
 	"strings"
 
 	"github.com/darktower/delivery/pipelines/kindcluster"
+	"github.com/darktower/delivery/pipelines/upstream"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
@@ -70,4 +72,12 @@ func Exec(ctx context.Context, cfg *rest.Config, cs kubernetes.Interface, namesp
 		return stdout.String(), fmt.Errorf("%s in %s/%s: %w: %s", strings.Join(command, " "), namespace, pod, err, strings.TrimSpace(stderr.String()+stdout.String()))
 	}
 	return stdout.String(), nil
+}
+
+// ClusterTurn waits for this machine's real-cluster tests to be idle and
+// returns the release: the test packages that make clusters (kindcluster,
+// preview, chaos) take turns, since on two cores one cluster's start-up
+// starves another's probes and the timings they judge mean nothing.
+func ClusterTurn() (func(), error) {
+	return upstream.Lock(upstream.DefaultCacheDir(), "real-cluster-tests", os.Stderr)
 }
