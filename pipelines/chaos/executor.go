@@ -123,6 +123,25 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	return rep, err
 }
 
+// connect makes the clients both executors use and applies the chaos
+// platform (its ChaosExperiments only with Litmus).
+func connect(ctx context.Context, o Options, withLitmus bool) (*cluster.Client, dynamic.Interface, error) {
+	client, err := cluster.New(o.Config)
+	if err != nil {
+		return nil, nil, err
+	}
+	dyn, err := dynamic.NewForConfig(o.Config)
+	if err != nil {
+		return nil, nil, err
+	}
+	if o.PlatformDir != "" {
+		if err := ApplyPlatform(ctx, client, o.PlatformDir, withLitmus, o.Progress); err != nil {
+			return nil, nil, err
+		}
+	}
+	return client, dyn, nil
+}
+
 // ApplyPlatform applies infra/platform/chaos's objects, less Litmus's own
 // kinds unless withLitmus: server-side apply, so what is there already is
 // left as it is and what drifted is put back.
@@ -171,18 +190,9 @@ func runDarkTower(ctx context.Context, o Options, rep *Report) error {
 	say := func(format string, a ...any) {
 		fmt.Fprintf(o.Progress, format+"\n", a...)
 	}
-	client, err := cluster.New(o.Config)
+	client, dyn, err := connect(ctx, o, false)
 	if err != nil {
 		return err
-	}
-	dyn, err := dynamic.NewForConfig(o.Config)
-	if err != nil {
-		return err
-	}
-	if o.PlatformDir != "" {
-		if err := ApplyPlatform(ctx, client, o.PlatformDir, false, o.Progress); err != nil {
-			return err
-		}
 	}
 	pr := &prober{cfg: o.Config, cs: client.Typed, dyn: dyn, client: client}
 	if needsRunner(o.Experiments) {

@@ -29,14 +29,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
-func repoRoot(t testing.TB) string {
-	r, err := filepath.Abs("../..")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return r
-}
-
 // The pipeline's chaos executor on a real preview: a fresh build-all
 // deployed by preview up, then the repository's engines (shortened to 20 s
 // of chaos, 10 s between rounds: the Duration/Interval knob) — GC's
@@ -57,7 +49,7 @@ func TestChaosRunOnARealCluster(t *testing.T) {
 			t.Log(progress.String())
 		}
 	}()
-	root := repoRoot(t)
+	root := kindtest.RepoRoot(t)
 
 	dbDir := t.TempDir()
 	if err := vulndbtest.Write(dbDir, time.Now()); err != nil {
@@ -150,15 +142,8 @@ func TestChaosRunOnARealCluster(t *testing.T) {
 	opts := chaos.Options{Config: cfg, Experiments: exps, Definitions: defs, ChaosNamespace: settings.ChaosNamespace,
 		PlatformDir: root + "/infra/platform/chaos", EnginesDir: engines, RunnerImage: runner, NodeExec: exec,
 		Duration: 20 * time.Second, Interval: 10 * time.Second, Progress: &progress}
-	start = time.Now()
-	rep, err := chaos.Run(ctx, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var table bytes.Buffer
-	rep.Table(&table)
-	t.Logf("FIGURE chaos run (4 engines, shortened to 20 s / 10 s) in %s:\n%s", time.Since(start).Round(100*time.Millisecond), table.String())
-	if rep.Executor != chaos.ExecutorDarkTower || !strings.Contains(table.String(), "executor: darktower (Litmus is not installed in this cluster)") {
+	rep, table := runChaos(ctx, t, opts, "chaos run (4 engines, shortened to 20 s / 10 s)")
+	if rep.Executor != chaos.ExecutorDarkTower || !strings.Contains(table, "executor: darktower (Litmus is not installed in this cluster)") {
 		t.Errorf("executor line: %s", rep.ExecutorLine())
 	}
 	for _, e := range rep.Experiments {
@@ -249,14 +234,7 @@ func TestChaosRunOnARealCluster(t *testing.T) {
 	cmd.Engine = "cmd-probe"
 	cmd.Probes = []chaos.Probe{{Name: "a-command", Type: "cmdProbe", Mode: chaos.EOT}}
 	opts.Experiments, opts.Duration, opts.Interval = []chaos.Experiment{bad, cmd}, 10*time.Second, 10*time.Second
-	start = time.Now()
-	rep, err = chaos.Run(ctx, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	table.Reset()
-	rep.Table(&table)
-	t.Logf("FIGURE negative proof in %s:\n%s", time.Since(start).Round(100*time.Millisecond), table.String())
+	rep, _ = runChaos(ctx, t, opts, "negative proof")
 	if !rep.Failed() || len(rep.Experiments) != 2 {
 		t.Fatalf("negative proof passed: %+v", rep.Experiments)
 	}
@@ -306,14 +284,7 @@ func fragileBuildFailsTheRightExperiment(ctx context.Context, t *testing.T, root
 	t.Logf("FIGURE the fragile build deployed over the preview in %s", time.Since(start).Round(100*time.Millisecond))
 	opts.Experiments = exps
 	opts.Duration, opts.Interval = 20*time.Second, 10*time.Second
-	start = time.Now()
-	rep, err := chaos.Run(ctx, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var table bytes.Buffer
-	rep.Table(&table)
-	t.Logf("FIGURE chaos run on the chaosfragile build (4 engines, 20 s / 10 s) in %s:\n%s", time.Since(start).Round(100*time.Millisecond), table.String())
+	rep, _ := runChaos(ctx, t, opts, "chaos run on the chaosfragile build (4 engines, 20 s / 10 s)")
 	for _, e := range rep.Experiments {
 		want := chaos.VerdictPass
 		if e.Engine == "redis-pod-delete" {
@@ -326,6 +297,20 @@ func fragileBuildFailsTheRightExperiment(ctx context.Context, t *testing.T, root
 			t.Errorf("fragile build, %s fails for another reason: %s", e.Engine, e.Reason)
 		}
 	}
+}
+
+// runChaos runs opts, logs the report's table as a figure and returns both.
+func runChaos(ctx context.Context, t *testing.T, opts chaos.Options, what string) (*chaos.Report, string) {
+	t.Helper()
+	start := time.Now()
+	rep, err := chaos.Run(ctx, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var table bytes.Buffer
+	rep.Table(&table)
+	t.Logf("FIGURE %s in %s:\n%s", what, time.Since(start).Round(100*time.Millisecond), table.String())
+	return rep, table.String()
 }
 
 // goTagsOf reads the -tags build setting of service's binary in a build's

@@ -84,18 +84,9 @@ func ParseChaosResult(doc []byte) (verdict, reason string, probes []ProbeResult,
 }
 
 func runLitmus(ctx context.Context, o Options, rep *Report) error {
-	client, err := cluster.New(o.Config)
+	client, dyn, err := connect(ctx, o, true)
 	if err != nil {
 		return err
-	}
-	dyn, err := dynamic.NewForConfig(o.Config)
-	if err != nil {
-		return err
-	}
-	if o.PlatformDir != "" {
-		if err := ApplyPlatform(ctx, client, o.PlatformDir, true, o.Progress); err != nil {
-			return err
-		}
 	}
 	if o.EnginesDir == "" {
 		return fmt.Errorf("chaos run (Litmus): no engines kustomization to apply (Options.EnginesDir)")

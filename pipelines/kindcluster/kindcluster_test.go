@@ -22,18 +22,10 @@ import (
 	kindconfig "sigs.k8s.io/kind/pkg/apis/config/v1alpha4"
 )
 
-func repoRoot(t testing.TB) string {
-	root, err := filepath.Abs("../..")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return root
-}
-
 // The ADR's kind config decodes, and nodes=1 folds its three nodes into
 // one control plane carrying the media pool's label and its port mapping.
 func TestAdaptFoldsThePoolsIntoOneNode(t *testing.T) {
-	cfg, err := kindcluster.LoadConfig(filepath.Join(repoRoot(t), "infra/local/kind-config.yaml"))
+	cfg, err := kindcluster.LoadConfig(filepath.Join(kindtest.RepoRoot(t), "infra/local/kind-config.yaml"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -60,7 +52,7 @@ func TestAdaptFoldsThePoolsIntoOneNode(t *testing.T) {
 // Without a built node image the config keeps its nodes and kubeadm its
 // own image tags.
 func TestAdaptKeepsTheConfigForUpstreamImages(t *testing.T) {
-	cfg, err := kindcluster.LoadConfig(filepath.Join(repoRoot(t), "infra/local/kind-config.yaml"))
+	cfg, err := kindcluster.LoadConfig(filepath.Join(kindtest.RepoRoot(t), "infra/local/kind-config.yaml"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -128,7 +120,7 @@ func realCluster(t *testing.T) *kindcluster.Cluster {
 		// someone kept.
 		name := fmt.Sprintf("dt-test-%d", time.Now().UnixNano()%1_000_000_000)
 		shared.c, shared.err = kindcluster.Up(ctx, kindcluster.Options{Name: name, StateDir: shared.state, Nodes: 1, NoHostPorts: true,
-			ConfigPath: filepath.Join(repoRoot(t), "infra/local/kind-config.yaml"),
+			ConfigPath: filepath.Join(kindtest.RepoRoot(t), "infra/local/kind-config.yaml"),
 			NodeImage:  kindcluster.NodeImageBuilt, Progress: &shared.log})
 		if shared.err != nil {
 			shared.c = nil
@@ -147,7 +139,7 @@ func realCluster(t *testing.T) *kindcluster.Cluster {
 			return
 		}
 		t.Logf("FIGURE system pods Ready %s after start", time.Since(shared.started).Round(100*time.Millisecond))
-		shared.err = kindtest.LoadProbe(ctx, shared.c, repoRoot(t))
+		shared.err = kindtest.LoadProbe(ctx, shared.c, kindtest.RepoRoot(t))
 	})
 	if shared.err != nil {
 		t.Fatalf("the real cluster could not be made on this machine: %v\n%s", shared.err, shared.log.String())

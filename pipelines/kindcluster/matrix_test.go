@@ -43,7 +43,7 @@ type golden struct {
 func TestNetworkPolicyMatrixMeasuredEqualsComputed(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	defer cancel()
-	raw, err := os.ReadFile(filepath.Join(repoRoot(t), "policy/testdata/reachability-preview.json"))
+	raw, err := os.ReadFile(filepath.Join(kindtest.RepoRoot(t), "policy/testdata/reachability-preview.json"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -62,7 +62,7 @@ func TestNetworkPolicyMatrixMeasuredEqualsComputed(t *testing.T) {
 	// are stood in for by the probes.
 	var objs []*unstructured.Unstructured
 	for _, overlay := range want.Overlays {
-		rendered, err := validate.Render(filepath.Join(repoRoot(t), "infra", overlay))
+		rendered, err := validate.Render(filepath.Join(kindtest.RepoRoot(t), "infra", overlay))
 		if err != nil {
 			t.Fatal(err)
 		}

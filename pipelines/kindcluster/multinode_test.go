@@ -31,7 +31,7 @@ func TestMultiNodeCluster(t *testing.T) {
 	start := time.Now()
 	var log strings.Builder
 	c, err := kindcluster.Up(ctx, kindcluster.Options{Name: name, StateDir: state, Nodes: 0, NoHostPorts: true,
-		ConfigPath: filepath.Join(repoRoot(t), "infra/local/kind-config.yaml"),
+		ConfigPath: filepath.Join(kindtest.RepoRoot(t), "infra/local/kind-config.yaml"),
 		NodeImage:  kindcluster.NodeImageBuilt, Progress: &log})
 	t.Cleanup(func() {
 		if os.Getenv("DARKTOWER_KEEP_TEST_CLUSTER") != "" {
@@ -60,7 +60,7 @@ func TestMultiNodeCluster(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("FIGURE multi-node: system pods Ready %s after start", time.Since(start).Round(100*time.Millisecond))
-	if err := kindtest.LoadProbe(ctx, c, repoRoot(t)); err != nil {
+	if err := kindtest.LoadProbe(ctx, c, kindtest.RepoRoot(t)); err != nil {
 		t.Fatal(err)
 	}
 

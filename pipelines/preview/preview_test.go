@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -22,14 +21,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 )
-
-func root(t testing.TB) string {
-	r, err := filepath.Abs("../..")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return r
-}
 
 // A pull request's preview, end to end on a real cluster: preview up
 // deploys a fresh build-all with the preview overlay onto its own one-node
@@ -63,7 +54,7 @@ func TestPreviewLifecycleOnARealCluster(t *testing.T) {
 	}
 	dist := t.TempDir()
 	start := time.Now()
-	if _, err := flow.BuildAll(ctx, flow.BuildAllOptions{Root: root(t), Out: dist, Base: build.BaseSkeleton,
+	if _, err := flow.BuildAll(ctx, flow.BuildAllOptions{Root: kindtest.RepoRoot(t), Out: dist, Base: build.BaseSkeleton,
 		Platforms: []string{"linux/amd64"}, Version: "0.0.0-preview-test", SourceURL: "https://example.com/src",
 		VulnDB: dbDir, NoSign: true, Progress: &progress}); err != nil {
 		t.Fatal(err)
@@ -73,7 +64,7 @@ func TestPreviewLifecycleOnARealCluster(t *testing.T) {
 	state := t.TempDir()
 	pr := 900000 + int(time.Now().UnixNano()%100000) // unique per run: never someone's preview
 	start = time.Now()
-	info, res, err := preview.Up(ctx, preview.Options{PR: pr, Commit: "0123456789abcdef0123456789abcdef01234567", Root: root(t), Dist: dist,
+	info, res, err := preview.Up(ctx, preview.Options{PR: pr, Commit: "0123456789abcdef0123456789abcdef01234567", Root: kindtest.RepoRoot(t), Dist: dist,
 		NodeImage: kindcluster.NodeImageBuilt, StateDir: state, Progress: &progress})
 	t.Cleanup(func() {
 		if os.Getenv("DARKTOWER_KEEP_TEST_CLUSTER") != "" {
@@ -153,7 +144,7 @@ func TestPreviewLifecycleOnARealCluster(t *testing.T) {
 
 	// Every pod replaced: the replacements registered again (MC with GC, MH
 	// with every MC), so the smoke check passes once more.
-	if report, err := preview.Smoke(ctx, c, client, root(t), ns, nil); err != nil {
+	if report, err := preview.Smoke(ctx, c, client, kindtest.RepoRoot(t), ns, nil); err != nil {
 		t.Fatalf("smoke check after every pod was replaced: %v", err)
 	} else {
 		t.Logf("smoke check after every pod was replaced:\n%s", report)
@@ -168,7 +159,7 @@ func TestPreviewLifecycleOnARealCluster(t *testing.T) {
 	if err := policies.Delete(ctx, smokeToMC.Name, metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	report, err := preview.Smoke(ctx, c, client, root(t), ns, nil)
+	report, err := preview.Smoke(ctx, c, client, kindtest.RepoRoot(t), ns, nil)
 	if err == nil || !strings.Contains(report, "ok   token") || !strings.Contains(report, "FAIL media") || !strings.Contains(report, "meeting-controller's ticket") {
 		t.Fatalf("smoke check with MC closed to it: err %v\n%s", err, report)
 	}
@@ -177,7 +168,7 @@ func TestPreviewLifecycleOnARealCluster(t *testing.T) {
 	if _, err := policies.Create(ctx, smokeToMC, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := preview.Smoke(ctx, c, client, root(t), ns, nil); err != nil {
+	if _, err := preview.Smoke(ctx, c, client, kindtest.RepoRoot(t), ns, nil); err != nil {
 		t.Fatalf("smoke check with the policy restored: %v", err)
 	}
 
@@ -230,7 +221,7 @@ func TestPreviewLifecycleOnARealCluster(t *testing.T) {
 	}
 
 	readinessChain(ctx, t, client, ns, res.Workloads)
-	if report, err := preview.Smoke(ctx, c, client, root(t), ns, nil); err != nil {
+	if report, err := preview.Smoke(ctx, c, client, kindtest.RepoRoot(t), ns, nil); err != nil {
 		t.Fatalf("smoke check after the readiness chain: %v", err)
 	} else {
 		t.Logf("smoke check after the readiness chain:\n%s", report)

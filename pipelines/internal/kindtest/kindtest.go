@@ -8,7 +8,9 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
+	"testing"
 
 	"github.com/darktower/delivery/pipelines/kindcluster"
 	"github.com/darktower/delivery/pipelines/upstream"
@@ -80,4 +82,24 @@ func Exec(ctx context.Context, cfg *rest.Config, cs kubernetes.Interface, namesp
 // starves another's probes and the timings they judge mean nothing.
 func ClusterTurn() (func(), error) {
 	return upstream.Lock(upstream.DefaultCacheDir(), "real-cluster-tests", os.Stderr)
+}
+
+// RepoRoot is the repository's root: the nearest directory above the
+// test's own holding go.mod.
+func RepoRoot(t testing.TB) string {
+	t.Helper()
+	dir, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			t.Fatal("no go.mod above the test's directory")
+		}
+		dir = parent
+	}
 }

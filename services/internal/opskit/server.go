@@ -113,7 +113,7 @@ type Kit struct {
 
 // NewKit builds a Kit for the common configuration, logging JSON to out.
 func NewKit(c Common, out io.Writer) (*Kit, error) {
-	ctls, err := clientTLS(c.TLSCAFile)
+	ctls, err := ClientTLS("TLS_CA_FILE", c.TLSCAFile)
 	if err != nil {
 		return nil, err
 	}
@@ -124,7 +124,7 @@ func NewKit(c Common, out io.Writer) (*Kit, error) {
 	buildInfo.WithLabelValues(Version, Revision).Set(1)
 	reg.MustRegister(buildInfo)
 	logger := slog.New(slog.NewJSONHandler(out, &slog.HandlerOptions{Level: c.LogLevel})).With("service", c.Service)
-	return &Kit{Logger: logger, Registry: reg, HTTPClient: newHTTPClient(ctls), ClientTLS: ctls}, nil
+	return &Kit{Logger: logger, Registry: reg, HTTPClient: NewHTTPClient(ctls), ClientTLS: ctls}, nil
 }
 
 // Service is one Dark Tower service as the runtime sees it.

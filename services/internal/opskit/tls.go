@@ -61,9 +61,10 @@ func selfSignedCertificate(commonName string) (tls.Certificate, error) {
 	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, nil
 }
 
-// clientTLS trusts the system roots plus TLS_CA_FILE, so peers with
-// certificates from the cluster's CA can be verified.
-func clientTLS(caFile string) (*tls.Config, error) {
+// ClientTLS trusts the system roots plus caFile (read from the variable
+// named env, which errors name), so peers with certificates from the
+// cluster's CA can be verified.
+func ClientTLS(env, caFile string) (*tls.Config, error) {
 	pool, err := x509.SystemCertPool()
 	if err != nil || pool == nil {
 		pool = x509.NewCertPool()
@@ -71,18 +72,18 @@ func clientTLS(caFile string) (*tls.Config, error) {
 	if caFile != "" {
 		pem, err := os.ReadFile(caFile)
 		if err != nil {
-			return nil, fmt.Errorf("reading TLS_CA_FILE: %w", err)
+			return nil, fmt.Errorf("reading %s: %w", env, err)
 		}
 		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("TLS_CA_FILE %q holds no PEM certificate", caFile)
+			return nil, fmt.Errorf("%s %q holds no PEM certificate", env, caFile)
 		}
 	}
 	return &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}, nil
 }
 
-// newHTTPClient returns the client services use to call each other: HTTP/2
+// NewHTTPClient returns the client services use to call each other: HTTP/2
 // over TLS, bounded timeouts.
-func newHTTPClient(cfg *tls.Config) *http.Client {
+func NewHTTPClient(cfg *tls.Config) *http.Client {
 	tr := &http.Transport{
 		TLSClientConfig:       cfg,
 		ForceAttemptHTTP2:     true,

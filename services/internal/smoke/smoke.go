@@ -21,8 +21,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/base64"
 	"encoding/hex"
 	"errors"
@@ -31,7 +29,6 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"os"
 	"strings"
 	"time"
 
@@ -139,21 +136,11 @@ func Failed(results []Result) bool {
 }
 
 func httpClient(caFile string) (*http.Client, error) {
-	pool, err := x509.SystemCertPool()
-	if err != nil || pool == nil {
-		pool = x509.NewCertPool()
+	cfg, err := opskit.ClientTLS("SMOKE_CA_FILE", caFile)
+	if err != nil {
+		return nil, err
 	}
-	if caFile != "" {
-		pem, err := os.ReadFile(caFile)
-		if err != nil {
-			return nil, fmt.Errorf("SMOKE_CA_FILE: %w", err)
-		}
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("SMOKE_CA_FILE %q holds no PEM certificate", caFile)
-		}
-	}
-	return &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
-		TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}, ForceAttemptHTTP2: true}}, nil
+	return opskit.NewHTTPClient(cfg), nil
 }
 
 func client(c Config, hc *http.Client, audience string) *authn.ServiceClient {
