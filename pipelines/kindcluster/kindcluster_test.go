@@ -19,6 +19,8 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 	kindconfig "sigs.k8s.io/kind/pkg/apis/config/v1alpha4"
 )
 
@@ -178,34 +180,8 @@ func TestRealCluster(t *testing.T) {
 	if err := kindcluster.WaitPodsReady(ctx, cs, ns, "app", 2*time.Minute); err != nil {
 		t.Fatal(err)
 	}
-	svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "server", Namespace: ns},
-		Spec: corev1.ServiceSpec{Selector: map[string]string{"app": "server"}, Ports: []corev1.ServicePort{
-			{Name: "https", Port: 443, TargetPort: intstr.FromInt32(443), Protocol: corev1.ProtocolTCP},
-			{Name: "media", Port: 443, TargetPort: intstr.FromInt32(443), Protocol: corev1.ProtocolUDP},
-			{Name: "ops", Port: 8080, TargetPort: intstr.FromInt32(8080), Protocol: corev1.ProtocolTCP}}}}
-	if _, err := cs.CoreV1().Services(ns).Create(ctx, svc, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	server, err := cs.CoreV1().Pods(ns).Get(ctx, "server", metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	reach := func(from, proto, target string) error {
-		_, err := kindtest.Exec(ctx, cfg, cs, ns, from, "netprobe", "connect", "--"+proto, target, "--timeout", "3s")
-		return err
-	}
-	// Before any policy: everything connects, by pod IP and by Service name
-	// (once kube-proxy has programmed the new Service: it syncs
-	// asynchronously).
-	dns := "server." + ns + ".svc.cluster.local"
-	routed := time.Now()
-	for reach("other", "tcp", dns+":443") != nil {
-		if time.Since(routed) > time.Minute {
-			t.Fatalf("Service %s not reachable within a minute: %v", dns, reach("other", "tcp", dns+":443"))
-		}
-		time.Sleep(time.Second)
-	}
-	t.Logf("FIGURE a new Service routed %s after creation", time.Since(routed).Round(100*time.Millisecond))
+	server, reach, dns, routedIn := serveProbes(ctx, t, cs, cfg, ns)
+	t.Logf("FIGURE a new Service routed %s after creation", routedIn.Round(100*time.Millisecond))
 	for _, target := range []struct{ proto, addr string }{
 		{"tcp", server.Status.PodIP + ":443"}, {"udp", server.Status.PodIP + ":443"},
 		{"tcp", dns + ":443"}, {"tcp", dns + ":8080"}, {"udp", dns + ":443"},
@@ -216,24 +192,7 @@ func TestRealCluster(t *testing.T) {
 	}
 
 	// Default-deny ingress, then allow only "allowed" on TCP 443 and UDP 443.
-	tcp, udp := corev1.ProtocolTCP, corev1.ProtocolUDP
-	port443 := intstr.FromInt32(443)
-	policies := []*networkingv1.NetworkPolicy{
-		{ObjectMeta: metav1.ObjectMeta{Name: "default-deny", Namespace: ns},
-			Spec: networkingv1.NetworkPolicySpec{PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress}}},
-		{ObjectMeta: metav1.ObjectMeta{Name: "allow-443", Namespace: ns},
-			Spec: networkingv1.NetworkPolicySpec{
-				PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"app": "server"}},
-				PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress},
-				Ingress: []networkingv1.NetworkPolicyIngressRule{{
-					From:  []networkingv1.NetworkPolicyPeer{{PodSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "allowed"}}}},
-					Ports: []networkingv1.NetworkPolicyPort{{Protocol: &tcp, Port: &port443}, {Protocol: &udp, Port: &port443}}}}}},
-	}
-	for _, p := range policies {
-		if _, err := cs.NetworkingV1().NetworkPolicies(ns).Create(ctx, p, metav1.CreateOptions{}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	denyAllButAllowedOn443(ctx, t, cs, ns)
 	enforced := time.Now()
 	// kube-router syncs policies asynchronously: wait until the denial holds.
 	for {
@@ -304,4 +263,61 @@ func contains(list []string, s string) bool {
 		}
 	}
 	return false
+}
+
+// serveProbes puts the Service "server" (TCP and UDP 443, TCP 8080) in
+// front of the probe pod "server" in ns and waits until kube-proxy routes
+// it (it syncs asynchronously) from the probe pod "other". reach runs
+// `netprobe connect` in a probe pod.
+func serveProbes(ctx context.Context, t *testing.T, cs kubernetes.Interface, cfg *rest.Config, ns string) (
+	server *corev1.Pod, reach func(from, proto, target string) error, dns string, routedIn time.Duration) {
+	t.Helper()
+	svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "server", Namespace: ns},
+		Spec: corev1.ServiceSpec{Selector: map[string]string{"app": "server"}, Ports: []corev1.ServicePort{
+			{Name: "https", Port: 443, TargetPort: intstr.FromInt32(443), Protocol: corev1.ProtocolTCP},
+			{Name: "media", Port: 443, TargetPort: intstr.FromInt32(443), Protocol: corev1.ProtocolUDP},
+			{Name: "ops", Port: 8080, TargetPort: intstr.FromInt32(8080), Protocol: corev1.ProtocolTCP}}}}
+	if _, err := cs.CoreV1().Services(ns).Create(ctx, svc, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	server, err := cs.CoreV1().Pods(ns).Get(ctx, "server", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	reach = func(from, proto, target string) error {
+		_, err := kindtest.Exec(ctx, cfg, cs, ns, from, "netprobe", "connect", "--"+proto, target, "--timeout", "3s")
+		return err
+	}
+	dns = "server." + ns + ".svc.cluster.local"
+	start := time.Now()
+	for reach("other", "tcp", dns+":443") != nil {
+		if time.Since(start) > time.Minute {
+			t.Fatalf("Service %s not reachable from pod other within a minute: %v", dns, reach("other", "tcp", dns+":443"))
+		}
+		time.Sleep(time.Second)
+	}
+	return server, reach, dns, time.Since(start)
+}
+
+// denyAllButAllowedOn443: default-deny ingress in ns, then only the pod
+// "allowed" may reach "server", on TCP and UDP 443.
+func denyAllButAllowedOn443(ctx context.Context, t *testing.T, cs kubernetes.Interface, ns string) {
+	t.Helper()
+	tcp, udp := corev1.ProtocolTCP, corev1.ProtocolUDP
+	port443 := intstr.FromInt32(443)
+	for _, p := range []*networkingv1.NetworkPolicy{
+		{ObjectMeta: metav1.ObjectMeta{Name: "default-deny", Namespace: ns},
+			Spec: networkingv1.NetworkPolicySpec{PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress}}},
+		{ObjectMeta: metav1.ObjectMeta{Name: "allow-443", Namespace: ns},
+			Spec: networkingv1.NetworkPolicySpec{
+				PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"app": "server"}},
+				PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress},
+				Ingress: []networkingv1.NetworkPolicyIngressRule{{
+					From:  []networkingv1.NetworkPolicyPeer{{PodSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "allowed"}}}},
+					Ports: []networkingv1.NetworkPolicyPort{{Protocol: &tcp, Port: &port443}, {Protocol: &udp, Port: &port443}}}}}},
+	} {
+		if _, err := cs.NetworkingV1().NetworkPolicies(ns).Create(ctx, p, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
 }

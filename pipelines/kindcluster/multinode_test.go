@@ -12,9 +12,7 @@ import (
 	"github.com/darktower/delivery/pipelines/internal/kindtest"
 	"github.com/darktower/delivery/pipelines/kindcluster"
 	corev1 "k8s.io/api/core/v1"
-	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/util/intstr"
 )
 
 // TestMultiNodeCluster brings up infra/local's own topology (a control
@@ -84,29 +82,7 @@ func TestMultiNodeCluster(t *testing.T) {
 	if err := kindcluster.WaitPodsReady(ctx, cs, ns, "app", 3*time.Minute); err != nil {
 		t.Fatal(err)
 	}
-	svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "server", Namespace: ns},
-		Spec: corev1.ServiceSpec{Selector: map[string]string{"app": "server"}, Ports: []corev1.ServicePort{
-			{Name: "https", Port: 443, TargetPort: intstr.FromInt32(443), Protocol: corev1.ProtocolTCP},
-			{Name: "media", Port: 443, TargetPort: intstr.FromInt32(443), Protocol: corev1.ProtocolUDP}}}}
-	if _, err := cs.CoreV1().Services(ns).Create(ctx, svc, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	server, err := cs.CoreV1().Pods(ns).Get(ctx, "server", metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	reach := func(from, proto, target string) error {
-		_, err := kindtest.Exec(ctx, cfg, cs, ns, from, "netprobe", "connect", "--"+proto, target, "--timeout", "3s")
-		return err
-	}
-	dns := "server." + ns + ".svc.cluster.local"
-	routed := time.Now()
-	for reach("other", "tcp", dns+":443") != nil {
-		if time.Since(routed) > time.Minute {
-			t.Fatalf("Service %s not reachable from another node within a minute: %v", dns, reach("other", "tcp", dns+":443"))
-		}
-		time.Sleep(time.Second)
-	}
+	server, reach, dns, _ := serveProbes(ctx, t, cs, cfg, ns)
 	for _, from := range []string{"allowed", "other"} {
 		for _, target := range []struct{ proto, addr string }{
 			{"tcp", server.Status.PodIP + ":443"}, {"udp", server.Status.PodIP + ":443"}, {"udp", dns + ":443"},
@@ -118,23 +94,7 @@ func TestMultiNodeCluster(t *testing.T) {
 	}
 	t.Logf("FIGURE multi-node: pods on %s and %s reach a pod on %s by pod IP and Service, TCP and UDP", placed["allowed"], placed["other"], placed["server"])
 
-	tcp, udp := corev1.ProtocolTCP, corev1.ProtocolUDP
-	port := intstr.FromInt32(443)
-	for _, p := range []*networkingv1.NetworkPolicy{
-		{ObjectMeta: metav1.ObjectMeta{Name: "default-deny", Namespace: ns},
-			Spec: networkingv1.NetworkPolicySpec{PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress}}},
-		{ObjectMeta: metav1.ObjectMeta{Name: "allow-443", Namespace: ns},
-			Spec: networkingv1.NetworkPolicySpec{
-				PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"app": "server"}},
-				PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress},
-				Ingress: []networkingv1.NetworkPolicyIngressRule{{
-					From:  []networkingv1.NetworkPolicyPeer{{PodSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "allowed"}}}},
-					Ports: []networkingv1.NetworkPolicyPort{{Protocol: &tcp, Port: &port}, {Protocol: &udp, Port: &port}}}}}},
-	} {
-		if _, err := cs.NetworkingV1().NetworkPolicies(ns).Create(ctx, p, metav1.CreateOptions{}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	denyAllButAllowedOn443(ctx, t, cs, ns)
 	enforced := time.Now()
 	for reach("other", "tcp", server.Status.PodIP+":443") == nil {
 		if time.Since(enforced) > time.Minute {
