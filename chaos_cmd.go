@@ -6,9 +6,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"slices"
-	"strings"
-	"time"
 
 	"github.com/darktower/delivery/pipelines/chaos"
 	"github.com/darktower/delivery/pipelines/kindcluster"
@@ -36,51 +33,28 @@ func runChaos(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	executor := fs.String("executor", chaos.ExecutorAuto, "darktower or litmus (default: Litmus where its CRDs are installed, else darktower)")
 	duration := fs.Duration("duration", 0, "test/CI knob: replace every engine's TOTAL_CHAOS_DURATION (e.g. 20s); the report says so")
 	interval := fs.Duration("interval", 0, "test/CI knob: replace every engine's CHAOS_INTERVAL (e.g. 10s)")
-	settingsPath := fs.String("settings", "infra/ci/chaos-tests.yaml", "the chaos stage's settings")
 	if err := parseFlags(fs, args[1:]); err != nil {
 		return err
 	}
 	if (*kubeconfig == "") == (*name == "") {
 		return usageError{"chaos run needs exactly one of --cluster NAME (a kind cluster, e.g. pr-42) or --kubeconfig FILE"}
 	}
-	settings, err := chaos.LoadSettings(*settingsPath)
+	root, err := os.Getwd()
 	if err != nil {
 		return err
 	}
-	defs, err := chaos.LoadDefinitions("infra/platform/chaos")
-	if err != nil {
-		return err
-	}
-	// One environment per cluster: the one whose overlay the preview
-	// runs (today the only one).
-	env := settings.Environments[0]
-	enginesDir := "infra/" + env.Engines
-	exps, err := chaos.LoadEngines(enginesDir, defs)
-	if err != nil {
-		return err
-	}
+	var picked []string
 	if *only != "" {
-		var picked []chaos.Experiment
-		var known []string
-		for _, e := range exps {
-			known = append(known, e.Engine)
-		}
-		for _, want := range csv(*only) {
-			if !slices.Contains(known, want) {
-				return usageError{fmt.Sprintf("--only: no engine %q in %s (engines: %s)", want, enginesDir, strings.Join(known, ", "))}
-			}
-		}
-		for _, e := range exps {
-			if slices.Contains(csv(*only), e.Engine) {
-				picked = append(picked, e)
-			}
-		}
-		exps = picked
+		picked = csv(*only)
 	}
-	timeout, _ := settings.Timeout()
-
+	// The engines are checked before any cluster is needed.
+	if _, err := chaos.StageEngines(root, picked); err != nil {
+		if unknown := new(chaos.UnknownEngineError); errors.As(err, unknown) {
+			return usageError{unknown.Error()}
+		}
+		return err
+	}
 	var c *kindcluster.Cluster
-	var cfg *rest.Config
 	if *name != "" {
 		c = &kindcluster.Cluster{Name: *name, Kubeconfig: kindcluster.KubeconfigPath(*state, *name)}
 		if _, err := os.Stat(c.Kubeconfig); err != nil {
@@ -88,67 +62,21 @@ func runChaos(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 				return fmt.Errorf("no kubeconfig for cluster %s (is it up? cluster list shows the clusters): %w", *name, err)
 			}
 		}
-	}
-	path := *kubeconfig
-	if c != nil {
-		path = c.Kubeconfig
-	}
-	if cfg, err = clientcmd.BuildConfigFromFlags("", path); err != nil {
-		return fmt.Errorf("kubeconfig %s: %w", path, err)
-	}
-	if c == nil {
-		// --kubeconfig: the faults act in the nodes, so find the kind
-		// cluster these nodes are.
+	} else {
+		cfg, err := clientcmd.BuildConfigFromFlags("", *kubeconfig)
+		if err != nil {
+			return fmt.Errorf("--kubeconfig %s: %w", *kubeconfig, err)
+		}
+		// The faults act in the nodes, so find the kind cluster these
+		// nodes are.
 		if c, err = kindClusterOf(ctx, cfg); err != nil {
 			return err
 		}
+		c.Kubeconfig = *kubeconfig
 	}
-	fmt.Fprintf(stdout, "chaos run: %d engine(s) of %s against cluster %s\n", len(exps), enginesDir, c.Name)
-	root, err := os.Getwd()
-	if err != nil {
-		return err
-	}
-	o := chaos.Options{Config: cfg, Experiments: exps, Definitions: defs, ChaosNamespace: settings.ChaosNamespace,
-		PlatformDir: "infra/platform/chaos", EnginesDir: enginesDir, NodeExec: chaos.KindNodeExec(c),
-		Duration: *duration, Interval: *interval, ResultTimeout: timeout, Executor: *executor, Progress: stdout}
-	if o.Executor != chaos.ExecutorLitmus {
-		if o.RunnerImage, err = chaos.LoadRunner(ctx, c, root); err != nil {
-			return err
-		}
-	}
-	start := time.Now()
-	rep, err := chaos.Run(ctx, o)
-	if err != nil {
-		return err
-	}
-	rep.Table(stdout)
-	if *junit != "" {
-		f, err := os.Create(*junit)
-		if err != nil {
-			return err
-		}
-		err = rep.JUnit(f)
-		if cerr := f.Close(); err == nil {
-			err = cerr
-		}
-		if err != nil {
-			return err
-		}
-	}
-	if *summary != "" {
-		f, err := os.OpenFile(*summary, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
-		if err != nil {
-			return err
-		}
-		rep.Markdown(f)
-		if err := f.Close(); err != nil {
-			return err
-		}
-	}
-	if rep.Failed() {
-		return fmt.Errorf("chaos run: experiment(s) failed (%s) in %s", rep.ExecutorLine(), time.Since(start).Round(time.Second))
-	}
-	return nil
+	_, err = chaos.RunStage(ctx, chaos.StageOptions{Root: root, Cluster: c, Only: picked, Executor: *executor,
+		Duration: *duration, Interval: *interval, JUnit: *junit, Summary: *summary, Progress: stdout})
+	return err
 }
 
 // kindClusterOf finds the kind cluster whose nodes are the cluster's.

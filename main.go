@@ -21,9 +21,11 @@ import (
 	"time"
 
 	"github.com/darktower/delivery/pipelines/build"
+	"github.com/darktower/delivery/pipelines/chaos"
 	"github.com/darktower/delivery/pipelines/cluster"
 	"github.com/darktower/delivery/pipelines/devsecrets"
 	"github.com/darktower/delivery/pipelines/flow"
+	"github.com/darktower/delivery/pipelines/kindcluster"
 	"github.com/darktower/delivery/pipelines/overlay"
 	"github.com/darktower/delivery/pipelines/platform"
 	"github.com/darktower/delivery/pipelines/registry"
@@ -57,7 +59,7 @@ var commands = map[string]command{
 	"validate":        {summary: "validate --server: apply every infra/ overlay to the simulated cluster (or --kubeconfig) and run it", run: runValidate},
 	"release":         {summary: "release --tag vX.Y.Z --push REGISTRY: build-all for a release tag; signed (never with the development key) and published", run: runRelease},
 	"export-image":    {summary: "export-image --service NAME --file F.tar: one image of a build as an OCI layout tarball (docker load, Dagger's import)", run: runExportImage},
-	"ci":              {summary: "the pull-request check: gofmt, go vet and go test of every module, then build-all; records dist/ci.json", run: runCI},
+	"ci":              {summary: "the pull-request check: gofmt, go vet and go test of every module, then build-all; with --cluster-checks --pr N the build deployed into cluster pr-N and the chaos stage; records dist/ci.json", run: runCI},
 	"ci-verdict":      {summary: "ci-verdict --out DIR: print a ci run's checks from DIR/ci.json and fail if any failed", run: runCIVerdict},
 	"verify":          {summary: "verify --image REF --key cosign.pub: check an image's signature and its SBOM, vulnerability and provenance attestations", run: runVerify},
 	"go-vuln-db":      {summary: "go-vuln-db --out DIR: a Trivy DB built from golang.org/x/vulndb fetched through the Go module proxy (for --vuln-db, air-gapped)", run: runGoVulnDB},
@@ -176,6 +178,16 @@ func runCI(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("ci", stderr)
 	modules := fs.String("modules", ".,services,policy", "comma-separated Go modules to gofmt-check, vet and test")
 	withoutDocker := fs.Bool("without-docker", false, "skip the tests that need a Docker engine ("+strings.Join(flow.DockerTests, ", ")+"); the Dagger ci function has none")
+	clusterChecks := fs.Bool("cluster-checks", false, "after build-all: deploy the build into the pull request's preview cluster (pr-N, needs --pr and a Docker engine) and run the chaos stage against it")
+	cc := flow.ClusterChecks{}
+	fs.IntVar(&cc.PR, "pr", 0, "the pull request number (the cluster checks' cluster is pr-N)")
+	fs.BoolVar(&cc.Keep, "keep-cluster", false, "leave the cluster up after the cluster checks (default: delete it, unless it was up before)")
+	fs.StringVar(&cc.StateDir, "state-dir", kindcluster.DefaultStateDir(), "where each cluster's kubeconfig is kept")
+	fs.StringVar(&cc.NodeImage, "node-image", kindcluster.NodeImageAuto, "the cluster's node image: auto, built, upstream or an image reference")
+	only := fs.String("chaos-only", "", "comma-separated chaos engines to run (default: all)")
+	fs.StringVar(&cc.Executor, "chaos-executor", chaos.ExecutorAuto, "darktower or litmus (default: Litmus where its CRDs are installed, else darktower)")
+	fs.DurationVar(&cc.Duration, "chaos-duration", 0, "replace every engine's TOTAL_CHAOS_DURATION (e.g. 20s; the report says so)")
+	fs.DurationVar(&cc.Interval, "chaos-interval", 0, "replace every engine's CHAOS_INTERVAL (e.g. 10s)")
 	options := buildAllFlags(fs)
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -185,6 +197,21 @@ func runCI(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	o := flow.PROptions{Modules: csv(*modules), BuildAllOptions: options(root, stdout)}
+	if *clusterChecks {
+		if cc.PR <= 0 {
+			return usageError{"ci --cluster-checks needs --pr N (the pull request; its cluster is pr-N)"}
+		}
+		if *only != "" {
+			cc.Only = csv(*only)
+		}
+		if _, err := chaos.StageEngines(root, cc.Only); err != nil {
+			if unknown := new(chaos.UnknownEngineError); errors.As(err, unknown) {
+				return usageError{"--chaos-only: " + strings.TrimPrefix(unknown.Error(), "--only: ")}
+			}
+			return err
+		}
+		o.Cluster = &cc
+	}
 	if *withoutDocker {
 		o.SkipTests = flow.DockerTests
 	}
@@ -203,7 +230,9 @@ func runCIVerdict(_ context.Context, args []string, stdout, stderr io.Writer) er
 		return err
 	}
 	for _, c := range r.Checks {
-		if c.Passed {
+		if c.Skipped {
+			fmt.Fprintf(stdout, "ci: %-20s skipped: %s\n", c.Name, c.Error)
+		} else if c.Passed {
 			fmt.Fprintf(stdout, "ci: %-20s passed (%.1f s)\n", c.Name, c.Seconds)
 		} else {
 			fmt.Fprintf(stdout, "ci: %-20s FAILED (%.1f s)\n%s\n", c.Name, c.Seconds, c.Error)

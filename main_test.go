@@ -34,6 +34,8 @@ func TestCLIDispatch(t *testing.T) {
 		{[]string{"chaos"}, 2, "", "chaos needs a subcommand: run"},
 		{[]string{"chaos", "run"}, 2, "", "exactly one of --cluster NAME"},
 		{[]string{"chaos", "run", "--cluster", "x", "--only", "no-such-engine"}, 2, "", `no engine "no-such-engine" in infra/overlays/preview/chaos (engines: ac-service-pod-delete,`},
+		{[]string{"ci", "--cluster-checks"}, 2, "", "ci --cluster-checks needs --pr N"},
+		{[]string{"ci", "--cluster-checks", "--pr", "7", "--chaos-only", "nope"}, 2, "", `--chaos-only: no engine "nope"`},
 		{[]string{"verify"}, 2, "", "verify needs --image REF and either --key cosign.pub or --certificate-identity"},
 	} {
 		var stdout, stderr bytes.Buffer

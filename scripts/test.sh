@@ -57,7 +57,7 @@ done
 # released): vetted, and shown to do what the chaos stage must catch.
 step "go vet and go test (services, -tags chaosfragile)"
 start=$SECONDS
-(cd services && go vet -tags chaosfragile ./... && go test -race -count=1 -tags chaosfragile -v -run 'TestRedisCheckAfterAnOutage' ./internal/mc/ 2>&1) | tee -a "$log" || status=1
+(cd services && go vet -tags chaosfragile ./... && go test -race -count=1 -tags chaosfragile -v -run 'TestRedisCheckAfterAnOutage|TestSigningKeySurvivesARestart' ./internal/mc/ ./internal/ac/ 2>&1) | tee -a "$log" || status=1
 echo "(chaosfragile: $((SECONDS - start)) s)"
 
 step "dagger-check (the Dagger module, compiled offline)"

@@ -32,7 +32,25 @@ var DockerTests = []string{"TestBuiltImagesRunInDocker", "TestBuildAllLoadFailur
 type PROptions struct {
 	Modules   []string // Go modules to format-check, vet and test, relative to Root (the build-all options' Root)
 	SkipTests []string // test names go test -skip leaves out
+	// Cluster, when set, adds the cluster checks after build-all: the
+	// build deployed into the pull request's preview cluster (created for
+	// the check), then the chaos stage against it.
+	Cluster *ClusterChecks
 	BuildAllOptions
+}
+
+// ClusterChecks are the inputs of the PR check's cluster stages.
+type ClusterChecks struct {
+	PR        int    // the pull request: its cluster is preview.Name(PR)
+	Commit    string // the commit built (default: the build's revision)
+	Keep      bool   // leave the cluster up afterwards (default: delete it)
+	StateDir  string // kindcluster's state directory
+	NodeImage string // kindcluster's node image choice (default auto)
+	CacheDir  string // components built from the Go module proxy
+	// The chaos stage's options (chaos.StageOptions).
+	Only               []string
+	Executor           string
+	Duration, Interval time.Duration
 }
 
 // Check is one step of the PR check.
@@ -44,6 +62,9 @@ type Check struct {
 	// Blocked: the failure is the vulnerability gate's refusal (the
 	// build itself worked and its reports were written).
 	Blocked bool `json:"blocked,omitempty"`
+	// Skipped: not run because a step it needs failed (Error says which);
+	// it does not count as a failure of its own.
+	Skipped bool `json:"skipped,omitempty"`
 }
 
 // CIResult is what the PR check records in CIResultFile.
@@ -87,7 +108,11 @@ func PR(ctx context.Context, o PROptions) (*CIResult, error) {
 		}
 		run("go test ("+m+")", func() error { return goTool(ctx, dir, o.Progress, args...) })
 	}
-	run("build-all", func() error { _, err := BuildAll(ctx, o.BuildAllOptions); return err })
+	var built *build.Manifest
+	run("build-all", func() (err error) { built, err = BuildAll(ctx, o.BuildAllOptions); return err })
+	if o.Cluster != nil {
+		clusterChecks(ctx, o, built, res, run)
+	}
 	if err := writeCIResult(o.Out, res); err != nil {
 		return nil, err
 	}
@@ -112,7 +137,7 @@ func RecordVerdict(out, name string, took time.Duration, err error) error {
 func (r *CIResult) Err() error {
 	var failed []string
 	for _, c := range r.Checks {
-		if !c.Passed {
+		if !c.Passed && !c.Skipped {
 			failed = append(failed, c.Name)
 		}
 	}
@@ -153,7 +178,10 @@ func writeCIResult(out string, r *CIResult) error {
 	md.WriteString("\n## Checks\n\n| check | result | seconds |\n|---|---|---|\n")
 	for _, c := range r.Checks {
 		result := "passed"
-		if !c.Passed {
+		switch {
+		case c.Skipped:
+			result = "skipped (" + c.Error + ")"
+		case !c.Passed:
 			result = "**FAILED**"
 		}
 		fmt.Fprintf(&md, "| %s | %s | %.1f |\n", c.Name, result, c.Seconds)

@@ -74,6 +74,9 @@ func TestPRRunsEveryCheckAndNamesEachFailure(t *testing.T) {
 	write(t, root, "fx/cmd/ok/fail_test.go", "package main\n\nimport \"testing\"\n\nfunc TestFails(t *testing.T) { t.Fatal(\"a real failure\") }\n")
 	o := prOptions(root)
 	o.Services = []string{"nope"}
+	// The cluster checks need the build: skipped, saying so, and not
+	// counted as failures of their own.
+	o.Cluster = &ClusterChecks{PR: 7}
 	_, err := PR(context.Background(), o)
 	if err == nil {
 		t.Fatal("PR passed with an unformatted file, a failing test and an unknown service")
@@ -103,7 +106,18 @@ func TestPRRunsEveryCheckAndNamesEachFailure(t *testing.T) {
 			if !strings.Contains(c.Error, `unknown service "nope"`) {
 				t.Errorf("build-all error %q", c.Error)
 			}
+		case "cluster + deploy", "chaos":
+			if !c.Skipped || c.Passed || c.Error != "build-all failed" {
+				t.Errorf("%s after a failed build: %+v", c.Name, c)
+			}
 		}
+	}
+	if n := len(got.Checks); got.Checks[n-2].Name != "cluster + deploy" || got.Checks[n-1].Name != "chaos" {
+		t.Errorf("the cluster checks are not the last two: %+v", got.Checks)
+	}
+	summary, err := os.ReadFile(filepath.Join(o.Out, "summary.md"))
+	if err != nil || !strings.Contains(string(summary), "| chaos | skipped (build-all failed) |") {
+		t.Errorf("summary.md: %v\n%s", err, summary)
 	}
 	if got.Passed || got.Err() == nil {
 		t.Error("ci.json says passed")

@@ -76,6 +76,9 @@ type Service struct {
 	signer *authn.Signer
 
 	issued *prometheus.CounterVec
+	// keyInfo is 1 for the active key's kid: the chaos stage counts the
+	// kids a pod-delete leaves behind (one, when the key survives restarts).
+	keyInfo *prometheus.GaugeVec
 }
 
 // New builds AC; it does not need the database yet (Run migrates and loads
@@ -113,8 +116,12 @@ func NewService(kit *opskit.Kit, cfg Config) (*Service, error) {
 			Name: "ac_tokens_total",
 			Help: "Token requests by outcome (issued, invalid_client, invalid_request, unsupported_grant_type, invalid_target, rate_limited, overloaded, temporarily_unavailable, server_error).",
 		}, []string{"outcome"}),
+		keyInfo: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "ac_signing_key_info",
+			Help: "Always 1; kid is the active signing key's id.",
+		}, []string{"kid"}),
 	}
-	kit.Registry.MustRegister(s.issued)
+	kit.Registry.MustRegister(s.issued, s.keyInfo)
 	return s, nil
 }
 
@@ -151,6 +158,12 @@ func (s *Service) Run(ctx context.Context) error {
 				return err
 			}
 			migrated = true
+			if fragileForgetsKey {
+				if err := s.store.forgetKey(ctx); err != nil {
+					return err
+				}
+				log.Warn("chaosfragile build: the signing key was replaced at start")
+			}
 		}
 		keys, err := s.store.EnsureActiveKey(ctx)
 		if err != nil {
@@ -180,7 +193,12 @@ func (s *Service) setKeys(keys []SigningKey) bool {
 			s.signer = &authn.Signer{KeyID: k.KeyID, Key: k.Private, Issuer: s.cfg.Issuer, TTL: s.cfg.TokenTTL}
 		}
 	}
-	return s.signer.KeyID != prev
+	if s.signer.KeyID != prev {
+		s.keyInfo.Reset()
+		s.keyInfo.WithLabelValues(s.signer.KeyID).Set(1)
+		return true
+	}
+	return false
 }
 
 func (s *Service) currentSigner() *authn.Signer {
