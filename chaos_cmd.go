@@ -31,6 +31,7 @@ func runChaos(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	junit := fs.String("junit", "", "write the run as JUnit XML to this file")
 	summary := fs.String("summary", "", "append the run's markdown section to this file (the CI summary.md)")
 	executor := fs.String("executor", chaos.ExecutorAuto, "darktower or litmus (default: Litmus where its CRDs are installed, else darktower)")
+	installLitmus := fs.Bool("install-litmus", false, "install the litmus-core chart (infra/platform/charts.yaml, helm CLI) first; where it cannot be, the pipeline's executor judges, and says why")
 	duration := fs.Duration("duration", 0, "test/CI knob: replace every engine's TOTAL_CHAOS_DURATION (e.g. 20s); the report says so")
 	interval := fs.Duration("interval", 0, "test/CI knob: replace every engine's CHAOS_INTERVAL (e.g. 10s)")
 	if err := parseFlags(fs, args[1:]); err != nil {
@@ -74,7 +75,7 @@ func runChaos(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 		c.Kubeconfig = *kubeconfig
 	}
-	_, err = chaos.RunStage(ctx, chaos.StageOptions{Root: root, Cluster: c, Only: picked, Executor: *executor,
+	_, err = chaos.RunStage(ctx, chaos.StageOptions{Root: root, Cluster: c, Only: picked, Executor: *executor, InstallLitmus: *installLitmus,
 		Duration: *duration, Interval: *interval, JUnit: *junit, Summary: *summary, Progress: stdout})
 	return err
 }

@@ -401,6 +401,20 @@ func (m *Darktower) Ci(
 	// A prepared Trivy DB directory.
 	// +optional
 	vulnDb *dagger.Directory,
+	// With the cluster checks: the Docker engine's socket (kind creates
+	// cluster pr-N there), e.g. --docker-socket=/var/run/docker.sock.
+	// +optional
+	dockerSocket *dagger.Socket,
+	// The pull request number (the cluster checks' cluster is pr-N).
+	// +optional
+	pr int,
+	// The chaos stage's TOTAL_CHAOS_DURATION override, e.g. 20s (default: the engines').
+	// +optional
+	chaosDuration string,
+	// Install Litmus (the litmus-core chart) before the chaos stage; where
+	// it cannot be installed the pipeline's executor judges, and says why.
+	// +optional
+	installLitmus bool,
 ) *dagger.Directory {
 	b := cli.BuildAll{NoSign: true}
 	// The tests start PostgreSQL, Redis and a registry from Debian's
@@ -411,9 +425,43 @@ func (m *Darktower) Ci(
 		WithMountedFile(installer, m.Source.File("scripts/install-test-deps.sh")).
 		WithEnvVariable("DARKTOWER_TEST_DEPS", "no-docker").
 		WithExec([]string{"bash", installer})
+	if dockerSocket != nil {
+		c = withDocker(c, dockerSocket).WithMountedCache(cli.PreviewCache, dag.CacheVolume("darktower-preview"))
+	}
 	c = m.withCLI(c)
 	c = withVulnDB(c, vulnDb, &b)
-	return perCall(c).WithExec(cli.CICmd(b), dagger.ContainerWithExecOpts{Expect: dagger.ReturnTypeAny}).Directory(cli.OutDir)
+	cmd := cli.CICmd(b)
+	if dockerSocket != nil {
+		cmd = cli.CIClusterChecksCmd(b, cli.ClusterChecks{PR: pr, ChaosDuration: chaosDuration, InstallLitmus: installLitmus})
+	}
+	return perCall(c).WithExec(cmd, dagger.ContainerWithExecOpts{Expect: dagger.ReturnTypeAny}).Directory(cli.OutDir)
+}
+
+// Chaos runs the repository's chaos engines against pull request pr's
+// preview (cluster pr-N on the Docker engine behind dockerSocket, made by
+// preview-up) and returns the CLI's output: the experiment table, with
+// the executor that judged (Litmus where it is installed, or installLitmus
+// installs it; the pipeline's own elsewhere). Fails when an experiment
+// fails. Same as `go run . chaos run --cluster pr-N`.
+//
+// +cache="never"
+func (m *Darktower) Chaos(
+	ctx context.Context,
+	// The Docker engine's socket (the preview's nodes are there).
+	dockerSocket *dagger.Socket,
+	// The pull request number.
+	pr int,
+	// Comma-separated engines to run (default: all).
+	// +optional
+	only string,
+	// Replace every engine's TOTAL_CHAOS_DURATION, e.g. 20s.
+	// +optional
+	duration string,
+	// Install Litmus (the litmus-core chart) first.
+	// +optional
+	installLitmus bool,
+) (string, error) {
+	return perCall(m.previewContainer(dockerSocket)).WithExec(cli.ChaosRunCmd(pr, only, duration, installLitmus)).Stdout(ctx)
 }
 
 // CiVerdict prints a ci run's checks and fails if any failed.

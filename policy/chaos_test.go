@@ -275,6 +275,9 @@ func TestChaosProbeTrafficIsExactlyAdmitted(t *testing.T) {
 				if to.Name == "kube-dns" && port.Number == 53 {
 					want = true
 				}
+				if to.Name == "prometheus" && port == (Port{corev1.ProtocolTCP, 9090}) {
+					want = true // the promProbes
+				}
 				if to.Namespace == "" && (port.Number == 443 && port.Protocol == corev1.ProtocolTCP) {
 					want = true // outside: the Kubernetes API's 443
 				}

@@ -39,6 +39,7 @@ var probePorts = []Port{
 	{corev1.ProtocolTCP, 443}, {corev1.ProtocolUDP, 443}, {corev1.ProtocolTCP, 8080}, {corev1.ProtocolTCP, 8443},
 	{corev1.ProtocolTCP, 5432}, {corev1.ProtocolTCP, 6379}, {corev1.ProtocolUDP, 53}, {corev1.ProtocolTCP, 53},
 	{corev1.ProtocolTCP, 8086}, {corev1.ProtocolTCP, 8090}, {corev1.ProtocolTCP, 22}, {corev1.ProtocolTCP, 16379},
+	{corev1.ProtocolTCP, 9090},
 }
 
 func flows(allows ...[]Allow) []string {

@@ -163,6 +163,48 @@ func CICmd(b BuildAll) []string {
 	return append([]string{Binary, "ci", "--without-docker"}, b.Args()...)
 }
 
+// ClusterChecks are `ci --cluster-checks`' arguments.
+type ClusterChecks struct {
+	PR            int
+	NodeImage     string
+	ChaosDuration string
+	InstallLitmus bool
+}
+
+// CIClusterChecksCmd is the PR check with its cluster stages: build-all,
+// the build deployed into cluster pr-N, the chaos stage (the engine's
+// Docker socket needed; the Docker tests are still skipped).
+func CIClusterChecksCmd(b BuildAll, c ClusterChecks) []string {
+	cmd := append(CICmd(b), "--cluster-checks", "--pr", strconv.Itoa(c.PR), "--cluster-cache-dir", PreviewCache)
+	if c.NodeImage != "" {
+		cmd = append(cmd, "--node-image", c.NodeImage)
+	}
+	if c.ChaosDuration != "" {
+		cmd = append(cmd, "--chaos-duration", c.ChaosDuration)
+	}
+	if c.InstallLitmus {
+		cmd = append(cmd, "--install-litmus")
+	}
+	return cmd
+}
+
+// ChaosRunCmd is `darktower chaos run --cluster pr-N`: the chaos stage
+// against pull request pr's preview, its JUnit and summary into OutDir.
+func ChaosRunCmd(pr int, only, duration string, installLitmus bool) []string {
+	cmd := []string{Binary, "chaos", "run", "--cluster", "pr-" + strconv.Itoa(pr),
+		"--junit", OutDir + "/chaos/junit.xml", "--summary", OutDir + "/summary.md"}
+	if only != "" {
+		cmd = append(cmd, "--only", only)
+	}
+	if duration != "" {
+		cmd = append(cmd, "--duration", duration)
+	}
+	if installLitmus {
+		cmd = append(cmd, "--install-litmus")
+	}
+	return cmd
+}
+
 // CIVerdictCmd reads a ci run's result from dir.
 func CIVerdictCmd(dir string) []string { return []string{Binary, "ci-verdict", "--out", dir} }
 

@@ -48,6 +48,8 @@ func TestPreviewCommandLines(t *testing.T) {
 		{PreviewListCmd(), []string{Binary, "preview", "list"}},
 		{PreviewReapCmd(""), []string{Binary, "preview", "reap"}},
 		{PreviewReapCmd("72h"), []string{Binary, "preview", "reap", "--ttl", "72h"}},
+		{ChaosRunCmd(42, "", "", false), []string{Binary, "chaos", "run", "--cluster", "pr-42", "--junit", OutDir + "/chaos/junit.xml", "--summary", OutDir + "/summary.md"}},
+		{CIClusterChecksCmd(BuildAll{}, ClusterChecks{PR: 42}), append(CICmd(BuildAll{}), "--cluster-checks", "--pr", "42", "--cluster-cache-dir", PreviewCache)},
 	} {
 		if !slices.Equal(c.got, c.want) {
 			t.Errorf("\n got %q\nwant %q", c.got, c.want)
@@ -76,9 +78,11 @@ func TestEveryFlagIsOneTheCLIAccepts(t *testing.T) {
 		BuildAllCmd(every), ReleaseCmd("v1.0.0", every), CICmd(every), CIVerdictCmd(OutDir),
 		ExportImageCmd("s", "linux/amd64"), VerifyCmd("r/x:1", true, "", ""), VerifyCmd("r/x:1", false, "id", "https://issuer"),
 		PreviewUpCmd(PreviewUp{PR: 1, Commit: "c", TTL: "1h", NodeImage: "auto"}), PreviewDownCmd(1), PreviewListCmd(), PreviewReapCmd("1h"),
+		CIClusterChecksCmd(every, ClusterChecks{PR: 1, NodeImage: "auto", ChaosDuration: "20s", InstallLitmus: true}),
+		ChaosRunCmd(1, "e", "20s", true),
 	} {
 		command := cmd[1:2]
-		if cmd[1] == "preview" { // a subcommand: preview up, down, list or reap
+		if cmd[1] == "preview" || cmd[1] == "chaos" { // a subcommand: preview up, down, list or reap; chaos run
 			command = cmd[1:3]
 		}
 		help := cliHelp(t, bin, command...)

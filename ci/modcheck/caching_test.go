@@ -33,6 +33,7 @@ var caching = map[string]string{
 	"Release":   "never", // pushes, signs keyless
 	// The previews: the Docker engine behind the socket, its clusters, the clock.
 	"PreviewUp":   "never", // creates or updates a cluster; build-all with the current DB
+	"Chaos":       "never", // breaks a running cluster and judges what it does now
 	"PreviewDown": "never", // deletes a cluster
 	"PreviewList": "never", // the engine's clusters as they are now
 	"PreviewReap": "never", // the clusters' ages against the clock

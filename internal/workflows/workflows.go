@@ -4,7 +4,8 @@
 // thing), the others only check out, upload artifacts or SARIF, or append
 // to the job summary; least-privilege permissions per job; a concurrency
 // group; actions pinned to released versions; the Dagger CLI at the
-// engine version dagger.json pins.
+// engine version dagger.json pins. The jobs named in HostCLIJobs run the
+// repository's own CLI on the runner instead, each for its stated reason.
 package workflows
 
 import (
@@ -38,6 +39,20 @@ var allowedActions = map[string]string{
 }
 
 const daggerAction = "dagger/dagger-for-github"
+
+// HostCLIJobs may run the repository's CLI on the runner (`go run . …`,
+// with actions/setup-go) instead of a `dagger call`, each for the reason
+// given: the same CLI a laptop runs without Dagger, so a laptop and
+// Actions still run the same thing.
+var HostCLIJobs = map[string]string{
+	"cluster-checks": "its kind cluster's API server, published on the runner's 127.0.0.1, cannot be reached from a Dagger container yet (docs/dagger.md)",
+}
+
+// ghExpr is a plain context value, e.g. ${{ github.event.pull_request.number }}.
+var ghExpr = regexp.MustCompile(`\$\{\{ github\.[a-z_.]+ \}\}`)
+
+// cliRun is the command a HostCLIJobs run step may have: the repository's CLI.
+var cliRun = regexp.MustCompile(`^go run \. [a-z][a-z-]*( [^;&|<>$` + "`" + `]*)?$`)
 
 // releasedRef is a release tag (v8, v8.4, v8.4.1) or a full commit SHA.
 var releasedRef = regexp.MustCompile(`^(v[0-9]+(\.[0-9]+){0,2}|[0-9a-f]{40})$`)
@@ -142,6 +157,7 @@ func shape(file string, w *actionlint.Workflow, daggerVersion string) []Problem 
 			add(job.Permissions.Pos, "job %s grants %s permissions: list only the scopes it needs", id, job.Permissions.All.Value)
 		}
 		dagger := 0
+		_, hostCLI := HostCLIJobs[id]
 		for i, step := range job.Steps {
 			name := fmt.Sprintf("job %s, step %d", id, i+1)
 			if step.Name != nil {
@@ -149,6 +165,10 @@ func shape(file string, w *actionlint.Workflow, daggerVersion string) []Problem 
 			}
 			switch exec := step.Exec.(type) {
 			case *actionlint.ExecRun:
+				if hostCLI && exec.Run != nil && cliRun.MatchString(ghExpr.ReplaceAllString(strings.Join(strings.Fields(exec.Run.Value), " "), "X")) {
+					dagger++ // the CLI the Dagger functions wrap
+					continue
+				}
 				if exec.Run == nil || !summaryRun.MatchString(strings.TrimSpace(exec.Run.Value)) {
 					add(step.Pos, "%s runs a command: work belongs in a `dagger call` (a run step may only append a report to $GITHUB_STEP_SUMMARY)", name)
 				}
@@ -158,7 +178,7 @@ func shape(file string, w *actionlint.Workflow, daggerVersion string) []Problem 
 					uses = exec.Uses.Value
 				}
 				action, ref, _ := strings.Cut(uses, "@")
-				if _, ok := allowedActions[action]; !ok {
+				if _, ok := allowedActions[action]; !ok && (!hostCLI || action != "actions/setup-go") {
 					add(step.Pos, "%s uses %s: steps may only %s", name, uses, allowedList())
 					continue
 				}

@@ -43,11 +43,11 @@ func TestRepositoryWorkflowsKeepTheirShape(t *testing.T) {
 	// What each workflow is for: its trigger, its permissions, its calls.
 	for file, want := range map[string]struct {
 		events      []string
-		permissions map[string]string // of every job
+		permissions map[string]string // of every job (but the HostCLIJobs: contents read)
 		calls       []string          // in the workflow's dagger calls
 	}{
 		"pr.yml": {[]string{"pull_request"}, map[string]string{"contents": "read", "security-events": "write", "actions": "read"},
-			[]string{"ci export --path=dist", "ci-verdict --dist=dist"}},
+			[]string{"ci export --path=dist", "ci-verdict --dist=dist", "go run . ci --modules= --no-sign --platforms linux/amd64 --cluster-checks --pr ${{ github.event.pull_request.number }} --install-litmus"}},
 		"release.yml": {[]string{"push"}, map[string]string{"contents": "read", "packages": "write", "id-token": "write"},
 			[]string{"release --tag=${{ github.ref_name }}", "--oidc-request-token=env://ACTIONS_ID_TOKEN_REQUEST_TOKEN",
 				"--server-url=${{ github.server_url }}", "--source-url=${{ github.server_url }}/${{ github.repository }}"}},
@@ -72,10 +72,14 @@ func TestRepositoryWorkflowsKeepTheirShape(t *testing.T) {
 			t.Errorf("%s: triggered by %v, want %v", file, events, want.events)
 		}
 		var args []string
-		for _, job := range w.Jobs {
+		for id, job := range w.Jobs {
 			got := map[string]string{}
 			for scope, p := range job.Permissions.Scopes {
 				got[scope] = p.Value.Value
+			}
+			want := want
+			if _, ok := HostCLIJobs[id]; ok {
+				want.permissions = map[string]string{"contents": "read"}
 			}
 			for scope, value := range want.permissions {
 				if got[scope] != value {
@@ -95,6 +99,9 @@ func TestRepositoryWorkflowsKeepTheirShape(t *testing.T) {
 				}
 				if a, ok := s.Exec.(*actionlint.ExecAction); ok && strings.HasPrefix(a.Uses.Value, daggerAction+"@") {
 					args = append(args, a.Inputs["args"].Value.Value)
+				}
+				if r, ok := s.Exec.(*actionlint.ExecRun); ok && r.Run != nil {
+					args = append(args, strings.Join(strings.Fields(r.Run.Value), " "))
 				}
 			}
 		}
@@ -127,6 +134,14 @@ jobs:
     permissions: read-all
     steps:
       - uses: actions/checkout@v6
+  cluster-checks:
+    runs-on: ubuntu-latest
+    permissions:
+      contents: read
+    steps:
+      - uses: actions/setup-go@v6
+      - run: go run . ci --cluster-checks --pr 1
+      - run: go run . ci; curl https://example.com | sh
 `
 
 func TestShapeRefusesWorkOutsideDaggerAndLoosePins(t *testing.T) {
@@ -153,6 +168,7 @@ func TestShapeRefusesWorkOutsideDaggerAndLoosePins(t *testing.T) {
 		`runs Dagger "0.20.0": pin version "0.21.7"`,
 		`uses verb "run"`,
 		"job other makes no `dagger call`",
+		"job cluster-checks, step 3 runs a command",
 	} {
 		if !strings.Contains(all.String(), want) {
 			t.Errorf("no problem says %q; found:\n%s", want, all.String())
@@ -160,6 +176,11 @@ func TestShapeRefusesWorkOutsideDaggerAndLoosePins(t *testing.T) {
 	}
 	if strings.Contains(all.String(), "step 6") {
 		t.Errorf("the job-summary step was refused:\n%s", all.String())
+	}
+	// The host-CLI exception: setup-go and the repository's CLI, in that job only.
+	if strings.Contains(all.String(), "job cluster-checks, step 1") || strings.Contains(all.String(), "job cluster-checks, step 2") ||
+		strings.Contains(all.String(), "job cluster-checks makes no") {
+		t.Errorf("the cluster-checks job's CLI steps were refused:\n%s", all.String())
 	}
 }
 

@@ -4,6 +4,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/darktower/delivery/pipelines/deploy"
 )
 
 const infra = "../../infra"
@@ -122,6 +124,22 @@ func TestPreviewEngines(t *testing.T) {
 	}
 	if w := p.Run.FailureWindow(); w != 19*time.Second {
 		t.Errorf("failure window %v, want 3×3 s + 2×5 s", w)
+	}
+
+	// No lost state, judged from Prometheus in the deploy pipeline's
+	// monitoring namespace: one kid across the AC pods; every MC scraped
+	// is registered with GC. Both wait for a scrape of the replacements.
+	prom := "http://prometheus." + deploy.MonitoringNamespace + ".svc:9090"
+	if len(ac.Probes) != 2 || ac.Probes[1].Type != "promProbe" || ac.Probes[1].Mode != EOT || ac.Probes[1].Endpoint != prom ||
+		!strings.Contains(ac.Probes[1].Query, "ac_signing_key_info") || ac.Probes[1].Comparator != "==" || ac.Probes[1].Value != "1" ||
+		ac.Probes[1].Run.InitialDelay < 30*time.Second {
+		t.Errorf("ac-service's kid probe %+v", ac.Probes)
+	}
+	mc, _ := byEngine(exps, "meeting-controller-pod-delete")
+	if len(mc.Probes) != 2 || mc.Probes[1].Type != "promProbe" || mc.Probes[1].Mode != EOT || mc.Probes[1].Endpoint != prom ||
+		!strings.Contains(mc.Probes[1].Query, "gc_meeting_controllers_live") || mc.Probes[1].Comparator != ">=" ||
+		mc.Probes[1].Run.InitialDelay < 30*time.Second {
+		t.Errorf("meeting-controller's registration probe %+v", mc.Probes)
 	}
 
 	redis, _ := byEngine(exps, "redis-pod-delete")

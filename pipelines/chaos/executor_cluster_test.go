@@ -8,6 +8,7 @@ import (
 	"encoding/xml"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path"
 	"path/filepath"
@@ -55,24 +56,14 @@ func TestChaosRunOnARealCluster(t *testing.T) {
 	if err := vulndbtest.Write(dbDir, time.Now()); err != nil {
 		t.Fatal(err)
 	}
+	// The pull-request check's cluster stages, as `ci --cluster-checks`
+	// runs them: build-all, the build deployed into pr-N (smoke-checked),
+	// the chaos stage (six engines shortened to 20 s of chaos, 10 s between
+	// rounds), its JUnit and summary in the output. The cluster is kept
+	// for the proofs below.
 	dist := t.TempDir()
-	start := time.Now()
-	if _, err := flow.BuildAll(ctx, flow.BuildAllOptions{Root: root, Out: dist, Base: build.BaseSkeleton,
-		Platforms: []string{"linux/amd64"}, Version: "0.0.0-chaos-test", SourceURL: "https://example.com/src",
-		VulnDB: dbDir, NoSign: true, Progress: &progress}); err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("FIGURE build-all in %s", time.Since(start).Round(100*time.Millisecond))
-	// What is released carries no fault knob: no -tags in its binaries.
-	if got := goTagsOf(t, dist, "meeting-controller"); got != "" {
-		t.Fatalf("a normal build's meeting-controller was built with -tags %q", got)
-	}
-
 	state := t.TempDir()
 	pr := 800000 + int(time.Now().UnixNano()%100000) // never someone's preview
-	start = time.Now()
-	_, _, err = preview.Up(ctx, preview.Options{PR: pr, Commit: "0123456789abcdef0123456789abcdef01234567", Root: root, Dist: dist,
-		NodeImage: kindcluster.NodeImageBuilt, StateDir: state, Progress: &progress})
 	t.Cleanup(func() {
 		if os.Getenv("DARKTOWER_KEEP_TEST_CLUSTER") != "" {
 			t.Logf("preview %s kept (state %s)", preview.Name(pr), state)
@@ -80,10 +71,47 @@ func TestChaosRunOnARealCluster(t *testing.T) {
 		}
 		preview.Down(context.Background(), pr, state, nil)
 	})
+	// What a healthy build must get from each.
+	want := map[string]string{
+		"ac-service-pod-delete":           chaos.VerdictPass,
+		"global-controller-pod-delete":    chaos.VerdictPass,
+		"media-handler-container-kill":    chaos.VerdictPass,
+		"meeting-controller-network-loss": chaos.VerdictPass,
+		"meeting-controller-pod-delete":   chaos.VerdictPass,
+		"redis-pod-delete":                chaos.VerdictPass,
+	}
+	only := slices.Sorted(maps.Keys(want))
+	start := time.Now()
+	res, err := flow.PR(ctx, flow.PROptions{
+		Cluster: &flow.ClusterChecks{PR: pr, Commit: "0123456789abcdef0123456789abcdef01234567", Keep: true, StateDir: state,
+			NodeImage: kindcluster.NodeImageBuilt, Only: only, Duration: 20 * time.Second, Interval: 10 * time.Second},
+		BuildAllOptions: flow.BuildAllOptions{Root: root, Out: dist, Base: build.BaseSkeleton,
+			Platforms: []string{"linux/amd64"}, Version: "0.0.0-chaos-test", SourceURL: "https://example.com/src",
+			VulnDB: dbDir, NoSign: true, Progress: &progress}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("FIGURE preview up in %s", time.Since(start).Round(100*time.Millisecond))
+	var stages []string
+	for _, c := range res.Checks {
+		stages = append(stages, fmt.Sprintf("%s %.1f s", c.Name, c.Seconds))
+	}
+	t.Logf("FIGURE ci --cluster-checks in %s: %s", time.Since(start).Round(100*time.Millisecond), strings.Join(stages, ", "))
+	if got := res.Checks[len(res.Checks)-1]; got.Name != "chaos" || !got.Passed {
+		t.Fatalf("the last check is %+v, want chaos passed", got)
+	}
+	// What is released carries no fault knob: no -tags in its binaries.
+	for _, svc := range []string{"ac-service", "meeting-controller"} {
+		if got := goTagsOf(t, dist, svc); got != "" {
+			t.Fatalf("a normal build's %s was built with -tags %q", svc, got)
+		}
+	}
+	rep := res.Chaos
+	if rep == nil || len(rep.Experiments) != len(want) {
+		t.Fatalf("the ci result carries no chaos report of %d experiments: %+v", len(want), rep)
+	}
+	var table bytes.Buffer
+	rep.Table(&table)
+	t.Logf("FIGURE chaos stage of ci (6 engines, shortened to 20 s / 10 s):\n%s", table.String())
 
 	c := &kindcluster.Cluster{Name: preview.Name(pr), Kubeconfig: kindcluster.KubeconfigPath(state, preview.Name(pr))}
 	client, cfg, err := c.Client()
@@ -103,18 +131,15 @@ func TestChaosRunOnARealCluster(t *testing.T) {
 		}
 		t.Logf("FIGURE node tool: %s", strings.TrimSpace(out))
 	}
-	start = time.Now()
-	runner, err := chaos.LoadRunner(ctx, c, root)
+	runner, err := chaos.LoadRunner(ctx, c, root) // loaded already by the stage: this finds it
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("FIGURE runner image %s built and loaded in %s", runner, time.Since(start).Round(100*time.Millisecond))
-
-	settings, err := chaos.LoadSettings(root + "/infra/ci/chaos-tests.yaml")
+	settings, err := chaos.LoadSettings(root + "/" + chaos.SettingsFile)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defs, err := chaos.LoadDefinitions(root + "/infra/platform/chaos")
+	defs, err := chaos.LoadDefinitions(root + "/" + chaos.PlatformDir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -123,27 +148,15 @@ func TestChaosRunOnARealCluster(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// What a healthy build must get from each.
-	want := map[string]string{
-		"global-controller-pod-delete":    chaos.VerdictPass,
-		"media-handler-container-kill":    chaos.VerdictPass,
-		"meeting-controller-network-loss": chaos.VerdictPass,
-		"redis-pod-delete":                chaos.VerdictPass,
-	}
 	var exps []chaos.Experiment
 	for _, e := range all {
 		if _, ok := want[e.Engine]; ok {
 			exps = append(exps, e)
 		}
 	}
-	if len(exps) != len(want) {
-		t.Fatalf("engines found: %d of %d", len(exps), len(want))
-	}
-	opts := chaos.Options{Config: cfg, Experiments: exps, Definitions: defs, ChaosNamespace: settings.ChaosNamespace,
-		PlatformDir: root + "/infra/platform/chaos", EnginesDir: engines, RunnerImage: runner, NodeExec: exec,
-		Duration: 20 * time.Second, Interval: 10 * time.Second, Progress: &progress}
-	rep, table := runChaos(ctx, t, opts, "chaos run (4 engines, shortened to 20 s / 10 s)")
-	if rep.Executor != chaos.ExecutorDarkTower || !strings.Contains(table, "executor: darktower (Litmus is not installed in this cluster)") {
+	opts := chaos.Options{Config: cfg, Definitions: defs, ChaosNamespace: settings.ChaosNamespace,
+		PlatformDir: root + "/" + chaos.PlatformDir, EnginesDir: engines, RunnerImage: runner, NodeExec: exec, Progress: &progress}
+	if rep.Executor != chaos.ExecutorDarkTower || !strings.Contains(table.String(), "executor: darktower (Litmus is not installed in this cluster)") {
 		t.Errorf("executor line: %s", rep.ExecutorLine())
 	}
 	for _, e := range rep.Experiments {
@@ -197,8 +210,8 @@ func TestChaosRunOnARealCluster(t *testing.T) {
 	if err := kindcluster.WaitPodsReady(ctx, client.Typed, "preview", "app.kubernetes.io/name=meeting-controller", 2*time.Minute); err != nil {
 		t.Errorf("after the network loss: %v", err)
 	}
-	var junit bytes.Buffer
-	if err := rep.JUnit(&junit); err != nil {
+	junit, err := os.ReadFile(filepath.Join(dist, flow.ChaosJUnitFile))
+	if err != nil {
 		t.Fatal(err)
 	}
 	var parsed struct {
@@ -209,8 +222,12 @@ func TestChaosRunOnARealCluster(t *testing.T) {
 			} `xml:"testcase"`
 		} `xml:"testsuite"`
 	}
-	if err := xml.Unmarshal(junit.Bytes(), &parsed); err != nil || len(parsed.Suites) != 1 || len(parsed.Suites[0].Cases) != len(exps) {
-		t.Errorf("JUnit: %v\n%s", err, junit.String())
+	if err := xml.Unmarshal(junit, &parsed); err != nil || len(parsed.Suites) != 1 || len(parsed.Suites[0].Cases) != len(exps) {
+		t.Errorf("JUnit: %v\n%s", err, junit)
+	}
+	summary, err := os.ReadFile(filepath.Join(dist, build.SummaryFile))
+	if err != nil || !strings.Contains(string(summary), "ac-service-pod-delete") || !strings.Contains(string(summary), "| chaos | passed |") {
+		t.Errorf("summary.md lacks the chaos section or check: %v\n%s", err, summary)
 	}
 
 	// The negative proof: probes that cannot pass fail the experiment,
@@ -219,7 +236,12 @@ func TestChaosRunOnARealCluster(t *testing.T) {
 	// pods that do not exist — next to a promProbe that holds (GC's scrape
 	// targets up), judged Passed while the experiment fails; and an engine
 	// with a cmdProbe, which this executor refuses before injecting.
-	gc := exps[0]
+	var gc chaos.Experiment
+	for _, e := range exps {
+		if e.Engine == "global-controller-pod-delete" {
+			gc = e
+		}
+	}
 	bad := gc
 	bad.Engine = "negative-proof"
 	http := gc.Probes[0]
@@ -255,9 +277,12 @@ func TestChaosRunOnARealCluster(t *testing.T) {
 
 // fragileBuildFailsTheRightExperiment deploys a test build made with
 // --go-tags chaosfragile (meeting-controller never recovers from a Redis
-// outage) over the same preview and runs the same experiments: exactly
-// the Redis outage fails, naming meeting-controller's readiness after it;
-// the others still pass. The healthy build's binaries carry no tags.
+// outage; ac-service replaces its signing key at every start) over the
+// same preview and runs the experiments those knobs touch: exactly the
+// Redis outage fails, naming meeting-controller's readiness after it, and
+// ac-service's pod-delete, naming the kid probe; the pod-deletes of
+// global-controller and meeting-controller still pass. The healthy
+// build's binaries carry no tags.
 func fragileBuildFailsTheRightExperiment(ctx context.Context, t *testing.T, root, dbDir string, pr int, state string,
 	opts chaos.Options, exps []chaos.Experiment, progress io.Writer) {
 	t.Helper()
@@ -272,8 +297,10 @@ func fragileBuildFailsTheRightExperiment(ctx context.Context, t *testing.T, root
 	if !slices.Equal(m.GoTags, []string{"chaosfragile"}) {
 		t.Fatalf("the fragile build's manifest records go tags %v", m.GoTags)
 	}
-	if got := goTagsOf(t, fragile, "meeting-controller"); got != "chaosfragile" {
-		t.Fatalf("the fragile build's meeting-controller was built with -tags %q", got)
+	for _, svc := range []string{"ac-service", "meeting-controller"} {
+		if got := goTagsOf(t, fragile, svc); got != "chaosfragile" {
+			t.Fatalf("the fragile build's %s was built with -tags %q", svc, got)
+		}
 	}
 	t.Logf("FIGURE build-all --go-tags chaosfragile in %s", time.Since(start).Round(100*time.Millisecond))
 	start = time.Now()
@@ -282,19 +309,30 @@ func fragileBuildFailsTheRightExperiment(ctx context.Context, t *testing.T, root
 		t.Fatal(err)
 	}
 	t.Logf("FIGURE the fragile build deployed over the preview in %s", time.Since(start).Round(100*time.Millisecond))
-	opts.Experiments = exps
+	// What must fail, and by which probe; the rest must pass.
+	catches := map[string]string{
+		"redis-pod-delete":      "meeting-controller-ready-after",
+		"ac-service-pod-delete": "signing-key-unchanged",
+	}
+	opts.Experiments = nil
+	for _, e := range exps {
+		switch e.Engine {
+		case "redis-pod-delete", "ac-service-pod-delete", "global-controller-pod-delete", "meeting-controller-pod-delete":
+			opts.Experiments = append(opts.Experiments, e)
+		}
+	}
 	opts.Duration, opts.Interval = 20*time.Second, 10*time.Second
 	rep, _ := runChaos(ctx, t, opts, "chaos run on the chaosfragile build (4 engines, 20 s / 10 s)")
 	for _, e := range rep.Experiments {
 		want := chaos.VerdictPass
-		if e.Engine == "redis-pod-delete" {
+		if _, ok := catches[e.Engine]; ok {
 			want = chaos.VerdictFail
 		}
 		if e.Verdict != want {
 			t.Errorf("fragile build, %s: verdict %s, want %s: %s", e.Engine, e.Verdict, want, e.Reason)
 		}
-		if e.Engine == "redis-pod-delete" && !strings.Contains(e.Reason, "meeting-controller-ready-after") {
-			t.Errorf("fragile build, %s fails for another reason: %s", e.Engine, e.Reason)
+		if probe, ok := catches[e.Engine]; ok && !strings.Contains(e.Reason, probe) {
+			t.Errorf("fragile build, %s fails for another reason than probe %s: %s", e.Engine, probe, e.Reason)
 		}
 	}
 }

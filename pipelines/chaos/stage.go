@@ -29,6 +29,10 @@ type StageOptions struct {
 	Cluster  *kindcluster.Cluster // its Kubeconfig must be set
 	Only     []string             // engine names to run (default: every engine of the environment)
 	Executor string               // ExecutorAuto (default), ExecutorDarkTower or ExecutorLitmus
+	// InstallLitmus: install the litmus-core chart first (InstallLitmus);
+	// when that fails the stage goes on with the executor Executor picks
+	// (the pipeline's own, under auto), and the report says why.
+	InstallLitmus bool
 	// Duration and Interval replace every engine's TOTAL_CHAOS_DURATION and
 	// CHAOS_INTERVAL (a CI/test knob; the report says so). Zero keeps them.
 	Duration, Interval time.Duration
@@ -61,6 +65,12 @@ func RunStage(ctx context.Context, o StageOptions) (*Report, error) {
 	run := Options{Config: cfg, Experiments: exps, Definitions: defs, ChaosNamespace: settings.ChaosNamespace,
 		PlatformDir: filepath.Join(o.Root, PlatformDir), EnginesDir: enginesDir, NodeExec: KindNodeExec(o.Cluster),
 		Duration: o.Duration, Interval: o.Interval, ResultTimeout: timeout, Executor: o.Executor, Progress: o.Progress}
+	var installFailed error
+	if o.InstallLitmus {
+		if installFailed = InstallLitmus(ctx, o.Root, o.Cluster.Kubeconfig, o.Progress); installFailed != nil {
+			upstream.Say(o.Progress, "chaos: Litmus could not be installed: %v", installFailed)
+		}
+	}
 	if run.Executor != ExecutorLitmus {
 		if run.RunnerImage, err = LoadRunner(ctx, o.Cluster, o.Root); err != nil {
 			return nil, err
@@ -70,6 +80,9 @@ func RunStage(ctx context.Context, o StageOptions) (*Report, error) {
 	rep, err := Run(ctx, run)
 	if err != nil {
 		return nil, err
+	}
+	if installFailed != nil {
+		rep.ExecutorNote += "; installing it failed: " + installFailed.Error()
 	}
 	if o.Progress != nil {
 		rep.Table(o.Progress)

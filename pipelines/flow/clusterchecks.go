@@ -72,7 +72,8 @@ func clusterChecks(ctx context.Context, o PROptions, built *build.Manifest, res 
 		return
 	}
 	run("chaos", func() error {
-		_, err := chaos.RunStage(ctx, chaos.StageOptions{Root: o.Root, Cluster: c, Only: cc.Only, Executor: cc.Executor,
+		var err error
+		res.Chaos, err = chaos.RunStage(ctx, chaos.StageOptions{Root: o.Root, Cluster: c, Only: cc.Only, Executor: cc.Executor, InstallLitmus: cc.InstallLitmus,
 			Duration: cc.Duration, Interval: cc.Interval, JUnit: filepath.Join(o.Out, ChaosJUnitFile),
 			Summary: filepath.Join(o.Out, build.SummaryFile), Progress: o.Progress})
 		return err

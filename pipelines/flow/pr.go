@@ -16,6 +16,7 @@ import (
 
 	"github.com/darktower/delivery/internal/cmdrun"
 	"github.com/darktower/delivery/pipelines/build"
+	"github.com/darktower/delivery/pipelines/chaos"
 	"github.com/darktower/delivery/pipelines/scan"
 )
 
@@ -50,6 +51,7 @@ type ClusterChecks struct {
 	// The chaos stage's options (chaos.StageOptions).
 	Only               []string
 	Executor           string
+	InstallLitmus      bool
 	Duration, Interval time.Duration
 }
 
@@ -71,6 +73,9 @@ type Check struct {
 type CIResult struct {
 	Passed bool    `json:"passed"`
 	Checks []Check `json:"checks"`
+	// Chaos: the chaos stage's report, when it ran (its JUnit and
+	// summary.md section are the files that record it).
+	Chaos *chaos.Report `json:"-"`
 }
 
 // PR runs the pull-request check: gofmt, go vet and go test of every

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -65,8 +66,29 @@ func TestRegistryBehindTokens(t *testing.T) {
 	}
 	good := iss.Token(t, "meeting-controller", "global-controller", "mc-*")
 	reg := wire.MCRegistration{ID: "mc-0", Endpoint: "https://mc-0.meeting-controller:443", Region: "us-west"}
+	live := func() string {
+		var b strings.Builder
+		families, err := kit.Registry.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, f := range families {
+			if f.GetName() == "gc_meeting_controllers_live" {
+				for _, m := range f.GetMetric() {
+					fmt.Fprintf(&b, "%g", m.GetGauge().GetValue())
+				}
+			}
+		}
+		return b.String()
+	}
+	if got := live(); got != "0" {
+		t.Fatalf("gc_meeting_controllers_live before any registration = %q, want 0", got)
+	}
 	if code, body := call("POST", good, reg); code != 200 {
 		t.Fatalf("register = %d %s", code, body)
+	}
+	if got := live(); got != "1" {
+		t.Fatalf("gc_meeting_controllers_live after mc-0 registered = %q, want 1", got)
 	}
 	reg.Endpoint = "https://mc-0.meeting-controller:8443"
 	if code, _ := call("POST", good, reg); code != 200 {
@@ -122,6 +144,9 @@ func TestRegistryBehindTokens(t *testing.T) {
 	}
 	if _, body := call("GET", good, nil); bytes.Contains(body, []byte("mc-0")) {
 		t.Fatalf("stale MC still listed: %s", body)
+	}
+	if got := live(); got != "0" {
+		t.Fatalf("gc_meeting_controllers_live with mc-0 stale = %q, want 0", got)
 	}
 }
 

@@ -78,10 +78,12 @@ func New(_ context.Context, kit *opskit.Kit, cfg Config) (opskit.Service, error)
 	}
 	keys := &authn.KeySet{URL: cfg.JWKSURL, Client: kit.HTTPClient, RefreshInterval: cfg.JWKSRefresh,
 		MinRefetch: 10 * time.Second, Logger: kit.Logger}
-	return &Service{
+	s := &Service{
 		cfg: cfg, kit: kit, pool: pool, keys: keys,
 		verifier: &authn.Verifier{Keys: keys, Issuer: cfg.Issuer, Audience: cfg.Audience, Leeway: 5 * time.Second},
-	}, nil
+	}
+	kit.Registry.MustRegister(newLiveMCs(s))
+	return s, nil
 }
 
 // Checks: database connectivity and a recently fetched AC JWKS (ADR-0012).
