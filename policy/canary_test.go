@@ -3,24 +3,36 @@ package policy
 import (
 	"os"
 	"slices"
-	"strings"
 	"testing"
 	"time"
 
 	flaggerv1beta1 "github.com/fluxcd/flagger/pkg/apis/flagger/v1beta1"
-	"github.com/prometheus/prometheus/promql/parser"
+	monitoringv1 "github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	"sigs.k8s.io/yaml"
 )
 
 // ADR-0012 §9: 5% → 10% → 50% → 100%, roll back above 150% of the
-// baseline's error rate or 2x its p99, within 2 minutes.
+// baseline's error rate or 2x its p99. The ADR allows 2 minutes for the
+// rollback; issue 15 wants it within 60 s of the regression starting.
 var (
 	canarySteps         = []int{5, 10, 50}
 	errorRateVsBaseline = 1.5
 	p99VsBaseline       = 2.0
-	rollbackWithin      = 2 * time.Minute
+	rollbackWithin      = 60 * time.Second
+	// A rate window holds at least this many scrapes, so one missed scrape
+	// still leaves a rate (docs/operations/canary.md).
+	scrapesPerWindow = 4
 )
+
+// rollbackBound is the worst case from a regression starting to Flagger
+// rolling back (docs/operations/canary.md): one scrape interval until a
+// sample holds the regression, one window until the window holds nothing
+// else, one check interval until the next check, threshold-1 more failed
+// checks, and one more interval until the check that rolls back.
+func rollbackBound(scrape, window, interval time.Duration, threshold int) time.Duration {
+	return scrape + window + time.Duration(threshold+1)*interval
+}
 
 func TestCanariesRollBackAtTheADRThresholds(t *testing.T) {
 	r := decoded(t, "ci")
@@ -28,6 +40,10 @@ func TestCanariesRollBackAtTheADRThresholds(t *testing.T) {
 	deployments := map[string]bool{}
 	for _, d := range All[*appsv1.Deployment](prod) {
 		deployments[d.Name] = true
+	}
+	monitors := map[string]*monitoringv1.ServiceMonitor{}
+	for _, m := range All[*monitoringv1.ServiceMonitor](prod) {
+		monitors[m.Name] = m
 	}
 	templates := map[string]*flaggerv1beta1.MetricTemplate{}
 	for _, m := range All[*flaggerv1beta1.MetricTemplate](r) {
@@ -40,6 +56,10 @@ func TestCanariesRollBackAtTheADRThresholds(t *testing.T) {
 		if c.Spec.TargetRef.Kind != "Deployment" || !deployments[c.Spec.TargetRef.Name] {
 			t.Errorf("canary %s targets %s %s, not a deployed Deployment", c.Name, c.Spec.TargetRef.Kind, c.Spec.TargetRef.Name)
 		}
+		// Flagger's Gateway API router refuses a canary without a parent.
+		if c.Spec.Provider != "gatewayapi:v1" || len(c.Spec.Service.GatewayRefs) == 0 {
+			t.Errorf("canary %s: provider %q with %d gatewayRefs, want gatewayapi:v1 with a parent", c.Name, c.Spec.Provider, len(c.Spec.Service.GatewayRefs))
+		}
 		a := c.Spec.Analysis
 		if a == nil {
 			t.Errorf("canary %s has no analysis", c.Name)
@@ -48,37 +68,51 @@ func TestCanariesRollBackAtTheADRThresholds(t *testing.T) {
 		if !slices.Equal(a.StepWeights, canarySteps) {
 			t.Errorf("canary %s steps %v, the ADR says %v then 100", c.Name, a.StepWeights, canarySteps)
 		}
-		interval, err := time.ParseDuration(a.Interval)
-		if err != nil || time.Duration(a.Threshold)*interval > rollbackWithin {
-			t.Errorf("canary %s: %d failed checks every %s do not roll back within %s", c.Name, a.Threshold, a.Interval, rollbackWithin)
+		sm := monitors[c.Spec.TargetRef.Name]
+		if sm == nil || len(sm.Spec.Endpoints) != 1 {
+			t.Errorf("canary %s: no ServiceMonitor with one endpoint for %s", c.Name, c.Spec.TargetRef.Name)
+			continue
 		}
-		limits := map[string]float64{}
+		scrape, err := time.ParseDuration(string(sm.Spec.Endpoints[0].Interval))
+		if err != nil {
+			t.Errorf("ServiceMonitor %s interval: %v", sm.Name, err)
+			continue
+		}
+		if to, err := time.ParseDuration(string(sm.Spec.Endpoints[0].ScrapeTimeout)); err != nil || to >= scrape {
+			t.Errorf("ServiceMonitor %s: scrapeTimeout %q must be under its interval %s", sm.Name, sm.Spec.Endpoints[0].ScrapeTimeout, scrape)
+		}
+		// Flagger's own reading of the analysis: it never checks more often
+		// than every 10 s, whatever the YAML says.
+		interval, threshold := c.GetAnalysisInterval(), c.GetAnalysisThreshold()
+		limits := map[string]flaggerv1beta1.CanaryThresholdRange{}
 		for _, m := range a.Metrics {
-			if m.TemplateRef == nil || templates[m.TemplateRef.Name] == nil || m.ThresholdRange == nil || m.ThresholdRange.Max == nil {
-				t.Errorf("canary %s metric %s: needs a known template and a max", c.Name, m.Name)
+			if m.TemplateRef == nil || templates[m.TemplateRef.Name] == nil || m.ThresholdRange == nil {
+				t.Errorf("canary %s metric %s: needs a known template and a threshold range", c.Name, m.Name)
 				continue
 			}
-			limits[m.TemplateRef.Name] = *m.ThresholdRange.Max
+			limits[m.TemplateRef.Name] = *m.ThresholdRange
+			window, err := time.ParseDuration(m.Interval)
+			if err != nil {
+				t.Errorf("canary %s metric %s: window %q: %v", c.Name, m.Name, m.Interval, err)
+				continue
+			}
+			if window < time.Duration(scrapesPerWindow)*scrape {
+				t.Errorf("canary %s metric %s: a %s window holds fewer than %d scrapes every %s", c.Name, m.Name, window, scrapesPerWindow, scrape)
+			}
+			if b := rollbackBound(scrape, window, interval, threshold); b > rollbackWithin {
+				t.Errorf("canary %s metric %s: scrape %s + window %s + (%d+1) checks every %s = %s, over %s",
+					c.Name, m.Name, scrape, window, threshold, interval, b, rollbackWithin)
+			}
 		}
-		if limits["error-rate-vs-baseline"] != errorRateVsBaseline || limits["p99-latency-vs-baseline"] != p99VsBaseline || len(limits) != 2 {
-			t.Errorf("canary %s limits %v, want error rate ≤ %v× and p99 ≤ %v× baseline", c.Name, limits, errorRateVsBaseline, p99VsBaseline)
+		errRate, p99, volume := limits["error-rate-vs-baseline"], limits["p99-latency-vs-baseline"], limits["request-volume"]
+		if len(limits) != 3 || errRate.Max == nil || *errRate.Max != errorRateVsBaseline || p99.Max == nil || *p99.Max != p99VsBaseline ||
+			volume.Min == nil || *volume.Min <= 0 {
+			t.Errorf("canary %s: want error rate ≤ %v× and p99 ≤ %v× the primary's, and a minimum request volume", c.Name, errorRateVsBaseline, p99VsBaseline)
 		}
 	}
 	slices.Sort(names)
 	if want := []string{"global-controller", "media-handler", "meeting-controller"}; !slices.Equal(names, want) {
 		t.Errorf("canaries for %v, want %v (ac-service is a StatefulSet, which Flagger cannot canary)", names, want)
-	}
-	// The templates are PromQL once Flagger fills in its variables, and
-	// compare the canary with its primary (the baseline).
-	p := parser.NewParser(parser.Options{})
-	for name, m := range templates {
-		q := strings.NewReplacer("{{ namespace }}", "dark-tower", "{{ target }}", "media-handler", "{{ interval }}", "1m").Replace(m.Spec.Query)
-		if _, err := p.ParseExpr(q); err != nil {
-			t.Errorf("template %s is not PromQL: %v", name, err)
-		}
-		if !strings.Contains(m.Spec.Query, `"{{ target }}-primary"`) {
-			t.Errorf("template %s does not compare with the primary (baseline)", name)
-		}
 	}
 }
 

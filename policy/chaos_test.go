@@ -248,7 +248,7 @@ func TestChaosProbeTrafficIsExactlyAdmitted(t *testing.T) {
 		for _, o := range All[*corev1.Namespace](r) {
 			n.Namespaces[o.Name] = o.Labels
 		}
-		services, others, outside := probePeers(ns)
+		services, others, outside := probePeers(t, ns)
 		var probe, runner Peer
 		for _, o := range others {
 			switch o.Name {

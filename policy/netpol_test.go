@@ -11,10 +11,19 @@ import (
 )
 
 // probePeers are the parties the matrix is computed over: the four
-// services in ns, the platform's pods, a stranger pod, and the outside.
-func probePeers(ns string) (services, others []Peer, outside Peer) {
+// services in ns (with their pods' identifying labels as rendered), the
+// platform's pods, a stranger pod, and the outside.
+func probePeers(t *testing.T, ns string) (services, others []Peer, outside Peer) {
+	t.Helper()
+	podLabels := map[string]map[string]string{}
+	for _, w := range decoded(t, "overlays/prod").Workloads() {
+		podLabels[w.Name] = map[string]string{}
+		for _, k := range []string{"app.kubernetes.io/name", "app.kubernetes.io/component", "app.kubernetes.io/part-of"} {
+			podLabels[w.Name][k] = w.Template.Labels[k]
+		}
+	}
 	for i, s := range Services {
-		services = append(services, Peer{Name: s, Namespace: ns, Labels: map[string]string{"app.kubernetes.io/name": s},
+		services = append(services, Peer{Name: s, Namespace: ns, Labels: podLabels[s],
 			IP: netip.AddrFrom4([4]byte{10, 244, 1, byte(10 + i)})})
 	}
 	others = []Peer{
@@ -75,8 +84,9 @@ func network(t *testing.T, overlay string) (*Network, string) {
 // checkMatrix compares each service's computed allow lists with the ADR's
 // (and, for the overlays that have them, the preview smoke check's and the
 // chaos probes' additions).
-func checkMatrix(n *Network, ns string, overlay string) []string {
-	services, others, outside := probePeers(ns)
+func checkMatrix(t *testing.T, n *Network, ns string, overlay string) []string {
+	t.Helper()
+	services, others, outside := probePeers(t, ns)
 	peers := append(append(append([]Peer{}, services...), others...), outside)
 	var problems []string
 	for _, self := range services {
@@ -115,7 +125,7 @@ func TestNetworkPoliciesAreExactlyTheADRTable(t *testing.T) {
 			if ns == "" || len(n.Policies) == 0 {
 				t.Fatalf("no namespace or policies rendered")
 			}
-			for _, p := range checkMatrix(n, ns, overlay) {
+			for _, p := range checkMatrix(t, n, ns, overlay) {
 				t.Error(p)
 			}
 		})
@@ -124,7 +134,7 @@ func TestNetworkPoliciesAreExactlyTheADRTable(t *testing.T) {
 
 func TestDataStoresAreReachableOnlyByTheirClients(t *testing.T) {
 	n, ns := network(t, "../infra/overlays/prod")
-	services, others, outside := probePeers(ns)
+	services, others, outside := probePeers(t, ns)
 	sources := append(append(append([]Peer{}, services...), others...), outside)
 	for _, target := range []struct {
 		peer    string
@@ -163,7 +173,7 @@ func TestDataStoresAreReachableOnlyByTheirClients(t *testing.T) {
 // The matrix check must catch a single extra or missing allow.
 func TestMatrixCatchesOneExtraOrMissingAllow(t *testing.T) {
 	n, ns := network(t, "../infra/overlays/prod")
-	if p := checkMatrix(n, ns, "overlays/prod"); len(p) != 0 {
+	if p := checkMatrix(t, n, ns, "overlays/prod"); len(p) != 0 {
 		t.Fatalf("baseline has problems: %v", p)
 	}
 	var cur *Network // the copy being mutated
@@ -208,7 +218,7 @@ func TestMatrixCatchesOneExtraOrMissingAllow(t *testing.T) {
 		}
 		cur = copyN
 		mutate(copyN)
-		if p := checkMatrix(copyN, ns, "overlays/prod"); len(p) == 0 {
+		if p := checkMatrix(t, copyN, ns, "overlays/prod"); len(p) == 0 {
 			t.Errorf("%s: the matrix check did not notice", name)
 		} else {
 			t.Logf("%s: caught: %s", name, strings.Join(p, "; "))

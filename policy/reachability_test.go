@@ -49,7 +49,7 @@ func computeMatrix(t *testing.T, overlay string) ReachabilityMatrix {
 		peers = append(peers, Peer{Name: w.Name, Namespace: ns, Labels: w.Template.Labels,
 			IP: netip.AddrFrom4([4]byte{10, 244, 1, byte(10 + i)})})
 	}
-	_, others, _ := probePeers(ns)
+	_, others, _ := probePeers(t, ns)
 	for _, o := range others {
 		switch o.Name {
 		case "postgresql", "redis", "prometheus", "stranger":

@@ -10,6 +10,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
 	monitoringv1 "github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring/v1"
@@ -258,10 +260,25 @@ func CheckScaling(r *Rendered) []string {
 	for _, h := range All[*autoscalingv2.HorizontalPodAutoscaler](r) {
 		hpas[h.Spec.ScaleTargetRef.Name] = h
 	}
+	// A PDB belongs to the service whose pods its selector matches (it may
+	// select on labels other than the name: docs/operations/canary.md).
 	pdbs := map[string]*policyv1.PodDisruptionBudget{}
 	for _, d := range All[*policyv1.PodDisruptionBudget](r) {
-		if d.Spec.Selector != nil {
-			pdbs[d.Spec.Selector.MatchLabels["app.kubernetes.io/name"]] = d
+		sel, err := metav1.LabelSelectorAsSelector(d.Spec.Selector)
+		if d.Spec.Selector == nil || err != nil || sel.Empty() {
+			out = append(out, fmt.Sprintf("PodDisruptionBudget %s: selector %v does not select one service's pods", d.Name, d.Spec.Selector))
+			continue
+		}
+		var matched []string
+		for _, w := range workloads {
+			if sel.Matches(labels.Set(w.Template.Labels)) {
+				pdbs[w.Name] = d
+				matched = append(matched, w.Name)
+			}
+		}
+		if len(matched) > 1 {
+			slices.Sort(matched)
+			out = append(out, fmt.Sprintf("PodDisruptionBudget %s selects the pods of %v, not one service's", d.Name, matched))
 		}
 	}
 	services := map[string]*corev1.Service{}

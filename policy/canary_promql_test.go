@@ -1,0 +1,328 @@
+package policy
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	flaggerv1beta1 "github.com/fluxcd/flagger/pkg/apis/flagger/v1beta1"
+	"github.com/fluxcd/flagger/pkg/metrics/observers"
+	"github.com/fluxcd/flagger/pkg/metrics/providers"
+	monitoringv1 "github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring/v1"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/prometheus/promql"
+	"github.com/prometheus/prometheus/promql/promqltest"
+	"github.com/prometheus/prometheus/storage"
+	appsv1 "k8s.io/api/apps/v1"
+	"k8s.io/apimachinery/pkg/util/rand"
+)
+
+// promQueryAPI answers Prometheus's instant-query endpoint the way
+// Prometheus does: Prometheus's own engine evaluates the query over st at
+// the instant at, and the vector goes out in the HTTP API's JSON (the
+// engine's own Sample encoding). Flagger's Prometheus provider talks to it
+// as to a real server.
+func promQueryAPI(t *testing.T, st storage.Queryable, at time.Time) *httptest.Server {
+	eng := promql.NewEngine(promql.EngineOpts{MaxSamples: 1e6, Timeout: 10 * time.Second})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/api/v1/query" {
+			http.NotFound(w, r)
+			return
+		}
+		fail := func(code int, err error) {
+			w.WriteHeader(code)
+			_ = json.NewEncoder(w).Encode(map[string]string{"status": "error", "error": err.Error()})
+		}
+		q, err := eng.NewInstantQuery(r.Context(), st, nil, r.FormValue("query"), at)
+		if err != nil {
+			fail(http.StatusBadRequest, err)
+			return
+		}
+		defer q.Close()
+		res := q.Exec(r.Context())
+		if res.Err != nil {
+			fail(http.StatusUnprocessableEntity, res.Err)
+			return
+		}
+		vec, err := res.Vector()
+		if err != nil {
+			// A template must yield a vector: Flagger reads no other type.
+			fail(http.StatusBadRequest, err)
+			return
+		}
+		if vec == nil {
+			vec = promql.Vector{}
+		}
+		_ = json.NewEncoder(w).Encode(map[string]any{"status": "success", "data": map[string]any{"resultType": "vector", "result": vec}})
+	}))
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+// runTemplate does what Flagger's runMetricChecks does for one metric of a
+// canary (pkg/controller/scheduler_metrics.go): the template model as its
+// toMetricModel builds it, Flagger's RenderQuery, a provider from Flagger's
+// factory (pointed at addr instead of the template's address), RunQuery.
+func runTemplate(c *flaggerv1beta1.Canary, m flaggerv1beta1.CanaryMetric, tmpl *flaggerv1beta1.MetricTemplate, addr string) (string, float64, error) {
+	model := flaggerv1beta1.MetricTemplateModel{
+		Name: c.Name, Namespace: c.Namespace, Target: c.Spec.TargetRef.Name,
+		Service: c.Spec.TargetRef.Name, Ingress: c.Spec.TargetRef.Name, Route: c.Spec.TargetRef.Name,
+		Interval: m.Interval, Variables: m.TemplateVariables,
+	}
+	if c.Spec.Service.Name != "" {
+		model.Service = c.Spec.Service.Name
+	}
+	query, err := observers.RenderQuery(tmpl.Spec.Query, model)
+	if err != nil {
+		return "", 0, err
+	}
+	spec := tmpl.Spec.Provider
+	spec.Address = addr
+	p, err := providers.Factory{}.Provider(m.Interval, spec, nil)
+	if err != nil {
+		return query, 0, err
+	}
+	v, err := p.RunQuery(query)
+	return query, v, err
+}
+
+// flaggerPasses is runMetricChecks' judgement of a result (unexported in
+// Flagger, so restated): a query error, no series or NaN fails the check;
+// a value below thresholdRange.min or above thresholdRange.max fails it.
+// Both comparisons are strict, so a value exactly at a bound passes.
+func flaggerPasses(m flaggerv1beta1.CanaryMetric, v float64, err error) bool {
+	if err != nil {
+		return false
+	}
+	tr := m.ThresholdRange
+	return !(tr.Min != nil && v < *tr.Min) && !(tr.Max != nil && v > *tr.Max)
+}
+
+// podNames makes n pod names of a Deployment the way Kubernetes does:
+// <deployment>-<pod-template-hash>-<5 random>, both from apimachinery's
+// alphabet (the ReplicaSet's hash is fnv32a of its template).
+func podNames(d *appsv1.Deployment, n int) []string {
+	h := fnv.New32a()
+	raw, _ := json.Marshal(d.Spec.Template)
+	h.Write(raw)
+	hash := rand.SafeEncodeString(fmt.Sprint(h.Sum32()))
+	var out []string
+	for range n {
+		out = append(out, d.Name+"-"+hash+"-"+rand.String(5))
+	}
+	return out
+}
+
+// traffic is what one side (canary or primary) serves, per second, split
+// evenly over its pods. Latency is a histogram's per-bucket counts (not
+// cumulative) keyed by a prometheus.DefBuckets bound (any other key counts
+// only toward +Inf); nil means the histogram series do not exist.
+type traffic struct {
+	ok, errors float64
+	latency    map[float64]float64
+	absent     bool // never scraped: no series at all
+}
+
+// series writes the promqltest load lines of one side's pods, as the
+// services' opskit exports them: http_requests_total{listener,route,
+// method,code}, whose code="503" child exists only once a 503 was served,
+// and http_request_duration_seconds with prometheus.DefBuckets. Every pod
+// also serves ops-listener requests (probes, scrapes), half of them 503,
+// which the templates must ignore.
+func (tr traffic) series(b *strings.Builder, ns string, pods []string, scrape time.Duration, steps int) {
+	if tr.absent {
+		return
+	}
+	perStep := func(perSec float64) string {
+		return strconv.FormatFloat(perSec/float64(len(pods))*scrape.Seconds(), 'g', -1, 64)
+	}
+	line := func(name, labels, perSec string) {
+		fmt.Fprintf(b, "  %s{%s} 0+%sx%d\n", name, labels, perSec, steps)
+	}
+	for _, pod := range pods {
+		base := fmt.Sprintf(`namespace=%q, pod=%q, route="POST /v1/things", method="POST"`, ns, pod)
+		line("http_requests_total", base+`, listener="api", code="200"`, perStep(tr.ok))
+		if tr.errors > 0 {
+			line("http_requests_total", base+`, listener="api", code="503"`, perStep(tr.errors))
+		}
+		line("http_requests_total", base+`, listener="ops", code="503"`, perStep(50))
+		if tr.latency != nil {
+			cum, total := 0.0, 0.0
+			for _, n := range tr.latency {
+				total += n
+			}
+			for _, le := range prometheus.DefBuckets {
+				cum += tr.latency[le]
+				line("http_request_duration_seconds_bucket", base+`, listener="api", le="`+strconv.FormatFloat(le, 'g', -1, 64)+`"`, perStep(cum))
+			}
+			line("http_request_duration_seconds_bucket", base+`, listener="api", le="+Inf"`, perStep(total))
+		}
+	}
+}
+
+// flaggerPrimaryName is the Deployment Flagger runs the primary as:
+// "<target>-primary" (createPrimaryDeployment, pkg/canary/
+// deployment_controller.go, v1.36.1). Restated, not called: pkg/canary
+// imports k8s.io/api/autoscaling/v2beta2, which this module's k8s.io/api
+// (v0.37) no longer has, so it does not build here.
+func flaggerPrimaryName(c *flaggerv1beta1.Canary) string {
+	return c.Spec.TargetRef.Name + "-primary"
+}
+
+// canaryCase is one synthetic state of the canary and its primary.
+type canaryCase struct {
+	name            string
+	canary, primary traffic
+	want            map[string]bool    // template → Flagger passes the check
+	exact           map[string]float64 // template → the value the case must hit (a bound)
+}
+
+func TestCanaryTemplatesPromQLBoundaries(t *testing.T) {
+	ci := decoded(t, "ci")
+	prod := decoded(t, "overlays/prod")
+	templates := map[string]*flaggerv1beta1.MetricTemplate{}
+	for _, m := range All[*flaggerv1beta1.MetricTemplate](ci) {
+		templates[m.Name] = m
+	}
+	monitors := map[string]*monitoringv1.ServiceMonitor{}
+	for _, m := range All[*monitoringv1.ServiceMonitor](prod) {
+		monitors[m.Name] = m
+	}
+	deployments := map[string]*appsv1.Deployment{}
+	for _, d := range All[*appsv1.Deployment](prod) {
+		deployments[d.Name] = d
+	}
+	canaries := All[*flaggerv1beta1.Canary](ci)
+	if len(canaries) == 0 {
+		t.Fatal("no canaries rendered from infra/ci")
+	}
+
+	// Rates per second. The primary's 5xx fraction is 1/64 so that 1.5× is
+	// a float the engine can hit exactly; the p99 of "2.0×" is the
+	// primary's shape moved up one bucket pair ((0.25,0.5] → (0.5,1]),
+	// so both quantiles interpolate the same fraction and divide to 2.
+	// Both sides run two pods, so their sums round alike and the cases at
+	// a bound land exactly on it.
+	primary := traffic{ok: 63, errors: 1, latency: map[float64]float64{0.25: 90, 0.5: 10}} // 5xx 1/64, p99 0.475 s
+	withErrors := func(e float64) traffic { return traffic{ok: 64 - e, errors: e, latency: primary.latency} }
+	withLatency := func(l map[float64]float64) traffic { return traffic{ok: 64, latency: l} }
+	cases := []canaryCase{
+		{name: "error ratio 1.4", canary: withErrors(1.4), primary: primary,
+			want: map[string]bool{"request-volume": true, "error-rate-vs-baseline": true, "p99-latency-vs-baseline": true}},
+		{name: "error ratio 1.5 (at the bound)", canary: withErrors(1.5), primary: primary,
+			want:  map[string]bool{"error-rate-vs-baseline": true},
+			exact: map[string]float64{"error-rate-vs-baseline": 1.5}},
+		{name: "error ratio 2.0", canary: withErrors(2), primary: primary,
+			want: map[string]bool{"error-rate-vs-baseline": false}},
+		{name: "p99 ratio 1.9", canary: withLatency(map[float64]float64{0.5: 3799, 1: 200, 2.5: 1}), primary: primary, // p99 0.9025 s
+			want: map[string]bool{"p99-latency-vs-baseline": true}},
+		{name: "p99 ratio 2.0 (at the bound)", canary: withLatency(map[float64]float64{0.5: 90, 1: 10}), primary: primary, // p99 0.95 s
+			want:  map[string]bool{"p99-latency-vs-baseline": true},
+			exact: map[string]float64{"p99-latency-vs-baseline": 2}},
+		{name: "p99 ratio 2.5", canary: withLatency(map[float64]float64{1: 989, 2.5: 8, 5: 3}), primary: primary, // p99 1.1875 s
+			want: map[string]bool{"p99-latency-vs-baseline": false}},
+		{name: "zero errors on both (no 5xx series)", canary: traffic{ok: 64, latency: primary.latency}, primary: traffic{ok: 64, latency: primary.latency},
+			want:  map[string]bool{"request-volume": true, "error-rate-vs-baseline": true, "p99-latency-vs-baseline": true},
+			exact: map[string]float64{"error-rate-vs-baseline": 0}},
+		{name: "clean primary, canary 0.05% 5xx (under the 0.1% floor)", canary: withErrors(0.032), primary: traffic{ok: 64, latency: primary.latency},
+			want: map[string]bool{"error-rate-vs-baseline": true}},
+		{name: "clean primary, canary 1% 5xx", canary: withErrors(0.64), primary: traffic{ok: 64, latency: primary.latency},
+			want: map[string]bool{"error-rate-vs-baseline": false}},
+		{name: "both faster than 5 ms (p99 floor)", canary: withLatency(map[float64]float64{0.005: 100}), primary: withLatency(map[float64]float64{0.005: 90, 0.01: 10}),
+			want: map[string]bool{"p99-latency-vs-baseline": true}},
+		{name: "canary at 1 req/s (20 in the window, at the bound)", canary: traffic{ok: 1, latency: map[float64]float64{0.25: 1}}, primary: primary,
+			want:  map[string]bool{"request-volume": true},
+			exact: map[string]float64{"request-volume": 20}},
+		{name: "canary at 0.5 req/s (10 in the window)", canary: traffic{ok: 0.5, latency: map[float64]float64{0.25: 0.5}}, primary: primary,
+			want: map[string]bool{"request-volume": false}},
+		{name: "no traffic to the canary (idle: flat series)", canary: traffic{latency: map[float64]float64{}}, primary: primary,
+			want: map[string]bool{"request-volume": false, "error-rate-vs-baseline": false, "p99-latency-vs-baseline": false}},
+		{name: "canary never scraped (missing series)", canary: traffic{absent: true}, primary: primary,
+			want: map[string]bool{"request-volume": false, "error-rate-vs-baseline": false, "p99-latency-vs-baseline": false}},
+		{name: "primary never scraped (missing series)", canary: primary, primary: traffic{absent: true},
+			want: map[string]bool{"request-volume": true, "error-rate-vs-baseline": false, "p99-latency-vs-baseline": false}},
+		{name: "no latency histogram on the canary", canary: traffic{ok: 64}, primary: primary,
+			want: map[string]bool{"p99-latency-vs-baseline": false}},
+	}
+
+	var figure []string
+	for _, c := range canaries {
+		sm := monitors[c.Spec.TargetRef.Name]
+		if sm == nil || len(sm.Spec.Endpoints) != 1 {
+			t.Fatalf("%s: no ServiceMonitor with one endpoint in the prod overlay", c.Name)
+		}
+		scrape, err := time.ParseDuration(string(sm.Spec.Endpoints[0].Interval))
+		if err != nil {
+			t.Fatalf("%s: ServiceMonitor interval: %v", c.Name, err)
+		}
+		target := deployments[c.Spec.TargetRef.Name]
+		if target == nil {
+			t.Fatalf("%s: no Deployment %s in the prod overlay", c.Name, c.Spec.TargetRef.Name)
+		}
+		primary := target.DeepCopy()
+		primary.Name = flaggerPrimaryName(c)
+		canaryPods, primaryPods := podNames(target, 2), podNames(primary, 2)
+		// A neighbour whose name starts like the canary's: it must not be
+		// read as either side.
+		neighbour := &appsv1.Deployment{}
+		neighbour.Name = c.Spec.TargetRef.Name + "-worker"
+		neighbourPods := podNames(neighbour, 1)
+
+		steps := 12 // one minute of samples; evaluated at the last
+		at := time.Unix(0, 0).Add(time.Duration(steps) * scrape)
+		for _, cs := range cases {
+			var b strings.Builder
+			fmt.Fprintf(&b, "load %s\n", scrape)
+			cs.canary.series(&b, c.Namespace, canaryPods, scrape, steps)
+			cs.primary.series(&b, c.Namespace, primaryPods, scrape, steps)
+			traffic{ok: 1, errors: 99, latency: map[float64]float64{10: 100}}.series(&b, c.Namespace, neighbourPods, scrape, steps)
+			st := promqltest.LoadedStorage(t, b.String())
+			srv := promQueryAPI(t, st, at)
+			for _, m := range c.Spec.Analysis.Metrics {
+				want, ok := cs.want[m.TemplateRef.Name]
+				if !ok {
+					continue
+				}
+				q, v, err := runTemplate(c, m, templates[m.TemplateRef.Name], srv.URL)
+				got := flaggerPasses(m, v, err)
+				result := strconv.FormatFloat(v, 'g', 6, 64)
+				if errors.Is(err, providers.ErrNoValuesFound) {
+					result = "no values"
+				} else if err != nil {
+					result = "error: " + err.Error()
+				}
+				if got != want {
+					t.Errorf("%s / %s / %s: Flagger passes=%v (%s), want %v\nquery: %s", c.Name, cs.name, m.Name, got, result, want, q)
+				}
+				if x, ok := cs.exact[m.TemplateRef.Name]; ok && (err != nil || v != x) {
+					t.Errorf("%s / %s / %s: value %v (err %v), want exactly %v (the case tests the bound itself)", c.Name, cs.name, m.Name, v, err, x)
+				}
+				if c.Name == canaries[0].Name {
+					bound := ""
+					if tr := m.ThresholdRange; tr.Max != nil {
+						bound = fmt.Sprintf("max %v", *tr.Max)
+					} else if tr.Min != nil {
+						bound = fmt.Sprintf("min %v", *tr.Min)
+					}
+					verdict := "pass"
+					if !got {
+						verdict = "FAIL (counts toward rollback)"
+					}
+					figure = append(figure, fmt.Sprintf("| %s | %s | %s | %s | %s |", cs.name, m.Name, bound, result, verdict))
+				}
+			}
+			if err := st.Close(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	t.Logf("FIGURE canary checks on synthetic series (Prometheus engine, Flagger RenderQuery + Prometheus provider), for %s and alike for the others:\n| case | check | bound | value | Flagger |\n|---|---|---|---|---|\n%s",
+		canaries[0].Name, strings.Join(figure, "\n"))
+}
