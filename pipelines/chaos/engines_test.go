@@ -138,7 +138,7 @@ func TestPreviewEngines(t *testing.T) {
 	mc, _ := byEngine(exps, "meeting-controller-pod-delete")
 	if len(mc.Probes) != 2 || mc.Probes[1].Type != "promProbe" || mc.Probes[1].Mode != EOT || mc.Probes[1].Endpoint != prom ||
 		!strings.Contains(mc.Probes[1].Query, "gc_meeting_controllers_live") || mc.Probes[1].Comparator != ">=" ||
-		mc.Probes[1].Run.InitialDelay < 30*time.Second {
+		mc.Probes[1].Run.InitialDelay < 10*time.Second {
 		t.Errorf("meeting-controller's registration probe %+v", mc.Probes)
 	}
 
