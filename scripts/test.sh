@@ -15,7 +15,7 @@ DOCKER_HOST=$(scripts/start-dockerd.sh)
 export DOCKER_HOST
 echo "DOCKER_HOST=$DOCKER_HOST"
 
-modules=(. services policy)
+modules=(. services policy policy/flaggersim)
 
 # The real cluster's node image: on a fresh machine this builds Kubernetes
 # and the other components from the Go module proxy and debootstraps Debian
