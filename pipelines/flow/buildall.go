@@ -198,7 +198,8 @@ func BuildAll(ctx context.Context, o BuildAllOptions) (*build.Manifest, error) {
 	}
 	m.GoTags = o.GoTags
 	m.Stages = append(m.Stages, stageTime("build", res.Build))
-	sboms, err := sbom.Generate(ctx, sbom.Options{Images: res.Images, Out: o.Out, Progress: o.Progress})
+	sboms, err := sbom.Generate(ctx, sbom.Options{Images: res.Images, Out: o.Out, Created: src.Epoch, SourceURL: o.SourceURL,
+		Progress: o.Progress})
 	if err != nil {
 		return nil, err
 	}

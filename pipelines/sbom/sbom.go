@@ -4,30 +4,41 @@
 // OS packages from its dpkg metadata) and writes an SPDX 2.3 and a
 // CycloneDX 1.6 JSON document. The package inventory is returned too: the
 // scan stage checks exactly what the SBOM lists.
+//
+// The documents are reproducible: their identifiers derive from the image
+// digest and the project's source URL and their times from the build's
+// SOURCE_DATE_EPOCH, so two builds of one commit write the same bytes.
 package sbom
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"path/filepath"
 	"runtime/debug"
 	"sort"
 	"time"
 
+	cyclonedx "github.com/CycloneDX/cyclonedx-go"
 	stereofile "github.com/anchore/stereoscope/pkg/file"
 	"github.com/anchore/stereoscope/pkg/image"
 	"github.com/anchore/syft/syft"
-	"github.com/anchore/syft/syft/format"
-	"github.com/anchore/syft/syft/format/cyclonedxjson"
-	"github.com/anchore/syft/syft/format/spdxjson"
+	"github.com/anchore/syft/syft/format/common/cyclonedxhelpers"
+	"github.com/anchore/syft/syft/format/common/spdxhelpers"
 	"github.com/anchore/syft/syft/pkg"
 	syftsbom "github.com/anchore/syft/syft/sbom"
 	"github.com/anchore/syft/syft/source/stereoscopesource"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/uuid"
+	"github.com/spdx/tools-golang/convert"
+	"github.com/spdx/tools-golang/spdx/v2/v2_3"
 	_ "modernc.org/sqlite" // syft's RPM cataloger reads newer rpmdbs through it (as syft's own CLI does)
 
 	"github.com/darktower/delivery/pipelines/build"
@@ -74,9 +85,15 @@ type Document struct {
 
 // Options are the stage's inputs.
 type Options struct {
-	Images   []*build.Image
-	Out      string // the build's output directory; documents go to Out/sbom
-	Progress io.Writer
+	Images []*build.Image
+	Out    string // the build's output directory; documents go to Out/sbom
+	// Created is the documents' creation time: the build's
+	// SOURCE_DATE_EPOCH (the images' own created time), not the clock.
+	Created time.Time
+	// SourceURL is the project's repository; the SPDX namespaces live
+	// under it ("" or not an absolute URL: urn:uuid namespaces).
+	SourceURL string
+	Progress  io.Writer
 }
 
 // Result is the stage's output, in the order of the images and platforms.
@@ -89,6 +106,14 @@ type Result struct {
 // without a bill of materials is not releasable.
 func Generate(ctx context.Context, o Options) (*Result, error) {
 	start := time.Now()
+	if o.Created.IsZero() {
+		return nil, errors.New("sbom: no creation time (Options.Created: the build's SOURCE_DATE_EPOCH)")
+	}
+	say := func(f string, a ...any) {
+		if o.Progress != nil {
+			fmt.Fprintf(o.Progress, f+"\n", a...)
+		}
+	}
 	dir := filepath.Join(o.Out, Dir)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("sbom: %w", err)
@@ -96,18 +121,17 @@ func Generate(ctx context.Context, o Options) (*Result, error) {
 	res := &Result{}
 	for _, im := range o.Images {
 		for _, p := range im.Platforms {
+			w := o.writer(im, p)
 			img, err := im.Index.Image(mustHash(p.Digest))
 			if err != nil {
 				return nil, fmt.Errorf("sbom: %s %s: %w", im.Service, p.Platform, err)
 			}
-			doc, err := document(ctx, dir, im, p, img)
+			doc, _, err := w.document(ctx, dir, img)
 			if err != nil {
 				return nil, fmt.Errorf("sbom: %s %s: %w", im.Service, p.Platform, err)
 			}
 			res.Documents = append(res.Documents, doc)
-			if o.Progress != nil {
-				fmt.Fprintf(o.Progress, "sbom: %s %s: %d packages\n", im.Service, p.Platform, doc.PackageCount)
-			}
+			say("sbom: %s %s: %d packages", im.Service, p.Platform, doc.PackageCount)
 		}
 	}
 	res.Took = time.Since(start)
@@ -140,49 +164,152 @@ func Catalog(ctx context.Context, ref string, platform *v1.Platform, img v1.Imag
 		Reference: ref,
 		Platform:  &image.Platform{OS: platform.OS, Architecture: platform.Architecture},
 	})
-	cfg := syft.DefaultCreateSBOMConfig().WithTool("darktower", toolVersion())
+	cfg := syft.DefaultCreateSBOMConfig().WithTool(toolName, toolVersion())
 	return syft.CreateSBOM(ctx, src, cfg)
 }
 
-func document(ctx context.Context, dir string, im *build.Image, p build.PlatformImage, img v1.Image) (*Document, error) {
-	ref := im.Service + ":" + im.Tag + "@" + im.Digest
-	s, err := Catalog(ctx, ref, &v1.Platform{OS: p.Platform.OS, Architecture: p.Platform.Arch}, img)
+const toolName = "darktower" // the SBOMs' creating tool
+
+// writer makes the documents of one platform image.
+type writer struct {
+	im        *build.Image
+	p         build.PlatformImage
+	ref       string // what syft names the source (the documents' name)
+	base      string // file name without the format's suffix
+	created   time.Time
+	sourceURL string
+}
+
+func (o Options) writer(im *build.Image, p build.PlatformImage) writer {
+	return writer{im: im, p: p, ref: im.Service + ":" + im.Tag + "@" + im.Digest,
+		base:    fmt.Sprintf("%s_%s_%s", im.Service, p.Platform.OS, p.Platform.Arch),
+		created: o.Created.UTC(), sourceURL: o.SourceURL}
+}
+
+// file is one written document.
+type file struct {
+	name string // under Out/sbom
+	raw  []byte
+}
+
+func (w writer) document(ctx context.Context, dir string, img v1.Image) (*Document, []file, error) {
+	s, err := Catalog(ctx, w.ref, &v1.Platform{OS: w.p.Platform.OS, Architecture: w.p.Platform.Arch}, img)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	doc := &Document{Service: im.Service, Platform: p.Platform.String(), ImageDigest: p.Digest, Packages: Packages(s)}
+	doc := &Document{Service: w.im.Service, Platform: w.p.Platform.String(), ImageDigest: w.p.Digest, Packages: Packages(s)}
 	doc.PackageCount = len(doc.Packages)
 	if d := s.Artifacts.LinuxDistribution; d != nil && d.ID != "" {
 		doc.OS = &OS{ID: d.ID, VersionID: d.VersionID}
 	}
-	base := fmt.Sprintf("%s_%s_%s", im.Service, p.Platform.OS, p.Platform.Arch)
-	spdx, err := spdxjson.NewFormatEncoderWithConfig(spdxjson.EncoderConfig{Version: SPDXVersion, Pretty: true})
+	spdx, err := w.encodeSPDX(*s)
 	if err != nil {
-		return nil, err
+		return nil, nil, fmt.Errorf("encoding SPDX: %w", err)
 	}
-	cdx, err := cyclonedxjson.NewFormatEncoderWithConfig(cyclonedxjson.EncoderConfig{Version: CycloneDXVersion, Pretty: true})
+	cdx, err := w.encodeCycloneDX(*s)
 	if err != nil {
-		return nil, err
+		return nil, nil, fmt.Errorf("encoding CycloneDX: %w", err)
 	}
-	if doc.SPDX, doc.SPDXDigest, err = write(dir, base+".spdx.json", *s, spdx); err != nil {
-		return nil, err
+	files := []file{{w.base + ".spdx.json", spdx}, {w.base + ".cdx.json", cdx}}
+	if err := w.write(doc, dir, files); err != nil {
+		return nil, nil, err
 	}
-	if doc.CycloneDX, doc.CycloneDXDigest, err = write(dir, base+".cdx.json", *s, cdx); err != nil {
-		return nil, err
-	}
-	return doc, nil
+	return doc, files, nil
 }
 
-func write(dir, name string, s syftsbom.SBOM, enc syftsbom.FormatEncoder) (rel, digest string, err error) {
-	raw, err := format.Encode(s, enc)
-	if err != nil {
-		return "", "", fmt.Errorf("encoding %s: %w", name, err)
+// write puts the documents in dir and records them in doc.
+func (w writer) write(doc *Document, dir string, files []file) error {
+	for i, f := range files {
+		if err := os.WriteFile(filepath.Join(dir, f.name), f.raw, 0o644); err != nil {
+			return err
+		}
+		rel, digest := filepath.Join(Dir, f.name), sha256Digest(f.raw)
+		if i == 0 {
+			doc.SPDX, doc.SPDXDigest = rel, digest
+		} else {
+			doc.CycloneDX, doc.CycloneDXDigest = rel, digest
+		}
 	}
-	if err := os.WriteFile(filepath.Join(dir, name), raw, 0o644); err != nil {
-		return "", "", err
-	}
+	return nil
+}
+
+func sha256Digest(raw []byte) string {
 	sum := sha256.Sum256(raw)
-	return filepath.Join(Dir, name), "sha256:" + hex.EncodeToString(sum[:]), nil
+	return "sha256:" + hex.EncodeToString(sum[:])
+}
+
+// encodeSPDX is syft's spdxjson encoder (SPDX 2.3, pretty, HTML not
+// escaped) with the namespace and creation time set here: syft's are a
+// random UUID under anchore.com and the clock.
+func (w writer) encodeSPDX(s syftsbom.SBOM) ([]byte, error) {
+	latest := spdxhelpers.ToFormatModel(s)
+	if latest == nil {
+		return nil, errors.New("syft made no SPDX document")
+	}
+	latest.DocumentNamespace = w.namespace(s.Descriptor)
+	latest.CreationInfo.Created = w.created.Format(time.RFC3339)
+	var doc v2_3.Document
+	if err := convert.Document(latest, &doc); err != nil {
+		return nil, err
+	}
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	enc.SetIndent("", " ")
+	if err := enc.Encode(doc); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
+}
+
+// encodeCycloneDX is syft's cyclonedxjson encoder (1.6, pretty, HTML not
+// escaped) with the serial number and timestamp set here: syft's are a
+// random UUID and the clock.
+func (w writer) encodeCycloneDX(s syftsbom.SBOM) ([]byte, error) {
+	bom := cyclonedxhelpers.ToFormatModel(s)
+	bom.SerialNumber = "urn:uuid:" + w.id(s.Descriptor, "cyclonedx-"+CycloneDXVersion).String()
+	bom.Metadata.Timestamp = w.created.Format(time.RFC3339)
+	var buf bytes.Buffer
+	enc := cyclonedx.NewBOMEncoder(&buf, cyclonedx.BOMFileFormatJSON)
+	enc.SetPretty(true)
+	enc.SetEscapeHTML(false)
+	if err := enc.EncodeVersion(bom, cyclonedx.SpecVersion1_6); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
+}
+
+// id names one document: a UUID (version 5) of the source URL, the
+// platform image's digest and what wrote the document (syft's and this
+// pipeline's versions, the format). So the same image gets the same
+// identifier in every build, and a new image or generator a new one.
+func (w writer) id(d syftsbom.Descriptor, format string) uuid.UUID {
+	name := fmt.Sprintf("%s\n%s\n%s\nsyft %s\n%s %s\n%s", w.sourceURL, w.ref, w.p.Digest, syftVersion(), d.Name, d.Version, format)
+	return uuid.NewSHA1(uuid.NameSpaceURL, []byte(name))
+}
+
+// namespace is the SPDX document namespace: under the project's source
+// URL when it is an absolute URL (SPDX requires a URI with a scheme and
+// no fragment), else a urn:uuid.
+func (w writer) namespace(d syftsbom.Descriptor) string {
+	id := w.id(d, "spdx-"+SPDXVersion).String()
+	if u, err := url.Parse(w.sourceURL); err == nil && u.Scheme != "" && u.Host != "" && u.Fragment == "" && u.RawQuery == "" {
+		return u.JoinPath("sbom", w.base+"-"+id).String()
+	}
+	return "urn:uuid:" + id
+}
+
+// syftVersion is the syft module this pipeline links (its documents
+// depend on it).
+func syftVersion() string {
+	if info, ok := debug.ReadBuildInfo(); ok {
+		for _, d := range info.Deps {
+			if d.Path == "github.com/anchore/syft" {
+				return d.Version
+			}
+		}
+	}
+	return "unknown"
 }
 
 // toolVersion is this pipeline's module version, recorded as the SBOMs'

@@ -2,15 +2,25 @@ package sbom
 
 import (
 	"archive/tar"
+	"bytes"
 	"context"
 	"debug/buildinfo"
+	"encoding/json"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
+	"reflect"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	cdx "github.com/CycloneDX/cyclonedx-go"
+	"github.com/anchore/syft/syft/format"
+	syftcdx "github.com/anchore/syft/syft/format/cyclonedxjson"
+	syftspdx "github.com/anchore/syft/syft/format/spdxjson"
+	syftsbom "github.com/anchore/syft/syft/sbom"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	spdxjson "github.com/spdx/tools-golang/json"
@@ -60,7 +70,7 @@ func TestSBOMsListTheBinariesModulesAndTheBasePackages(t *testing.T) {
 	base := imagetest.DebianBase(t, t.TempDir(), amd64)
 	images := imagetest.Build(t, "../..", nil, amd64, base)
 	out := t.TempDir()
-	res, err := Generate(context.Background(), Options{Images: images, Out: out})
+	res, err := Generate(context.Background(), Options{Images: images, Out: out, Created: imagetest.Epoch})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -161,6 +171,82 @@ func compare(t *testing.T, path string, got, want map[string]string) {
 			t.Errorf("%s: %s missing", filepath.Base(path), name)
 		} else if !versionMatches(g, v) {
 			t.Errorf("%s: %s at %s, the binary has %s", filepath.Base(path), name, g, v)
+		}
+	}
+}
+
+// The documents are what syft's own encoders write, but for the three
+// fields set here (identifiers and times), which are what the build
+// determines rather than chance or the clock.
+func TestDocumentsAreSyftsButForIdentifiersAndTimes(t *testing.T) {
+	amd64 := []catalog.Platform{{OS: "linux", Arch: "amd64"}}
+	images := imagetest.Build(t, "../..", []string{"media-handler"}, amd64, imagetest.DebianBase(t, t.TempDir(), amd64))
+	im, p := images[0], images[0].Platforms[0]
+	img, err := im.Index.Image(mustHash(p.Digest))
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := Options{Created: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC), SourceURL: "https://example.com/darktower"}.writer(im, p)
+	s, err := Catalog(context.Background(), w.ref, &v1.Platform{OS: "linux", Architecture: "amd64"}, img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	spdxEnc, err := syftspdx.NewFormatEncoderWithConfig(syftspdx.EncoderConfig{Version: SPDXVersion, Pretty: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cdxEnc, err := syftcdx.NewFormatEncoderWithConfig(syftcdx.EncoderConfig{Version: CycloneDXVersion, Pretty: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		format string
+		ours   func(syftsbom.SBOM) ([]byte, error)
+		syft   syftsbom.FormatEncoder
+		fields map[string]string // path (dot-separated) → value wanted in ours
+	}{
+		{"SPDX", w.encodeSPDX, spdxEnc, map[string]string{
+			"documentNamespace":    "https://example.com/darktower/sbom/media-handler_linux_amd64-" + w.id(s.Descriptor, "spdx-2.3").String(),
+			"creationInfo.created": "2026-01-02T03:04:05Z"}},
+		{"CycloneDX", w.encodeCycloneDX, cdxEnc, map[string]string{
+			"serialNumber":       "urn:uuid:" + w.id(s.Descriptor, "cyclonedx-1.6").String(),
+			"metadata.timestamp": "2026-01-02T03:04:05Z"}},
+	} {
+		raw, err := c.ours(*s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		theirs, err := format.Encode(*s, c.syft)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var a, b map[string]any
+		if err := json.Unmarshal(raw, &a); err != nil {
+			t.Fatal(err)
+		}
+		if err := json.Unmarshal(theirs, &b); err != nil {
+			t.Fatal(err)
+		}
+		for path, want := range c.fields {
+			keys := strings.Split(path, ".")
+			ma, mb := a, b
+			for _, k := range keys[:len(keys)-1] {
+				ma, mb = ma[k].(map[string]any), mb[k].(map[string]any)
+			}
+			last := keys[len(keys)-1]
+			if ma[last] != want {
+				t.Errorf("%s %s = %v, want %s", c.format, path, ma[last], want)
+			}
+			if mb[last] == want {
+				t.Errorf("%s %s: syft's own encoder already writes %v", c.format, path, want)
+			}
+			mb[last] = ma[last]
+		}
+		if !reflect.DeepEqual(a, b) {
+			t.Errorf("%s: the document differs from syft's in more than %v", c.format, slices.Collect(maps.Keys(c.fields)))
+		}
+		if again, err := c.ours(*s); err != nil || !bytes.Equal(again, raw) {
+			t.Errorf("%s: encoding the same SBOM twice gave different bytes (%v)", c.format, err)
 		}
 	}
 }
