@@ -202,3 +202,61 @@ func firstDifference(a, b []byte) string {
 	from := max(0, i-200)
 	return "…" + string(a[from:min(len(a), i+200)]) + "\n---\n…" + string(b[from:min(len(b), i+200)])
 }
+
+// A second identical build takes every image's SBOMs from the cache; an
+// image whose source changed is cataloged again, the others still reused.
+func TestUnchangedImagesSBOMsAreReusedNotRecataloged(t *testing.T) {
+	root := fixtureRepo(t)
+	for name, body := range map[string]string{"images/other.yaml": spec("other", "./cmd/other"),
+		"fx/cmd/other/main.go": "package main\n\nfunc main() { println(2) }\n"} {
+		if err := os.MkdirAll(filepath.Dir(filepath.Join(root, name)), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(root, name), []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var progress bytes.Buffer
+	opts := BuildAllOptions{Root: root, Services: []string{"ok", "other"}, Out: filepath.Join(root, "dist"), Base: build.BaseSkeleton,
+		Version: "1.0.0", Env: fixedEnv, VulnDB: testDB, NoSign: true, SBOMCacheDir: t.TempDir(), Progress: &progress}
+	buildOnce := func() (map[string]*build.Image, string) {
+		t.Helper()
+		progress.Reset()
+		m, err := BuildAll(context.Background(), opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		byName := map[string]*build.Image{}
+		for _, img := range m.Images {
+			byName[img.Service] = img
+		}
+		return byName, progress.String()
+	}
+	reused := func(said string, img *build.Image) bool {
+		return strings.Contains(said, "sbom: reused for "+img.Service+" linux/amd64 (digest "+img.Platforms[0].Digest+")")
+	}
+	first, said := buildOnce()
+	if strings.Contains(said, "sbom: reused") || !strings.Contains(said, "sbom: ok linux/amd64: ") {
+		t.Fatalf("first build:\n%s", said)
+	}
+	second, said := buildOnce()
+	for _, svc := range []string{"ok", "other"} {
+		if !reused(said, second[svc]) || *second[svc].Platforms[0].SBOM != *first[svc].Platforms[0].SBOM {
+			t.Errorf("%s unchanged but its SBOM was not reused (%+v, first %+v):\n%s", svc, second[svc].Platforms[0].SBOM, first[svc].Platforms[0].SBOM, said)
+		}
+	}
+	if !strings.Contains(said, "2 reused") {
+		t.Errorf("the stage's line does not count the reused pairs:\n%s", said)
+	}
+	if err := os.WriteFile(filepath.Join(root, "fx", "cmd", "ok", "main.go"), []byte("package main\n\nfunc main() { println(1) }\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	third, said := buildOnce()
+	if third["ok"].Digest == first["ok"].Digest || reused(said, third["ok"]) || strings.Contains(said, "sbom: reused for ok ") ||
+		!strings.Contains(said, "sbom: ok linux/amd64: ") {
+		t.Errorf("ok changed (digest %s) but its SBOM was not cataloged again:\n%s", third["ok"].Digest, said)
+	}
+	if !reused(said, third["other"]) {
+		t.Errorf("other unchanged but not reused:\n%s", said)
+	}
+}

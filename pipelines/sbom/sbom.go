@@ -7,7 +7,9 @@
 //
 // The documents are reproducible: their identifiers derive from the image
 // digest and the project's source URL and their times from the build's
-// SOURCE_DATE_EPOCH, so two builds of one commit write the same bytes.
+// SOURCE_DATE_EPOCH, so two builds of one commit write the same bytes. An
+// image whose documents are already in the cache (same digest, same
+// pipeline, same stamps) is not cataloged again.
 package sbom
 
 import (
@@ -19,9 +21,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net/url"
 	"os"
 	"path/filepath"
+	"regexp"
 	"runtime/debug"
 	"sort"
 	"time"
@@ -93,17 +97,22 @@ type Options struct {
 	// SourceURL is the project's repository; the SPDX namespaces live
 	// under it ("" or not an absolute URL: urn:uuid namespaces).
 	SourceURL string
-	Progress  io.Writer
+	// CacheDir keeps each image's documents under their key, so an
+	// unchanged image is not cataloged again ("" = no cache).
+	CacheDir string
+	Progress io.Writer
 }
 
 // Result is the stage's output, in the order of the images and platforms.
 type Result struct {
 	Documents []*Document
+	Reused    int // document pairs taken from the cache
 	Took      time.Duration
 }
 
 // Generate writes the SBOMs. Any failure fails the stage: an image
-// without a bill of materials is not releasable.
+// without a bill of materials is not releasable. A cache that cannot be
+// read or written only costs a cataloging (said in the progress).
 func Generate(ctx context.Context, o Options) (*Result, error) {
 	start := time.Now()
 	if o.Created.IsZero() {
@@ -122,16 +131,39 @@ func Generate(ctx context.Context, o Options) (*Result, error) {
 	for _, im := range o.Images {
 		for _, p := range im.Platforms {
 			w := o.writer(im, p)
+			key, err := w.key()
+			if err != nil {
+				return nil, fmt.Errorf("sbom: %s %s: %w", im.Service, p.Platform, err)
+			}
+			doc, err := w.fromCache(o.CacheDir, key, dir)
+			if err == nil {
+				res.Reused++
+				res.Documents = append(res.Documents, doc)
+				say("sbom: reused for %s %s (digest %s): %d packages", im.Service, p.Platform, p.Digest, doc.PackageCount)
+				continue
+			}
+			if !errors.Is(err, fs.ErrNotExist) {
+				say("sbom: cached documents of %s %s unusable, cataloging again: %v", im.Service, p.Platform, err)
+				os.RemoveAll(filepath.Join(o.CacheDir, key)) // replaced below
+			}
 			img, err := im.Index.Image(mustHash(p.Digest))
 			if err != nil {
 				return nil, fmt.Errorf("sbom: %s %s: %w", im.Service, p.Platform, err)
 			}
-			doc, _, err := w.document(ctx, dir, img)
+			doc, files, err := w.document(ctx, dir, img)
 			if err != nil {
 				return nil, fmt.Errorf("sbom: %s %s: %w", im.Service, p.Platform, err)
 			}
 			res.Documents = append(res.Documents, doc)
 			say("sbom: %s %s: %d packages", im.Service, p.Platform, doc.PackageCount)
+			if err := storeInCache(o.CacheDir, key, doc, files); err != nil {
+				say("sbom: warning: not cached (%v): the next build catalogs %s %s again", err, im.Service, p.Platform)
+			}
+		}
+	}
+	if o.CacheDir != "" {
+		if err := prune(o.CacheDir, start.Add(-cacheMaxAge)); err != nil {
+			say("sbom: warning: pruning the cache: %v", err)
 		}
 	}
 	res.Took = time.Since(start)
@@ -297,6 +329,149 @@ func (w writer) namespace(d syftsbom.Descriptor) string {
 		return u.JoinPath("sbom", w.base+"-"+id).String()
 	}
 	return "urn:uuid:" + id
+}
+
+// key is the cache key of the documents: everything their bytes depend
+// on. The pipeline executable's digest stands for how they are made
+// (syft's version and catalogers, the encoders, this code).
+func (w writer) key() (string, error) {
+	pipeline, err := build.PipelineDigest()
+	if err != nil {
+		return "", err
+	}
+	h := sha256.New()
+	fmt.Fprintf(h, "darktower sbom\npipeline %s\nref %s\nplatform %s %s\ncreated %d\nsource %s\nformats spdx-%s cyclonedx-%s\n",
+		pipeline, w.ref, w.p.Platform, w.p.Digest, w.created.Unix(), w.sourceURL, SPDXVersion, CycloneDXVersion)
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// cached is a cache entry's record: the inventory the scan stage reads,
+// and the documents' digests (checked on the way out).
+type cached struct {
+	Document
+	Packages []Package `json:"packageList"`
+}
+
+// cacheEntry matches the names of entries (keys) and of entries being
+// written.
+var cacheEntry = regexp.MustCompile(`^([0-9a-f]{64}|\.new-[0-9]+)$`)
+
+const (
+	cacheRecord    = "document.json"
+	cacheSPDX      = "spdx.json"
+	cacheCycloneDX = "cdx.json"
+	// An entry not used for this long is removed: the cache holds what
+	// recent builds made, not every image ever built.
+	cacheMaxAge = 30 * 24 * time.Hour
+)
+
+// fromCache writes the documents cached under key into dir; an error
+// wrapping fs.ErrNotExist means there are none.
+func (w writer) fromCache(cacheDir, key, dir string) (*Document, error) {
+	if cacheDir == "" {
+		return nil, fs.ErrNotExist
+	}
+	entry := filepath.Join(cacheDir, key)
+	raw, err := os.ReadFile(filepath.Join(entry, cacheRecord))
+	if err != nil {
+		return nil, err
+	}
+	var c cached
+	if err := json.Unmarshal(raw, &c); err != nil {
+		return nil, fmt.Errorf("%s: %w", entry, err)
+	}
+	if c.ImageDigest != w.p.Digest || c.Service != w.im.Service || c.Platform != w.p.Platform.String() {
+		return nil, fmt.Errorf("%s records %s %s %s", entry, c.Service, c.Platform, c.ImageDigest)
+	}
+	var files []file
+	for _, f := range []struct{ name, suffix, digest string }{{cacheSPDX, ".spdx.json", c.SPDXDigest}, {cacheCycloneDX, ".cdx.json", c.CycloneDXDigest}} {
+		raw, err := os.ReadFile(filepath.Join(entry, f.name))
+		if err != nil {
+			return nil, err
+		}
+		if d := sha256Digest(raw); d != f.digest {
+			return nil, fmt.Errorf("%s: digest %s, recorded %s", filepath.Join(entry, f.name), d, f.digest)
+		}
+		files = append(files, file{w.base + f.suffix, raw})
+	}
+	doc := c.Document
+	doc.Packages = c.Packages
+	if err := w.write(&doc, dir, files); err != nil {
+		return nil, err
+	}
+	now := time.Now()
+	os.Chtimes(filepath.Join(entry, cacheRecord), now, now) // used: kept by prune
+	return &doc, nil
+}
+
+// prune removes the entries last used before cutoff, and what an
+// interrupted build left half-written; nothing else (the directory is
+// the user's choice).
+func prune(cacheDir string, cutoff time.Time) error {
+	entries, err := os.ReadDir(cacheDir)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, e := range entries {
+		if !cacheEntry.MatchString(e.Name()) {
+			continue
+		}
+		path := filepath.Join(cacheDir, e.Name())
+		info, err := os.Stat(filepath.Join(path, cacheRecord))
+		if err != nil {
+			info, err = e.Info()
+		}
+		if err == nil && info.ModTime().After(cutoff) {
+			continue
+		}
+		if err := os.RemoveAll(path); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// storeInCache keeps a new entry, whole or not at all: written aside,
+// then renamed into place (a concurrent build's identical entry wins).
+func storeInCache(cacheDir, key string, doc *Document, files []file) error {
+	if cacheDir == "" {
+		return nil
+	}
+	if err := os.MkdirAll(cacheDir, 0o755); err != nil {
+		return err
+	}
+	tmp, err := os.MkdirTemp(cacheDir, ".new-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(tmp)
+	rec, err := json.Marshal(cached{Document: *doc, Packages: doc.Packages})
+	if err != nil {
+		return err
+	}
+	for name, raw := range map[string][]byte{cacheRecord: rec, cacheSPDX: files[0].raw, cacheCycloneDX: files[1].raw} {
+		if err := os.WriteFile(filepath.Join(tmp, name), raw, 0o644); err != nil {
+			return err
+		}
+	}
+	final := filepath.Join(cacheDir, key)
+	if err := os.Rename(tmp, final); err != nil {
+		if _, statErr := os.Stat(filepath.Join(final, cacheRecord)); statErr == nil {
+			return nil
+		}
+		return err
+	}
+	return nil
+}
+
+// DefaultCacheDir is where the CLI keeps SBOMs for reuse.
+func DefaultCacheDir() string {
+	dir, err := os.UserCacheDir()
+	if err != nil {
+		return ""
+	}
+	return filepath.Join(dir, "darktower", "sbom")
 }
 
 // syftVersion is the syft module this pipeline links (its documents

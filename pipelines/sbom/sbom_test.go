@@ -250,3 +250,107 @@ func TestDocumentsAreSyftsButForIdentifiersAndTimes(t *testing.T) {
 		}
 	}
 }
+
+// An image whose documents are in the cache is not cataloged again: the
+// cached documents are the same bytes a cataloging writes, with the same
+// inventory; a damaged entry is cataloged again and replaced.
+func TestCachedDocumentsAreReusedByImageDigest(t *testing.T) {
+	amd64 := []catalog.Platform{{OS: "linux", Arch: "amd64"}}
+	images := imagetest.Build(t, "../..", []string{"media-handler"}, amd64, imagetest.DebianBase(t, t.TempDir(), amd64))
+	cache := t.TempDir()
+	run := func(cacheDir string) (*Result, string, string) {
+		t.Helper()
+		var progress bytes.Buffer
+		out := t.TempDir()
+		res, err := Generate(context.Background(), Options{Images: images, Out: out, Created: imagetest.Epoch,
+			SourceURL: "https://example.com/darktower", CacheDir: cacheDir, Progress: &progress})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res, out, progress.String()
+	}
+	first, out1, _ := run(cache)
+	if first.Reused != 0 {
+		t.Fatalf("an empty cache gave %d document pairs", first.Reused)
+	}
+	second, out2, progress := run(cache)
+	digest := images[0].Platforms[0].Digest
+	if second.Reused != 1 || !strings.Contains(progress, "sbom: reused for media-handler linux/amd64 (digest "+digest+")") {
+		t.Fatalf("second run reused %d, said:\n%s", second.Reused, progress)
+	}
+	fresh, out3, _ := run("")
+	for _, r := range []*Result{second, fresh} {
+		if !reflect.DeepEqual(r.Documents, first.Documents) {
+			t.Errorf("documents %+v, first run's %+v", r.Documents[0], first.Documents[0])
+		}
+	}
+	if len(first.Documents[0].Packages) == 0 || first.Documents[0].OS == nil {
+		t.Fatalf("no inventory: %+v", first.Documents[0])
+	}
+	for _, name := range []string{first.Documents[0].SPDX, first.Documents[0].CycloneDX} {
+		a := readFile(t, filepath.Join(out1, name))
+		if !bytes.Equal(a, readFile(t, filepath.Join(out2, name))) || !bytes.Equal(a, readFile(t, filepath.Join(out3, name))) {
+			t.Errorf("%s: the cached document is not what cataloging writes", name)
+		}
+	}
+
+	entries, err := filepath.Glob(filepath.Join(cache, "*", cacheCycloneDX))
+	if err != nil || len(entries) != 1 {
+		t.Fatalf("cache holds %v (%v), want one entry", entries, err)
+	}
+	if err := os.WriteFile(entries[0], []byte("{}"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	damaged, out4, progress := run(cache)
+	if damaged.Reused != 0 || !strings.Contains(progress, "unusable, cataloging again") {
+		t.Fatalf("a damaged entry: reused %d, said:\n%s", damaged.Reused, progress)
+	}
+	if !bytes.Equal(readFile(t, filepath.Join(out1, first.Documents[0].CycloneDX)), readFile(t, filepath.Join(out4, first.Documents[0].CycloneDX))) {
+		t.Error("the damaged entry's content was written")
+	}
+	if again, _, _ := run(cache); again.Reused != 1 {
+		t.Error("the damaged entry was not replaced")
+	}
+}
+
+// Pruning removes entries unused for cacheMaxAge and abandoned partial
+// ones, and nothing that is not an entry.
+func TestPruneRemovesOnlyOldEntries(t *testing.T) {
+	dir := t.TempDir()
+	old := time.Now().Add(-cacheMaxAge - time.Hour)
+	mk := func(name string, mtime time.Time) string {
+		path := filepath.Join(dir, name)
+		if err := os.MkdirAll(path, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(path, cacheRecord), []byte("{}"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chtimes(filepath.Join(path, cacheRecord), mtime, mtime); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chtimes(path, mtime, mtime); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	stale, recent := mk(strings.Repeat("a", 64), old), mk(strings.Repeat("b", 64), time.Now())
+	partial, foreign := mk(".new-123", old), mk("not-an-entry", old)
+	if err := prune(dir, time.Now().Add(-cacheMaxAge)); err != nil {
+		t.Fatal(err)
+	}
+	for path, kept := range map[string]bool{stale: false, partial: false, recent: true, foreign: true} {
+		if _, err := os.Stat(path); (err == nil) != kept {
+			t.Errorf("%s: kept %v, want %v", filepath.Base(path), err == nil, kept)
+		}
+	}
+}
+
+func readFile(t *testing.T, path string) []byte {
+	t.Helper()
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return raw
+}
