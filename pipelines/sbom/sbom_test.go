@@ -17,6 +17,7 @@ import (
 	"time"
 
 	cdx "github.com/CycloneDX/cyclonedx-go"
+	"github.com/anchore/syft/syft"
 	"github.com/anchore/syft/syft/format"
 	syftcdx "github.com/anchore/syft/syft/format/cyclonedxjson"
 	syftspdx "github.com/anchore/syft/syft/format/spdxjson"
@@ -353,4 +354,49 @@ func readFile(t *testing.T, path string) []byte {
 		t.Fatal(err)
 	}
 	return raw
+}
+
+// Running only Catalogers loses nothing: every service's documents, on a
+// base with Debian packages, are the same bytes as with syft's default
+// cataloger set for images.
+func TestCatalogersFindWhatSyftsDefaultSetFinds(t *testing.T) {
+	amd64 := []catalog.Platform{{OS: "linux", Arch: "amd64"}}
+	images := imagetest.Build(t, "../..", nil, amd64, imagetest.DebianBase(t, t.TempDir(), amd64))
+	platform := &v1.Platform{OS: "linux", Architecture: "amd64"}
+	for _, im := range images {
+		p := im.Platforms[0]
+		img, err := im.Index.Image(mustHash(p.Digest))
+		if err != nil {
+			t.Fatal(err)
+		}
+		w := Options{Created: imagetest.Epoch, SourceURL: "https://example.com/darktower"}.writer(im, p)
+		start := time.Now()
+		ours, err := Catalog(context.Background(), w.ref, platform, img)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tookOurs := time.Since(start)
+		start = time.Now()
+		all, err := catalogWith(context.Background(), w.ref, platform, img, syft.DefaultCreateSBOMConfig().WithTool(toolName, toolVersion()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("%s: %s with %v, %s with syft's default set", im.Service, tookOurs, Catalogers, time.Since(start))
+		for _, enc := range []func(syftsbom.SBOM) ([]byte, error){w.encodeSPDX, w.encodeCycloneDX} {
+			a, err := enc(*ours)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, err := enc(*all)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(a, b) {
+				t.Errorf("%s: a document differs from syft's default cataloger set's (%d vs %d bytes)", im.Service, len(a), len(b))
+			}
+		}
+		if len(ours.Artifacts.Packages.Sorted()) < 10 {
+			t.Errorf("%s: only %d packages", im.Service, len(ours.Artifacts.Packages.Sorted()))
+		}
+	}
 }
