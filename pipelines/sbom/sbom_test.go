@@ -176,9 +176,10 @@ func compare(t *testing.T, path string, got, want map[string]string) {
 	}
 }
 
-// The documents are what syft's own encoders write, but for the three
-// fields set here (identifiers and times), which are what the build
-// determines rather than chance or the clock.
+// The documents are what syft's own encoders write, but for the fields
+// set here (identifiers and times), which are what the build determines
+// rather than chance or the clock; Generate (one license scanner for all
+// images) writes exactly those bytes.
 func TestDocumentsAreSyftsButForIdentifiersAndTimes(t *testing.T) {
 	amd64 := []catalog.Platform{{OS: "linux", Arch: "amd64"}}
 	images := imagetest.Build(t, "../..", []string{"media-handler"}, amd64, imagetest.DebianBase(t, t.TempDir(), amd64))
@@ -187,7 +188,11 @@ func TestDocumentsAreSyftsButForIdentifiersAndTimes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	w := Options{Created: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC), SourceURL: "https://example.com/darktower"}.writer(im, p)
+	o := Options{Images: images, Out: t.TempDir(), Created: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC), SourceURL: "https://example.com/darktower"}
+	if _, err := Generate(context.Background(), o); err != nil {
+		t.Fatal(err)
+	}
+	w := o.writer(im, p)
 	s, err := Catalog(context.Background(), w.ref, &v1.Platform{OS: "linux", Architecture: "amd64"}, img)
 	if err != nil {
 		t.Fatal(err)
@@ -202,14 +207,15 @@ func TestDocumentsAreSyftsButForIdentifiersAndTimes(t *testing.T) {
 	}
 	for _, c := range []struct {
 		format string
+		suffix string
 		ours   func(syftsbom.SBOM) ([]byte, error)
 		syft   syftsbom.FormatEncoder
 		fields map[string]string // path (dot-separated) → value wanted in ours
 	}{
-		{"SPDX", w.encodeSPDX, spdxEnc, map[string]string{
+		{"SPDX", ".spdx.json", w.encodeSPDX, spdxEnc, map[string]string{
 			"documentNamespace":    "https://example.com/darktower/sbom/media-handler_linux_amd64-" + w.id(s.Descriptor, "spdx-2.3").String(),
 			"creationInfo.created": "2026-01-02T03:04:05Z"}},
-		{"CycloneDX", w.encodeCycloneDX, cdxEnc, map[string]string{
+		{"CycloneDX", ".cdx.json", w.encodeCycloneDX, cdxEnc, map[string]string{
 			"serialNumber":       "urn:uuid:" + w.id(s.Descriptor, "cyclonedx-1.6").String(),
 			"metadata.timestamp": "2026-01-02T03:04:05Z"}},
 	} {
@@ -248,6 +254,9 @@ func TestDocumentsAreSyftsButForIdentifiersAndTimes(t *testing.T) {
 		}
 		if again, err := c.ours(*s); err != nil || !bytes.Equal(again, raw) {
 			t.Errorf("%s: encoding the same SBOM twice gave different bytes (%v)", c.format, err)
+		}
+		if !bytes.Equal(readFile(t, filepath.Join(o.Out, Dir, w.base+c.suffix)), raw) {
+			t.Errorf("%s: Generate wrote other bytes than Catalog and the encoder give", c.format)
 		}
 	}
 }
