@@ -2,11 +2,11 @@
 //
 // Every function runs the repository's own CLI (the same `go run .
 // <command>` a laptop runs without Dagger) in a pinned Go container, with
-// cache volumes for Go's module and build caches, the Trivy DB and the
-// fetched base images. Secrets arrive as Dagger secrets and reach the CLI
-// only as secret environment variables. No pipeline logic lives here: the
-// command lines are made by the cli package, whose tests check them
-// against the real CLI.
+// cache volumes for Go's module and build caches, the Trivy DB, the
+// fetched base images and the SBOMs. Secrets arrive as Dagger secrets and
+// reach the CLI only as secret environment variables. No pipeline logic
+// lives here: the command lines are made by the cli package, whose tests
+// check them against the real CLI.
 package main
 
 import (
@@ -49,7 +49,8 @@ func (m *Darktower) goContainer() *dagger.Container {
 		WithMountedCache("/go/pkg/mod", dag.CacheVolume("darktower-go-mod")).
 		WithMountedCache("/root/.cache/go-build", dag.CacheVolume("darktower-go-build")).
 		WithMountedCache(cli.DBCache, dag.CacheVolume("darktower-trivy-db")).
-		WithMountedCache(cli.BaseCache, dag.CacheVolume("darktower-base-images"))
+		WithMountedCache(cli.BaseCache, dag.CacheVolume("darktower-base-images")).
+		WithMountedCache(cli.SBOMCache, dag.CacheVolume("darktower-sbom"))
 }
 
 // withCLI mounts the source and builds the CLI from it.

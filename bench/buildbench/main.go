@@ -211,7 +211,7 @@ func run(koVersion string, keep bool) error {
 		}},
 		{name: "build-all", build: func(repo, out, gocache string) error {
 			return sh(repo, env("GOCACHE="+gocache, "SOURCE_DATE_EPOCH="+epoch), nil, darktower, "build-all",
-				"--base", baseRef, "--out", out, "--cache-dir", out+"-base-cache", "--version", "bench", "--source-url", "https://example.invalid/src", "--vuln-db", vulnDB)
+				"--base", baseRef, "--out", out, "--cache-dir", out+"-base-cache", "--sbom-cache-dir", out+"-sbom-cache", "--version", "bench", "--source-url", "https://example.invalid/src", "--vuln-db", vulnDB)
 		}, digests: buildAllDigests},
 		{name: "ko", build: func(repo, out, gocache string) error {
 			args := append([]string{"build", "--push=false", "--sbom=none", "--base-import-paths", "--oci-layout-path", out,

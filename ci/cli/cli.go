@@ -21,6 +21,7 @@ const (
 	OutDir    = "/out"                     // build-all --out
 	DBCache   = "/cache/trivy-db"          // --db-cache-dir (a cache volume)
 	BaseCache = "/cache/base-images"       // --cache-dir (a cache volume)
+	SBOMCache = "/cache/sbom"              // --sbom-cache-dir (a cache volume)
 	VulnDBDir = "/vuln-db"                 // --vuln-db, when a prepared DB is given
 	ImageTar  = "/out/image.tar"           // export-image --file
 	KeyFile   = "/run/secrets/cosign.pub"  // verify --key
@@ -83,7 +84,7 @@ type BuildAll struct {
 
 // Args is the flags, after the command name.
 func (b BuildAll) Args() []string {
-	args := []string{"--out", OutDir, "--db-cache-dir", DBCache, "--cache-dir", BaseCache}
+	args := []string{"--out", OutDir, "--db-cache-dir", DBCache, "--cache-dir", BaseCache, "--sbom-cache-dir", SBOMCache}
 	add := func(flag, value string) {
 		if value != "" {
 			args = append(args, flag, value)

@@ -91,7 +91,7 @@ func fromLayout(p layout.Path, rec *Image) (*Image, error) {
 // change to how images are assembled rebuilds them).
 func buildKey(o Options, s *catalog.Spec, bins map[binKey]string) (string, error) {
 	h := sha256.New()
-	self, err := selfDigest()
+	self, err := PipelineDigest()
 	if err != nil {
 		return "", err
 	}
@@ -124,7 +124,10 @@ func fileDigest(path string) (string, error) {
 	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
-var selfDigest = sync.OnceValues(func() (string, error) {
+// PipelineDigest is the SHA-256 of the running pipeline executable: what
+// the stages' reuse keys hold for "how the outputs are made" (the
+// pipeline's own code and every library it links, syft's included).
+var PipelineDigest = sync.OnceValues(func() (string, error) {
 	exe, err := os.Executable()
 	if err != nil {
 		return "", err

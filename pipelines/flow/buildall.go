@@ -37,6 +37,9 @@ type BuildAllOptions struct {
 	Push      string   // registry/repository prefix to publish to ("" = build only)
 	Load      bool     // load the host platform's images into the local Docker engine
 	Jobs      int
+	// SBOMCacheDir keeps every image's SBOMs by image digest and pipeline,
+	// so an unchanged image is not cataloged again ("" = no reuse).
+	SBOMCacheDir string
 	// The vulnerability gate: a prepared Trivy DB directory (air-gapped;
 	// empty: download into DBCacheDir), the threshold (default CRITICAL),
 	// the exceptions file (default Root/.trivyignore.yaml) and the age
@@ -198,12 +201,14 @@ func BuildAll(ctx context.Context, o BuildAllOptions) (*build.Manifest, error) {
 	}
 	m.GoTags = o.GoTags
 	m.Stages = append(m.Stages, stageTime("build", res.Build))
-	sboms, err := sbom.Generate(ctx, sbom.Options{Images: res.Images, Out: o.Out, Progress: o.Progress})
+	sboms, err := sbom.Generate(ctx, sbom.Options{Images: res.Images, Out: o.Out, Created: src.Epoch, SourceURL: o.SourceURL,
+		CacheDir: o.SBOMCacheDir, Progress: o.Progress})
 	if err != nil {
 		return nil, err
 	}
 	m.Stages = append(m.Stages, stageTime("sbom", sboms.Took))
-	say("sbom: %d document pair(s) (SPDX %s, CycloneDX %s) in %s", len(sboms.Documents), sbom.SPDXVersion, sbom.CycloneDXVersion, sboms.Took.Round(time.Millisecond))
+	say("sbom: %d document pair(s) (SPDX %s, CycloneDX %s), %d reused, in %s", len(sboms.Documents), sbom.SPDXVersion, sbom.CycloneDXVersion,
+		sboms.Reused, sboms.Took.Round(time.Millisecond))
 	scanned, gateErr := scan.Scan(ctx, scan.Options{Documents: sboms.Documents, Threshold: o.Severity, Exceptions: exceptions, Progress: o.Progress})
 	if scanned == nil {
 		return nil, gateErr

@@ -42,7 +42,7 @@ func setup(t *testing.T) {
 		defer os.RemoveAll(dir)
 		amd64 := []catalog.Platform{{OS: "linux", Arch: "amd64"}}
 		images := imagetest.Build(t, "../..", nil, amd64, imagetest.DebianBase(t, dir, amd64))
-		res, err := sbom.Generate(context.Background(), sbom.Options{Images: images, Out: dir})
+		res, err := sbom.Generate(context.Background(), sbom.Options{Images: images, Out: dir, Created: imagetest.Epoch})
 		if err != nil {
 			setupErr = err
 			return

@@ -57,7 +57,7 @@ func signedBuild(t *testing.T, key *Key, progress *bytes.Buffer) (string, *build
 	if _, err := build.WriteLayout(out, res, "0.0.0-test", "test", imagetest.Epoch); err != nil {
 		t.Fatal(err)
 	}
-	docs, err := sbom.Generate(context.Background(), sbom.Options{Images: res.Images, Out: out})
+	docs, err := sbom.Generate(context.Background(), sbom.Options{Images: res.Images, Out: out, Created: imagetest.Epoch})
 	if err != nil {
 		t.Fatal(err)
 	}
