@@ -54,18 +54,15 @@ type Options struct {
 	Source        string
 	SourceVersion string
 	SourceDate    time.Time
-	// GoVulns are govulncheck's findings per image platform (GoVulnKey).
-	// With SourceTrivy they give each Go finding its reachability; with
-	// SourceGoVulnDB they are the Go findings and every image needs them.
-	GoVulns map[string][]*GoVuln
-	// GoData is the data GoVulns were judged with; nil with GoVulnsSkipped
-	// saying why reachability was not checked.
-	GoData         *GoVulnData
-	GoVulnsSkipped string
+	// GoCheck gives govulncheck's findings for an image platform's binary
+	// (GoData's). With SourceTrivy it is asked only for images with Go
+	// findings, to give each its reachability (a failure leaves them "not
+	// checked"); with SourceGoVulnDB its findings are the Go findings and
+	// a failure fails the scan. Nil: GoSkipped says why.
+	GoCheck   func(ctx context.Context, service, platform string) ([]*GoVuln, error)
+	GoData    *GoVulnData
+	GoSkipped string
 }
-
-// GoVulnKey names an image platform in Options.GoVulns.
-func GoVulnKey(service, platform string) string { return service + " " + platform }
 
 // Finding is one vulnerability in one package of one image.
 type Finding struct {
@@ -181,11 +178,14 @@ func Scan(ctx context.Context, o Options) (*Result, error) {
 	vulnInfo := vulnerability.NewClient(trivydb.Config{})
 	for _, doc := range o.Documents {
 		im := &Image{Service: doc.Service, Platform: doc.Platform, Digest: doc.ImageDigest, OS: doc.OS, Counts: map[string]int{}}
-		govulns, checked := o.GoVulns[GoVulnKey(doc.Service, doc.Platform)]
 		var findings []*Finding
 		if res.Source == SourceGoVulnDB {
-			if !checked {
-				return nil, fmt.Errorf("scan: %s %s: the Go vulnerability database source needs govulncheck's findings for every image, and this one has none", doc.Service, doc.Platform)
+			if o.GoCheck == nil {
+				return nil, fmt.Errorf("scan: the Go vulnerability database source needs govulncheck, and it cannot run: %s", o.GoSkipped)
+			}
+			govulns, err := o.GoCheck(ctx, doc.Service, doc.Platform)
+			if err != nil {
+				return nil, fmt.Errorf("scan: %s %s: %w", doc.Service, doc.Platform, err)
 			}
 			findings = goVulnFindings(govulns)
 			for _, p := range doc.Packages {
@@ -199,11 +199,18 @@ func Scan(ctx context.Context, o Options) (*Result, error) {
 				return nil, fmt.Errorf("scan: %s %s: %w", doc.Service, doc.Platform, err)
 			}
 			vulnInfo.FillInfo(detected, []dbTypes.SourceID{"auto"}) // Trivy's default --severity-src
+			var govulns []*GoVuln
+			notChecked := o.GoSkipped
+			if o.GoCheck != nil && slices.ContainsFunc(detected, func(d types.DetectedVulnerability) bool { return classOf(d) == classLang }) {
+				if govulns, err = o.GoCheck(ctx, doc.Service, doc.Platform); err != nil {
+					notChecked = err.Error()
+				}
+			}
 			for _, d := range detected {
 				f := &Finding{ID: d.VulnerabilityID, Severity: d.Severity, Package: d.PkgName, Installed: d.InstalledVersion,
 					Fixed: d.FixedVersion, Title: d.Title, Class: classOf(d), detected: d}
 				if f.Class == classLang {
-					f.Reachability, f.Symbols = reachability(f, govulns, checked, o)
+					f.Reachability, f.Symbols = reachability(f, govulns, notChecked, o)
 				}
 				findings = append(findings, f)
 			}
@@ -267,13 +274,12 @@ func goVulnFindings(vulns []*GoVuln) []*Finding {
 
 // reachability is a Trivy Go finding's: govulncheck's for the same
 // advisory (its ID or an alias) and module, else why it is not known.
-func reachability(f *Finding, vulns []*GoVuln, checked bool, o Options) (string, []string) {
-	if !checked {
-		why := o.GoVulnsSkipped
-		if why == "" {
-			why = "govulncheck did not run"
+func reachability(f *Finding, vulns []*GoVuln, notChecked string, o Options) (string, []string) {
+	if o.GoCheck == nil || notChecked != "" {
+		if notChecked == "" {
+			notChecked = "govulncheck did not run"
 		}
-		return "not checked: " + why, nil
+		return "not checked: " + notChecked, nil
 	}
 	for _, v := range vulns {
 		if v.Module == f.Package && v.Names(f.ID) {
