@@ -77,6 +77,9 @@ type Finding struct {
 	// known; Symbols are the vulnerable symbols the binary holds.
 	Reachability string   `json:"reachability,omitempty"`
 	Symbols      []string `json:"symbols,omitempty"`
+	// Aliases (Go database findings): the advisory's CVE and GHSA IDs, which
+	// exceptions may name instead of the GO- ID.
+	Aliases []string `json:"aliases,omitempty"`
 	// Accepted is the exception's reason when one covers the finding.
 	Accepted string `json:"accepted,omitempty"`
 	Blocking bool   `json:"blocking"`
@@ -225,7 +228,13 @@ func Scan(ctx context.Context, o Options) (*Result, error) {
 			if res.Source == SourceGoVulnDB {
 				blocks = f.Reachability == Reachable
 			}
-			if e := o.Exceptions.Covering(f.ID, doc.Service, f.Package); e != nil {
+			e := o.Exceptions.Covering(f.ID, doc.Service, f.Package)
+			for _, a := range f.Aliases {
+				if e == nil {
+					e = o.Exceptions.Covering(a, doc.Service, f.Package)
+				}
+			}
+			if e != nil {
 				f.Accepted = fmt.Sprintf("%s (until %s)", e.Reason, e.Expires)
 			} else if blocks {
 				f.Blocking = true
@@ -263,7 +272,7 @@ func goVulnFindings(vulns []*GoVuln) []*Finding {
 			installed, fixed = strings.TrimPrefix(v.Version, "go"), strings.TrimPrefix(v.Fixed, "go")
 		}
 		f := &Finding{ID: v.ID, Severity: dbTypes.SeverityUnknown.String(), Package: v.Module, Installed: installed, Fixed: fixed,
-			Title: v.Summary, Class: classLang, Reachability: v.Reachability, Symbols: v.Symbols}
+			Title: v.Summary, Class: classLang, Reachability: v.Reachability, Symbols: v.Symbols, Aliases: v.Aliases}
 		f.detected = types.DetectedVulnerability{VulnerabilityID: v.ID, VendorIDs: v.Aliases, PkgName: v.Module,
 			InstalledVersion: installed, FixedVersion: fixed, PrimaryURL: "https://pkg.go.dev/vuln/" + v.ID,
 			Vulnerability: dbTypes.Vulnerability{Title: v.Summary, Severity: f.Severity}}
