@@ -98,9 +98,12 @@ func PrepareGoVulnData(ctx context.Context, cacheDir, version string) (*GoVulnDa
 	if err := writeV1(filepath.Join(mod, "data", "osv"), tmp, t); err != nil {
 		return nil, fmt.Errorf("laying out %s@%s for govulncheck: %w", GoVulnDBModule, version, err)
 	}
-	os.RemoveAll(dir) // an incomplete earlier attempt
 	if err := os.Rename(tmp, dir); err != nil {
-		return nil, err
+		// Another build laid it out meanwhile: theirs is the same data.
+		if _, statErr := os.Stat(filepath.Join(dir, "index", "db.json")); statErr == nil {
+			return data, nil
+		}
+		return nil, fmt.Errorf("laying out %s@%s for govulncheck in %s: %w (remove it and retry)", GoVulnDBModule, version, dir, err)
 	}
 	return data, nil
 }
