@@ -47,7 +47,7 @@ type Options struct {
 	// binary's build info, and the pipeline never publishes such a build.
 	GoTags []string
 	// SymbolsDir, when set, also gets each binary linked with its symbol
-	// table kept (no -s -w): the images' binaries are stripped, and
+	// table kept (no -s): the images' binaries are stripped, and
 	// govulncheck needs the symbols to tell which functions a binary
 	// holds. Only the link is redone: the compiled packages come from the
 	// build cache, and the linker drops the same dead code either way.
@@ -302,8 +302,9 @@ func compile(ctx context.Context, o Options, g *compileGroup) error {
 	if o.SymbolsDir == "" {
 		return nil
 	}
-	// The same link without -s -w (see Options.SymbolsDir).
-	args[slices.Index(args, ldflags)] = strings.TrimPrefix(ldflags, "-s -w ")
+	// The same link with the symbol table (-s dropped; -w still drops DWARF,
+	// which govulncheck does not read and which makes the link slower).
+	args[slices.Index(args, ldflags)] = strings.Replace(ldflags, "-s -w ", "-w ", 1)
 	args[slices.Index(args, g.out)] = filepath.Join(o.SymbolsDir, filepath.Base(g.out)) + string(filepath.Separator)
 	return goBuild(ctx, modDir, g, names, args)
 }

@@ -60,7 +60,8 @@ func TestCheckBinaryTellsReachableFromUnreachable(t *testing.T) {
 }
 
 // goProgram builds a main module requiring golang.org/x/text v0.3.7 (from
-// the Go module proxy) whose main runs body, with its symbol table.
+// the Go module proxy) whose main runs body, linked as build-all links
+// its symbol-table twins (-w: no DWARF, the symbol table kept).
 func goProgram(t *testing.T, name, body string) string {
 	t.Helper()
 	dir := t.TempDir()
@@ -70,7 +71,7 @@ func goProgram(t *testing.T, name, body string) string {
 			t.Fatal(err)
 		}
 	}
-	for _, args := range [][]string{{"mod", "tidy"}, {"build", "-trimpath", "-o", name}} {
+	for _, args := range [][]string{{"mod", "tidy"}, {"build", "-trimpath", "-ldflags=-w", "-o", name}} {
 		cmd := exec.Command("go", args...)
 		cmd.Dir = dir
 		cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOFLAGS=-mod=mod")
