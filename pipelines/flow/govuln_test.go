@@ -115,3 +115,24 @@ func sarifReach(t *testing.T, out, id, want string) {
 	}
 	t.Errorf("SARIF has no result for %s", id)
 }
+
+// A build that publishes does not fall back: neither to the Go
+// vulnerability database nor to the skeleton base (both before compiling).
+func TestPublishingBuildsDoNotFallBack(t *testing.T) {
+	root := t.TempDir()
+	if err := vulndbtest.GoTextRepo(root); err != nil {
+		t.Fatal(err)
+	}
+	o := BuildAllOptions{Root: root, Services: []string{"imports"}, Out: filepath.Join(root, "dist"), Push: "127.0.0.1:1/darktower",
+		DBCacheDir: t.TempDir(), DBRepository: "127.0.0.1:1/trivy-db:2", CacheDir: t.TempDir(), Version: "1.0.0", Env: fixedEnv, NoSign: true}
+	_, err := BuildAll(context.Background(), o)
+	if err == nil || !strings.Contains(err.Error(), "falls back to the Go vulnerability database only for builds that do not publish") {
+		t.Errorf("vulnerability source: err = %v", err)
+	}
+	var progress bytes.Buffer
+	o.VulnDB, o.Progress = testDB, &progress
+	_, err = BuildAll(context.Background(), o)
+	if err == nil || !strings.Contains(err.Error(), "example.com/base:1 is not pinned") || strings.Contains(progress.String(), "BASE: skeleton") {
+		t.Errorf("base: err = %v\n%s", err, progress.String())
+	}
+}
