@@ -158,14 +158,14 @@ func BuildAll(ctx context.Context, o BuildAllOptions) (*build.Manifest, error) {
 	for _, p := range exceptions.Problems {
 		say("scan: warning: %s", p)
 	}
-	src2, err := openVulnSource(ctx, o, say)
+	vsrc, err := openVulnSource(ctx, o, say)
 	if err != nil {
 		return nil, err
 	}
-	if src2.trivy != nil {
+	if vsrc.trivy != nil {
 		defer scan.CloseDB()
 	}
-	dbInfo := src2.trivy
+	dbInfo := vsrc.trivy
 	key, keyless, err := signingKey(ctx, o, env)
 	if err != nil {
 		return nil, err
@@ -206,8 +206,8 @@ func BuildAll(ctx context.Context, o BuildAllOptions) (*build.Manifest, error) {
 	m.Stages = append(m.Stages, stageTime("sbom", sboms.Took))
 	say("sbom: %d document pair(s) (SPDX %s, CycloneDX %s) in %s", len(sboms.Documents), sbom.SPDXVersion, sbom.CycloneDXVersion, sboms.Took.Round(time.Millisecond))
 	scanOpts := scan.Options{Documents: sboms.Documents, Threshold: o.Severity, Exceptions: exceptions, Progress: o.Progress,
-		Source: src2.name, SourceVersion: src2.version, SourceDate: src2.date, GoData: src2.goData, GoSkipped: src2.goSkipped}
-	if src2.goData != nil {
+		Source: vsrc.name, SourceVersion: vsrc.version, SourceDate: vsrc.date, GoData: vsrc.goData, GoSkipped: vsrc.goSkipped}
+	if vsrc.goData != nil {
 		scanOpts.GoCheck = func(ctx context.Context, service, platform string) ([]*scan.GoVuln, error) {
 			p, err := catalog.ParsePlatform(platform)
 			if err != nil {
@@ -218,7 +218,7 @@ func BuildAll(ctx context.Context, o BuildAllOptions) (*build.Manifest, error) {
 				return nil, fmt.Errorf("no binary with symbols for %s %s", service, platform)
 			}
 			t := time.Now()
-			vulns, err := scan.CheckBinary(ctx, src2.goData, bin)
+			vulns, err := scan.CheckBinary(ctx, vsrc.goData, bin)
 			if err == nil {
 				say("scan: govulncheck %s %s: %d advisory(ies) for its modules, %d with a reachable symbol, in %s", service, platform, len(vulns),
 					countReachable(vulns), time.Since(t).Round(time.Millisecond))
