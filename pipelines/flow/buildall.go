@@ -206,9 +206,12 @@ func BuildAll(ctx context.Context, o BuildAllOptions) (*build.Manifest, error) {
 	m.Stages = append(m.Stages, stageTime("sbom", sboms.Took))
 	say("sbom: %d document pair(s) (SPDX %s, CycloneDX %s) in %s", len(sboms.Documents), sbom.SPDXVersion, sbom.CycloneDXVersion, sboms.Took.Round(time.Millisecond))
 	scanOpts := scan.Options{Documents: sboms.Documents, Threshold: o.Severity, Exceptions: exceptions, Progress: o.Progress,
-		Source: vsrc.name, SourceVersion: vsrc.version, SourceDate: vsrc.date, GoData: vsrc.goData, GoSkipped: vsrc.goSkipped}
-	if vsrc.goData != nil {
-		scanOpts.GoCheck = func(ctx context.Context, service, platform string) ([]*scan.GoVuln, error) {
+		Source: vsrc.name, SourceVersion: vsrc.version, SourceDate: vsrc.date, GoData: vsrc.goData,
+		GoCheck: func(ctx context.Context, service, platform string) ([]*scan.GoVuln, error) {
+			data, err := vsrc.govulnData(ctx, say)
+			if err != nil {
+				return nil, err
+			}
 			p, err := catalog.ParsePlatform(platform)
 			if err != nil {
 				return nil, err
@@ -218,14 +221,13 @@ func BuildAll(ctx context.Context, o BuildAllOptions) (*build.Manifest, error) {
 				return nil, fmt.Errorf("no binary with symbols for %s %s", service, platform)
 			}
 			t := time.Now()
-			vulns, err := scan.CheckBinary(ctx, vsrc.goData, bin)
+			vulns, err := scan.CheckBinary(ctx, data, bin)
 			if err == nil {
 				say("scan: govulncheck %s %s: %d advisory(ies) for its modules, %d with a reachable symbol, in %s", service, platform, len(vulns),
 					countReachable(vulns), time.Since(t).Round(time.Millisecond))
 			}
 			return vulns, err
-		}
-	}
+		}}
 	scanned, gateErr := scan.Scan(ctx, scanOpts)
 	if scanned == nil {
 		return nil, gateErr

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/darktower/delivery/pipelines/build"
@@ -24,15 +25,34 @@ type vulnSource struct {
 	name, version string
 	date          time.Time
 	trivy         *scan.DBInfo     // SourceTrivy: the open DB
-	goData        *scan.GoVulnData // govulncheck's data; nil: goSkipped says why
-	goSkipped     string
+	goData        *scan.GoVulnData // govulncheck's data (SourceTrivy: once govulnData has run)
+	cacheDir      string
+	once          sync.Once
+	goErr         error
+}
+
+// govulnData is the pinned Go vulnerability database for govulncheck.
+// Under Trivy's DB it is fetched the first time a Go finding needs its
+// reachability: a build without Go findings needs no module proxy.
+func (s *vulnSource) govulnData(ctx context.Context, say func(string, ...any)) (*scan.GoVulnData, error) {
+	s.once.Do(func() {
+		if s.goData != nil {
+			return
+		}
+		if s.goData, s.goErr = scan.PrepareGoVulnData(ctx, s.cacheDir, scan.GoVulnDBVersion); s.goErr != nil {
+			s.goErr = fmt.Errorf("the Go vulnerability database cannot be had: %w", s.goErr)
+			say("scan: warning: Go findings' reachability is not checked: %v", s.goErr)
+		} else {
+			say("scan: Go findings' reachability by govulncheck against %s", s.goData)
+		}
+	})
+	return s.goData, s.goErr
 }
 
 // openVulnSource picks the vulnerability source (--vuln-source) and opens
 // it. auto takes Trivy's DB when it can be had and otherwise — except for
 // a build that publishes, which must choose — the Go vulnerability
-// database, announced loudly. The pinned Go database is also fetched for
-// Trivy's Go findings' reachability; without it they say "not checked".
+// database, announced loudly.
 func openVulnSource(ctx context.Context, o BuildAllOptions, say func(string, ...any)) (*vulnSource, error) {
 	choice, err := scan.ParseSource(o.VulnSource)
 	if err != nil {
@@ -49,7 +69,7 @@ func openVulnSource(ctx context.Context, o BuildAllOptions, say func(string, ...
 	if maxAge == 0 {
 		maxAge = 72 * time.Hour
 	}
-	s := &vulnSource{name: choice}
+	s := &vulnSource{name: choice, cacheDir: cacheDir}
 	var why string
 	if choice != scan.SourceGoVulnDB {
 		limit := probeTimeout
@@ -73,25 +93,18 @@ func openVulnSource(ctx context.Context, o BuildAllOptions, say func(string, ...
 			s.name, why = scan.SourceGoVulnDB, strings.Join(strings.Fields(scan.NoDBCause(err)), " ") // one line
 		}
 	}
-	goData, goErr := scan.PrepareGoVulnData(ctx, cacheDir, scan.GoVulnDBVersion)
-	if s.name == scan.SourceGoVulnDB {
-		if goErr != nil {
-			if why != "" {
-				return nil, fmt.Errorf("no vulnerability source: Trivy's DB cannot be had (%s), and neither can the Go vulnerability database: %w", why, goErr)
-			}
-			return nil, goErr
-		}
-		s.version, s.date, s.goData = goData.Module+"@"+goData.Version, goData.Time, goData
-		announceGoVulnDB(say, goData, why, cacheDir)
+	if s.name == scan.SourceTrivy {
 		return s, nil
 	}
-	if goErr != nil {
-		s.goSkipped = "the Go vulnerability database cannot be had: " + goErr.Error()
-		say("scan: warning: Go findings' reachability will not be checked: %s", s.goSkipped)
-	} else {
-		s.goData = goData
-		say("scan: Go findings' reachability by govulncheck against %s", goData)
+	goData, err := scan.PrepareGoVulnData(ctx, cacheDir, scan.GoVulnDBVersion)
+	if err != nil {
+		if why != "" {
+			return nil, fmt.Errorf("no vulnerability source: Trivy's DB cannot be had (%s), and neither can the Go vulnerability database: %w", why, err)
+		}
+		return nil, err
 	}
+	s.version, s.date, s.goData = goData.Module+"@"+goData.Version, goData.Time, goData
+	announceGoVulnDB(say, goData, why, cacheDir)
 	return s, nil
 }
 

@@ -54,14 +54,14 @@ type Options struct {
 	Source        string
 	SourceVersion string
 	SourceDate    time.Time
-	// GoCheck gives govulncheck's findings for an image platform's binary
-	// (GoData's). With SourceTrivy it is asked only for images with Go
-	// findings, to give each its reachability (a failure leaves them "not
-	// checked"); with SourceGoVulnDB its findings are the Go findings and
-	// a failure fails the scan. Nil: GoSkipped says why.
-	GoCheck   func(ctx context.Context, service, platform string) ([]*GoVuln, error)
-	GoData    *GoVulnData
-	GoSkipped string
+	// GoCheck gives govulncheck's findings for an image platform's binary.
+	// With SourceTrivy it is asked only for images with Go findings, to
+	// give each its reachability (a failure leaves them "not checked",
+	// with the reason); with SourceGoVulnDB its findings are the Go
+	// findings and a failure fails the scan.
+	GoCheck func(ctx context.Context, service, platform string) ([]*GoVuln, error)
+	// GoData names the data GoCheck judges with (nil: the pinned version).
+	GoData *GoVulnData
 }
 
 // Finding is one vulnerability in one package of one image.
@@ -184,7 +184,7 @@ func Scan(ctx context.Context, o Options) (*Result, error) {
 		var findings []*Finding
 		if res.Source == SourceGoVulnDB {
 			if o.GoCheck == nil {
-				return nil, fmt.Errorf("scan: the Go vulnerability database source needs govulncheck, and it cannot run: %s", o.GoSkipped)
+				return nil, errors.New("scan: the Go vulnerability database source needs govulncheck's findings (Options.GoCheck)")
 			}
 			govulns, err := o.GoCheck(ctx, doc.Service, doc.Platform)
 			if err != nil {
@@ -203,7 +203,7 @@ func Scan(ctx context.Context, o Options) (*Result, error) {
 			}
 			vulnInfo.FillInfo(detected, []dbTypes.SourceID{"auto"}) // Trivy's default --severity-src
 			var govulns []*GoVuln
-			notChecked := o.GoSkipped
+			notChecked := ""
 			if o.GoCheck != nil && slices.ContainsFunc(detected, func(d types.DetectedVulnerability) bool { return classOf(d) == classLang }) {
 				if govulns, err = o.GoCheck(ctx, doc.Service, doc.Platform); err != nil {
 					notChecked = err.Error()
@@ -295,7 +295,7 @@ func reachability(f *Finding, vulns []*GoVuln, notChecked string, o Options) (st
 			return v.Reachability, v.Symbols
 		}
 	}
-	data := "the Go vulnerability database"
+	data := GoVulnDBModule + "@" + GoVulnDBVersion
 	if o.GoData != nil {
 		data = o.GoData.String()
 	}
