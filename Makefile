@@ -8,7 +8,8 @@ test:
 	scripts/test.sh
 
 ## build-all: the main job: build every image into dist/ (go run . build-all $(ARGS));
-## air-gapped: make build-all ARGS="--base skeleton --vuln-db DIR" (a prepared Trivy DB; see the README)
+## air-gapped it runs as is (the Go vulnerability database and the skeleton base, announced),
+## or with a prepared Trivy DB: make build-all ARGS="--base skeleton --vuln-db DIR" (see the README)
 build-all:
 	go run . build-all $(ARGS)
 

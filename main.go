@@ -105,7 +105,7 @@ func buildAllFlags(fs *flag.FlagSet) func(root string, progress io.Writer) flow.
 	services := fs.String("services", "", "comma-separated services to build (default: all in images/)")
 	platforms := fs.String("platforms", "", "comma-separated platforms, e.g. linux/amd64 (default: each spec's own)")
 	out := fs.String("out", "dist", "output directory")
-	base := fs.String("base", build.BaseLocked, `base image: "locked" (the specs' base at the digest in images/base.lock.json), "skeleton" (built in, offline), oci-layout:PATH, or an image reference`)
+	base := fs.String("base", build.BaseAuto, `base image: "auto" (locked; when that is neither cached nor fetchable and nothing is published, skeleton, announced), "locked" (the specs' base at the digest in images/base.lock.json), "skeleton" (built in, offline), oci-layout:PATH, or an image reference`)
 	cacheDir := fs.String("cache-dir", build.DefaultCacheDir(), "where fetched base images are kept (an OCI layout)")
 	sbomCache := fs.String("sbom-cache-dir", sbom.DefaultCacheDir(), `where each image's SBOMs are kept by image digest and pipeline, so an unchanged image is not cataloged again ("" = none)`)
 	caBundle := fs.String("ca-bundle", "", "CA bundle for the skeleton base (default: the host's)")
@@ -115,7 +115,11 @@ func buildAllFlags(fs *flag.FlagSet) func(root string, progress io.Writer) flow.
 	load := fs.Bool("load", false, "also load the host platform's images into the local Docker engine (docker CLI; DOCKER_HOST applies)")
 	jobs := fs.Int("jobs", 1, "concurrent go builds, one per module and platform (each already uses every core)")
 	vulnDB := fs.String("vuln-db", "", "a prepared Trivy DB directory (trivy.db + metadata.json, or Trivy's cache dir with them under db/): the air-gapped form; default: download Trivy's DB into --db-cache-dir")
-	dbCache := fs.String("db-cache-dir", scan.DefaultCacheDir(), "where the downloaded Trivy DB is kept (refreshed after its NextUpdate)")
+	vulnSource := fs.String("vuln-source", scan.SourceAuto, "what judges the build: "+scan.SourceTrivy+" (Trivy's DB: OS packages and Go modules, gated on severity), "+
+		scan.SourceGoVulnDB+" ("+scan.GoVulnDBModule+"@"+scan.GoVulnDBVersion+" through the Go module proxy, judged by govulncheck: Go code only, a reachable vulnerable symbol blocks), or "+
+		scan.SourceAuto+" (trivy when its DB can be had, else go-vulndb, announced; a build that publishes does not fall back)")
+	dbCache := fs.String("db-cache-dir", scan.DefaultCacheDir(), "where vulnerability data is kept: the downloaded Trivy DB (db/, refreshed after its NextUpdate) and the Go vulnerability database laid out for govulncheck (govulndb/)")
+	dbRepository := fs.String("db-repository", "", "where Trivy's DB is downloaded from, an OCI reference like trivy's --db-repository (default: ghcr.io/aquasecurity/trivy-db:2, then mirror.gcr.io/aquasec/trivy-db:2)")
 	severity := fs.String("severity", "", "block findings at or above this severity: LOW, MEDIUM, HIGH or CRITICAL (default: the lowest listed in "+scan.ConfigFile+")")
 	exceptions := fs.String("exceptions", "", "accepted findings: entries of id, reason, expires (YYYY-MM-DD), optional services and packages (default: "+scan.ConfigFile+"'s ignorefile, "+scan.ExceptionsFile+")")
 	dbMaxAge := fs.Duration("db-max-age", 72*time.Hour, "warn in the summary when the DB was updated longer ago than this")
@@ -128,7 +132,7 @@ func buildAllFlags(fs *flag.FlagSet) func(root string, progress io.Writer) flow.
 	return func(root string, progress io.Writer) flow.BuildAllOptions {
 		return flow.BuildAllOptions{Root: root, Services: csv(*services), Platforms: csv(*platforms),
 			Out: *out, Base: *base, CacheDir: *cacheDir, SBOMCacheDir: *sbomCache, CABundle: *caBundle, Version: *version, SourceURL: *sourceURL, Push: *push, Load: *load, Jobs: *jobs,
-			VulnDB: *vulnDB, DBCacheDir: *dbCache, Severity: *severity, Exceptions: *exceptions, DBMaxAge: *dbMaxAge,
+			VulnDB: *vulnDB, VulnSource: *vulnSource, DBCacheDir: *dbCache, DBRepository: *dbRepository, Severity: *severity, Exceptions: *exceptions, DBMaxAge: *dbMaxAge,
 			Key: *key, DevKeyDir: *devKeyDir, NoSign: *noSign, Keyless: sign.KeylessOptions{FulcioURL: *fulcioURL, RekorURL: *rekorURL}, GoTags: csv(*goTags), Progress: progress}
 	}
 }

@@ -43,6 +43,10 @@ func (b *Base) Image(p catalog.Platform) (v1.Image, error) {
 const (
 	BaseLocked   = "locked"   // the specs' base at the digest in images/base.lock.json
 	BaseSkeleton = "skeleton" // generated in-process, no network
+	// BaseAuto (the CLI's default) is BaseLocked, or — when that can be
+	// neither read from the cache nor fetched — BaseSkeleton; the flow
+	// decides and says so (pipelines/flow).
+	BaseAuto = "auto"
 )
 
 // BaseOptions say which base to resolve and how.
@@ -64,7 +68,7 @@ func ResolveBase(ctx context.Context, o BaseOptions) (*Base, error) {
 		return SkeletonBase(o.Platforms, o.CABundle, o.Epoch)
 	case strings.HasPrefix(v, "oci-layout:"):
 		return layoutBase(strings.TrimPrefix(v, "oci-layout:"), o.Platforms)
-	case v == BaseLocked || v == "":
+	case v == BaseLocked || v == "" || v == BaseAuto:
 		lock, err := ReadLock(o.ImagesDir)
 		if err != nil {
 			return nil, err

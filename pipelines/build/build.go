@@ -46,6 +46,12 @@ type Options struct {
 	// the services' chaosfragile fault knobs); they land in every
 	// binary's build info, and the pipeline never publishes such a build.
 	GoTags []string
+	// SymbolsDir, when set, also gets each binary linked with its symbol
+	// table kept (no -s): the images' binaries are stripped, and
+	// govulncheck needs the symbols to tell which functions a binary
+	// holds. Only the link is redone: the compiled packages come from the
+	// build cache, and the linker drops the same dead code either way.
+	SymbolsDir string
 }
 
 // PlatformImage is one built per-platform image.
@@ -78,7 +84,10 @@ type Image struct {
 
 // Result is the build stage's output.
 type Result struct {
-	Images  []*Image
+	Images []*Image
+	// Symbols are the binaries with symbol tables (Options.SymbolsDir),
+	// by SymbolsKey.
+	Symbols map[string]string
 	Compile time.Duration
 	Build   time.Duration
 }
@@ -123,6 +132,14 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		return nil, err
 	}
 	res := &Result{Compile: time.Since(start), Images: make([]*Image, len(o.Specs))}
+	if o.SymbolsDir != "" {
+		res.Symbols = map[string]string{}
+		for _, g := range o.groups(work) {
+			for _, s := range g.specs {
+				res.Symbols[SymbolsKey(s.Name, g.p)] = filepath.Join(o.SymbolsDir, filepath.Base(g.out), path.Base(s.Main))
+			}
+		}
+	}
 	// Assembling is mostly gzip: one service per core.
 	sem := make(chan struct{}, runtime.NumCPU())
 	errs := make([]error, len(o.Specs))
@@ -165,6 +182,9 @@ func assembleOrReuse(o Options, s *catalog.Spec, bins map[binKey]string) (*Image
 	o.progress("build: %-20s assembled %s in %s", s.Name, shortDigest(img.Digest), time.Since(t).Round(time.Millisecond))
 	return img, nil
 }
+
+// SymbolsKey names a service's platform binary in Result.Symbols.
+func SymbolsKey(service string, p catalog.Platform) string { return service + " " + p.String() }
 
 type binKey struct {
 	service  string
@@ -276,6 +296,20 @@ func compile(ctx context.Context, o Options, g *compileGroup) error {
 		args = append(args, "-tags", strings.Join(o.GoTags, ","))
 	}
 	args = append(args, g.mains...)
+	if err := goBuild(ctx, modDir, g, names, args); err != nil {
+		return err
+	}
+	if o.SymbolsDir == "" {
+		return nil
+	}
+	// The same link with the symbol table (-s dropped; -w still drops DWARF,
+	// which govulncheck does not read and which makes the link slower).
+	args[slices.Index(args, ldflags)] = strings.Replace(ldflags, "-s -w ", "-w ", 1)
+	args[slices.Index(args, g.out)] = filepath.Join(o.SymbolsDir, filepath.Base(g.out)) + string(filepath.Separator)
+	return goBuild(ctx, modDir, g, names, args)
+}
+
+func goBuild(ctx context.Context, modDir string, g *compileGroup, names, args []string) error {
 	cmd := exec.CommandContext(ctx, "go", args...)
 	cmd.Dir = modDir
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS="+g.p.OS, "GOARCH="+g.p.Arch, "GOFLAGS=-mod=readonly")

@@ -68,7 +68,10 @@ type SignatureRecord struct {
 
 // ScanRecord is what the vulnerability gate used and wrote.
 type ScanRecord struct {
-	Threshold   string   `json:"threshold"`
+	Threshold     string `json:"threshold"`
+	Source        string `json:"source"` // trivy or go-vulndb
+	SourceVersion string `json:"sourceVersion"`
+	// DBUpdatedAt is the source's data's date.
 	DBUpdatedAt string   `json:"dbUpdatedAt"`
 	Reports     []string `json:"reports"`
 	SARIF       string   `json:"sarif"`

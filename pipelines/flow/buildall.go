@@ -29,7 +29,7 @@ type BuildAllOptions struct {
 	Services  []string // empty: all
 	Platforms []string // empty: each spec's own
 	Out       string   // output directory (dist)
-	Base      string   // "locked" (default), "skeleton", "oci-layout:PATH" or an image reference
+	Base      string   // "auto" (default: locked, else skeleton), "locked", "skeleton", "oci-layout:PATH" or an image reference
 	CacheDir  string   // where fetched bases are kept ("" = build.DefaultCacheDir())
 	CABundle  string   // skeleton's CA bundle (host's when empty)
 	Version   string   // overrides the git-derived version
@@ -44,11 +44,15 @@ type BuildAllOptions struct {
 	// empty: download into DBCacheDir), the threshold (default CRITICAL),
 	// the exceptions file (default Root/.trivyignore.yaml) and the age
 	// past which the DB is reported stale (default 72 h).
-	VulnDB     string
-	DBCacheDir string
-	Severity   string
-	Exceptions string
-	DBMaxAge   time.Duration
+	VulnDB string
+	// VulnSource: scan.SourceAuto ("" too: Trivy's DB when it can be had,
+	// else the Go vulnerability database), SourceTrivy or SourceGoVulnDB.
+	VulnSource   string
+	DBCacheDir   string
+	DBRepository string // where Trivy's DB is downloaded from ("" = Trivy's defaults)
+	Severity     string
+	Exceptions   string
+	DBMaxAge     time.Duration
 	// Signing: a cosign private key (file or env://NAME; password in
 	// COSIGN_PASSWORD); none: the machine's development key in DevKeyDir.
 	// NoSign skips signing (only when asked).
@@ -157,41 +161,38 @@ func BuildAll(ctx context.Context, o BuildAllOptions) (*build.Manifest, error) {
 	for _, p := range exceptions.Problems {
 		say("scan: warning: %s", p)
 	}
-	maxAge := o.DBMaxAge
-	if maxAge == 0 {
-		maxAge = 72 * time.Hour
-	}
-	dbInfo, err := scan.OpenDB(ctx, scan.DBOptions{Dir: o.VulnDB, CacheDir: o.DBCacheDir, MaxAge: maxAge})
+	vsrc, err := openVulnSource(ctx, o, say)
 	if err != nil {
 		return nil, err
 	}
-	defer scan.CloseDB()
-	say("scan: Trivy DB %s (updated %s)", dbInfo.Dir, dbInfo.UpdatedAt.Format(time.RFC3339))
+	if vsrc.trivy != nil {
+		defer scan.CloseDB()
+	}
+	dbInfo := vsrc.trivy
 	key, keyless, err := signingKey(ctx, o, env)
 	if err != nil {
 		return nil, err
 	}
-	if dbInfo.Stale != "" {
+	if dbInfo != nil && dbInfo.Stale != "" {
 		say("scan: warning: %s", dbInfo.Stale)
 	}
 	t := time.Now()
-	specBase, err := commonBase(specs)
-	if err != nil && (o.Base == build.BaseLocked || o.Base == "") {
-		return nil, err
-	}
-	cacheDir := o.CacheDir
-	if cacheDir == "" {
-		cacheDir = build.DefaultCacheDir()
-	}
-	base, err := build.ResolveBase(ctx, build.BaseOptions{Value: o.Base, SpecBase: specBase, ImagesDir: filepath.Join(o.Root, "images"),
-		Platforms: all, CABundle: o.CABundle, Epoch: src.Epoch, Keychain: registry.Keychain(env, o.Push), CacheDir: cacheDir})
+	base, err := resolveBase(ctx, o, specs, all, src.Epoch, env, say)
 	if err != nil {
 		return nil, err
 	}
 	say("base: %s %s resolved in %s", base.Name, base.Digest, time.Since(t).Round(time.Millisecond))
+	// The images' binaries are stripped; govulncheck reads the same link
+	// with its symbol table, kept here until the scan is done.
+	symbols, err := os.MkdirTemp("", "darktower-symbols-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(symbols)
 	say("build: %d service(s), version %s, revision %.12s, SOURCE_DATE_EPOCH %d", len(specs), src.Version, src.Revision, src.Epoch.Unix())
 	res, err := build.Run(ctx, build.Options{Root: o.Root, Specs: specs, Platforms: platforms, Base: base,
-		Epoch: src.Epoch, Version: src.Version, Revision: src.Revision, Source: o.SourceURL, Jobs: o.Jobs, Progress: o.Progress, Previous: previous, GoTags: o.GoTags})
+		Epoch: src.Epoch, Version: src.Version, Revision: src.Revision, Source: o.SourceURL, Jobs: o.Jobs, Progress: o.Progress, Previous: previous, GoTags: o.GoTags,
+		SymbolsDir: symbols})
 	if err != nil {
 		return nil, err
 	}
@@ -209,7 +210,30 @@ func BuildAll(ctx context.Context, o BuildAllOptions) (*build.Manifest, error) {
 	m.Stages = append(m.Stages, stageTime("sbom", sboms.Took))
 	say("sbom: %d document pair(s) (SPDX %s, CycloneDX %s), %d reused, in %s", len(sboms.Documents), sbom.SPDXVersion, sbom.CycloneDXVersion,
 		sboms.Reused, sboms.Took.Round(time.Millisecond))
-	scanned, gateErr := scan.Scan(ctx, scan.Options{Documents: sboms.Documents, Threshold: o.Severity, Exceptions: exceptions, Progress: o.Progress})
+	scanOpts := scan.Options{Documents: sboms.Documents, Threshold: o.Severity, Exceptions: exceptions, Progress: o.Progress,
+		Source: vsrc.name, SourceVersion: vsrc.version, SourceDate: vsrc.date, GoData: vsrc.goData,
+		GoCheck: func(ctx context.Context, service, platform string) ([]*scan.GoVuln, error) {
+			data, err := vsrc.govulnData(ctx, say)
+			if err != nil {
+				return nil, err
+			}
+			p, err := catalog.ParsePlatform(platform)
+			if err != nil {
+				return nil, err
+			}
+			bin, ok := res.Symbols[build.SymbolsKey(service, p)]
+			if !ok {
+				return nil, fmt.Errorf("no binary with symbols for %s %s", service, platform)
+			}
+			t := time.Now()
+			vulns, err := scan.CheckBinary(ctx, data, bin)
+			if err == nil {
+				say("scan: govulncheck %s %s: %d advisory(ies) for its modules, %d with a reachable symbol, in %s", service, platform, len(vulns),
+					countReachable(vulns), time.Since(t).Round(time.Millisecond))
+			}
+			return vulns, err
+		}}
+	scanned, gateErr := scan.Scan(ctx, scanOpts)
 	if scanned == nil {
 		return nil, gateErr
 	}
@@ -219,7 +243,8 @@ func BuildAll(ctx context.Context, o BuildAllOptions) (*build.Manifest, error) {
 		return nil, err
 	}
 	record(m, sboms, scanned)
-	m.Scan = &build.ScanRecord{Threshold: scanned.Threshold, DBUpdatedAt: dbInfo.UpdatedAt.Format(time.RFC3339), Reports: reports.Trivy, SARIF: reports.SARIF}
+	m.Scan = &build.ScanRecord{Threshold: scanned.Threshold, Source: scanned.Source, SourceVersion: scanned.SourceVersion,
+		DBUpdatedAt: scanned.SourceDate.Format(time.RFC3339), Reports: reports.Trivy, SARIF: reports.SARIF}
 	if gateErr != nil {
 		// The summary and reports say why; no manifest claims the build.
 		if err := build.WriteSummary(o.Out, m, res, supplySection(m)+scan.Markdown(scanned, dbInfo, exceptions)); err != nil {
@@ -227,7 +252,11 @@ func BuildAll(ctx context.Context, o BuildAllOptions) (*build.Manifest, error) {
 		}
 		return nil, gateErr
 	}
-	say("scan: passed the %s gate in %s; reports in %s", scanned.Threshold, scanned.Took.Round(time.Millisecond), filepath.Join(o.Out, scan.Dir))
+	gateName := scanned.Threshold
+	if scanned.Source == scan.SourceGoVulnDB {
+		gateName = "reachability"
+	}
+	say("scan: passed the %s gate in %s; reports in %s", gateName, scanned.Took.Round(time.Millisecond), filepath.Join(o.Out, scan.Dir))
 	var signedImages []*sign.Signed
 	if keyless {
 		// Fulcio's certificate lives 10 minutes: it is asked for now,

@@ -6,12 +6,14 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	trivydb "github.com/aquasecurity/trivy-db/pkg/db"
 	"github.com/aquasecurity/trivy-db/pkg/metadata"
 	"github.com/aquasecurity/trivy/pkg/db"
 	ftypes "github.com/aquasecurity/trivy/pkg/fanal/types"
+	"github.com/google/go-containerregistry/pkg/name"
 )
 
 // DBOptions say where the vulnerability database comes from.
@@ -22,6 +24,9 @@ type DBOptions struct {
 	Dir string
 	// CacheDir keeps the downloaded DB (under db/) when Dir is empty.
 	CacheDir string
+	// Repository is where the DB is downloaded from ("" = Trivy's
+	// defaults, ghcr.io then mirror.gcr.io), like trivy --db-repository.
+	Repository string
 	// MaxAge: a DB last updated longer ago than this is reported stale.
 	MaxAge time.Duration
 	// Now is the clock (time.Now when zero).
@@ -44,7 +49,11 @@ var ErrNoDB = errors.New("no vulnerability database")
 
 // noDBAdvice says how to supply a DB.
 const noDBAdvice = "online, let the pipeline download Trivy's DB (it needs ghcr.io/aquasecurity/trivy-db); " +
-	"air-gapped, prepare one where the registry is reachable (`trivy image --download-db-only --cache-dir DIR`) and pass --vuln-db DIR"
+	"air-gapped, prepare one where the registry is reachable (`trivy image --download-db-only --cache-dir DIR`) and pass --vuln-db DIR, " +
+	"or judge Go code only with --vuln-source go-vulndb (the Go vulnerability database through the Go module proxy)"
+
+// NoDBCause is an OpenDB error without the advice on supplying a DB.
+func NoDBCause(err error) string { return strings.TrimSuffix(err.Error(), "; "+noDBAdvice) }
 
 // DefaultCacheDir is where the downloaded DB is kept.
 func DefaultCacheDir() string {
@@ -76,7 +85,15 @@ func OpenDB(ctx context.Context, o DBOptions) (*DBInfo, error) {
 			cache = DefaultCacheDir()
 		}
 		info.Dir = db.Dir(cache)
-		client := db.NewClient(info.Dir, true)
+		var opts []db.Option
+		if o.Repository != "" {
+			ref, err := name.ParseReference(o.Repository)
+			if err != nil {
+				return nil, fmt.Errorf("--db-repository %q: not an image reference: %w", o.Repository, err)
+			}
+			opts = append(opts, db.WithDBRepository([]name.Reference{ref}))
+		}
+		client := db.NewClient(info.Dir, true, opts...)
 		needs, err := client.NeedsUpdate(ctx, "darktower", false)
 		if err != nil {
 			return nil, fmt.Errorf("%w: checking %s: %v; %s", ErrNoDB, info.Dir, err, noDBAdvice)

@@ -1,9 +1,7 @@
 package scan
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -43,22 +41,9 @@ func BuildGoVulnDB(ctx context.Context, out, version string) (*GoVulnDBInfo, err
 	if version == "" {
 		version = GoVulnDBVersion
 	}
-	cmd := exec.CommandContext(ctx, "go", "mod", "download", "-json", GoVulnDBModule+"@"+version)
-	cmd.Dir = os.TempDir() // outside any module
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	runErr := cmd.Run()
-	var dl struct{ Dir, Info, Error string }
-	if err := json.Unmarshal(stdout.Bytes(), &dl); err != nil || dl.Error != "" || runErr != nil {
-		return nil, fmt.Errorf("%w: fetching %s@%s through the Go module proxy: %v %s %s", ErrNoDB, GoVulnDBModule, version, runErr, dl.Error, bytes.TrimSpace(stderr.Bytes()))
-	}
-	var info struct{ Time time.Time }
-	raw, err := os.ReadFile(dl.Info)
-	if err == nil {
-		err = json.Unmarshal(raw, &info)
-	}
+	dir, t, err := fetchGoVulnDB(ctx, version)
 	if err != nil {
-		return nil, fmt.Errorf("%s@%s: reading its version info: %w", GoVulnDBModule, version, err)
+		return nil, err
 	}
 	// The updater reads ROOT/govulndb/data/osv.
 	root, err := os.MkdirTemp("", "darktower-govulndb-")
@@ -66,7 +51,7 @@ func BuildGoVulnDB(ctx context.Context, out, version string) (*GoVulnDBInfo, err
 		return nil, err
 	}
 	defer os.RemoveAll(root)
-	if err := os.Symlink(dl.Dir, filepath.Join(root, "govulndb")); err != nil {
+	if err := os.Symlink(dir, filepath.Join(root, "govulndb")); err != nil {
 		return nil, err
 	}
 	if err := os.MkdirAll(out, 0o755); err != nil {
@@ -87,8 +72,16 @@ func BuildGoVulnDB(ctx context.Context, out, version string) (*GoVulnDBInfo, err
 		return nil, err
 	}
 	if err := metadata.NewClient(out).Update(metadata.Metadata{Version: trivydb.SchemaVersion,
-		UpdatedAt: info.Time, NextUpdate: info.Time.Add(24 * time.Hour), DownloadedAt: time.Now().UTC()}); err != nil {
+		UpdatedAt: t, NextUpdate: t.Add(24 * time.Hour), DownloadedAt: time.Now().UTC()}); err != nil {
 		return nil, err
 	}
-	return &GoVulnDBInfo{Module: GoVulnDBModule, Version: version, Time: info.Time, Dir: out}, nil
+	return &GoVulnDBInfo{Module: GoVulnDBModule, Version: version, Time: t, Dir: out}, nil
+}
+
+// execGo is the go command run outside any module (the vulndb module is
+// fetched, not built).
+func execGo(ctx context.Context, args ...string) *exec.Cmd {
+	cmd := exec.CommandContext(ctx, "go", args...)
+	cmd.Dir = os.TempDir()
+	return cmd
 }

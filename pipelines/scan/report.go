@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	dbTypes "github.com/aquasecurity/trivy-db/pkg/types"
 	ftypes "github.com/aquasecurity/trivy/pkg/fanal/types"
@@ -62,9 +63,14 @@ func trivyReport(im *Image) types.Report {
 	}
 	byClass := map[string][]types.DetectedVulnerability{}
 	for _, f := range im.Findings {
-		byClass[f.Class] = append(byClass[f.Class], f.detected)
+		d := f.detected
+		if f.Reachability != "" {
+			d.Custom = map[string]any{"reachability": f.Reachability, "symbols": f.Symbols}
+		}
+		byClass[f.Class] = append(byClass[f.Class], d)
 	}
-	if im.OS != nil {
+	// OS packages no source judged get no (empty, "clean"-looking) result.
+	if im.OS != nil && len(im.NotCovered) == 0 {
 		rep.Results = append(rep.Results, types.Result{Target: fmt.Sprintf("%s (%s %s)", im.Service, im.OS.ID, im.OS.VersionID),
 			Class: types.ClassOSPkg, Type: ftypes.TargetType(im.OS.ID), Vulnerabilities: byClass[classOS]})
 	}
@@ -82,6 +88,21 @@ func SARIF(res *Result) (*sarif.Report, error) {
 		return nil, err
 	}
 	run := sarif.NewRunWithInformationURI("Trivy", "https://github.com/aquasecurity/trivy")
+	if res.Source == SourceGoVulnDB {
+		run = sarif.NewRunWithInformationURI("govulncheck", "https://pkg.go.dev/golang.org/x/vuln/cmd/govulncheck")
+	}
+	// Which source judged the build, its data's date, and what it left out.
+	props := sarif.Properties{"source": res.Source, "sourceVersion": res.SourceVersion, "sourceDate": res.SourceDate.UTC().Format(time.RFC3339), "gate": res.Gate}
+	notCovered := map[string][]string{}
+	for _, im := range res.Images {
+		if len(im.NotCovered) > 0 {
+			notCovered[im.Service+" "+im.Platform] = im.NotCovered
+		}
+	}
+	if len(notCovered) > 0 {
+		props["notCovered"] = notCovered
+	}
+	run.Properties = props
 	rules := map[string]bool{}
 	for _, im := range res.Images {
 		for _, f := range im.Findings {
@@ -102,10 +123,20 @@ func SARIF(res *Result) (*sarif.Report, error) {
 				level = "note"
 			}
 			msg := fmt.Sprintf("%s %s in %s (%s): %s %s installed, fixed in %s", f.Severity, f.ID, im.Service, im.Platform, f.Package, f.Installed, orNone(f.Fixed))
+			if f.Reachability != "" {
+				msg += "; " + f.Reachability
+				if len(f.Symbols) > 0 {
+					msg += ": " + strings.Join(f.Symbols, ", ")
+				}
+			}
 			if f.Accepted != "" {
 				msg += "; accepted: " + f.Accepted
 			}
-			run.CreateResultForRule(f.ID).WithLevel(level).WithMessage(sarif.NewTextMessage(msg)).
+			result := run.CreateResultForRule(f.ID).WithLevel(level).WithMessage(sarif.NewTextMessage(msg))
+			if f.Reachability != "" {
+				result.Properties = sarif.Properties{"reachability": f.Reachability, "symbols": f.Symbols}
+			}
+			result.
 				AddLocation(sarif.NewLocationWithPhysicalLocation(sarif.NewPhysicalLocation().
 					WithArtifactLocation(sarif.NewSimpleArtifactLocation("images/" + im.Service + ".yaml"))))
 		}
@@ -140,8 +171,11 @@ func orNone(s string) string {
 // image, then every blocking finding, then accepted ones with the reason.
 func Markdown(res *Result, db *DBInfo, exceptions *Exceptions) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "\n## Vulnerabilities (gate: %s and above)\n\n", res.Threshold)
-	if db != nil {
+	fmt.Fprintf(&b, "\n## Vulnerabilities (gate: %s)\n\n", res.Gate)
+	if res.Source != "" {
+		fmt.Fprintf(&b, "Judged by **%s**: %s, data of %s.\n\n", res.Source, res.SourceVersion, res.SourceDate.UTC().Format("2006-01-02 15:04 MST"))
+	}
+	if res.Source != SourceGoVulnDB && db != nil {
 		fmt.Fprintf(&b, "Trivy DB schema %d, updated %s, next update %s.\n\n", db.Version, db.UpdatedAt.Format("2006-01-02 15:04 MST"), db.NextUpdate.Format("2006-01-02 15:04 MST"))
 		if db.Stale != "" {
 			fmt.Fprintf(&b, "> **Warning**: %s\n\n", db.Stale)
@@ -152,6 +186,27 @@ func Markdown(res *Result, db *DBInfo, exceptions *Exceptions) string {
 		fmt.Fprintf(&b, "| %s | %s | %d | %d | %d | %d | %d | %d |\n", im.Service, im.Platform,
 			im.Counts[dbTypes.SeverityCritical.String()], im.Counts[dbTypes.SeverityHigh.String()], im.Counts[dbTypes.SeverityMedium.String()],
 			im.Counts[dbTypes.SeverityLow.String()], im.Counts[dbTypes.SeverityUnknown.String()], im.Blocking)
+	}
+	var goLines []string
+	for _, im := range res.Images {
+		for _, f := range im.Findings {
+			if f.Reachability != "" {
+				line := fmt.Sprintf("- %s %s in %s (%s): %s %s: %s", f.Severity, f.ID, im.Service, im.Platform, f.Package, f.Installed, f.Reachability)
+				if len(f.Symbols) > 0 {
+					line += " (" + strings.Join(f.Symbols, ", ") + ")"
+				}
+				goLines = append(goLines, line)
+			}
+		}
+	}
+	if len(goLines) > 0 {
+		b.WriteString("\nGo findings and their reachability (govulncheck on each binary: is a vulnerable symbol linked in):\n\n" + strings.Join(goLines, "\n") + "\n")
+	}
+	for _, im := range res.Images {
+		if len(im.NotCovered) > 0 {
+			fmt.Fprintf(&b, "\n> **Not covered**: %s %s's %d OS package(s) were not checked (%s covers Go code only): %s\n",
+				im.Service, im.Platform, len(im.NotCovered), res.Source, strings.Join(im.NotCovered, ", "))
+		}
 	}
 	if blocking := res.Blocking(); len(blocking) > 0 {
 		b.WriteString("\n**Blocking** (nothing was signed or pushed):\n\n")

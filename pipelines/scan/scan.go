@@ -3,7 +3,11 @@
 // with Trivy's own detectors — the Go ecosystem's advisories for the
 // binary's modules and Go version, Debian's for the base's packages — and
 // blocks the release when a finding at or above the threshold is not
-// covered by an accepted, unexpired exception.
+// covered by an accepted, unexpired exception. Go findings also get their
+// reachability from govulncheck (golang.org/x/vuln) run on each binary
+// against the pinned Go vulnerability database; with that database as the
+// source (SourceGoVulnDB) they are the findings, and a reachable
+// vulnerable symbol blocks.
 //
 // Trivy's image analyzers are not used: they go through trivy's
 // encoding/json/v2 helpers written for Go 1.26's experimental API, which
@@ -36,12 +40,28 @@ import (
 // DefaultThreshold blocks CRITICAL findings (ADR-0012 §7).
 const DefaultThreshold = "CRITICAL"
 
-// Options are the stage's inputs. The DB must be open (OpenDB).
+// Options are the stage's inputs. With SourceTrivy the DB must be open
+// (OpenDB).
 type Options struct {
 	Documents  []*sbom.Document
 	Threshold  string      // LOW, MEDIUM, HIGH or CRITICAL ("" = CRITICAL)
 	Exceptions *Exceptions // nil: none
 	Progress   io.Writer
+	// Source judges the build: SourceTrivy ("" too; Trivy's detectors and
+	// the open DB, gated on severity) or SourceGoVulnDB (govulncheck's
+	// findings, gated on reachability; OS packages are not covered).
+	// SourceVersion and SourceDate say which data and when, for the reports.
+	Source        string
+	SourceVersion string
+	SourceDate    time.Time
+	// GoCheck gives govulncheck's findings for an image platform's binary.
+	// With SourceTrivy it is asked only for images with Go findings, to
+	// give each its reachability (a failure leaves them "not checked",
+	// with the reason); with SourceGoVulnDB its findings are the Go
+	// findings and a failure fails the scan.
+	GoCheck func(ctx context.Context, service, platform string) ([]*GoVuln, error)
+	// GoData names the data GoCheck judges with (nil: the pinned version).
+	GoData *GoVulnData
 }
 
 // Finding is one vulnerability in one package of one image.
@@ -53,6 +73,13 @@ type Finding struct {
 	Fixed     string `json:"fixed,omitempty"`
 	Title     string `json:"title,omitempty"`
 	Class     string `json:"class"` // os-pkgs or lang-pkgs, as Trivy names them
+	// Reachability (Go findings): Reachable, Unreachable, or why it is not
+	// known; Symbols are the vulnerable symbols the binary holds.
+	Reachability string   `json:"reachability,omitempty"`
+	Symbols      []string `json:"symbols,omitempty"`
+	// Aliases (Go database findings): the advisory's CVE and GHSA IDs, which
+	// exceptions may name instead of the GO- ID.
+	Aliases []string `json:"aliases,omitempty"`
 	// Accepted is the exception's reason when one covers the finding.
 	Accepted string `json:"accepted,omitempty"`
 	Blocking bool   `json:"blocking"`
@@ -68,14 +95,23 @@ type Image struct {
 	Findings []*Finding     `json:"findings"`
 	Counts   map[string]int `json:"counts"` // per severity, accepted ones included
 	Blocking int            `json:"blocking"`
+	// NotCovered are the OS packages (name version) the source does not
+	// judge: with SourceGoVulnDB, every Debian package of the base.
+	NotCovered []string `json:"notCovered,omitempty"`
 }
 
 // Result is the stage's output.
 type Result struct {
-	Threshold string   `json:"threshold"`
-	Images    []*Image `json:"images"`
-	Started   time.Time
-	Took      time.Duration
+	Threshold string `json:"threshold"`
+	// Gate is what blocks, in words: "CRITICAL and above", or with
+	// SourceGoVulnDB "a reachable vulnerable symbol".
+	Gate          string    `json:"gate"`
+	Source        string    `json:"source"`
+	SourceVersion string    `json:"sourceVersion,omitempty"`
+	SourceDate    time.Time `json:"sourceDate"`
+	Images        []*Image  `json:"images"`
+	Started       time.Time
+	Took          time.Duration
 }
 
 // Blocking lists every blocking finding with its image.
@@ -88,8 +124,12 @@ func (r *Result) Blocking() []string {
 				if fixed == "" {
 					fixed = "no fixed version yet"
 				}
-				out = append(out, fmt.Sprintf("%s %s in %s (%s): %s %s installed, fixed in %s",
-					f.Severity, f.ID, im.Service, im.Platform, f.Package, f.Installed, fixed))
+				line := fmt.Sprintf("%s %s in %s (%s): %s %s installed, fixed in %s",
+					f.Severity, f.ID, im.Service, im.Platform, f.Package, f.Installed, fixed)
+				if f.Reachability == Reachable {
+					line += "; reachable: " + strings.Join(f.Symbols, ", ")
+				}
+				out = append(out, line)
 			}
 		}
 	}
@@ -98,14 +138,14 @@ func (r *Result) Blocking() []string {
 
 // BlockedError is the gate's refusal: it names each blocking finding.
 type BlockedError struct {
-	Threshold string
-	Findings  []string
+	Gate     string // Result.Gate
+	Findings []string
 }
 
 func (e *BlockedError) Error() string {
-	return fmt.Sprintf("vulnerability gate: %d finding(s) at or above %s without an accepted exception (nothing is signed or pushed):\n  %s\n"+
+	return fmt.Sprintf("vulnerability gate (blocks %s): %d finding(s) without an accepted exception (nothing is signed or pushed):\n  %s\n"+
 		"fix them (upgrade the module or the base: go run . update-base), or accept one in %s with id, reason and expires",
-		len(e.Findings), e.Threshold, strings.Join(e.Findings, "\n  "), ExceptionsFile)
+		e.Gate, len(e.Findings), strings.Join(e.Findings, "\n  "), ExceptionsFile)
 }
 
 // ParseThreshold checks a --severity value.
@@ -128,26 +168,75 @@ func Scan(ctx context.Context, o Options) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	res := &Result{Threshold: threshold.String(), Started: start}
+	res := &Result{Threshold: threshold.String(), Gate: threshold.String() + " and above", Started: start,
+		Source: o.Source, SourceVersion: o.SourceVersion, SourceDate: o.SourceDate}
+	switch o.Source {
+	case "", SourceTrivy:
+		res.Source = SourceTrivy
+	case SourceGoVulnDB:
+		res.Gate = "a reachable vulnerable symbol (the Go vulnerability database has no severities)"
+	default:
+		return nil, fmt.Errorf("scan: unknown vulnerability source %q", o.Source)
+	}
 	vulnInfo := vulnerability.NewClient(trivydb.Config{})
 	for _, doc := range o.Documents {
 		im := &Image{Service: doc.Service, Platform: doc.Platform, Digest: doc.ImageDigest, OS: doc.OS, Counts: map[string]int{}}
-		detected, err := detect(ctx, doc)
-		if err != nil {
-			return nil, fmt.Errorf("scan: %s %s: %w", doc.Service, doc.Platform, err)
+		var findings []*Finding
+		if res.Source == SourceGoVulnDB {
+			if o.GoCheck == nil {
+				return nil, errors.New("scan: the Go vulnerability database source needs govulncheck's findings (Options.GoCheck)")
+			}
+			govulns, err := o.GoCheck(ctx, doc.Service, doc.Platform)
+			if err != nil {
+				return nil, fmt.Errorf("scan: %s %s: %w", doc.Service, doc.Platform, err)
+			}
+			findings = goVulnFindings(govulns)
+			for _, p := range doc.Packages {
+				if p.Type == "deb" {
+					im.NotCovered = append(im.NotCovered, p.Name+" "+p.Version)
+				}
+			}
+		} else {
+			detected, err := detect(ctx, doc)
+			if err != nil {
+				return nil, fmt.Errorf("scan: %s %s: %w", doc.Service, doc.Platform, err)
+			}
+			vulnInfo.FillInfo(detected, []dbTypes.SourceID{"auto"}) // Trivy's default --severity-src
+			var govulns []*GoVuln
+			notChecked := ""
+			if o.GoCheck != nil && slices.ContainsFunc(detected, func(d types.DetectedVulnerability) bool { return classOf(d) == classLang }) {
+				if govulns, err = o.GoCheck(ctx, doc.Service, doc.Platform); err != nil {
+					notChecked = err.Error()
+				}
+			}
+			for _, d := range detected {
+				f := &Finding{ID: d.VulnerabilityID, Severity: d.Severity, Package: d.PkgName, Installed: d.InstalledVersion,
+					Fixed: d.FixedVersion, Title: d.Title, Class: classOf(d), detected: d}
+				if f.Class == classLang {
+					f.Reachability, f.Symbols = reachability(f, govulns, notChecked, o)
+				}
+				findings = append(findings, f)
+			}
 		}
-		vulnInfo.FillInfo(detected, []dbTypes.SourceID{"auto"}) // Trivy's default --severity-src
-		for _, d := range detected {
-			f := &Finding{ID: d.VulnerabilityID, Severity: d.Severity, Package: d.PkgName, Installed: d.InstalledVersion,
-				Fixed: d.FixedVersion, Title: d.Title, Class: classOf(d), detected: d}
+		for _, f := range findings {
 			if f.Severity == "" {
 				f.Severity = dbTypes.SeverityUnknown.String()
 			}
 			im.Counts[f.Severity]++
 			sev, _ := dbTypes.NewSeverity(f.Severity)
-			if e := o.Exceptions.Covering(f.ID, doc.Service, f.Package); e != nil {
+			blocks := sev >= threshold
+			if res.Source == SourceGoVulnDB {
+				blocks = f.Reachability == Reachable
+			}
+			e := o.Exceptions.Covering(f.ID, doc.Service, f.Package)
+			for _, a := range f.Aliases {
+				if e == nil {
+					e = o.Exceptions.Covering(a, doc.Service, f.Package)
+				}
+			}
+			if e != nil {
 				f.Accepted = fmt.Sprintf("%s (until %s)", e.Reason, e.Expires)
-			} else if sev >= threshold {
+			} else if blocks {
 				f.Blocking = true
 				im.Blocking++
 			}
@@ -156,14 +245,78 @@ func Scan(ctx context.Context, o Options) (*Result, error) {
 		sort.SliceStable(im.Findings, func(i, j int) bool { return less(im.Findings[i], im.Findings[j]) })
 		res.Images = append(res.Images, im)
 		if o.Progress != nil {
-			fmt.Fprintf(o.Progress, "scan: %s %s: %d package(s), %s; %d blocking\n", doc.Service, doc.Platform, len(doc.Packages), counts(im.Counts), im.Blocking)
+			reach := ""
+			if n := countReach(im.Findings); n != "" {
+				reach = " (Go: " + n + ")"
+			}
+			fmt.Fprintf(o.Progress, "scan: %s %s: %d package(s), %s%s; %d blocking\n", doc.Service, doc.Platform, len(doc.Packages), counts(im.Counts), reach, im.Blocking)
+			if len(im.NotCovered) > 0 {
+				fmt.Fprintf(o.Progress, "scan: %s %s: %d OS package(s) NOT COVERED by %s: %s\n", doc.Service, doc.Platform, len(im.NotCovered), res.Source, strings.Join(im.NotCovered, ", "))
+			}
 		}
 	}
 	res.Took = time.Since(start)
 	if blocking := res.Blocking(); len(blocking) > 0 {
-		return res, &BlockedError{Threshold: res.Threshold, Findings: blocking}
+		return res, &BlockedError{Gate: res.Gate, Findings: blocking}
 	}
 	return res, nil
+}
+
+// goVulnFindings are govulncheck's findings as the gate's: UNKNOWN
+// severity (the Go database has none), in Trivy's report shape too.
+func goVulnFindings(vulns []*GoVuln) []*Finding {
+	var out []*Finding
+	for _, v := range vulns {
+		installed, fixed := strings.TrimPrefix(v.Version, "v"), strings.TrimPrefix(v.Fixed, "v")
+		if v.Module == "stdlib" {
+			installed, fixed = strings.TrimPrefix(v.Version, "go"), strings.TrimPrefix(v.Fixed, "go")
+		}
+		f := &Finding{ID: v.ID, Severity: dbTypes.SeverityUnknown.String(), Package: v.Module, Installed: installed, Fixed: fixed,
+			Title: v.Summary, Class: classLang, Reachability: v.Reachability, Symbols: v.Symbols, Aliases: v.Aliases}
+		f.detected = types.DetectedVulnerability{VulnerabilityID: v.ID, VendorIDs: v.Aliases, PkgName: v.Module,
+			InstalledVersion: installed, FixedVersion: fixed, PrimaryURL: "https://pkg.go.dev/vuln/" + v.ID,
+			Vulnerability: dbTypes.Vulnerability{Title: v.Summary, Severity: f.Severity}}
+		out = append(out, f)
+	}
+	return out
+}
+
+// reachability is a Trivy Go finding's: govulncheck's for the same
+// advisory (its ID or an alias) and module, else why it is not known.
+func reachability(f *Finding, vulns []*GoVuln, notChecked string, o Options) (string, []string) {
+	if o.GoCheck == nil || notChecked != "" {
+		if notChecked == "" {
+			notChecked = "govulncheck did not run"
+		}
+		return "not checked: " + notChecked, nil
+	}
+	for _, v := range vulns {
+		if v.Module == f.Package && v.Names(f.ID) {
+			return v.Reachability, v.Symbols
+		}
+	}
+	data := GoVulnDBModule + "@" + GoVulnDBVersion
+	if o.GoData != nil {
+		data = o.GoData.String()
+	}
+	return "unknown: " + data + " has no such advisory for this module version", nil
+}
+
+// countReach counts the Go findings per reachability.
+func countReach(fs []*Finding) string {
+	var r, u int
+	for _, f := range fs {
+		switch f.Reachability {
+		case Reachable:
+			r++
+		case Unreachable:
+			u++
+		}
+	}
+	if r+u == 0 {
+		return ""
+	}
+	return fmt.Sprintf("%d reachable, %d unreachable", r, u)
 }
 
 // less orders blocking findings first, then by severity, id, package.

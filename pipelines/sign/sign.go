@@ -256,15 +256,23 @@ func vulnPredicate(res *scan.Result, db *scan.DBInfo, service string) any {
 			images = append(images, im)
 		}
 	}
+	scanner := map[string]any{
+		"uri":     "pkg:golang/github.com/aquasecurity/trivy",
+		"version": trivyVersion,
+		"db":      map[string]any{"uri": "pkg:oci/trivy-db?repository_url=ghcr.io/aquasecurity/trivy-db", "version": dbVersion(db)},
+		"result":  images,
+	}
+	params := map[string]string{"severity-threshold": res.Threshold}
+	if res.Source == scan.SourceGoVulnDB {
+		// govulncheck judged the build, against the Go vulnerability database.
+		scanner["uri"], scanner["version"] = "pkg:golang/golang.org/x/vuln", govulncheckVersion
+		scanner["db"] = map[string]any{"uri": "pkg:golang/" + res.SourceVersion, "version": res.SourceDate.UTC().Format(time.RFC3339)}
+		params = map[string]string{"gate": res.Gate}
+	}
 	return map[string]any{
-		"invocation": map[string]any{"parameters": map[string]string{"severity-threshold": res.Threshold}, "uri": "", "event_id": "", "builder.id": ""},
-		"scanner": map[string]any{
-			"uri":     "pkg:golang/github.com/aquasecurity/trivy",
-			"version": trivyVersion,
-			"db":      map[string]any{"uri": "pkg:oci/trivy-db?repository_url=ghcr.io/aquasecurity/trivy-db", "version": dbVersion(db)},
-			"result":  images,
-		},
-		"metadata": map[string]any{"scanStartedOn": res.Started.UTC().Format(time.RFC3339), "scanFinishedOn": res.Started.Add(res.Took).UTC().Format(time.RFC3339)},
+		"invocation": map[string]any{"parameters": params, "uri": "", "event_id": "", "builder.id": ""},
+		"scanner":    scanner,
+		"metadata":   map[string]any{"scanStartedOn": res.Started.UTC().Format(time.RFC3339), "scanFinishedOn": res.Started.Add(res.Took).UTC().Format(time.RFC3339)},
 	}
 }
 
@@ -275,8 +283,12 @@ func dbVersion(db *scan.DBInfo) string {
 	return fmt.Sprintf("schema %d, updated %s", db.Version, db.UpdatedAt.UTC().Format(time.RFC3339))
 }
 
-// trivyVersion is the Trivy library version the scan stage is built with.
-const trivyVersion = "v0.74.0"
+// trivyVersion and govulncheckVersion are the Trivy and golang.org/x/vuln
+// library versions the scan stage is built with.
+const (
+	trivyVersion       = "v0.74.0"
+	govulncheckVersion = "v1.9.0"
+)
 
 // slsaPredicate is SLSA v1 provenance.
 func slsaPredicate(p Provenance, im *build.Image) any {
