@@ -1,6 +1,7 @@
 package chaos
 
 import (
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -190,6 +191,26 @@ func TestPreviewEngines(t *testing.T) {
 	loss, _ := byEngine(exps, "meeting-controller-network-loss")
 	if loss.Fault != "pod-network-loss" || loss.Env["NETWORK_PACKET_LOSS_PERCENTAGE"] != "100" {
 		t.Errorf("network loss %+v", loss)
+	}
+}
+
+// The stage finds the services' namespace, where it runs its load, in the
+// environment's chaos-target; and it checks the engines asked for before
+// it needs a cluster.
+func TestStageReadsTheEnvironment(t *testing.T) {
+	ns, err := servicesNamespace(infra + "/overlays/preview/chaos")
+	if err != nil || ns != "preview" {
+		t.Fatalf("services namespace %q, %v", ns, err)
+	}
+	if _, err := servicesNamespace(infra + "/platform/chaos/operator"); err == nil || !strings.Contains(err.Error(), "chaos-target") {
+		t.Errorf("a kustomization without chaos-target: %v", err)
+	}
+	names, err := StageEngines("../..", []string{"redis-pod-delete", "ac-service-pod-delete"})
+	if err != nil || strings.Join(names, " ") != "ac-service-pod-delete redis-pod-delete" {
+		t.Errorf("StageEngines: %v %v", names, err)
+	}
+	if _, err := StageEngines("../..", []string{"nope"}); !errors.As(err, new(UnknownEngineError)) {
+		t.Errorf("an unknown engine: %v", err)
 	}
 }
 

@@ -131,7 +131,7 @@ func servicesNamespace(enginesDir string) (string, error) {
 		return "", err
 	}
 	ns := ""
-	err = eachDoc(stream, "ConfigMap", func(doc []byte) error {
+	err = eachObject(stream, "v1", "ConfigMap", func(doc []byte) error {
 		var cm struct {
 			Metadata struct {
 				Name string `json:"name"`
