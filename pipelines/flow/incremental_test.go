@@ -26,11 +26,7 @@ func TestUnchangedServicesAreReusedNotReassembled(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		byName := map[string]*build.Image{}
-		for _, img := range m.Images {
-			byName[img.Service] = img
-		}
-		return byName
+		return byService(m)
 	}
 	first := buildOnce()
 	if first["ok"].Reused || first["ok2"].Reused {
@@ -98,4 +94,13 @@ func TestUnchangedServicesAreReusedNotReassembled(t *testing.T) {
 	if again := buildOnce(); again["ok"].Reused {
 		t.Error("reused an image whose blobs are gone")
 	}
+}
+
+// byService indexes a build's images by service.
+func byService(m *build.Manifest) map[string]*build.Image {
+	out := map[string]*build.Image{}
+	for _, img := range m.Images {
+		out[img.Service] = img
+	}
+	return out
 }

@@ -226,11 +226,7 @@ func TestUnchangedImagesSBOMsAreReusedNotRecataloged(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		byName := map[string]*build.Image{}
-		for _, img := range m.Images {
-			byName[img.Service] = img
-		}
-		return byName, progress.String()
+		return byService(m), progress.String()
 	}
 	reused := func(said string, img *build.Image) bool {
 		return strings.Contains(said, "sbom: reused for "+img.Service+" linux/amd64 (digest "+img.Platforms[0].Digest+")")
