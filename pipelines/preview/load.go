@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/darktower/delivery/pipelines/cluster"
@@ -24,6 +25,9 @@ const LoadDeployment = "darktower-load"
 // LoadInterval is how often the load makes its round of calls and relays
 // a datagram each way.
 const LoadInterval = 250 * time.Millisecond
+
+// LoadLogLines is how much of the load's log the stop shows.
+const LoadLogLines = 40
 
 // StartLoad builds the smoke client, runs it as the load in namespace and
 // waits for its pod to run; the returned stop deletes it.
@@ -58,7 +62,23 @@ func StartLoad(ctx context.Context, c *kindcluster.Cluster, client *cluster.Clie
 		return nil, fmt.Errorf("creating the load: %w", err)
 	}
 	stop = func() {
-		if err := deployments.Delete(context.WithoutCancel(ctx), LoadDeployment, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
+		ctx := context.WithoutCancel(ctx)
+		// What it logged (its failures, its media session's moves) says
+		// why a budget was missed; the pod goes with the Deployment.
+		pods, err := client.Typed.CoreV1().Pods(namespace).List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/name=darktower-smoke,app.kubernetes.io/component=load"})
+		if err == nil {
+			tail := int64(LoadLogLines)
+			for _, p := range pods.Items {
+				logs, err := client.Typed.CoreV1().Pods(namespace).GetLogs(p.Name, &corev1.PodLogOptions{TailLines: &tail}).DoRaw(ctx)
+				if err != nil {
+					continue
+				}
+				for _, line := range strings.Split(strings.TrimSpace(string(logs)), "\n") {
+					upstream.Say(progress, "load: %s", line)
+				}
+			}
+		}
+		if err := deployments.Delete(ctx, LoadDeployment, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
 			upstream.Say(progress, "load: deleting %s: %v", LoadDeployment, err)
 		}
 	}

@@ -12,16 +12,20 @@ import (
 	"strings"
 	"time"
 
+	"github.com/darktower/delivery/services/internal/authn"
 	"github.com/darktower/delivery/services/internal/wire"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Load is the smoke client as a steady load (SMOKE_MODE=load): the traffic
 // the chaos stage's error budget and media probes are judged on, from
-// Prometheus. Every Interval it makes one client's round of API calls — a
-// token from ac-service accepted by global-controller's registry, and a
-// media ticket from meeting-controller — counting each call's outcome in
-// darktower_load_requests_total{target,outcome}; and it keeps one media
+// Prometheus. Every Interval it makes one client's round of API calls —
+// global-controller's registry and a media ticket from meeting-controller,
+// with the tokens it holds, as a service does — and every TokenEvery rounds
+// it asks ac-service for fresh tokens (well within ac-service's per-source
+// token rate, which a token per call would exceed: by design, it throttles
+// a client that does not cache its tokens). Each call's outcome is counted
+// in darktower_load_requests_total{target,outcome}; and it keeps one media
 // session of two participants on a media-handler, relaying a datagram
 // each way per Interval (darktower_load_datagrams_total{outcome}). After
 // three lost datagrams in a row it joins the session again with new
@@ -29,7 +33,8 @@ import (
 // on is gone.
 type Load struct {
 	Config
-	Interval time.Duration
+	Interval   time.Duration
+	TokenEvery int // rounds between fresh tokens
 
 	requests *prometheus.CounterVec
 	dgrams   *prometheus.CounterVec
@@ -38,7 +43,7 @@ type Load struct {
 
 // NewLoad registers the load's metrics with reg.
 func NewLoad(c Config, interval time.Duration, reg prometheus.Registerer) *Load {
-	l := &Load{Config: c, Interval: interval,
+	l := &Load{Config: c, Interval: interval, TokenEvery: max(1, int(2*time.Second/interval)),
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "darktower_load_requests_total",
 			Help: "The load's API calls by the service that answered them and outcome (ok, error)."}, []string{"target", "outcome"}),
 		dgrams: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "darktower_load_datagrams_total",
@@ -69,35 +74,46 @@ func (l *Load) Run(ctx context.Context, log io.Writer) error {
 	go func() { defer close(done); l.media(ctx, hc, log) }()
 	t := time.NewTicker(l.Interval)
 	defer t.Stop()
-	for {
+	var gc, mc *authn.ServiceClient
+	for n := 0; ; n++ {
 		select {
 		case <-ctx.Done():
 			<-done
 			return nil
 		case <-t.C:
-			l.round(ctx, hc, log)
+			if n%l.TokenEvery == 0 || gc == nil || mc == nil {
+				gc, mc = l.freshClients(hc, log)
+			}
+			if gc != nil && mc != nil {
+				l.round(ctx, gc, mc, log)
+			}
 		}
 	}
 }
 
-// round is one client's API calls: ac-service (a token), global-controller
-// (its registry, with that token), meeting-controller (a ticket).
-func (l *Load) round(ctx context.Context, hc *http.Client, log io.Writer) {
+// freshClients asks ac-service for a token for each audience; nil when it
+// could not have one.
+func (l *Load) freshClients(hc *http.Client, log io.Writer) (gc, mc *authn.ServiceClient) {
+	gc = client(l.Config, hc, "global-controller")
+	if _, err := gc.Token(); !l.count("ac-service", err, log) {
+		gc = nil
+	}
+	mc = client(l.Config, hc, "meeting-controller")
+	if _, err := mc.Token(); !l.count("ac-service", err, log) {
+		mc = nil
+	}
+	return gc, mc
+}
+
+// round is one client's API calls: global-controller's registry and a
+// ticket from meeting-controller.
+func (l *Load) round(ctx context.Context, gc, mc *authn.ServiceClient, log io.Writer) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	gc := client(l.Config, hc, "global-controller")
-	_, err := gc.Token()
-	if !l.count("ac-service", err, log) {
-		return
-	}
 	var list struct {
 		MeetingControllers []wire.MeetingController `json:"meeting_controllers"`
 	}
 	l.count("global-controller", gc.GetJSON(ctx, strings.TrimSuffix(l.GCURL, "/")+"/v1/meeting-controllers", &list), log)
-	mc := client(l.Config, hc, "meeting-controller")
-	if _, err := mc.Token(); !l.count("ac-service", err, log) {
-		return
-	}
 	var mt wire.MediaTicket
 	l.count("meeting-controller", mc.PostJSON(ctx, strings.TrimSuffix(l.MCURL, "/")+"/v1/media-tickets",
 		wire.MediaTicketRequest{SessionID: "load-" + randomHex(4), ParticipantID: "probe"}, &mt), log)
