@@ -138,9 +138,11 @@ func (m *Darktower) BuildAll(
 	// Platforms, e.g. linux/amd64 (default: each spec's own).
 	// +optional
 	platforms []string,
-	// Base image: "locked", "skeleton", or an image reference.
+	// Base image: "auto" (the CLI's default: locked, or the built-in skeleton,
+	// announced, when the locked base is neither cached nor fetchable and
+	// nothing is published), "locked", "skeleton", or an image reference.
 	// +optional
-	// +default="locked"
+	// +default="auto"
 	base string,
 	// Version to stamp (default: from git describe).
 	// +optional
@@ -209,9 +211,11 @@ func (m *Darktower) Build(
 	// +optional
 	// +default="linux/amd64"
 	platform string,
-	// Base image: "locked", "skeleton", or an image reference.
+	// Base image: "auto" (the CLI's default: locked, or the built-in skeleton,
+	// announced, when the locked base is neither cached nor fetchable and
+	// nothing is published), "locked", "skeleton", or an image reference.
 	// +optional
-	// +default="locked"
+	// +default="auto"
 	base string,
 	// A prepared Trivy DB directory.
 	// +optional
@@ -249,6 +253,8 @@ func (m *Darktower) Sbom(
 	// +optional
 	vulnDb *dagger.Directory,
 ) (*dagger.Directory, error) {
+	// locked, not auto: this function is cached as a function of the
+	// source, so it must not keep a skeleton fallback's SBOMs.
 	b := cli.BuildAll{Services: services, Base: "locked", NoSign: true}
 	out, err := m.reports(ctx, b, vulnDb, signing{}, false)
 	if err != nil {
@@ -275,6 +281,7 @@ func (m *Darktower) Scan(
 	// +optional
 	vulnDb *dagger.Directory,
 ) (*dagger.Directory, error) {
+	// locked, not auto: the verdict is on the images that ship.
 	b := cli.BuildAll{Services: services, Base: "locked", Severity: severity, NoSign: true}
 	out, err := m.reports(ctx, b, vulnDb, signing{}, true)
 	if err != nil {
@@ -301,6 +308,7 @@ func (m *Darktower) Sign(
 	// +optional
 	vulnDb *dagger.Directory,
 ) *dagger.Directory {
+	// locked, not auto: never sign images on the fallback skeleton.
 	b := cli.BuildAll{Services: services, Base: "locked"}
 	return m.buildAll(b, vulnDb, signing{key: key, password: keyPassword}, true)
 }
