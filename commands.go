@@ -41,7 +41,7 @@ var topLevel = []leaf{
 	{name: "ci-verdict", summary: "ci-verdict --out DIR: print a ci run's checks from DIR/ci.json and fail if any failed", declare: runCIVerdict},
 	{name: "verify", summary: "verify --image REF --key cosign.pub: check an image's signature and its SBOM, vulnerability and provenance attestations", declare: runVerify},
 	{name: "go-vuln-db", summary: "go-vuln-db --out DIR: a Trivy DB built from golang.org/x/vulndb fetched through the Go module proxy (for --vuln-db, air-gapped)", declare: runGoVulnDB},
-	{name: "update-base", summary: "pin the specs' base images to their current digests in images/base.lock.json", declare: runUpdateBase,
+	{name: "update-base", summary: "pin the specs' base images (images/base.lock.json) and the Dagger module's Go image (ci/main.go) to their current digests", declare: runUpdateBase,
 		noArgs: "update-base takes no arguments (it reads the bases from images/*.yaml)"},
 	{name: "dev-secrets", summary: "print fresh local-environment secrets as Kubernetes Secrets (infra/local/setup.sh)", declare: runDevSecrets},
 	{name: "pin-images", summary: "pin an overlay's images to the digests of a build (dist/manifest.json)", declare: runPinImages},

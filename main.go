@@ -514,7 +514,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if msg := strings.TrimSpace(err.Error()); msg != "" {
 		// Name the command, unless the message already starts with it.
 		if cmd != nil && cmd != root {
-			if path := strings.TrimPrefix(cmd.CommandPath(), root.Name()+" "); !strings.HasPrefix(msg, path+" ") {
+			if path := strings.TrimPrefix(cmd.CommandPath(), root.Name()+" "); !strings.HasPrefix(msg, path+" ") && !strings.HasPrefix(msg, path+":") {
 				msg = path + ": " + msg
 			}
 		}

@@ -34,7 +34,8 @@ func New(
 	// +defaultPath="/"
 	// +ignore=["dist", "bin", "**/*.test", "**/*.out", ".cache", "ci/internal/dagger", "ci/dagger.gen.go", "infra/local/.env", ".scratch", "ci/internal/querybuilder", "ci/internal/telemetry", ".git/hooks", ".git/logs"]
 	source *dagger.Directory,
-	// The Go toolchain image (the project builds with Go 1.27.3).
+	// The Go toolchain image (the project builds with Go 1.27.3); `go run .
+	// update-base` pins the default below to its tag's current digest.
 	// +optional
 	// +default="golang:1.27.3-trixie"
 	goImage string,
