@@ -95,7 +95,7 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 	// pflag's errors ("unknown flag: --x") say what is wrong; add where the
 	// flags are listed, and make them usage errors (exit 2).
 	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error {
-		return usageError{fmt.Sprintf("%s (`go run . %s -h` lists its flags)", err, strings.TrimPrefix(cmd.CommandPath(), root.Name()+" "))}
+		return usageError{fmt.Sprintf("%s (`%s -h` lists its flags)", err, invocation(cmd))}
 	})
 	// The top level keeps its one-line-per-command list; commands get
 	// cobra's help (usage line, flags with their defaults).
@@ -159,6 +159,11 @@ func (g group) command(stdout, stderr io.Writer) *cobra.Command {
 	return cmd
 }
 
+// invocation is how cmd is run from a checkout, e.g. "go run . sim up".
+func invocation(cmd *cobra.Command) string {
+	return strings.TrimSpace("go run ." + strings.TrimPrefix(cmd.CommandPath(), cmd.Root().Name()))
+}
+
 // oneOf is "a, b or c".
 func oneOf(names []string) string {
 	if len(names) < 2 {
@@ -211,7 +216,8 @@ func singleDashCompat(root *cobra.Command, args []string) []string {
 			continue
 		}
 		name, _, _ := strings.Cut(a[1:], "=")
-		if len(name) > 1 && cmd.Flags().Lookup(name) != nil {
+		// help: cobra adds its flag after this runs; -help was Go's too.
+		if len(name) > 1 && (name == "help" || cmd.Flags().Lookup(name) != nil) {
 			out[i] = "-" + a
 		}
 	}

@@ -36,6 +36,10 @@ func TestCLIDispatch(t *testing.T) {
 		{[]string{"platform-charts", "-file", "no-such.yaml"}, 1, "", "no-such.yaml"},
 		{[]string{"platform-charts", "-file=no-such.yaml"}, 1, "", "no-such.yaml"},
 		{[]string{"build-all", "-h"}, 0, "      --vuln-source string", ""},
+		{[]string{"sim", "up", "-help"}, 0, "      --cache-dir string", ""},
+		{[]string{"-x"}, 2, "", "unknown shorthand flag: 'x' in -x (`go run . -h` lists its flags)"},
+		// An empty value, as .github/workflows/pr.yml passes --modules=.
+		{[]string{"ci", "--modules=", "--cluster-checks"}, 2, "", "ci --cluster-checks needs --pr N"},
 		{[]string{"preview", "up", "--help"}, 0, "      --node-image string", ""},
 		{[]string{"completion", "bash"}, 0, "__start_darktower", ""},
 		{[]string{"sim"}, 2, "", "sim needs a subcommand: up, down, status or kubeconfig"},
