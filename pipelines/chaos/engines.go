@@ -267,6 +267,11 @@ func envMap(list []envVar) map[string]string {
 // eachDoc calls f with every document of stream whose kind is kind (and
 // whose apiVersion is Litmus's).
 func eachDoc(stream []byte, kind string, f func([]byte) error) error {
+	return eachObject(stream, group, kind, f)
+}
+
+// eachObject calls f with each document of the stream of apiVersion and kind.
+func eachObject(stream []byte, apiVersion, kind string, f func([]byte) error) error {
 	dec := yamlv3.NewDecoder(bytes.NewReader(stream))
 	for {
 		var node yamlv3.Node
@@ -285,7 +290,7 @@ func eachDoc(stream []byte, kind string, f func([]byte) error) error {
 		if err := yaml.Unmarshal(doc, &o); err != nil {
 			return err
 		}
-		if o.Kind != kind || o.APIVersion != group {
+		if o.Kind != kind || o.APIVersion != apiVersion {
 			continue
 		}
 		if err := f(doc); err != nil {

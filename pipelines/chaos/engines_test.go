@@ -1,6 +1,7 @@
 package chaos
 
 import (
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -130,16 +131,45 @@ func TestPreviewEngines(t *testing.T) {
 	// monitoring namespace: one kid across the AC pods; every MC scraped
 	// is registered with GC. Both wait for a scrape of the replacements.
 	prom := "http://prometheus." + deploy.MonitoringNamespace + ".svc:9090"
-	if len(ac.Probes) != 2 || ac.Probes[1].Type != "promProbe" || ac.Probes[1].Mode != EOT || ac.Probes[1].Endpoint != prom ||
+	if len(ac.Probes) != 3 || ac.Probes[1].Type != "promProbe" || ac.Probes[1].Mode != EOT || ac.Probes[1].Endpoint != prom ||
 		!strings.Contains(ac.Probes[1].Query, "ac_signing_key_info") || ac.Probes[1].Comparator != "==" || ac.Probes[1].Value != "1" ||
 		ac.Probes[1].Run.InitialDelay < 30*time.Second {
 		t.Errorf("ac-service's kid probe %+v", ac.Probes)
 	}
 	mc, _ := byEngine(exps, "meeting-controller-pod-delete")
-	if len(mc.Probes) != 2 || mc.Probes[1].Type != "promProbe" || mc.Probes[1].Mode != EOT || mc.Probes[1].Endpoint != prom ||
+	if len(mc.Probes) != 4 || mc.Probes[1].Type != "promProbe" || mc.Probes[1].Mode != EOT || mc.Probes[1].Endpoint != prom ||
 		!strings.Contains(mc.Probes[1].Query, "gc_meeting_controllers_live") || mc.Probes[1].Comparator != ">=" ||
 		mc.Probes[1].Run.InitialDelay < 10*time.Second {
 		t.Errorf("meeting-controller's registration probe %+v", mc.Probes)
+	}
+	// Under the load the stage runs: the error budget where a service's
+	// pods are deleted; media that keeps relaying through MC's restart and
+	// relays again after media-handler's. Every promProbe asks the same
+	// Prometheus.
+	probes := map[string][]string{}
+	for _, e := range exps {
+		for _, p := range e.Probes {
+			probes[e.Engine] = append(probes[e.Engine], p.Name)
+			if p.Type == "promProbe" && p.Endpoint != prom {
+				t.Errorf("%s: probe %s asks %s", e.Engine, p.Name, p.Endpoint)
+			}
+			if p.Name == "error-budget" && (!strings.Contains(p.Query, "darktower_load_requests_total") || p.Comparator != "<=" || p.Value != "0.01") {
+				t.Errorf("%s: error budget %+v", e.Engine, p)
+			}
+		}
+	}
+	for engine, want := range map[string]string{
+		"ac-service-pod-delete":           "service-stays-ready signing-key-unchanged error-budget",
+		"global-controller-pod-delete":    "service-stays-ready error-budget",
+		"meeting-controller-pod-delete":   "service-stays-ready every-mc-registered error-budget media-unbroken",
+		"media-handler-pod-delete":        "service-stays-ready media-relays",
+		"media-handler-container-kill":    "service-stays-ready media-relays",
+		"meeting-controller-network-loss": "service-stays-ready",
+		"redis-pod-delete":                "meeting-controller-ready-after redis-back",
+	} {
+		if got := strings.Join(probes[engine], " "); got != want {
+			t.Errorf("%s probes: %s, want %s", engine, got, want)
+		}
 	}
 
 	redis, _ := byEngine(exps, "redis-pod-delete")
@@ -161,6 +191,26 @@ func TestPreviewEngines(t *testing.T) {
 	loss, _ := byEngine(exps, "meeting-controller-network-loss")
 	if loss.Fault != "pod-network-loss" || loss.Env["NETWORK_PACKET_LOSS_PERCENTAGE"] != "100" {
 		t.Errorf("network loss %+v", loss)
+	}
+}
+
+// The stage finds the services' namespace, where it runs its load, in the
+// environment's chaos-target; and it checks the engines asked for before
+// it needs a cluster.
+func TestStageReadsTheEnvironment(t *testing.T) {
+	ns, err := servicesNamespace(infra + "/overlays/preview/chaos")
+	if err != nil || ns != "preview" {
+		t.Fatalf("services namespace %q, %v", ns, err)
+	}
+	if _, err := servicesNamespace(infra + "/platform/chaos/operator"); err == nil || !strings.Contains(err.Error(), "chaos-target") {
+		t.Errorf("a kustomization without chaos-target: %v", err)
+	}
+	names, err := StageEngines("../..", []string{"redis-pod-delete", "ac-service-pod-delete"})
+	if err != nil || strings.Join(names, " ") != "ac-service-pod-delete redis-pod-delete" {
+		t.Errorf("StageEngines: %v %v", names, err)
+	}
+	if _, err := StageEngines("../..", []string{"nope"}); !errors.As(err, new(UnknownEngineError)) {
+		t.Errorf("an unknown engine: %v", err)
 	}
 }
 

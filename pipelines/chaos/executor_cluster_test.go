@@ -6,6 +6,7 @@ import (
 	"context"
 	"debug/buildinfo"
 	"encoding/xml"
+	"errors"
 	"fmt"
 	"io"
 	"maps"
@@ -20,6 +21,7 @@ import (
 	"github.com/darktower/delivery/internal/vulndbtest"
 	"github.com/darktower/delivery/pipelines/build"
 	"github.com/darktower/delivery/pipelines/chaos"
+	"github.com/darktower/delivery/pipelines/deploy"
 	"github.com/darktower/delivery/pipelines/flow"
 	"github.com/darktower/delivery/pipelines/internal/kindtest"
 	"github.com/darktower/delivery/pipelines/kindcluster"
@@ -168,6 +170,23 @@ func TestChaosRunOnARealCluster(t *testing.T) {
 		}
 		t.Logf("%s injections: %s", e.Engine, strings.Join(e.Injections, "; "))
 	}
+	// The experiments ran under the stage's load; what it counted.
+	if !strings.Contains(progress.String(), "load: darktower-load running in preview") {
+		t.Error("the chaos stage did not say it started its load")
+	}
+	for _, q := range []string{`sum by (target, outcome) (max_over_time(darktower_load_requests_total[15m]))`,
+		`sum by (outcome) (max_over_time(darktower_load_datagrams_total[15m]))`, `sum(max_over_time(darktower_load_media_rejoins_total[15m]))`} {
+		samples, err := deploy.PrometheusQuery(ctx, client, q)
+		if err != nil || len(samples) == 0 {
+			t.Errorf("%s: %v (no load counted?)", q, err)
+			continue
+		}
+		var line []string
+		for _, s := range samples {
+			line = append(line, fmt.Sprintf("%v=%g", s.Metric, s.Value))
+		}
+		t.Logf("FIGURE load during the stage: %s", strings.Join(line, " "))
+	}
 	// The faults were real. MH's containers were killed and restarted in
 	// place; the pod cut off the network failed the kubelet's probes (the
 	// kubelet reaches it over eth0 too); Redis's pods are new.
@@ -272,7 +291,7 @@ func TestChaosRunOnARealCluster(t *testing.T) {
 		t.Errorf("cmdProbe: %s: %s", refused.Verdict, refused.Reason)
 	}
 
-	fragileBuildFailsTheRightExperiment(ctx, t, root, dbDir, pr, state, opts, exps, &progress)
+	fragileBuildFailsTheRightExperiment(ctx, t, root, dbDir, pr, state, c, &progress)
 }
 
 // fragileBuildFailsTheRightExperiment deploys a test build made with
@@ -284,7 +303,7 @@ func TestChaosRunOnARealCluster(t *testing.T) {
 // global-controller and meeting-controller still pass. The healthy
 // build's binaries carry no tags.
 func fragileBuildFailsTheRightExperiment(ctx context.Context, t *testing.T, root, dbDir string, pr int, state string,
-	opts chaos.Options, exps []chaos.Experiment, progress io.Writer) {
+	c *kindcluster.Cluster, progress io.Writer) {
 	t.Helper()
 	fragile := t.TempDir()
 	start := time.Now()
@@ -314,15 +333,18 @@ func fragileBuildFailsTheRightExperiment(ctx context.Context, t *testing.T, root
 		"redis-pod-delete":      "meeting-controller-ready-after",
 		"ac-service-pod-delete": "signing-key-unchanged",
 	}
-	opts.Experiments = nil
-	for _, e := range exps {
-		switch e.Engine {
-		case "redis-pod-delete", "ac-service-pod-delete", "global-controller-pod-delete", "meeting-controller-pod-delete":
-			opts.Experiments = append(opts.Experiments, e)
-		}
+	// The stage as ci runs it (under its load), on these engines.
+	start = time.Now()
+	var out bytes.Buffer
+	rep, err := chaos.RunStage(ctx, chaos.StageOptions{Root: root, Cluster: c, Progress: io.MultiWriter(progress, &out),
+		Only:     []string{"ac-service-pod-delete", "global-controller-pod-delete", "meeting-controller-pod-delete", "redis-pod-delete"},
+		Duration: 20 * time.Second, Interval: 10 * time.Second})
+	if !errors.Is(err, chaos.ErrExperimentsFailed) || rep == nil {
+		t.Fatalf("the stage on the fragile build: err = %v, want experiments failed", err)
 	}
-	opts.Duration, opts.Interval = 20*time.Second, 10*time.Second
-	rep, _ := runChaos(ctx, t, opts, "chaos run on the chaosfragile build (4 engines, 20 s / 10 s)")
+	var table bytes.Buffer
+	rep.Table(&table)
+	t.Logf("FIGURE chaos stage on the chaosfragile build (4 engines, 20 s / 10 s) in %s:\n%s", time.Since(start).Round(100*time.Millisecond), table.String())
 	for _, e := range rep.Experiments {
 		want := chaos.VerdictPass
 		if _, ok := catches[e.Engine]; ok {

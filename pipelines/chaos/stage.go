@@ -11,7 +11,10 @@ import (
 	"strings"
 	"time"
 
+	"sigs.k8s.io/yaml"
+
 	"github.com/darktower/delivery/pipelines/kindcluster"
+	"github.com/darktower/delivery/pipelines/preview"
 	"github.com/darktower/delivery/pipelines/upstream"
 )
 
@@ -76,6 +79,17 @@ func RunStage(ctx context.Context, o StageOptions) (*Report, error) {
 			return nil, err
 		}
 	}
+	// The experiments run under load: the error budget and the media
+	// probes read its counters from Prometheus.
+	client, _, err := o.Cluster.Client()
+	if err != nil {
+		return nil, err
+	}
+	stopLoad, err := preview.StartLoad(ctx, o.Cluster, client, o.Root, st.services, o.Progress)
+	if err != nil {
+		return nil, err
+	}
+	defer stopLoad()
 	start := time.Now()
 	rep, err := Run(ctx, run)
 	if err != nil {
@@ -106,6 +120,36 @@ type stage struct {
 	defs     map[string]Definition
 	exps     []Experiment
 	env      Environment
+	services string // the environment's services namespace (chaos-target)
+}
+
+// servicesNamespace reads the environment's chaos-target ConfigMap (the
+// engines' kustomization renders it): where the services run.
+func servicesNamespace(enginesDir string) (string, error) {
+	stream, err := Render(enginesDir)
+	if err != nil {
+		return "", err
+	}
+	ns := ""
+	err = eachObject(stream, "v1", "ConfigMap", func(doc []byte) error {
+		var cm struct {
+			Metadata struct {
+				Name string `json:"name"`
+			} `json:"metadata"`
+			Data map[string]string `json:"data"`
+		}
+		if err := yaml.Unmarshal(doc, &cm); err != nil {
+			return err
+		}
+		if cm.Metadata.Name == "chaos-target" {
+			ns = cm.Data["namespace"]
+		}
+		return nil
+	})
+	if err == nil && ns == "" {
+		err = fmt.Errorf("%s: no chaos-target ConfigMap naming the services' namespace (data.namespace)", enginesDir)
+	}
+	return ns, err
 }
 
 // StageEngines names the engines a stage with these options would run,
@@ -141,7 +185,11 @@ func loadStage(root string, only []string) (*stage, error) {
 	if exps, err = pick(exps, only, "infra/"+env.Engines); err != nil {
 		return nil, err
 	}
-	return &stage{settings: settings, defs: defs, exps: exps, env: env}, nil
+	services, err := servicesNamespace(filepath.Join(root, "infra", env.Engines))
+	if err != nil {
+		return nil, err
+	}
+	return &stage{settings: settings, defs: defs, exps: exps, env: env, services: services}, nil
 }
 
 // pick keeps the engines named in only, refusing a name that is not one.

@@ -511,6 +511,67 @@ func (e *env) smokeCommand(t *testing.T) {
 	if code != 2 || !strings.Contains(out, "SMOKE_CLIENT_SECRET") {
 		t.Fatalf("darktower-smoke without a secret: exit %d (want 2 naming SMOKE_CLIENT_SECRET)\n%s", code, out)
 	}
+	code, out = run(append(base, "SMOKE_CLIENT_SECRET=tester-secret-e2e-value", "SMOKE_MODE=loud")...)
+	if code != 2 || !strings.Contains(out, `SMOKE_MODE="loud"`) {
+		t.Fatalf("darktower-smoke with an unknown mode: exit %d\n%s", code, out)
+	}
+	e.smokeLoad(t, bin, append(base, "SMOKE_CLIENT_SECRET=tester-secret-e2e-value"))
+}
+
+// smokeLoad runs darktower-smoke as the chaos stage's load for a few
+// seconds: every call succeeds against healthy services, its media session
+// relays, its counters are on /metrics, and SIGTERM ends it cleanly.
+func (e *env) smokeLoad(t *testing.T, bin string, env []string) {
+	port, err := testenv.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	cmd := exec.Command(bin)
+	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "SMOKE_MODE=load", "SMOKE_LOAD_INTERVAL=200ms", "SMOKE_METRICS_ADDR=" + addr}, env...)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	time.Sleep(3 * time.Second)
+	metrics := get(t, "http://"+addr+"/metrics")
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("the load did not end cleanly on SIGTERM: %v\n%s", err, out.String())
+		}
+	case <-time.After(10 * time.Second):
+		cmd.Process.Kill()
+		t.Fatalf("the load did not stop on SIGTERM\n%s", out.String())
+	}
+	value := func(series string) float64 {
+		for _, line := range strings.Split(metrics, "\n") {
+			if v, ok := strings.CutPrefix(line, series+" "); ok {
+				f, err := strconv.ParseFloat(v, 64)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return f
+			}
+		}
+		t.Fatalf("no %s on /metrics:\n%s", series, metrics)
+		return 0
+	}
+	for _, target := range []string{"ac-service", "global-controller", "meeting-controller"} {
+		if ok, bad := value(`darktower_load_requests_total{outcome="ok",target="`+target+`"}`), value(`darktower_load_requests_total{outcome="error",target="`+target+`"}`); ok < 5 || bad != 0 {
+			t.Errorf("load against healthy %s: %g ok, %g errors\n%s", target, ok, bad, out.String())
+		}
+	}
+	if relayed, lost := value(`darktower_load_datagrams_total{outcome="relayed"}`), value(`darktower_load_datagrams_total{outcome="lost"}`); relayed < 10 || lost != 0 {
+		t.Errorf("load's media session: %g relayed, %g lost\n%s", relayed, lost, out.String())
+	}
+	t.Logf("darktower-smoke load for 3 s:\n%s", out.String())
 }
 
 // rotateKey runs `ac-service rotate-key` as an operator would, with AC's

@@ -1,11 +1,17 @@
 // Command darktower-smoke is the smoke check of a deployed Dark Tower (see
 // internal/smoke): configured by SMOKE_* environment variables, it prints
 // one line per check and exits 1 when any failed, 2 on bad configuration.
+//
+// With SMOKE_MODE=load it is instead a steady client of the services (the
+// chaos stage's load): it runs until stopped, serving its counters on
+// SMOKE_METRICS_ADDR (:8080) /metrics for Prometheus.
 package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"os/signal"
 	"syscall"
@@ -13,17 +19,30 @@ import (
 
 	"github.com/darktower/delivery/services/internal/envconf"
 	"github.com/darktower/delivery/services/internal/smoke"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
 func main() {
 	l := envconf.New()
 	cfg := smoke.LoadConfig(l)
+	mode := l.String("SMOKE_MODE", "check")
+	interval := l.Duration("SMOKE_LOAD_INTERVAL", 500*time.Millisecond, 50*time.Millisecond, time.Minute)
+	addr := l.String("SMOKE_METRICS_ADDR", ":8080")
 	if err := l.Err(); err != nil {
 		fmt.Fprintln(os.Stderr, "darktower-smoke:", err)
 		os.Exit(2)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	switch mode {
+	case "load":
+		os.Exit(load(ctx, cfg, interval, addr))
+	case "check":
+	default:
+		fmt.Fprintf(os.Stderr, "darktower-smoke: SMOKE_MODE=%q: use check (the default) or load\n", mode)
+		os.Exit(2)
+	}
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
 	results, err := smoke.Run(ctx, cfg, os.Stdout)
@@ -34,4 +53,28 @@ func main() {
 	if smoke.Failed(results) {
 		os.Exit(1)
 	}
+}
+
+func load(ctx context.Context, cfg smoke.Config, interval time.Duration, addr string) int {
+	reg := prometheus.NewRegistry()
+	l := smoke.NewLoad(cfg, interval, reg)
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	srv := &http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		if err := srv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			fmt.Fprintln(os.Stderr, "darktower-smoke:", err)
+			os.Exit(2)
+		}
+	}()
+	fmt.Printf("darktower-smoke: load every %s, metrics on %s/metrics\n", interval, addr)
+	err := l.Run(ctx, os.Stdout)
+	shutdown, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = srv.Shutdown(shutdown)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "darktower-smoke:", err)
+		return 2
+	}
+	return 0
 }

@@ -35,6 +35,9 @@ func NewServiceClient(httpClient *http.Client, tokenURL, clientID string, secret
 	return &ServiceClient{http: httpClient, tokens: cc.TokenSource(ctx)}
 }
 
+// Token obtains an access token (from AC, or the cached one while fresh).
+func (c *ServiceClient) Token() (*oauth2.Token, error) { return c.tokens.Token() }
+
 // StatusError is a non-2xx answer from a peer.
 type StatusError struct {
 	URL  string

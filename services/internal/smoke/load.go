@@ -1,0 +1,206 @@
+package smoke
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/darktower/delivery/services/internal/wire"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Load is the smoke client as a steady load (SMOKE_MODE=load): the traffic
+// the chaos stage's error budget and media probes are judged on, from
+// Prometheus. Every Interval it makes one client's round of API calls — a
+// token from ac-service accepted by global-controller's registry, and a
+// media ticket from meeting-controller — counting each call's outcome in
+// darktower_load_requests_total{target,outcome}; and it keeps one media
+// session of two participants on a media-handler, relaying a datagram
+// each way per Interval (darktower_load_datagrams_total{outcome}). After
+// three lost datagrams in a row it joins the session again with new
+// tickets (darktower_load_media_rejoins_total): the media-handler it was
+// on is gone.
+type Load struct {
+	Config
+	Interval time.Duration
+
+	requests *prometheus.CounterVec
+	dgrams   *prometheus.CounterVec
+	rejoins  prometheus.Counter
+}
+
+// NewLoad registers the load's metrics with reg.
+func NewLoad(c Config, interval time.Duration, reg prometheus.Registerer) *Load {
+	l := &Load{Config: c, Interval: interval,
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "darktower_load_requests_total",
+			Help: "The load's API calls by the service that answered them and outcome (ok, error)."}, []string{"target", "outcome"}),
+		dgrams: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "darktower_load_datagrams_total",
+			Help: "Datagrams the load sent through its media session, by outcome (relayed, lost)."}, []string{"outcome"}),
+		rejoins: prometheus.NewCounter(prometheus.CounterOpts{Name: "darktower_load_media_rejoins_total",
+			Help: "Times the load's media session was joined again after its media-handler stopped relaying."}),
+	}
+	// Zero series from the start: a rate over them is 0, not absent.
+	for _, t := range []string{"ac-service", "global-controller", "meeting-controller"} {
+		for _, o := range []string{"ok", "error"} {
+			l.requests.WithLabelValues(t, o)
+		}
+	}
+	l.dgrams.WithLabelValues("relayed")
+	l.dgrams.WithLabelValues("lost")
+	reg.MustRegister(l.requests, l.dgrams, l.rejoins)
+	return l
+}
+
+// Run generates load until ctx ends, logging failures (at most one line
+// per Interval per kind) to log.
+func (l *Load) Run(ctx context.Context, log io.Writer) error {
+	hc, err := httpClient(l.CAFile)
+	if err != nil {
+		return err
+	}
+	done := make(chan struct{})
+	go func() { defer close(done); l.media(ctx, hc, log) }()
+	t := time.NewTicker(l.Interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			<-done
+			return nil
+		case <-t.C:
+			l.round(ctx, hc, log)
+		}
+	}
+}
+
+// round is one client's API calls: ac-service (a token), global-controller
+// (its registry, with that token), meeting-controller (a ticket).
+func (l *Load) round(ctx context.Context, hc *http.Client, log io.Writer) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	gc := client(l.Config, hc, "global-controller")
+	_, err := gc.Token()
+	if !l.count("ac-service", err, log) {
+		return
+	}
+	var list struct {
+		MeetingControllers []wire.MeetingController `json:"meeting_controllers"`
+	}
+	l.count("global-controller", gc.GetJSON(ctx, strings.TrimSuffix(l.GCURL, "/")+"/v1/meeting-controllers", &list), log)
+	mc := client(l.Config, hc, "meeting-controller")
+	if _, err := mc.Token(); !l.count("ac-service", err, log) {
+		return
+	}
+	var mt wire.MediaTicket
+	l.count("meeting-controller", mc.PostJSON(ctx, strings.TrimSuffix(l.MCURL, "/")+"/v1/media-tickets",
+		wire.MediaTicketRequest{SessionID: "load-" + randomHex(4), ParticipantID: "probe"}, &mt), log)
+}
+
+func (l *Load) count(target string, err error, log io.Writer) bool {
+	if err != nil {
+		l.requests.WithLabelValues(target, "error").Inc()
+		fmt.Fprintf(log, "%s load: %s: %v\n", time.Now().UTC().Format(time.RFC3339), target, err)
+		return false
+	}
+	l.requests.WithLabelValues(target, "ok").Inc()
+	return true
+}
+
+// media keeps one session relaying, joining again when it stops.
+func (l *Load) media(ctx context.Context, hc *http.Client, log io.Writer) {
+	for ctx.Err() == nil {
+		s, err := l.join(ctx, hc)
+		if err != nil {
+			fmt.Fprintf(log, "%s load: media: %v\n", time.Now().UTC().Format(time.RFC3339), err)
+			select {
+			case <-ctx.Done():
+			case <-time.After(l.Interval):
+			}
+			continue
+		}
+		fmt.Fprintf(log, "%s load: media: session %s on %s\n", time.Now().UTC().Format(time.RFC3339), s.id, s.to)
+		lost := 0
+		t := time.NewTicker(l.Interval)
+		for lost < 3 && ctx.Err() == nil {
+			select {
+			case <-ctx.Done():
+			case <-t.C:
+				err := s.p.relay(s.id, s.alice, s.bob, "alice", "bob")
+				if err == nil {
+					err = s.p.relay(s.id, s.bob, s.alice, "bob", "alice")
+				}
+				if err != nil {
+					lost++
+					l.dgrams.WithLabelValues("lost").Inc()
+					continue
+				}
+				lost = 0
+				l.dgrams.WithLabelValues("relayed").Add(2)
+			}
+		}
+		t.Stop()
+		s.close()
+		if ctx.Err() == nil {
+			l.rejoins.Inc()
+			fmt.Fprintf(log, "%s load: media: session %s stopped relaying on %s; joining again\n", time.Now().UTC().Format(time.RFC3339), s.id, s.to)
+		}
+	}
+}
+
+type session struct {
+	id         string
+	to         *net.UDPAddr
+	p          participants
+	alice, bob *net.UDPConn
+}
+
+func (s *session) close() { s.alice.Close(); s.bob.Close() }
+
+func (l *Load) join(ctx context.Context, hc *http.Client) (*session, error) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	id := "load-" + randomHex(6)
+	mc := client(l.Config, hc, "meeting-controller")
+	ticket := func(who string) (wire.MediaTicket, []byte, error) {
+		var mt wire.MediaTicket
+		if err := mc.PostJSON(ctx, strings.TrimSuffix(l.MCURL, "/")+"/v1/media-tickets", wire.MediaTicketRequest{SessionID: id, ParticipantID: who}, &mt); err != nil {
+			return mt, nil, fmt.Errorf("meeting-controller's ticket for %s: %w", who, err)
+		}
+		raw, err := base64.RawURLEncoding.DecodeString(mt.Ticket)
+		return mt, raw, err
+	}
+	a, aRaw, err := ticket("alice")
+	if err != nil {
+		return nil, err
+	}
+	_, bRaw, err := ticket("bob")
+	if err != nil {
+		return nil, err
+	}
+	to, err := net.ResolveUDPAddr("udp", a.MediaAddr)
+	if err != nil {
+		return nil, err
+	}
+	s := &session{id: id, to: to, p: participants{timeout: l.Timeout, to: to}}
+	if s.alice, err = s.p.join("alice", aRaw); err != nil {
+		return nil, err
+	}
+	if s.bob, err = s.p.join("bob", bRaw); err != nil {
+		s.alice.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
