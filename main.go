@@ -1,13 +1,13 @@
-// Command delivery is the Dark Tower delivery pipeline's CLI: one command
+// Command darktower is the Dark Tower delivery pipeline's CLI: one command
 // per pipeline function, with the same names as the Dagger module's
 // functions (`go run . build-all` ≡ `dagger call build-all`). Commands are
-// thin shells over the stage packages in pipelines/.
+// thin shells over the stage packages in pipelines/; commands.go is the
+// command tree (cobra).
 package main
 
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"maps"
@@ -15,7 +15,6 @@ import (
 	"os/signal"
 	"runtime/debug"
 	"slices"
-	"sort"
 	"strings"
 	"syscall"
 	"time"
@@ -34,59 +33,16 @@ import (
 	"github.com/darktower/delivery/pipelines/sign"
 	"github.com/darktower/delivery/pipelines/sim"
 	"github.com/darktower/delivery/pipelines/validate"
+	"github.com/spf13/pflag"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 )
 
-// command is one CLI verb.
-type command struct {
-	summary string
-	run     func(ctx context.Context, args []string, stdout, stderr io.Writer) error
-}
-
-// usageError is a mistake in how the CLI was called (exit 2).
+// usageError is a mistake in how the CLI was called (exit 2); an empty
+// message has already been answered with the usage text.
 type usageError struct{ msg string }
 
 func (e usageError) Error() string { return e.msg }
-
-var commands = map[string]command{
-	"version":         {summary: "print the pipeline's version and build information", run: runVersion},
-	"build-all":       {summary: "build the services' OCI images into dist/ (the main job)", run: runBuildAll},
-	"sim":             {summary: "the simulated cluster: sim up | down | status | kubeconfig", run: runSim},
-	"node-image":      {summary: "build (or reuse) the kind node image from Debian and the Go module proxy", run: runNodeImage},
-	"cluster":         {summary: "the real cluster (kind): cluster up | down | list | status | kubeconfig", run: runCluster},
-	"preview":         {summary: "a pull request's preview: preview up --pr N | down --pr N | list | reap --ttl 72h", run: runPreview},
-	"chaos":           {summary: "chaos run --cluster NAME | --kubeconfig F [--only E,...] [--junit F] [--summary F]: the repository's chaos engines against a cluster (Litmus where installed, else the pipeline's executor)", run: runChaos},
-	"validate":        {summary: "validate --server: apply every infra/ overlay to the simulated cluster (or --kubeconfig) and run it", run: runValidate},
-	"release":         {summary: "release --tag vX.Y.Z --push REGISTRY: build-all for a release tag; signed (never with the development key) and published", run: runRelease},
-	"export-image":    {summary: "export-image --service NAME --file F.tar: one image of a build as an OCI layout tarball (docker load, Dagger's import)", run: runExportImage},
-	"ci":              {summary: "the pull-request check: gofmt, go vet and go test of every module, then build-all; with --cluster-checks --pr N the build deployed into cluster pr-N and the chaos stage; records dist/ci.json", run: runCI},
-	"ci-verdict":      {summary: "ci-verdict --out DIR: print a ci run's checks from DIR/ci.json and fail if any failed", run: runCIVerdict},
-	"verify":          {summary: "verify --image REF --key cosign.pub: check an image's signature and its SBOM, vulnerability and provenance attestations", run: runVerify},
-	"go-vuln-db":      {summary: "go-vuln-db --out DIR: a Trivy DB built from golang.org/x/vulndb fetched through the Go module proxy (for --vuln-db, air-gapped)", run: runGoVulnDB},
-	"update-base":     {summary: "pin the specs' base images to their current digests in images/base.lock.json", run: runUpdateBase},
-	"dev-secrets":     {summary: "print fresh local-environment secrets as Kubernetes Secrets (infra/local/setup.sh)", run: runDevSecrets},
-	"pin-images":      {summary: "pin an overlay's images to the digests of a build (dist/manifest.json)", run: runPinImages},
-	"platform-charts": {summary: "list infra/platform/charts.yaml as tab-separated lines (infra/local/setup.sh)", run: runPlatformCharts},
-}
-
-// newFlags is a command's flag set; its errors and -h output go to stderr.
-func newFlags(name string, stderr io.Writer) *flag.FlagSet {
-	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	return fs
-}
-
-// parseFlags parses args; bad flags and stray arguments are usage errors.
-func parseFlags(fs *flag.FlagSet, args []string) error {
-	if err := fs.Parse(args); err != nil {
-		return usageError{err.Error()}
-	}
-	if fs.NArg() > 0 {
-		return usageError{fmt.Sprintf("%s: unexpected argument %q", fs.Name(), fs.Arg(0))}
-	}
-	return nil
-}
 
 // csv splits a comma-separated flag value, dropping empty items.
 func csv(s string) []string {
@@ -101,7 +57,7 @@ func csv(s string) []string {
 
 // buildAllFlags declares build-all's flags on fs (release shares them)
 // and returns a function giving their values as options, after parsing.
-func buildAllFlags(fs *flag.FlagSet) func(root string, progress io.Writer) flow.BuildAllOptions {
+func buildAllFlags(fs *pflag.FlagSet) func(root string, progress io.Writer) flow.BuildAllOptions {
 	services := fs.String("services", "", "comma-separated services to build (default: all in images/)")
 	platforms := fs.String("platforms", "", "comma-separated platforms, e.g. linux/amd64 (default: each spec's own)")
 	out := fs.String("out", "dist", "output directory")
@@ -137,51 +93,46 @@ func buildAllFlags(fs *flag.FlagSet) func(root string, progress io.Writer) flow.
 	}
 }
 
-func runBuildAll(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("build-all", stderr)
+func runBuildAll(fs *pflag.FlagSet) action {
 	options := buildAllFlags(fs)
 	recordVerdict := fs.Bool("record-verdict", false, "also write the outcome to OUT/"+flow.CIResultFile+", read by ci-verdict (the exit status is unchanged): the Dagger functions return the reports also when the gate blocks")
-	if err := parseFlags(fs, args); err != nil {
-		return err
-	}
-	root, err := os.Getwd()
-	if err != nil {
-		return err
-	}
-	o := options(root, stdout)
-	start := time.Now()
-	_, err = flow.BuildAll(ctx, o)
-	if *recordVerdict {
-		if rerr := flow.RecordVerdict(o.Out, "build-all", time.Since(start), err); rerr != nil {
-			return errors.Join(err, fmt.Errorf("recording the verdict: %w", rerr))
+	return func(ctx context.Context, stdout, stderr io.Writer) error {
+		root, err := os.Getwd()
+		if err != nil {
+			return err
 		}
+		o := options(root, stdout)
+		start := time.Now()
+		_, err = flow.BuildAll(ctx, o)
+		if *recordVerdict {
+			if rerr := flow.RecordVerdict(o.Out, "build-all", time.Since(start), err); rerr != nil {
+				return errors.Join(err, fmt.Errorf("recording the verdict: %w", rerr))
+			}
+		}
+		return err
 	}
-	return err
 }
 
-func runRelease(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("release", stderr)
+func runRelease(fs *pflag.FlagSet) action {
 	tag := fs.String("tag", "", "the release tag, vMAJOR.MINOR.PATCH[-PRERELEASE] (required; the images' version)")
 	options := buildAllFlags(fs)
-	if err := parseFlags(fs, args); err != nil {
-		return err
+	return func(ctx context.Context, stdout, stderr io.Writer) error {
+		root, err := os.Getwd()
+		if err != nil {
+			return err
+		}
+		m, err := flow.Release(ctx, flow.ReleaseOptions{Tag: *tag, BuildAllOptions: options(root, stdout)})
+		if err != nil {
+			return err
+		}
+		for _, img := range m.Images {
+			fmt.Fprintf(stdout, "release: %s\n", img.Pushed)
+		}
+		return nil
 	}
-	root, err := os.Getwd()
-	if err != nil {
-		return err
-	}
-	m, err := flow.Release(ctx, flow.ReleaseOptions{Tag: *tag, BuildAllOptions: options(root, stdout)})
-	if err != nil {
-		return err
-	}
-	for _, img := range m.Images {
-		fmt.Fprintf(stdout, "release: %s\n", img.Pushed)
-	}
-	return nil
 }
 
-func runCI(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("ci", stderr)
+func runCI(fs *pflag.FlagSet) action {
 	modules := fs.String("modules", ".,services,policy", "comma-separated Go modules to gofmt-check, vet and test")
 	withoutDocker := fs.Bool("without-docker", false, "skip the tests that need a Docker engine ("+strings.Join(flow.DockerTests, ", ")+"); the Dagger ci function has none")
 	clusterChecks := fs.Bool("cluster-checks", false, "after build-all: deploy the build into the pull request's preview cluster (pr-N, needs --pr and a Docker engine) and run the chaos stage against it")
@@ -197,237 +148,219 @@ func runCI(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.DurationVar(&cc.Duration, "chaos-duration", 0, "replace every engine's TOTAL_CHAOS_DURATION (e.g. 20s; the report says so)")
 	fs.DurationVar(&cc.Interval, "chaos-interval", 0, "replace every engine's CHAOS_INTERVAL (e.g. 10s)")
 	options := buildAllFlags(fs)
-	if err := parseFlags(fs, args); err != nil {
-		return err
-	}
-	root, err := os.Getwd()
-	if err != nil {
-		return err
-	}
-	o := flow.PROptions{Modules: csv(*modules), BuildAllOptions: options(root, stdout)}
-	if *clusterChecks {
-		if cc.PR <= 0 {
-			return usageError{"ci --cluster-checks needs --pr N (the pull request; its cluster is pr-N)"}
-		}
-		if *only != "" {
-			cc.Only = csv(*only)
-		}
-		if _, err := chaos.StageEngines(root, cc.Only); err != nil {
-			if unknown := new(chaos.UnknownEngineError); errors.As(err, unknown) {
-				return usageError{"--chaos-only: " + strings.TrimPrefix(unknown.Error(), "--only: ")}
-			}
+	return func(ctx context.Context, stdout, stderr io.Writer) error {
+		root, err := os.Getwd()
+		if err != nil {
 			return err
 		}
-		o.Cluster = &cc
-	}
-	if *withoutDocker {
-		o.SkipTests = flow.DockerTests
-	}
-	_, err = flow.PR(ctx, o)
-	return err
-}
-
-func runCIVerdict(_ context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("ci-verdict", stderr)
-	out := fs.String("out", "dist", "the directory the ci check wrote")
-	if err := parseFlags(fs, args); err != nil {
-		return err
-	}
-	r, err := flow.ReadCIResult(*out)
-	if err != nil {
-		return err
-	}
-	for _, c := range r.Checks {
-		if c.Skipped {
-			fmt.Fprintf(stdout, "ci: %-20s skipped: %s\n", c.Name, c.Error)
-		} else if c.Passed {
-			fmt.Fprintf(stdout, "ci: %-20s passed (%.1f s)\n", c.Name, c.Seconds)
-		} else {
-			fmt.Fprintf(stdout, "ci: %-20s FAILED (%.1f s)\n%s\n", c.Name, c.Seconds, c.Error)
+		o := flow.PROptions{Modules: csv(*modules), BuildAllOptions: options(root, stdout)}
+		if *clusterChecks {
+			if cc.PR <= 0 {
+				return usageError{"ci --cluster-checks needs --pr N (the pull request; its cluster is pr-N)"}
+			}
+			if *only != "" {
+				cc.Only = csv(*only)
+			}
+			if _, err := chaos.StageEngines(root, cc.Only); err != nil {
+				if unknown := new(chaos.UnknownEngineError); errors.As(err, unknown) {
+					return usageError{"--chaos-only: " + strings.TrimPrefix(unknown.Error(), "--only: ")}
+				}
+				return err
+			}
+			o.Cluster = &cc
 		}
+		if *withoutDocker {
+			o.SkipTests = flow.DockerTests
+		}
+		_, err = flow.PR(ctx, o)
+		return err
 	}
-	return r.Err()
 }
 
-func runExportImage(_ context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("export-image", stderr)
+func runCIVerdict(fs *pflag.FlagSet) action {
+	out := fs.String("out", "dist", "the directory the ci check wrote")
+	return func(ctx context.Context, stdout, stderr io.Writer) error {
+		r, err := flow.ReadCIResult(*out)
+		if err != nil {
+			return err
+		}
+		for _, c := range r.Checks {
+			if c.Skipped {
+				fmt.Fprintf(stdout, "ci: %-20s skipped: %s\n", c.Name, c.Error)
+			} else if c.Passed {
+				fmt.Fprintf(stdout, "ci: %-20s passed (%.1f s)\n", c.Name, c.Seconds)
+			} else {
+				fmt.Fprintf(stdout, "ci: %-20s FAILED (%.1f s)\n%s\n", c.Name, c.Seconds, c.Error)
+			}
+		}
+		return r.Err()
+	}
+}
+
+func runExportImage(fs *pflag.FlagSet) action {
 	out := fs.String("out", "dist", "the build's output directory (build-all --out)")
 	service := fs.String("service", "", "the service whose image to export (required)")
 	platform := fs.String("platform", "", "export only this platform's image, e.g. linux/amd64 (default: the multi-platform index)")
 	file := fs.String("file", "", "the tarball to write (required)")
-	if err := parseFlags(fs, args); err != nil {
-		return err
+	return func(ctx context.Context, stdout, stderr io.Writer) error {
+		if *service == "" || *file == "" {
+			return usageError{"export-image needs --service NAME and --file PATH.tar"}
+		}
+		tmp := *file + ".tmp"
+		f, err := os.Create(tmp)
+		if err != nil {
+			return fmt.Errorf("--file: %w", err)
+		}
+		err = build.ExportTar(build.ExportOptions{Out: *out, Service: *service, Platform: *platform}, f)
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err == nil {
+			err = os.Rename(tmp, *file)
+		}
+		if err != nil {
+			os.Remove(tmp)
+			return err
+		}
+		fmt.Fprintf(stdout, "export-image: %s written (an OCI layout tarball)\n", *file)
+		return nil
 	}
-	if *service == "" || *file == "" {
-		return usageError{"export-image needs --service NAME and --file PATH.tar"}
-	}
-	tmp := *file + ".tmp"
-	f, err := os.Create(tmp)
-	if err != nil {
-		return fmt.Errorf("--file: %w", err)
-	}
-	err = build.ExportTar(build.ExportOptions{Out: *out, Service: *service, Platform: *platform}, f)
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, *file)
-	}
-	if err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	fmt.Fprintf(stdout, "export-image: %s written (an OCI layout tarball)\n", *file)
-	return nil
 }
 
-func runVerify(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("verify", stderr)
+func runVerify(fs *pflag.FlagSet) action {
 	image := fs.String("image", "", "the image to verify, as a registry reference (tag or digest)")
 	key := fs.String("key", "", "the signer's public key (PEM file)")
 	identity := fs.String("certificate-identity", "", "keyless: the signing workflow, e.g. https://github.com/ORG/REPO/.github/workflows/release.yml@refs/tags/v1.2.3")
 	issuer := fs.String("certificate-oidc-issuer", "https://token.actions.githubusercontent.com", "keyless: the OIDC issuer of that identity")
-	if err := parseFlags(fs, args); err != nil {
-		return err
-	}
-	if *image == "" || (*key == "") == (*identity == "") {
-		return usageError{"verify needs --image REF and either --key cosign.pub or --certificate-identity WORKFLOW (keyless)"}
-	}
-	o := sign.VerifyOptions{Image: *image, Keychain: registry.Keychain(os.Getenv, *image)}
-	against := *key
-	if *key != "" {
-		pub, err := os.ReadFile(*key)
-		if err != nil {
-			return fmt.Errorf("--key: %w", err)
+	return func(ctx context.Context, stdout, stderr io.Writer) error {
+		if *image == "" || (*key == "") == (*identity == "") {
+			return usageError{"verify needs --image REF and either --key cosign.pub or --certificate-identity WORKFLOW (keyless)"}
 		}
-		o.PublicKey = pub
-	} else {
-		o.Keyless = &sign.KeylessIdentity{Identity: *identity, Issuer: *issuer}
-		against = *identity + " (" + *issuer + ")"
+		o := sign.VerifyOptions{Image: *image, Keychain: registry.Keychain(os.Getenv, *image)}
+		against := *key
+		if *key != "" {
+			pub, err := os.ReadFile(*key)
+			if err != nil {
+				return fmt.Errorf("--key: %w", err)
+			}
+			o.PublicKey = pub
+		} else {
+			o.Keyless = &sign.KeylessIdentity{Identity: *identity, Issuer: *issuer}
+			against = *identity + " (" + *issuer + ")"
+		}
+		v, err := sign.Verify(ctx, o)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "verify: %s (%s): %d signature(s) and attestations %v verified against %s\n", *image, v.Digest, v.Signatures, v.Attestations, against)
+		return nil
 	}
-	v, err := sign.Verify(ctx, o)
-	if err != nil {
-		return err
-	}
-	fmt.Fprintf(stdout, "verify: %s (%s): %d signature(s) and attestations %v verified against %s\n", *image, v.Digest, v.Signatures, v.Attestations, against)
-	return nil
 }
 
-func runGoVulnDB(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("go-vuln-db", stderr)
+func runGoVulnDB(fs *pflag.FlagSet) action {
 	out := fs.String("out", "", "directory to write the Trivy DB to (trivy.db, metadata.json under db/): use it as build-all --vuln-db DIR")
 	version := fs.String("version", scan.GoVulnDBVersion, "the "+scan.GoVulnDBModule+" module version (fetched through the Go module proxy, GOPROXY)")
-	if err := parseFlags(fs, args); err != nil {
-		return err
+	return func(ctx context.Context, stdout, stderr io.Writer) error {
+		if *out == "" {
+			return usageError{"go-vuln-db needs --out DIR"}
+		}
+		info, err := scan.BuildGoVulnDB(ctx, *out, *version)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "go-vuln-db: %s@%s (%s) as a Trivy DB in %s: Go standard library and golang.org/x/ advisories only (no severities: findings are UNKNOWN; OS packages are not covered)\n",
+			info.Module, info.Version, info.Time.Format(time.RFC3339), info.Dir)
+		return nil
 	}
-	if *out == "" {
-		return usageError{"go-vuln-db needs --out DIR"}
-	}
-	info, err := scan.BuildGoVulnDB(ctx, *out, *version)
-	if err != nil {
-		return err
-	}
-	fmt.Fprintf(stdout, "go-vuln-db: %s@%s (%s) as a Trivy DB in %s: Go standard library and golang.org/x/ advisories only (no severities: findings are UNKNOWN; OS packages are not covered)\n",
-		info.Module, info.Version, info.Time.Format(time.RFC3339), info.Dir)
-	return nil
 }
 
-func runUpdateBase(ctx context.Context, args []string, stdout, _ io.Writer) error {
-	if len(args) > 0 {
-		return usageError{"update-base takes no arguments (it reads the bases from images/*.yaml)"}
-	}
-	root, err := os.Getwd()
-	if err != nil {
+func runUpdateBase(*pflag.FlagSet) action {
+	return func(ctx context.Context, stdout, _ io.Writer) error {
+		root, err := os.Getwd()
+		if err != nil {
+			return err
+		}
+		_, err = flow.UpdateBase(ctx, root, nil, stdout)
 		return err
 	}
-	_, err = flow.UpdateBase(ctx, root, nil, stdout)
-	return err
 }
 
-func runDevSecrets(_ context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("dev-secrets", stderr)
+func runDevSecrets(fs *pflag.FlagSet) action {
 	ns := fs.String("namespace", "dark-tower-local-secrets", "namespace of the Secrets (the local ClusterSecretStore reads it)")
 	serviceNS := fs.String("service-namespaces", "region-us-west,region-us-east", "comma-separated namespaces running the services")
 	dataNS := fs.String("data-namespace", "dark-tower-data", "PostgreSQL's and Redis's namespace")
 	format := fs.String("format", "kubernetes", `"kubernetes" (Secrets, for kubectl apply -f -) or "env" (infra/local/.env for docker compose)`)
-	if err := parseFlags(fs, args); err != nil {
-		return err
-	}
-	if *format != "kubernetes" && *format != "env" {
-		return usageError{fmt.Sprintf("--format %q: use kubernetes or env", *format)}
-	}
-	secrets, err := devsecrets.Generate(devsecrets.Options{Namespace: *ns, ServiceNamespaces: csv(*serviceNS), DataNamespace: *dataNS})
-	if err != nil {
-		return err
-	}
-	var manifest []byte
-	if *format == "env" {
-		env, err := devsecrets.EnvFile(secrets)
+	return func(ctx context.Context, stdout, stderr io.Writer) error {
+		if *format != "kubernetes" && *format != "env" {
+			return usageError{fmt.Sprintf("--format %q: use kubernetes or env", *format)}
+		}
+		secrets, err := devsecrets.Generate(devsecrets.Options{Namespace: *ns, ServiceNamespaces: csv(*serviceNS), DataNamespace: *dataNS})
 		if err != nil {
 			return err
 		}
-		manifest = []byte(env)
-	} else if manifest, err = devsecrets.Manifest(secrets); err != nil {
+		var manifest []byte
+		if *format == "env" {
+			env, err := devsecrets.EnvFile(secrets)
+			if err != nil {
+				return err
+			}
+			manifest = []byte(env)
+		} else if manifest, err = devsecrets.Manifest(secrets); err != nil {
+			return err
+		}
+		// Only the manifest goes to stdout (it is meant for kubectl); never log it.
+		fmt.Fprintf(stderr, "dev-secrets: %d secrets for namespace %s (local development only)\n", len(secrets), *ns)
+		_, err = stdout.Write(manifest)
 		return err
 	}
-	// Only the manifest goes to stdout (it is meant for kubectl); never log it.
-	fmt.Fprintf(stderr, "dev-secrets: %d secrets for namespace %s (local development only)\n", len(secrets), *ns)
-	_, err = stdout.Write(manifest)
-	return err
 }
 
-func runPlatformCharts(_ context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("platform-charts", stderr)
+func runPlatformCharts(fs *pflag.FlagSet) action {
 	file := fs.String("file", "infra/platform/charts.yaml", "the charts file")
-	if err := parseFlags(fs, args); err != nil {
+	return func(ctx context.Context, stdout, stderr io.Writer) error {
+		charts, err := platform.LoadCharts(*file)
+		if err != nil {
+			return err
+		}
+		_, err = io.WriteString(stdout, platform.TSV(charts))
 		return err
 	}
-	charts, err := platform.LoadCharts(*file)
-	if err != nil {
-		return err
-	}
-	_, err = io.WriteString(stdout, platform.TSV(charts))
-	return err
 }
 
-func runPinImages(_ context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("pin-images", stderr)
+func runPinImages(fs *pflag.FlagSet) action {
 	manifest := fs.String("manifest", "dist/manifest.json", "the build whose digests to pin")
 	kustomization := fs.String("kustomization", "", "the overlay's kustomization.yaml (required)")
 	registryPrefix := fs.String("registry", "", "where the images were pushed, e.g. localhost:5001/darktower (required)")
-	if err := parseFlags(fs, args); err != nil {
-		return err
+	return func(ctx context.Context, stdout, stderr io.Writer) error {
+		if *kustomization == "" || *registryPrefix == "" {
+			return usageError{"pin-images needs --kustomization and --registry"}
+		}
+		m, err := build.ReadManifest(*manifest)
+		if err != nil {
+			return err
+		}
+		pins := map[string]overlay.Pin{}
+		for _, img := range m.Images {
+			pins[img.Service] = overlay.Pin{NewName: strings.TrimSuffix(*registryPrefix, "/") + "/" + img.Service, Digest: img.Digest}
+		}
+		if err := overlay.PinImages(*kustomization, pins); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "pin-images: %d image(s) in %s pinned to build %s\n", len(pins), *kustomization, m.Version)
+		return nil
 	}
-	if *kustomization == "" || *registryPrefix == "" {
-		return usageError{"pin-images needs --kustomization and --registry"}
-	}
-	m, err := build.ReadManifest(*manifest)
-	if err != nil {
-		return err
-	}
-	pins := map[string]overlay.Pin{}
-	for _, img := range m.Images {
-		pins[img.Service] = overlay.Pin{NewName: strings.TrimSuffix(*registryPrefix, "/") + "/" + img.Service, Digest: img.Digest}
-	}
-	if err := overlay.PinImages(*kustomization, pins); err != nil {
-		return err
-	}
-	fmt.Fprintf(stdout, "pin-images: %d image(s) in %s pinned to build %s\n", len(pins), *kustomization, m.Version)
-	return nil
 }
 
-func runSim(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 {
-		return usageError{"sim needs a subcommand: up, down, status or kubeconfig"}
-	}
-	fs := newFlags("sim "+args[0], stderr)
-	dir := fs.String("state-dir", sim.DefaultStateDir(), "where the cluster keeps its state, certificates and logs")
-	cache := fs.String("cache-dir", sim.DefaultCacheDir(), "where the built control plane and kwok are kept")
-	if err := parseFlags(fs, args[1:]); err != nil {
-		return err
-	}
-	switch args[0] {
-	case "up":
+// simFlags declares the flags every sim subcommand takes.
+func simFlags(fs *pflag.FlagSet) (dir, cache *string) {
+	dir = fs.String("state-dir", sim.DefaultStateDir(), "where the cluster keeps its state, certificates and logs")
+	cache = fs.String("cache-dir", sim.DefaultCacheDir(), "where the built control plane and kwok are kept")
+	return dir, cache
+}
+
+func runSimUp(fs *pflag.FlagSet) action {
+	dir, cache := simFlags(fs)
+	return func(ctx context.Context, stdout, _ io.Writer) error {
 		tools, err := sim.EnsureTools(ctx, *cache, stdout)
 		if err != nil {
 			return err
@@ -438,9 +371,17 @@ func runSim(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		}
 		fmt.Fprintf(stdout, "export KUBECONFIG=%s\n", s.Kubeconfig)
 		return nil
-	case "down":
-		return sim.Down(*dir, stdout)
-	case "status":
+	}
+}
+
+func runSimDown(fs *pflag.FlagSet) action {
+	dir, _ := simFlags(fs)
+	return func(_ context.Context, stdout, _ io.Writer) error { return sim.Down(*dir, stdout) }
+}
+
+func runSimStatus(fs *pflag.FlagSet) action {
+	dir, _ := simFlags(fs)
+	return func(ctx context.Context, stdout, _ io.Writer) error {
 		s, err := sim.ReadState(*dir)
 		if err != nil {
 			return err
@@ -454,7 +395,12 @@ func runSim(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		}
 		fmt.Fprintln(stdout, "healthy")
 		return nil
-	case "kubeconfig":
+	}
+}
+
+func runSimKubeconfig(fs *pflag.FlagSet) action {
+	dir, _ := simFlags(fs)
+	return func(_ context.Context, stdout, _ io.Writer) error {
 		s, err := sim.ReadState(*dir)
 		if err != nil {
 			return err
@@ -462,105 +408,89 @@ func runSim(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		fmt.Fprintln(stdout, s.Kubeconfig)
 		return nil
 	}
-	return usageError{fmt.Sprintf("sim %q: use up, down, status or kubeconfig", args[0])}
 }
 
-func runValidate(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("validate", stderr)
+func runValidate(fs *pflag.FlagSet) action {
 	server := fs.Bool("server", false, "validate against a Kubernetes API server (required; client-side checks are `make test`'s policy tests)")
 	overlays := fs.String("overlays", strings.Join(validate.Overlays, ","), "comma-separated overlays under infra/")
 	platform := fs.String("platform", strings.Join(validate.PlatformComponents, ","), "comma-separated platform components under infra/ to dry-run apply (\"none\" to skip)")
 	kubeconfig := fs.String("kubeconfig", "", "validate against this cluster instead of the simulated one (sim up)")
 	dir := fs.String("state-dir", sim.DefaultStateDir(), "the simulated cluster's state directory")
-	if err := parseFlags(fs, args); err != nil {
-		return err
-	}
-	if !*server {
-		return usageError{"validate needs --server (the client-side checks run with `make test`)"}
-	}
-	cacheDir := sim.DefaultCacheDir()
-	var cfg *rest.Config
-	var err error
-	if *kubeconfig != "" {
-		cfg, err = clientcmd.BuildConfigFromFlags("", *kubeconfig)
-	} else {
-		var tools *sim.Tools
-		if tools, err = sim.EnsureTools(ctx, cacheDir, stdout); err != nil {
+	return func(ctx context.Context, stdout, stderr io.Writer) error {
+		if !*server {
+			return usageError{"validate needs --server (the client-side checks run with `make test`)"}
+		}
+		cacheDir := sim.DefaultCacheDir()
+		var cfg *rest.Config
+		var err error
+		if *kubeconfig != "" {
+			cfg, err = clientcmd.BuildConfigFromFlags("", *kubeconfig)
+		} else {
+			var tools *sim.Tools
+			if tools, err = sim.EnsureTools(ctx, cacheDir, stdout); err != nil {
+				return err
+			}
+			var s *sim.State
+			if s, err = sim.Up(ctx, *dir, tools, stdout); err != nil {
+				return err
+			}
+			cfg, err = s.RESTConfig()
+		}
+		if err != nil {
 			return err
 		}
-		var s *sim.State
-		if s, err = sim.Up(ctx, *dir, tools, stdout); err != nil {
+		client, err := cluster.New(cfg)
+		if err != nil {
 			return err
 		}
-		cfg, err = s.RESTConfig()
+		crds, err := sim.LoadCRDs(ctx, cacheDir, sim.PlatformCRDs)
+		if err != nil {
+			return err
+		}
+		components := csv(*platform)
+		if *platform == "none" {
+			components = []string{}
+		}
+		rep, err := validate.Server(ctx, validate.Options{Infra: "infra", Overlays: csv(*overlays), Platform: components, Client: client, CRDs: crds, Progress: stdout})
+		if err != nil {
+			return err
+		}
+		for _, f := range rep.Findings {
+			fmt.Fprintf(stdout, "REFUSED %s\n", f)
+		}
+		for _, n := range rep.NotReady {
+			fmt.Fprintf(stdout, "NOT READY %s\n", n)
+		}
+		for _, kind := range slices.Sorted(maps.Keys(rep.Unchecked)) {
+			fmt.Fprintf(stdout, "NOT CHECKED SERVER-SIDE %s: %d object(s); its CRD is not available here (policy tests check it offline)\n", kind, rep.Unchecked[kind])
+		}
+		if !rep.OK() {
+			return fmt.Errorf("%d object(s) refused, %d overlay(s) not ready", len(rep.Findings), len(rep.NotReady))
+		}
+		fmt.Fprintf(stdout, "validate: %d objects accepted by the server; every workload Ready and replaced a deleted pod\n", rep.Applied)
+		return nil
 	}
-	if err != nil {
-		return err
-	}
-	client, err := cluster.New(cfg)
-	if err != nil {
-		return err
-	}
-	crds, err := sim.LoadCRDs(ctx, cacheDir, sim.PlatformCRDs)
-	if err != nil {
-		return err
-	}
-	components := csv(*platform)
-	if *platform == "none" {
-		components = []string{}
-	}
-	rep, err := validate.Server(ctx, validate.Options{Infra: "infra", Overlays: csv(*overlays), Platform: components, Client: client, CRDs: crds, Progress: stdout})
-	if err != nil {
-		return err
-	}
-	for _, f := range rep.Findings {
-		fmt.Fprintf(stdout, "REFUSED %s\n", f)
-	}
-	for _, n := range rep.NotReady {
-		fmt.Fprintf(stdout, "NOT READY %s\n", n)
-	}
-	for _, kind := range slices.Sorted(maps.Keys(rep.Unchecked)) {
-		fmt.Fprintf(stdout, "NOT CHECKED SERVER-SIDE %s: %d object(s); its CRD is not available here (policy tests check it offline)\n", kind, rep.Unchecked[kind])
-	}
-	if !rep.OK() {
-		return fmt.Errorf("%d object(s) refused, %d overlay(s) not ready", len(rep.Findings), len(rep.NotReady))
-	}
-	fmt.Fprintf(stdout, "validate: %d objects accepted by the server; every workload Ready and replaced a deleted pod\n", rep.Applied)
-	return nil
 }
 
-func runVersion(_ context.Context, args []string, stdout, _ io.Writer) error {
-	if len(args) > 0 {
-		return usageError{"version takes no arguments"}
-	}
-	info, ok := debug.ReadBuildInfo()
-	if !ok {
-		return fmt.Errorf("no build information in this binary")
-	}
-	rev, dirty := "unknown", ""
-	for _, s := range info.Settings {
-		switch s.Key {
-		case "vcs.revision":
-			rev = s.Value
-		case "vcs.modified":
-			if s.Value == "true" {
-				dirty = " (modified)"
+func runVersion(*pflag.FlagSet) action {
+	return func(_ context.Context, stdout, _ io.Writer) error {
+		info, ok := debug.ReadBuildInfo()
+		if !ok {
+			return fmt.Errorf("no build information in this binary")
+		}
+		rev, dirty := "unknown", ""
+		for _, s := range info.Settings {
+			switch s.Key {
+			case "vcs.revision":
+				rev = s.Value
+			case "vcs.modified":
+				if s.Value == "true" {
+					dirty = " (modified)"
+				}
 			}
 		}
-	}
-	fmt.Fprintf(stdout, "darktower delivery %s, revision %s%s, %s\n", info.Main.Version, rev, dirty, info.GoVersion)
-	return nil
-}
-
-func usage(w io.Writer) {
-	fmt.Fprintln(w, "usage: go run . <command> [flags]\n\ncommands:")
-	names := make([]string, 0, len(commands))
-	for n := range commands {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	for _, n := range names {
-		fmt.Fprintf(w, "  %-16s %s\n", n, commands[n].summary)
+		fmt.Fprintf(stdout, "darktower delivery %s, revision %s%s, %s\n", info.Main.Version, rev, dirty, info.GoVersion)
+		return nil
 	}
 }
 
@@ -569,31 +499,34 @@ func usage(w io.Writer) {
 const exitBlocked = scan.ExitBlocked
 
 // run dispatches and returns the process exit code: 0 success, 1 failure,
-// 2 bad usage, 3 blocked by the vulnerability gate.
+// 2 bad usage, 3 blocked by the vulnerability gate. The command tree is
+// built per call, so each call (the tests make many) parses fresh flags.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
-		usage(stdout)
-		if len(args) == 0 {
-			return 2
-		}
+	if args == nil {
+		args = []string{} // cobra reads os.Args when given nil
+	}
+	root := newRoot(stdout, stderr)
+	root.SetArgs(singleDashCompat(root, args))
+	cmd, err := root.ExecuteContextC(ctx)
+	if err == nil {
 		return 0
 	}
-	cmd, ok := commands[args[0]]
-	if !ok {
-		fmt.Fprintf(stderr, "unknown command %q; run `go run . help` for the list\n", args[0])
+	if msg := strings.TrimSpace(err.Error()); msg != "" {
+		// Name the command, unless the message already starts with it.
+		if cmd != nil && cmd != root {
+			if path := strings.TrimPrefix(cmd.CommandPath(), root.Name()+" "); !strings.HasPrefix(msg, path+" ") && !strings.HasPrefix(msg, path+":") {
+				msg = path + ": " + msg
+			}
+		}
+		fmt.Fprintln(stderr, msg)
+	}
+	if _, bad := err.(usageError); bad {
 		return 2
 	}
-	if err := cmd.run(ctx, args[1:], stdout, stderr); err != nil {
-		fmt.Fprintf(stderr, "%s: %s\n", args[0], strings.TrimSpace(err.Error()))
-		if _, bad := err.(usageError); bad {
-			return 2
-		}
-		if blocked := (*scan.BlockedError)(nil); errors.As(err, &blocked) {
-			return exitBlocked
-		}
-		return 1
+	if blocked := (*scan.BlockedError)(nil); errors.As(err, &blocked) {
+		return exitBlocked
 	}
-	return 0
+	return 1
 }
 
 func main() {

@@ -34,7 +34,8 @@ func New(
 	// +defaultPath="/"
 	// +ignore=["dist", "bin", "**/*.test", "**/*.out", ".cache", "ci/internal/dagger", "ci/dagger.gen.go", "infra/local/.env", ".scratch", "ci/internal/querybuilder", "ci/internal/telemetry", ".git/hooks", ".git/logs"]
 	source *dagger.Directory,
-	// The Go toolchain image (the project builds with Go 1.27.3).
+	// The Go toolchain image (the project builds with Go 1.27.3); `go run .
+	// update-base` pins the default below to its tag's current digest.
 	// +optional
 	// +default="golang:1.27.3-trixie"
 	goImage string,
@@ -138,9 +139,11 @@ func (m *Darktower) BuildAll(
 	// Platforms, e.g. linux/amd64 (default: each spec's own).
 	// +optional
 	platforms []string,
-	// Base image: "locked", "skeleton", or an image reference.
+	// Base image: "auto" (the CLI's default: locked, or the built-in skeleton,
+	// announced, when the locked base is neither cached nor fetchable and
+	// nothing is published), "locked", "skeleton", or an image reference.
 	// +optional
-	// +default="locked"
+	// +default="auto"
 	base string,
 	// Version to stamp (default: from git describe).
 	// +optional
@@ -209,9 +212,11 @@ func (m *Darktower) Build(
 	// +optional
 	// +default="linux/amd64"
 	platform string,
-	// Base image: "locked", "skeleton", or an image reference.
+	// Base image: "auto" (the CLI's default: locked, or the built-in skeleton,
+	// announced, when the locked base is neither cached nor fetchable and
+	// nothing is published), "locked", "skeleton", or an image reference.
 	// +optional
-	// +default="locked"
+	// +default="auto"
 	base string,
 	// A prepared Trivy DB directory.
 	// +optional
@@ -249,6 +254,8 @@ func (m *Darktower) Sbom(
 	// +optional
 	vulnDb *dagger.Directory,
 ) (*dagger.Directory, error) {
+	// locked, not auto: this function is cached as a function of the
+	// source, so it must not keep a skeleton fallback's SBOMs.
 	b := cli.BuildAll{Services: services, Base: "locked", NoSign: true}
 	out, err := m.reports(ctx, b, vulnDb, signing{}, false)
 	if err != nil {
@@ -275,6 +282,7 @@ func (m *Darktower) Scan(
 	// +optional
 	vulnDb *dagger.Directory,
 ) (*dagger.Directory, error) {
+	// locked, not auto: the verdict is on the images that ship.
 	b := cli.BuildAll{Services: services, Base: "locked", Severity: severity, NoSign: true}
 	out, err := m.reports(ctx, b, vulnDb, signing{}, true)
 	if err != nil {
@@ -301,6 +309,7 @@ func (m *Darktower) Sign(
 	// +optional
 	vulnDb *dagger.Directory,
 ) *dagger.Directory {
+	// locked, not auto: never sign images on the fallback skeleton.
 	b := cli.BuildAll{Services: services, Base: "locked"}
 	return m.buildAll(b, vulnDb, signing{key: key, password: keyPassword}, true)
 }

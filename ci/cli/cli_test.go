@@ -106,13 +106,18 @@ type help struct {
 	flags map[string]bool
 }
 
-var flagLine = regexp.MustCompile(`(?m)^  -([a-z0-9-]+)`)
+// flagLine is a flag in cobra's help: "      --name type  usage", or
+// "  -x, --name" for one with a shorthand.
+var flagLine = regexp.MustCompile(`(?m)^  (?:-[a-z0-9], |    )--([a-z0-9-]+)`)
 
 func cliHelp(t *testing.T, bin string, command ...string) help {
 	t.Helper()
 	cmd := exec.Command(bin, append(command, "-h")...)
 	cmd.Env = append(os.Environ(), "NO_COLOR=1")
-	out, _ := cmd.CombinedOutput() // -h exits non-zero
+	out, err := cmd.CombinedOutput()
+	if err != nil { // -h is a request, not a mistake: it exits 0
+		t.Fatalf("%s -h: %v\n%s", strings.Join(command, " "), err, out)
+	}
 	h := help{text: string(out), flags: map[string]bool{}}
 	for _, m := range flagLine.FindAllStringSubmatch(h.text, -1) {
 		h.flags[m[1]] = true

@@ -451,10 +451,24 @@ func commonBase(specs []*catalog.Spec) (string, error) {
 }
 
 // UpdateBase pins every base the specs in images/ name to its current
-// digest in images/base.lock.json (the only step that moves a base).
+// digest in images/base.lock.json (the only step that moves a base), and
+// the Dagger module's Go image (ci/main.go's goImage default) to its tag's
+// current digest. Every reference is resolved before anything is written.
 func UpdateBase(ctx context.Context, root string, env func(string) string, progress io.Writer) ([]build.BaseChange, error) {
 	if env == nil {
 		env = source.Getenv
+	}
+	goImage, err := build.ReadGoImagePin(root)
+	if err != nil {
+		return nil, err
+	}
+	var goImageChange *build.BaseChange
+	if goImage != nil {
+		digest, err := goImage.Resolve(ctx, registry.Keychain(env, ""))
+		if err != nil {
+			return nil, err
+		}
+		goImageChange = &build.BaseChange{Ref: goImage.Tag, Old: goImage.Digest, New: digest}
 	}
 	dir := filepath.Join(root, "images")
 	cat, err := catalog.Load(dir)
@@ -473,5 +487,30 @@ func UpdateBase(ctx context.Context, root string, env func(string) string, progr
 			refs = append(refs, s.Base)
 		}
 	}
-	return build.UpdateLock(ctx, dir, refs, registry.Keychain(env, ""), time.Now(), progress)
+	changes, err := build.UpdateLock(ctx, dir, refs, registry.Keychain(env, ""), time.Now(), progress)
+	if err != nil || goImageChange == nil {
+		return changes, err
+	}
+	c := *goImageChange
+	what := fmt.Sprintf("%s (%s, the Dagger module's Go image)", c.Ref, build.DaggerModuleFile)
+	if c.Old == c.New {
+		fmt.Fprintf(progressOrDiscard(progress), "update-base: %s unchanged at %s\n", what, c.New)
+		return append(changes, c), nil
+	}
+	if err := goImage.Write(c.New); err != nil {
+		return changes, fmt.Errorf("update-base: images/%s was written, %s was not: %w", build.LockFile, build.DaggerModuleFile, err)
+	}
+	if c.Old == "" {
+		fmt.Fprintf(progressOrDiscard(progress), "update-base: %s pinned to %s\n", what, c.New)
+	} else {
+		fmt.Fprintf(progressOrDiscard(progress), "update-base: %s %s -> %s\n", what, c.Old, c.New)
+	}
+	return append(changes, c), nil
+}
+
+func progressOrDiscard(w io.Writer) io.Writer {
+	if w == nil {
+		return io.Discard
+	}
+	return w
 }
