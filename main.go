@@ -13,6 +13,7 @@ import (
 	"maps"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"runtime/debug"
 	"slices"
 	"sort"
@@ -21,6 +22,7 @@ import (
 	"time"
 
 	"github.com/darktower/delivery/pipelines/build"
+	"github.com/darktower/delivery/pipelines/catalog"
 	"github.com/darktower/delivery/pipelines/chaos"
 	"github.com/darktower/delivery/pipelines/cluster"
 	"github.com/darktower/delivery/pipelines/devsecrets"
@@ -28,11 +30,13 @@ import (
 	"github.com/darktower/delivery/pipelines/kindcluster"
 	"github.com/darktower/delivery/pipelines/overlay"
 	"github.com/darktower/delivery/pipelines/platform"
+	"github.com/darktower/delivery/pipelines/promote"
 	"github.com/darktower/delivery/pipelines/registry"
 	"github.com/darktower/delivery/pipelines/sbom"
 	"github.com/darktower/delivery/pipelines/scan"
 	"github.com/darktower/delivery/pipelines/sign"
 	"github.com/darktower/delivery/pipelines/sim"
+	"github.com/darktower/delivery/pipelines/source"
 	"github.com/darktower/delivery/pipelines/validate"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
@@ -62,6 +66,7 @@ var commands = map[string]command{
 	"export-image":    {summary: "export-image --service NAME --file F.tar: one image of a build as an OCI layout tarball (docker load, Dagger's import)", run: runExportImage},
 	"ci":              {summary: "the pull-request check: gofmt, go vet and go test of every module, then build-all; with --cluster-checks --pr N the build deployed into cluster pr-N and the chaos stage; records dist/ci.json", run: runCI},
 	"ci-verdict":      {summary: "ci-verdict --out DIR: print a ci run's checks from DIR/ci.json and fail if any failed", run: runCIVerdict},
+	"promote":         {summary: "promote --tag vX.Y.Z --from REGISTRY/PREFIX --to REGISTRY/PREFIX --key cosign.pub: verify a release's images (signature, SBOM, vulnerability gate, provenance), copy them with their signatures and attestations to production, pin infra/overlays/prod", run: runPromote},
 	"verify":          {summary: "verify --image REF --key cosign.pub: check an image's signature and its SBOM, vulnerability and provenance attestations", run: runVerify},
 	"go-vuln-db":      {summary: "go-vuln-db --out DIR: a Trivy DB built from golang.org/x/vulndb fetched through the Go module proxy (for --vuln-db, air-gapped)", run: runGoVulnDB},
 	"update-base":     {summary: "pin the specs' base images to their current digests in images/base.lock.json", run: runUpdateBase},
@@ -313,6 +318,68 @@ func runVerify(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	return nil
 }
 
+func runPromote(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("promote", stderr)
+	tag := fs.String("tag", "", "the release tag to promote, vMAJOR.MINOR.PATCH[-PRERELEASE] (required)")
+	from := fs.String("from", "", "the release registry/repository prefix the tag was pushed to, e.g. ghcr.io/darktower (required; credentials: "+registry.EnvSourceUsername+"/"+registry.EnvSourcePassword+" or the Docker config)")
+	to := fs.String("to", "", "the production registry/repository prefix, e.g. registry.example.com/darktower (required; credentials: "+registry.EnvUsername+"/"+registry.EnvPassword+" or the Docker config)")
+	key := fs.String("key", "", "the signer's public key (PEM file)")
+	identity := fs.String("certificate-identity", "", "keyless: the signing workflow, e.g. https://github.com/ORG/REPO/.github/workflows/release.yml@refs/tags/v1.2.3")
+	issuer := fs.String("certificate-oidc-issuer", "https://token.actions.githubusercontent.com", "keyless: the OIDC issuer of that identity")
+	sourceURL := fs.String("source-url", "", "the repository the provenance must name (default: $GITHUB_SERVER_URL/$GITHUB_REPOSITORY, else the origin remote as https)")
+	services := fs.String("services", "", "comma-separated services to promote (default: all in images/)")
+	kustomization := fs.String("kustomization", "infra/overlays/prod/kustomization.yaml", `the overlay whose image pins are rewritten to the promoted digests ("none": no pins)`)
+	out := fs.String("out", "dist/promote", "where the pins' patch ("+promote.PatchFile+") and the verification summary ("+promote.SummaryFile+") are written")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if *tag == "" || *from == "" || *to == "" || (*key == "") == (*identity == "") {
+		return usageError{"promote needs --tag vX.Y.Z, --from REGISTRY/PREFIX, --to REGISTRY/PREFIX and either --key cosign.pub or --certificate-identity WORKFLOW (keyless)"}
+	}
+	root, err := os.Getwd()
+	if err != nil {
+		return err
+	}
+	o := promote.Options{Tag: *tag, From: *from, To: *to, Out: *out, Progress: stdout, Keychain: registry.PromotionKeychain(os.Getenv, *from, *to)}
+	if *key != "" {
+		if o.Policy.PublicKey, err = os.ReadFile(*key); err != nil {
+			return fmt.Errorf("--key: %w (the signer's public key, PEM)", err)
+		}
+	} else {
+		o.Policy.Keyless = &sign.KeylessIdentity{Identity: *identity, Issuer: *issuer}
+	}
+	if o.Policy.Repository = *sourceURL; o.Policy.Repository == "" {
+		src, err := source.Read(root, os.Getenv)
+		if err == nil && src.URL == "" {
+			err = errors.New("no origin remote, and not in GitHub Actions")
+		}
+		if err != nil {
+			return usageError{fmt.Sprintf("--source-url is needed (the repository the provenance must name, e.g. https://github.com/darktower/delivery): it cannot be read from the checkout: %v", err)}
+		}
+		o.Policy.Repository = src.URL
+	}
+	cat, err := catalog.Load(filepath.Join(root, "images"))
+	if err != nil {
+		return err
+	}
+	specs, err := cat.Select(csv(*services))
+	if err != nil {
+		return fmt.Errorf("--services: %w", err)
+	}
+	for _, s := range specs {
+		o.Services = append(o.Services, s.Name)
+	}
+	if *kustomization != "none" {
+		o.Kustomization = *kustomization
+		if o.PatchPath, err = filepath.Rel(root, filepath.Join(root, *kustomization)); err != nil || strings.HasPrefix(o.PatchPath, "..") || filepath.IsAbs(*kustomization) {
+			return usageError{fmt.Sprintf("--kustomization %q: give a path inside the repository (the patch names it)", *kustomization)}
+		}
+		o.PatchPath = filepath.ToSlash(o.PatchPath)
+	}
+	_, err = promote.Promote(ctx, o)
+	return err
+}
+
 func runGoVulnDB(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("go-vuln-db", stderr)
 	out := fs.String("out", "", "directory to write the Trivy DB to (trivy.db, metadata.json under db/): use it as build-all --vuln-db DIR")
@@ -405,10 +472,11 @@ func runPinImages(_ context.Context, args []string, stdout, stderr io.Writer) er
 	if err != nil {
 		return err
 	}
-	pins := map[string]overlay.Pin{}
+	digests := map[string]string{}
 	for _, img := range m.Images {
-		pins[img.Service] = overlay.Pin{NewName: strings.TrimSuffix(*registryPrefix, "/") + "/" + img.Service, Digest: img.Digest}
+		digests[img.Service] = img.Digest
 	}
+	pins := overlay.Pins(*registryPrefix, digests)
 	if err := overlay.PinImages(*kustomization, pins); err != nil {
 		return err
 	}

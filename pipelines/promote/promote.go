@@ -247,7 +247,40 @@ func (o Options) check() error {
 	if len(o.Services) == 0 {
 		problems = append(problems, errors.New("no services to promote"))
 	}
+	if o.Kustomization != "" {
+		if err := o.checkPins(); err != nil {
+			problems = append(problems, err)
+		}
+	}
 	return errors.Join(problems...)
+}
+
+// checkPins pins a copy of the overlay (to a placeholder digest): an
+// overlay the promoted images cannot pin is refused before anything is
+// copied.
+func (o Options) checkPins() error {
+	raw, err := os.ReadFile(o.Kustomization)
+	if err != nil {
+		return fmt.Errorf("--kustomization: %w", err)
+	}
+	dir, err := os.MkdirTemp("", "promote-pins-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	tmp := filepath.Join(dir, "kustomization.yaml")
+	if err := os.WriteFile(tmp, raw, 0o644); err != nil {
+		return err
+	}
+	digests := map[string]string{}
+	for _, svc := range o.Services {
+		digests[svc] = "sha256:" + strings.Repeat("0", 64)
+	}
+	if err := overlay.PinImages(tmp, overlay.Pins(o.To, digests)); err != nil {
+		return fmt.Errorf("--kustomization %s cannot be pinned to the promoted images: %s (promote every service it pins, or --kustomization none)",
+			o.Kustomization, strings.ReplaceAll(err.Error(), tmp, o.Kustomization))
+	}
+	return nil
 }
 
 // verify checks one image of the tag against the policy, reading every
@@ -546,11 +579,11 @@ func (o Options) pin(res *Result) error {
 	if err != nil {
 		return fmt.Errorf("--kustomization: %w", err)
 	}
-	pins := map[string]overlay.Pin{}
+	digests := map[string]string{}
 	for _, im := range res.Images {
-		pins[im.Service] = overlay.Pin{NewName: strings.TrimSuffix(o.To, "/") + "/" + im.Service, Digest: im.Digest}
+		digests[im.Service] = im.Digest
 	}
-	if err := overlay.PinImages(o.Kustomization, pins); err != nil {
+	if err := overlay.PinImages(o.Kustomization, overlay.Pins(o.To, digests)); err != nil {
 		return fmt.Errorf("pinning %s: %w (the images are promoted; only the pins are not written)", o.Kustomization, err)
 	}
 	after, err := os.ReadFile(o.Kustomization)
