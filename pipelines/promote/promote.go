@@ -132,7 +132,7 @@ func Promote(ctx context.Context, o Options) (*Result, error) {
 			say("%-20s REFUSED", svc)
 			continue
 		}
-		say("%-20s %s verified: %d signature(s), attestations %s; provenance %s@%s, %s; vulnerability gate passed (%s); %d blobs checked",
+		say("%-20s %s verified: %d signature(s), attestations %s; provenance %s@%s, %s; vulnerability gate passed (blocks on: %s); %d blobs checked",
 			svc, im.Digest, im.Signatures, predicateCounts(im.Attestations), im.Provenance.Repository, short(im.Provenance.Revision), im.Provenance.Version, im.Gate, im.Blobs)
 		images = append(images, im)
 	}
@@ -645,7 +645,7 @@ func summary(o Options, res *Result) string {
 		if im.TargetVerified {
 			ok = "yes"
 		}
-		fmt.Fprintf(&b, "| %s | `%s` | %d | %s | %s@%s, %s, built by %s | passed (%s), %d platform image(s) | %d blobs, %.1f MB checked | %s | %s |\n",
+		fmt.Fprintf(&b, "| %s | `%s` | %d | %s | %s@%s, %s, built by %s | passed (blocks on: %s), %d platform image(s) | %d blobs, %.1f MB checked | %s | %s |\n",
 			im.Service, im.Digest, im.Signatures, predicateCounts(im.Attestations), im.Provenance.Repository, short(im.Provenance.Revision), im.Provenance.Version,
 			im.Provenance.Builder, im.Gate, im.Scanned, im.Blobs, float64(im.Bytes)/1e6, copied, ok)
 	}
