@@ -340,6 +340,8 @@ func runPromote(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if err != nil {
 		return err
 	}
+	// As release does with --push: GitHub keeps capitals in an owner's name, a registry refuses them.
+	*from, *to = registry.LowercasePrefix(*from), registry.LowercasePrefix(*to)
 	o := promote.Options{Tag: *tag, From: *from, To: *to, Out: *out, Progress: stdout, Keychain: registry.PromotionKeychain(os.Getenv, *from, *to)}
 	if *key != "" {
 		if o.Policy.PublicKey, err = os.ReadFile(*key); err != nil {
