@@ -13,6 +13,7 @@ package promote
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -631,7 +632,7 @@ func summary(o Options, res *Result) string {
 	if o.Policy.Keyless != nil {
 		fmt.Fprintf(&b, "Policy: signed keyless by `%s` (issuer `%s`)", o.Policy.Keyless.Identity, o.Policy.Keyless.Issuer)
 	} else {
-		fmt.Fprintf(&b, "Policy: signed by the given public key")
+		fmt.Fprintf(&b, "Policy: signed by the public key with SHA-256 fingerprint `%x` (of its PEM)", sha256.Sum256(o.Policy.PublicKey))
 	}
 	fmt.Fprintf(&b, "; SBOM, vulnerability and provenance attestations signed the same way; the vulnerability gate passed; the provenance names `%s` and %s.\n\n", o.Policy.Repository, res.Tag)
 	b.WriteString("| Image | Digest | Signatures | Attestations | Provenance | Vulnerability gate | Content | Copied | Verifies in production |\n")

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
@@ -30,6 +31,7 @@ import (
 	"github.com/darktower/delivery/pipelines/build"
 	"github.com/darktower/delivery/pipelines/catalog"
 	"github.com/darktower/delivery/pipelines/internal/imagetest"
+	"github.com/darktower/delivery/pipelines/internal/sigstoretest"
 	"github.com/darktower/delivery/pipelines/internal/testreg"
 	"github.com/darktower/delivery/pipelines/registry"
 	"github.com/darktower/delivery/pipelines/sbom"
@@ -565,5 +567,51 @@ func corruptBlob(t *testing.T, s *testreg.Server, im *build.Image) {
 	raw[len(raw)/2] ^= 0xff
 	if err := os.WriteFile(path, raw, 0o644); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// Keyless: signed with a certificate for the release workflow's identity
+// (a local Fulcio with a test CA; no transparency log here), promoted
+// against that identity; another identity is refused with nothing copied.
+func TestPromoteAgainstAKeylessIdentity(t *testing.T) {
+	ctx := context.Background()
+	token := sigstoretest.FakeJWT(map[string]string{"sub": sigstoretest.TokenSubject, "iss": sigstoretest.ActionsIssuer})
+	sigstoretest.ActionsTokenServer(t, token)
+	ca := sigstoretest.NewCA(t)
+	key, err := sign.KeylessKey(ctx, sign.KeylessOptions{FulcioURL: sigstoretest.Fulcio(t, ca, token, nil), RekorURL: sigstoretest.RefusingRekor(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	key.Rekor = nil
+	rel := buildRelease(t)
+	src := testreg.Distribution(t)
+	prod := testreg.Distribution(t)
+	rel.publish(t, src+"/release", key)
+	roots := x509.NewCertPool()
+	roots.AddCert(ca.Cert)
+	id := &sign.KeylessIdentity{Identity: sigstoretest.WorkflowIdentity, Issuer: sigstoretest.ActionsIssuer, Roots: roots, SkipTransparencyLog: true}
+	other := *id
+	other.Identity = "https://github.com/darktower/delivery/.github/workflows/release.yml@refs/heads/main"
+	o := Options{Tag: tag, From: src + "/release", To: prod + "/darktower", Services: services, Policy: Policy{Keyless: &other, Repository: repoURL}}
+	if _, err := Promote(ctx, o); err == nil || !strings.Contains(err.Error(), "nothing was copied") {
+		t.Fatalf("another identity: %v", err)
+	} else {
+		t.Logf("another identity refused: %v", err)
+	}
+	if got := repositories(t, prod); len(got) > 0 {
+		t.Fatalf("production has %v after a refusal", got)
+	}
+	o.Policy.Keyless = id
+	res, err := Promote(ctx, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, im := range res.Images {
+		if _, err := sign.Verify(ctx, sign.VerifyOptions{Image: prod + "/darktower/" + im.Service + ":" + tag, Keyless: id}); err != nil {
+			t.Errorf("%s does not verify keyless in production: %v", im.Service, err)
+		}
+	}
+	if !strings.Contains(res.Summary, "signed keyless by `"+sigstoretest.WorkflowIdentity+"`") {
+		t.Errorf("the summary does not name the identity:\n%s", res.Summary)
 	}
 }
