@@ -6,7 +6,8 @@
 //
 // Everything is verified before anything is copied: one image that is
 // unsigned, re-tagged or tampered with stops the whole promotion with
-// nothing written. The copy is by digest and verbatim (the signature and
+// nothing written. The copies are verified again in production, by
+// digest, before any tag is written there. The copy is by digest and verbatim (the signature and
 // attestation manifests keep their digests), so a run that stopped half
 // way is completed by running it again, without duplicates.
 package promote
@@ -18,6 +19,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -88,6 +90,10 @@ type Image struct {
 	// tag); what was already there is not in it.
 	Copied         []string
 	TargetVerified bool
+	// artifacts are the verified signature and attestation manifests'
+	// digests, by cosign tag: what is copied (by digest, so what is
+	// copied is what was verified).
+	artifacts map[string]string
 }
 
 // Provenance is what the provenance attestation says about the build.
@@ -152,7 +158,21 @@ func Promote(ctx context.Context, o Options) (*Result, error) {
 			say("%-20s copied %s to %s", im.Service, strings.Join(im.Copied, ", "), strings.TrimSuffix(im.Target, ":"+o.Tag+"@"+im.Digest))
 		}
 	}
-	// 3. Then the tags, once every digest is in.
+	// 3. Each copy verifies in production, by digest, before any tag is
+	// written there: what production serves under the tag is what verifies.
+	for _, im := range images {
+		target := strings.SplitN(im.Target, ":"+o.Tag+"@", 2)[0] + "@" + im.Digest
+		v, err := sign.Verify(ctx, sign.VerifyOptions{Image: target, PublicKey: o.Policy.PublicKey, Keyless: o.Policy.Keyless, Keychain: kc})
+		if err == nil && (v.StoredSignatures != v.Signatures || v.StoredAttestations != len(v.Statements)) {
+			err = fmt.Errorf("%d of %d signature(s) and %d of %d attestation(s) verify", v.Signatures, v.StoredSignatures, len(v.Statements), v.StoredAttestations)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("the copy of %s does not verify in %s: %w (no tag %s was written there)", im.Service, o.To, err, o.Tag)
+		}
+		im.TargetVerified = true
+		say("%-20s %s verifies in %s", im.Service, target, o.To)
+	}
+	// 4. Then the tags, once every digest is in and verifies.
 	for _, im := range images {
 		tagged, err := tagImage(im, o, ropts)
 		if err != nil {
@@ -162,18 +182,7 @@ func Promote(ctx context.Context, o Options) (*Result, error) {
 			im.Copied = append(im.Copied, "tag "+o.Tag)
 		}
 	}
-	// 4. What production serves now verifies.
-	for _, im := range images {
-		v, err := sign.Verify(ctx, sign.VerifyOptions{Image: strings.SplitN(im.Target, "@", 2)[0], PublicKey: o.Policy.PublicKey, Keyless: o.Policy.Keyless, Keychain: kc})
-		if err != nil {
-			return nil, fmt.Errorf("the promoted image does not verify in %s: %w", o.To, err)
-		}
-		if v.Digest != im.Digest {
-			return nil, fmt.Errorf("%s serves %s, not the promoted %s", strings.SplitN(im.Target, "@", 2)[0], v.Digest, im.Digest)
-		}
-		im.TargetVerified = true
-		say("%-20s %s verifies in %s", im.Service, im.Target, o.To)
-	}
+	say("tagged %s in %s", o.Tag, o.To)
 	res := &Result{Tag: o.Tag, Images: images}
 
 	// 5. The overlay's pins, as a patch.
@@ -313,9 +322,35 @@ func (o Options) verify(ctx context.Context, svc string, kc authn.Keychain, ropt
 	} else if !notFound(err) {
 		return nil, fmt.Errorf("%s: the production registry: %s: %w", svc, dst.Tag(o.Tag), err)
 	}
+	// The signature and attestation manifests, before and after they are
+	// verified: unchanged, they are what is copied.
+	artifacts := func() (map[string]string, error) {
+		m := map[string]string{}
+		for _, t := range cosignTags(digest) {
+			d, err := remote.Head(src.Tag(t), ropts...)
+			if err != nil {
+				if notFound(err) {
+					continue // Verify says what is missing
+				}
+				return nil, fmt.Errorf("%s: %s: %w", svc, src.Tag(t), err)
+			}
+			m[t] = d.Digest.String()
+		}
+		return m, nil
+	}
+	if im.artifacts, err = artifacts(); err != nil {
+		return nil, err
+	}
 	v, err := sign.Verify(ctx, sign.VerifyOptions{Image: src.Digest(digest).String(), PublicKey: o.Policy.PublicKey, Keyless: o.Policy.Keyless, Keychain: kc})
 	if err != nil {
 		return nil, fmt.Errorf("%s: %s does not verify against the policy: %w", svc, tag, err)
+	}
+	after, err := artifacts()
+	if err != nil {
+		return nil, err
+	}
+	if !maps.Equal(after, im.artifacts) || len(after) != 2 {
+		return nil, fmt.Errorf("%s: %s: the signature or attestations changed while they were verified (%v, then %v): run the promotion again", svc, tag, im.artifacts, after)
 	}
 	verified := 0
 	for _, n := range v.Attestations {
@@ -528,12 +563,12 @@ func copyImage(im *Image, o Options, ropts []remote.Option) error {
 		im.Copied = append(im.Copied, "index "+short(im.Digest))
 	}
 	for _, t := range cosignTags(im.Digest) {
-		desc, err := remote.Get(src.Tag(t), ropts...)
-		if err != nil {
-			return fmt.Errorf("%s: %w", src.Tag(t), err)
-		}
-		if have, err := remote.Head(dst.Tag(t), ropts...); err == nil && have.Digest == desc.Digest {
+		if have, err := remote.Head(dst.Tag(t), ropts...); err == nil && have.Digest.String() == im.artifacts[t] {
 			continue
+		}
+		desc, err := remote.Get(src.Digest(im.artifacts[t]), ropts...)
+		if err != nil {
+			return fmt.Errorf("%s@%s: %w", src, im.artifacts[t], err)
 		}
 		if err := writeDescriptor(dst.Tag(t), desc, ropts); err != nil {
 			return fmt.Errorf("%s: %w", dst.Tag(t), err)
@@ -563,8 +598,11 @@ func writeDescriptor(ref name.Reference, desc *remote.Descriptor, opts []remote.
 func tagImage(im *Image, o Options, ropts []remote.Option) (bool, error) {
 	dst, _ := name.NewRepository(strings.TrimSuffix(o.To, "/") + "/" + im.Service)
 	tag := dst.Tag(o.Tag)
-	if have, err := remote.Head(tag, ropts...); err == nil && have.Digest.String() == im.Digest {
-		return false, nil
+	if have, err := remote.Head(tag, ropts...); err == nil {
+		if have.Digest.String() == im.Digest {
+			return false, nil
+		}
+		return false, fmt.Errorf("%s was set to %s during the promotion: a release tag is never moved", tag, have.Digest)
 	}
 	desc, err := remote.Get(dst.Digest(im.Digest), ropts...)
 	if err != nil {
