@@ -173,6 +173,7 @@ func Promote(ctx context.Context, o Options) (*Result, error) {
 		say("%-20s %s verifies in %s", im.Service, target, o.To)
 	}
 	// 4. Then the tags, once every digest is in and verifies.
+	tags := 0
 	for _, im := range images {
 		tagged, err := tagImage(im, o, ropts)
 		if err != nil {
@@ -180,9 +181,10 @@ func Promote(ctx context.Context, o Options) (*Result, error) {
 		}
 		if tagged {
 			im.Copied = append(im.Copied, "tag "+o.Tag)
+			tags++
 		}
 	}
-	say("tagged %s in %s", o.Tag, o.To)
+	say("%d of %d image(s) tagged %s in %s now (the others already were)", tags, len(images), o.Tag, o.To)
 	res := &Result{Tag: o.Tag, Images: images}
 
 	// 5. The overlay's pins, as a patch.
