@@ -208,7 +208,7 @@ func Promote(ctx context.Context, o Options) (*Result, error) {
 		if res.Patch != "" {
 			files[PatchFile] = res.Patch
 		}
-		for _, f := range slices.Sorted(mapsKeys(files)) {
+		for _, f := range slices.Sorted(maps.Keys(files)) {
 			p := filepath.Join(o.Out, f)
 			if err := os.WriteFile(p, []byte(files[f]), 0o644); err != nil {
 				return res, err
@@ -219,16 +219,6 @@ func Promote(ctx context.Context, o Options) (*Result, error) {
 	}
 	say("%d image(s) of %s promoted to %s in %s", len(images), o.Tag, o.To, res.Took.Round(time.Millisecond))
 	return res, nil
-}
-
-func mapsKeys(m map[string]string) func(func(string) bool) {
-	return func(yield func(string) bool) {
-		for k := range m {
-			if !yield(k) {
-				return
-			}
-		}
-	}
 }
 
 // check refuses bad options before anything is asked of a registry.
