@@ -39,6 +39,7 @@ var topLevel = []leaf{
 	{name: "export-image", summary: "export-image --service NAME --file F.tar: one image of a build as an OCI layout tarball (docker load, Dagger's import)", declare: runExportImage},
 	{name: "ci", summary: "the pull-request check: gofmt, go vet and go test of every module, then build-all; with --cluster-checks --pr N the build deployed into cluster pr-N and the chaos stage; records dist/ci.json", declare: runCI},
 	{name: "ci-verdict", summary: "ci-verdict --out DIR: print a ci run's checks from DIR/ci.json and fail if any failed", declare: runCIVerdict},
+	{name: "promote", summary: "promote --tag vX.Y.Z --from REGISTRY/PREFIX --to REGISTRY/PREFIX --key cosign.pub: verify a release's images (signature, SBOM, vulnerability gate, provenance), copy them with their signatures and attestations to production, pin infra/overlays/prod", declare: runPromote},
 	{name: "verify", summary: "verify --image REF --key cosign.pub: check an image's signature and its SBOM, vulnerability and provenance attestations", declare: runVerify},
 	{name: "go-vuln-db", summary: "go-vuln-db --out DIR: a Trivy DB built from golang.org/x/vulndb fetched through the Go module proxy (for --vuln-db, air-gapped)", declare: runGoVulnDB},
 	{name: "update-base", summary: "pin the specs' base images (images/base.lock.json) and the Dagger module's Go image (ci/main.go) to their current digests", declare: runUpdateBase,

@@ -13,6 +13,7 @@ import (
 	"maps"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"runtime/debug"
 	"slices"
 	"strings"
@@ -20,6 +21,7 @@ import (
 	"time"
 
 	"github.com/darktower/delivery/pipelines/build"
+	"github.com/darktower/delivery/pipelines/catalog"
 	"github.com/darktower/delivery/pipelines/chaos"
 	"github.com/darktower/delivery/pipelines/cluster"
 	"github.com/darktower/delivery/pipelines/devsecrets"
@@ -27,11 +29,13 @@ import (
 	"github.com/darktower/delivery/pipelines/kindcluster"
 	"github.com/darktower/delivery/pipelines/overlay"
 	"github.com/darktower/delivery/pipelines/platform"
+	"github.com/darktower/delivery/pipelines/promote"
 	"github.com/darktower/delivery/pipelines/registry"
 	"github.com/darktower/delivery/pipelines/sbom"
 	"github.com/darktower/delivery/pipelines/scan"
 	"github.com/darktower/delivery/pipelines/sign"
 	"github.com/darktower/delivery/pipelines/sim"
+	"github.com/darktower/delivery/pipelines/source"
 	"github.com/darktower/delivery/pipelines/validate"
 	"github.com/spf13/pflag"
 	"k8s.io/client-go/rest"
@@ -257,6 +261,68 @@ func runVerify(fs *pflag.FlagSet) action {
 	}
 }
 
+func runPromote(fs *pflag.FlagSet) action {
+	tag := fs.String("tag", "", "the release tag to promote, vMAJOR.MINOR.PATCH[-PRERELEASE] (required)")
+	from := fs.String("from", "", "the release registry/repository prefix the tag was pushed to, e.g. ghcr.io/darktower (required; credentials: "+registry.EnvSourceUsername+"/"+registry.EnvSourcePassword+" or the Docker config)")
+	to := fs.String("to", "", "the production registry/repository prefix, e.g. registry.example.com/darktower (required; credentials: "+registry.EnvUsername+"/"+registry.EnvPassword+" or the Docker config)")
+	key := fs.String("key", "", "the signer's public key (PEM file)")
+	identity := fs.String("certificate-identity", "", "keyless: the signing workflow, e.g. https://github.com/ORG/REPO/.github/workflows/release.yml@refs/tags/v1.2.3")
+	issuer := fs.String("certificate-oidc-issuer", "https://token.actions.githubusercontent.com", "keyless: the OIDC issuer of that identity")
+	sourceURL := fs.String("source-url", "", "the repository the provenance must name (default: $GITHUB_SERVER_URL/$GITHUB_REPOSITORY, else the origin remote as https)")
+	services := fs.String("services", "", "comma-separated services to promote (default: all in images/)")
+	kustomization := fs.String("kustomization", "infra/overlays/prod/kustomization.yaml", `the overlay whose image pins are rewritten to the promoted digests ("none": no pins)`)
+	out := fs.String("out", "dist/promote", "where the pins' patch ("+promote.PatchFile+") and the verification summary ("+promote.SummaryFile+") are written")
+	return func(ctx context.Context, stdout, stderr io.Writer) error {
+		if *tag == "" || *from == "" || *to == "" || (*key == "") == (*identity == "") {
+			return usageError{"promote needs --tag vX.Y.Z, --from REGISTRY/PREFIX, --to REGISTRY/PREFIX and either --key cosign.pub or --certificate-identity WORKFLOW (keyless)"}
+		}
+		root, err := os.Getwd()
+		if err != nil {
+			return err
+		}
+		// As release does with --push: GitHub keeps capitals in an owner's name, a registry refuses them.
+		*from, *to = registry.LowercasePrefix(*from), registry.LowercasePrefix(*to)
+		o := promote.Options{Tag: *tag, From: *from, To: *to, Out: *out, Progress: stdout, Keychain: registry.PromotionKeychain(os.Getenv, *from, *to)}
+		if *key != "" {
+			if o.Policy.PublicKey, err = os.ReadFile(*key); err != nil {
+				return fmt.Errorf("--key: %w (the signer's public key, PEM)", err)
+			}
+		} else {
+			o.Policy.Keyless = &sign.KeylessIdentity{Identity: *identity, Issuer: *issuer}
+		}
+		if o.Policy.Repository = *sourceURL; o.Policy.Repository == "" {
+			src, err := source.Read(root, os.Getenv)
+			if err == nil && src.URL == "" {
+				err = errors.New("no origin remote, and not in GitHub Actions")
+			}
+			if err != nil {
+				return usageError{fmt.Sprintf("--source-url is needed (the repository the provenance must name, e.g. https://github.com/darktower/delivery): it cannot be read from the checkout: %v", err)}
+			}
+			o.Policy.Repository = src.URL
+		}
+		cat, err := catalog.Load(filepath.Join(root, "images"))
+		if err != nil {
+			return err
+		}
+		specs, err := cat.Select(csv(*services))
+		if err != nil {
+			return fmt.Errorf("--services: %w", err)
+		}
+		for _, s := range specs {
+			o.Services = append(o.Services, s.Name)
+		}
+		if *kustomization != "none" {
+			o.Kustomization = *kustomization
+			if o.PatchPath, err = filepath.Rel(root, filepath.Join(root, *kustomization)); err != nil || strings.HasPrefix(o.PatchPath, "..") || filepath.IsAbs(*kustomization) {
+				return usageError{fmt.Sprintf("--kustomization %q: give a path inside the repository (the patch names it)", *kustomization)}
+			}
+			o.PatchPath = filepath.ToSlash(o.PatchPath)
+		}
+		_, err = promote.Promote(ctx, o)
+		return err
+	}
+}
+
 func runGoVulnDB(fs *pflag.FlagSet) action {
 	out := fs.String("out", "", "directory to write the Trivy DB to (trivy.db, metadata.json under db/): use it as build-all --vuln-db DIR")
 	version := fs.String("version", scan.GoVulnDBVersion, "the "+scan.GoVulnDBModule+" module version (fetched through the Go module proxy, GOPROXY)")
@@ -339,10 +405,11 @@ func runPinImages(fs *pflag.FlagSet) action {
 		if err != nil {
 			return err
 		}
-		pins := map[string]overlay.Pin{}
+		digests := map[string]string{}
 		for _, img := range m.Images {
-			pins[img.Service] = overlay.Pin{NewName: strings.TrimSuffix(*registryPrefix, "/") + "/" + img.Service, Digest: img.Digest}
+			digests[img.Service] = img.Digest
 		}
+		pins := overlay.Pins(*registryPrefix, digests)
 		if err := overlay.PinImages(*kustomization, pins); err != nil {
 			return err
 		}

@@ -52,6 +52,15 @@ func TestCLIDispatch(t *testing.T) {
 		{[]string{"chaos", "run", "--cluster", "x", "--only", "no-such-engine"}, 2, "", `no engine "no-such-engine" in infra/overlays/preview/chaos (engines: ac-service-pod-delete,`},
 		{[]string{"ci", "--cluster-checks"}, 2, "", "ci --cluster-checks needs --pr N"},
 		{[]string{"ci", "--cluster-checks", "--pr", "7", "--chaos-only", "nope"}, 2, "", `--chaos-only: no engine "nope"`},
+		{[]string{"promote"}, 2, "", "promote needs --tag vX.Y.Z, --from REGISTRY/PREFIX, --to REGISTRY/PREFIX and either --key cosign.pub or --certificate-identity"},
+		{[]string{"promote", "--tag", "v1.0.0", "--from", "a.example/dt", "--to", "b.example/dt", "--key", "no-such.pub"}, 1, "", "--key: open no-such.pub"},
+		{[]string{"promote", "--tag", "1.2", "--from", "a.example/dt", "--to", "a.example/dt", "--certificate-identity", "id", "--source-url", "https://example.com/r"}, 1, "",
+			`--tag "1.2" is not a release tag`},
+		{[]string{"promote", "--tag", "v1.0.0", "--from", "a.example/dt", "--to", "a.example/dt", "--certificate-identity", "id", "--source-url", "https://example.com/r"}, 1, "",
+			`--from and --to are both "a.example/dt"`},
+		{[]string{"promote", "--tag", "v1.0.0", "--from", "a.example/dt", "--to", "b.example/dt", "--certificate-identity", "id", "--source-url", "https://example.com/r", "--services", "nope"}, 1, "", `--services: unknown service "nope"`},
+		{[]string{"promote", "--tag", "v1.0.0", "--from", "a.example/dt", "--to", "b.example/dt", "--certificate-identity", "id", "--source-url", "https://example.com/r", "--services", "ac-service"}, 1, "",
+			"no new image for global-controller"},
 		{[]string{"verify"}, 2, "", "verify needs --image REF and either --key cosign.pub or --certificate-identity"},
 	} {
 		var stdout, stderr bytes.Buffer

@@ -533,6 +533,61 @@ func (m *Darktower) Release(
 	return perCall(c).WithExec(cli.ReleaseCmd(tag, b)).Directory(cli.OutDir)
 }
 
+// Promote verifies the images of a release tag in the release registry
+// (each one's signature and its SBOM, vulnerability and provenance
+// attestations, against a public key or the signing workflow's identity;
+// the gate passed; the provenance names the repository and the tag),
+// then copies them by digest with their signatures and attestations to
+// the production registry and tags them. Returns summary.md (what was
+// verified) and prod-pins.patch (infra/overlays/prod pinned to the
+// promoted digests). Same as `go run . promote`.
+//
+// +cache="never"
+func (m *Darktower) Promote(
+	// The release tag, vMAJOR.MINOR.PATCH[-PRERELEASE].
+	tag string,
+	// The release registry and repository prefix, e.g. ghcr.io/darktower.
+	from string,
+	// The production registry and repository prefix.
+	to string,
+	// The signer's public key (PEM).
+	// +optional
+	key *dagger.File,
+	// Keyless: the signing workflow, e.g. https://github.com/ORG/REPO/.github/workflows/release.yml@refs/tags/v1.2.3.
+	// +optional
+	certificateIdentity string,
+	// Keyless: the identity's OIDC issuer.
+	// +optional
+	// +default="https://token.actions.githubusercontent.com"
+	certificateOidcIssuer string,
+	// The repository the provenance must name (default: the origin remote of the source's .git).
+	// +optional
+	sourceUrl string,
+	// Production registry user name.
+	// +optional
+	registryUsername string,
+	// Production registry password or token.
+	// +optional
+	registryPassword *dagger.Secret,
+	// Release registry user name.
+	// +optional
+	sourceRegistryUsername string,
+	// Release registry password or token.
+	// +optional
+	sourceRegistryPassword *dagger.Secret,
+) *dagger.Directory {
+	c := withRegistry(m.toolchain(), to, registryUsername, registryPassword)
+	if sourceRegistryUsername != "" && sourceRegistryPassword != nil {
+		c = c.WithEnvVariable(cli.EnvSourceRegistryUsername, sourceRegistryUsername).
+			WithSecretVariable(cli.EnvSourceRegistryPassword, sourceRegistryPassword)
+	}
+	if key != nil {
+		c = c.WithMountedFile(cli.KeyFile, key)
+	}
+	p := cli.Promote{Tag: tag, From: from, To: to, KeyFile: key != nil, Identity: certificateIdentity, Issuer: certificateOidcIssuer, SourceURL: sourceUrl}
+	return perCall(c).WithExec(cli.PromoteCmd(p)).Directory(cli.OutDir)
+}
+
 // withDocker gives a container the host's Docker engine: Debian's docker
 // CLI (installed before the source is mounted, so the layer is reused
 // until the image changes) and the socket at cli.DockerSocket, named by

@@ -39,15 +39,19 @@ const (
 // Environment variables the CLI reads; the secret ones are only ever set
 // with Container.withSecretVariable.
 const (
-	EnvSigningKey       = "DARKTOWER_COSIGN_KEY"           // --key env://DARKTOWER_COSIGN_KEY (secret)
-	EnvKeyPassword      = "COSIGN_PASSWORD"                // the key's password (secret)
-	EnvRegistryUsername = "DARKTOWER_REGISTRY_USERNAME"    // registry user for --push
-	EnvRegistryPassword = "DARKTOWER_REGISTRY_PASSWORD"    // registry password or token (secret)
-	EnvOIDCRequestURL   = "ACTIONS_ID_TOKEN_REQUEST_URL"   // GitHub Actions' OIDC endpoint (keyless signing)
-	EnvOIDCRequestToken = "ACTIONS_ID_TOKEN_REQUEST_TOKEN" // and the job's token for it (secret)
-	EnvWorkflowRef      = "GITHUB_WORKFLOW_REF"            // the provenance's builder id
-	EnvServerURL        = "GITHUB_SERVER_URL"
-	EnvDockerHost       = "DOCKER_HOST" // unix://DockerSocket in the preview functions
+	EnvSigningKey       = "DARKTOWER_COSIGN_KEY"        // --key env://DARKTOWER_COSIGN_KEY (secret)
+	EnvKeyPassword      = "COSIGN_PASSWORD"             // the key's password (secret)
+	EnvRegistryUsername = "DARKTOWER_REGISTRY_USERNAME" // registry user for --push
+	EnvRegistryPassword = "DARKTOWER_REGISTRY_PASSWORD" // registry password or token (secret)
+	// promote: the release registry's credentials (the push registry's
+	// above are production's).
+	EnvSourceRegistryUsername = "DARKTOWER_SOURCE_REGISTRY_USERNAME"
+	EnvSourceRegistryPassword = "DARKTOWER_SOURCE_REGISTRY_PASSWORD" // (secret)
+	EnvOIDCRequestURL         = "ACTIONS_ID_TOKEN_REQUEST_URL"       // GitHub Actions' OIDC endpoint (keyless signing)
+	EnvOIDCRequestToken       = "ACTIONS_ID_TOKEN_REQUEST_TOKEN"     // and the job's token for it (secret)
+	EnvWorkflowRef            = "GITHUB_WORKFLOW_REF"                // the provenance's builder id
+	EnvServerURL              = "GITHUB_SERVER_URL"
+	EnvDockerHost             = "DOCKER_HOST" // unix://DockerSocket in the preview functions
 	// EnvCallID is not read by the CLI: it carries CallID into the
 	// container steps that must run again on every call (it is part of
 	// their cache key).
@@ -224,6 +228,33 @@ func VerifyCmd(image string, keyFile bool, identity, issuer string) []string {
 	cmd = append(cmd, "--certificate-identity", identity)
 	if issuer != "" {
 		cmd = append(cmd, "--certificate-oidc-issuer", issuer)
+	}
+	return cmd
+}
+
+// Promote is promote's flags as the Dagger function takes them.
+type Promote struct {
+	Tag, From, To string
+	KeyFile       bool // the public key is mounted at KeyFile; else keyless
+	Identity      string
+	Issuer        string
+	SourceURL     string
+}
+
+// PromoteCmd is `darktower promote`: the summary and the pins' patch
+// into OutDir.
+func PromoteCmd(p Promote) []string {
+	cmd := []string{Binary, "promote", "--tag", p.Tag, "--from", p.From, "--to", p.To, "--out", OutDir}
+	if p.KeyFile {
+		cmd = append(cmd, "--key", KeyFile)
+	} else {
+		cmd = append(cmd, "--certificate-identity", p.Identity)
+		if p.Issuer != "" {
+			cmd = append(cmd, "--certificate-oidc-issuer", p.Issuer)
+		}
+	}
+	if p.SourceURL != "" {
+		cmd = append(cmd, "--source-url", p.SourceURL)
 	}
 	return cmd
 }

@@ -30,6 +30,10 @@ func TestBuildAllArgsCarryOnlyWhatWasGiven(t *testing.T) {
 	if got := VerifyCmd("r/x:1", false, "https://github.com/o/r/.github/workflows/release.yml@refs/tags/v1.0.0", ""); slices.Contains(got, "--key") || !slices.Contains(got, "--certificate-identity") {
 		t.Errorf("keyless verify: %q", got)
 	}
+	if got, want := PromoteCmd(Promote{Tag: "v1.2.3", From: "ghcr.io/o", To: "reg.example/prod", Identity: "id"}),
+		[]string{Binary, "promote", "--tag", "v1.2.3", "--from", "ghcr.io/o", "--to", "reg.example/prod", "--out", OutDir, "--certificate-identity", "id"}; !slices.Equal(got, want) {
+		t.Errorf("promote:\n got %q\nwant %q", got, want)
+	}
 	for prefix, host := range map[string]string{"ghcr.io/darktower": "ghcr.io", "localhost:5000/a/b": "localhost:5000", "registry.example": "registry.example"} {
 		if got := RegistryHost(prefix); got != host {
 			t.Errorf("RegistryHost(%q) = %q, want %q", prefix, got, host)
@@ -80,6 +84,8 @@ func TestEveryFlagIsOneTheCLIAccepts(t *testing.T) {
 		PreviewUpCmd(PreviewUp{PR: 1, Commit: "c", TTL: "1h", NodeImage: "auto"}), PreviewDownCmd(1), PreviewListCmd(), PreviewReapCmd("1h"),
 		CIClusterChecksCmd(every, ClusterChecks{PR: 1, NodeImage: "auto", ChaosDuration: "20s", InstallLitmus: true}),
 		ChaosRunCmd(1, "e", "20s", true),
+		PromoteCmd(Promote{Tag: "v1.0.0", From: "a/b", To: "c/d", KeyFile: true, SourceURL: "https://example.com/r"}),
+		PromoteCmd(Promote{Tag: "v1.0.0", From: "a/b", To: "c/d", Identity: "id", Issuer: "https://issuer"}),
 	} {
 		command := cmd[1:2]
 		if cmd[1] == "preview" || cmd[1] == "chaos" { // a subcommand: preview up, down, list or reap; chaos run
@@ -95,6 +101,13 @@ func TestEveryFlagIsOneTheCLIAccepts(t *testing.T) {
 			for _, env := range []string{EnvRegistryUsername, EnvRegistryPassword, EnvKeyPassword} {
 				if !strings.Contains(help.text, env) {
 					t.Errorf("build-all -h does not mention $%s, which the Dagger functions set", env)
+				}
+			}
+		}
+		if cmd[1] == "promote" {
+			for _, env := range []string{EnvRegistryUsername, EnvRegistryPassword, EnvSourceRegistryUsername, EnvSourceRegistryPassword} {
+				if !strings.Contains(help.text, env) {
+					t.Errorf("promote -h does not mention $%s, which the Dagger function sets", env)
 				}
 			}
 		}

@@ -31,6 +31,7 @@ var caching = map[string]string{
 	"Ci":        "never", // the scan, and tests that use the clock
 	"CiVerdict": "",      // reads the directory it is given
 	"Release":   "never", // pushes, signs keyless
+	"Promote":   "never", // both registries as they are now; copies
 	// The previews: the Docker engine behind the socket, its clusters, the clock.
 	"PreviewUp":   "never", // creates or updates a cluster; build-all with the current DB
 	"Chaos":       "never", // breaks a running cluster and judges what it does now

@@ -43,18 +43,22 @@ func TestRepositoryWorkflowsKeepTheirShape(t *testing.T) {
 	// What each workflow is for: its trigger, its permissions, its calls.
 	for file, want := range map[string]struct {
 		events      []string
-		permissions map[string]string // of every job (but the HostCLIJobs: contents read)
+		permissions map[string]string // of every job (but the HostCLIJobs: contents read, and jobs)
 		calls       []string          // in the workflow's dagger calls
+		jobs        map[string]job    // jobs with their own permissions and environment
 	}{
 		"pr.yml": {[]string{"pull_request"}, map[string]string{"contents": "read", "security-events": "write", "actions": "read"},
-			[]string{"ci export --path=dist", "ci-verdict --dist=dist", "go run . ci --modules= --no-sign --platforms linux/amd64 --cluster-checks --pr ${{ github.event.pull_request.number }} --install-litmus"}},
+			[]string{"ci export --path=dist", "ci-verdict --dist=dist", "go run . ci --modules= --no-sign --platforms linux/amd64 --cluster-checks --pr ${{ github.event.pull_request.number }} --install-litmus"}, nil},
 		"release.yml": {[]string{"push"}, map[string]string{"contents": "read", "packages": "write", "id-token": "write"},
 			[]string{"release --tag=${{ github.ref_name }}", "--oidc-request-token=env://ACTIONS_ID_TOKEN_REQUEST_TOKEN",
-				"--server-url=${{ github.server_url }}", "--source-url=${{ github.server_url }}/${{ github.repository }}"}},
+				"--server-url=${{ github.server_url }}", "--source-url=${{ github.server_url }}/${{ github.repository }}",
+				"promote --tag=${{ github.ref_name }} --from=ghcr.io/${{ github.repository_owner }}",
+				"--certificate-identity=${{ github.server_url }}/${{ github.workflow_ref }}"},
+			map[string]job{"promote": {permissions: map[string]string{"contents": "read", "packages": "read"}, environment: "production", needs: "release"}}},
 		"preview.yml": {[]string{"pull_request", "schedule"}, map[string]string{"contents": "read"},
 			[]string{"preview-up --docker-socket=/var/run/docker.sock --pr=${{ github.event.number }}",
 				"preview-down --docker-socket=/var/run/docker.sock --pr=${{ github.event.number }}",
-				"preview-reap --docker-socket=/var/run/docker.sock --ttl=72h"}},
+				"preview-reap --docker-socket=/var/run/docker.sock --ttl=72h"}, nil},
 	} {
 		raw, err := os.ReadFile(filepath.Join(repoWorkflows, file))
 		if err != nil {
@@ -81,6 +85,22 @@ func TestRepositoryWorkflowsKeepTheirShape(t *testing.T) {
 			if _, ok := HostCLIJobs[id]; ok {
 				want.permissions = map[string]string{"contents": "read"}
 			}
+			env := ""
+			if job.Environment != nil && job.Environment.Name != nil {
+				env = job.Environment.Name.Value
+			}
+			var needs []string
+			for _, n := range job.Needs {
+				needs = append(needs, n.Value)
+			}
+			if j, ok := want.jobs[id]; ok {
+				want.permissions = j.permissions
+				if env != j.environment || !slices.Equal(needs, []string{j.needs}) {
+					t.Errorf("%s: job %s runs in environment %q after %v, want environment %q after %s", file, id, env, needs, j.environment, j.needs)
+				}
+			} else if env != "" {
+				t.Errorf("%s: job %s runs in environment %q: this test does not expect it", file, id, env)
+			}
 			for scope, value := range want.permissions {
 				if got[scope] != value {
 					t.Errorf("%s: permission %s is %q, want %q", file, scope, got[scope], value)
@@ -105,12 +125,24 @@ func TestRepositoryWorkflowsKeepTheirShape(t *testing.T) {
 				}
 			}
 		}
+		for id := range want.jobs {
+			if w.Jobs[id] == nil {
+				t.Errorf("%s: no job %s", file, id)
+			}
+		}
 		for _, call := range want.calls {
 			if !strings.Contains(strings.Join(args, "\n"), call) {
 				t.Errorf("%s: no dagger call has %q (calls: %q)", file, call, args)
 			}
 		}
 	}
+}
+
+// job is what the shape test expects of one job.
+type job struct {
+	permissions map[string]string
+	environment string // a deployment environment (its reviewers approve the job)
+	needs       string
 }
 
 const badWorkflow = `name: bad

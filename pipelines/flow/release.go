@@ -4,14 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"regexp"
 
 	"github.com/darktower/delivery/pipelines/build"
+	"github.com/darktower/delivery/pipelines/promote"
 )
-
-// releaseTag is a release tag: v, then semantic version 2.0 without build
-// metadata (a registry tag cannot carry "+").
-var releaseTag = regexp.MustCompile(`^v(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)(-[0-9A-Za-z-]+(\.[0-9A-Za-z-]+)*)?$`)
 
 // ReleaseOptions are release's inputs: the tag being released and the
 // build-all options it runs with.
@@ -23,7 +19,8 @@ type ReleaseOptions struct {
 // Release builds, scans, signs and publishes the images of a release tag:
 // build-all stamped with the tag, refusing what a release must not have
 // (no registry, no signature, the development key, a version other than
-// the tag). Promotion to production follows from the pushed digests.
+// the tag). Promotion to production (package promote) follows from the
+// pushed digests.
 func Release(ctx context.Context, o ReleaseOptions) (*build.Manifest, error) {
 	o.release = true
 	if err := errors.Join(append([]error{checkRelease(o)}, publishProblems(ctx, o.BuildAllOptions)...)...); err != nil {
@@ -36,7 +33,7 @@ func Release(ctx context.Context, o ReleaseOptions) (*build.Manifest, error) {
 // checkRelease refuses a release's bad inputs before anything is built.
 func checkRelease(o ReleaseOptions) error {
 	var problems []error
-	if !releaseTag.MatchString(o.Tag) {
+	if !promote.ReleaseTag.MatchString(o.Tag) {
 		problems = append(problems, fmt.Errorf("--tag %q is not a release tag: use vMAJOR.MINOR.PATCH or vMAJOR.MINOR.PATCH-PRERELEASE, e.g. v1.4.0", o.Tag))
 	}
 	if o.Push == "" {

@@ -23,6 +23,16 @@ type Pin struct {
 	Digest  string // sha256:...
 }
 
+// Pins are the pins of images pushed under prefix (<prefix>/<service>),
+// from each service's digest.
+func Pins(prefix string, digests map[string]string) map[string]Pin {
+	pins := map[string]Pin{}
+	for svc, d := range digests {
+		pins[svc] = Pin{NewName: strings.TrimSuffix(prefix, "/") + "/" + svc, Digest: d}
+	}
+	return pins
+}
+
 // PinImages sets the images of path (a kustomization.yaml) to pins, keyed
 // by service. Every pinned service must have an entry and every entry a
 // pin; nothing is written otherwise.

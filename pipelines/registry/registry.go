@@ -23,18 +23,23 @@ import (
 const (
 	EnvUsername = "DARKTOWER_REGISTRY_USERNAME"
 	EnvPassword = "DARKTOWER_REGISTRY_PASSWORD"
+	// Promotion reads from another registry (the release's): its
+	// credentials, given to that registry only.
+	EnvSourceUsername = "DARKTOWER_SOURCE_REGISTRY_USERNAME"
+	EnvSourcePassword = "DARKTOWER_SOURCE_REGISTRY_PASSWORD"
 )
 
 // envKeychain answers with the credentials from the environment, when
 // both are set, for one registry only (host: what name.Registry's
 // RegistryStr gives, e.g. ghcr.io, index.docker.io, localhost:5000).
 type envKeychain struct {
-	getenv func(string) string
-	host   string
+	getenv           func(string) string
+	host             string
+	userVar, passVar string
 }
 
 func (k envKeychain) Resolve(r authn.Resource) (authn.Authenticator, error) {
-	u, p := k.getenv(EnvUsername), k.getenv(EnvPassword)
+	u, p := k.getenv(k.userVar), k.getenv(k.passVar)
 	if u == "" || p == "" || k.host == "" || r.RegistryStr() != k.host {
 		return authn.Anonymous, nil
 	}
@@ -66,7 +71,20 @@ func Keychain(getenv func(string) string, target string) authn.Keychain {
 	if getenv == nil {
 		getenv = os.Getenv
 	}
-	return authn.NewMultiKeychain(envKeychain{getenv, Host(target)}, authn.DefaultKeychain)
+	return authn.NewMultiKeychain(envKeychain{getenv, Host(target), EnvUsername, EnvPassword}, authn.DefaultKeychain)
+}
+
+// PromotionKeychain is Keychain for a promotion: the push registry's
+// credentials (EnvUsername, EnvPassword) for to's registry, the source
+// registry's (EnvSourceUsername, EnvSourcePassword) for from's, then the
+// Docker config. When both are the same registry, to's credentials are
+// used for both.
+func PromotionKeychain(getenv func(string) string, from, to string) authn.Keychain {
+	if getenv == nil {
+		getenv = os.Getenv
+	}
+	return authn.NewMultiKeychain(envKeychain{getenv, Host(to), EnvUsername, EnvPassword},
+		envKeychain{getenv, Host(from), EnvSourceUsername, EnvSourcePassword}, authn.DefaultKeychain)
 }
 
 // LowercasePrefix lowercases the repository path of a --push prefix

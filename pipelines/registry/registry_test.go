@@ -151,7 +151,7 @@ func TestEnvCredentialsGoOnlyToThePushRegistry(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		auth, err := envKeychain{func(k string) string { return env[k] }, Host("ghcr.io/darktower")}.Resolve(r.Context())
+		auth, err := envKeychain{func(k string) string { return env[k] }, Host("ghcr.io/darktower"), EnvUsername, EnvPassword}.Resolve(r.Context())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -166,6 +166,30 @@ func TestEnvCredentialsGoOnlyToThePushRegistry(t *testing.T) {
 		"ghcr.io/darktower/x:1@sha256:" + strings.Repeat("a", 64): "ghcr.io", "darktower": "index.docker.io", "": ""} {
 		if got := Host(target); got != host {
 			t.Errorf("Host(%q) = %q, want %q", target, got, host)
+		}
+	}
+}
+
+// A promotion's two sets of credentials each go to their registry only.
+func TestPromotionCredentialsGoEachToTheirRegistry(t *testing.T) {
+	env := map[string]string{EnvUsername: "prod-bot", EnvPassword: "prod-secret", EnvSourceUsername: "ci-bot", EnvSourcePassword: "ci-secret"}
+	kc := PromotionKeychain(func(k string) string { return env[k] }, "ghcr.io/darktower", "registry.example.com/prod")
+	for ref, want := range map[string]string{"ghcr.io/darktower/ac-service:v1.0.0": "ci-bot", "registry.example.com/prod/ac-service:v1.0.0": "prod-bot",
+		"gcr.io/distroless/static:nonroot": ""} {
+		r, err := name.ParseReference(ref)
+		if err != nil {
+			t.Fatal(err)
+		}
+		auth, err := kc.Resolve(r.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg, err := auth.Authorization()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cfg.Username != want {
+			t.Errorf("%s: credentials of %q, want %q", ref, cfg.Username, want)
 		}
 	}
 }

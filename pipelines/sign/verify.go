@@ -30,6 +30,12 @@ type Verified struct {
 	Digest       string
 	Signatures   int
 	Attestations map[string]int // per predicate type
+	// Statements are the verified attestations' statements.
+	Statements []*Statement
+	// Stored counts the signatures and attestations the registry holds for
+	// the digest, verified or not: more than verified means some did not
+	// verify (cosign keeps the ones that do).
+	StoredSignatures, StoredAttestations int
 }
 
 // Verify checks that the image (as the registry serves it now) carries a
@@ -77,6 +83,9 @@ func Verify(ctx context.Context, o VerifyOptions) (*Verified, error) {
 		return nil, fmt.Errorf("%s (%s): attestations: %w", ref, desc.Digest, err)
 	}
 	v := &Verified{Digest: desc.Digest.String(), Signatures: len(sigs), Attestations: map[string]int{}}
+	if v.StoredSignatures, v.StoredAttestations, err = stored(digestRef, co.RegistryClientOpts); err != nil {
+		return nil, fmt.Errorf("%s (%s): %w", ref, desc.Digest, err)
+	}
 	for _, a := range atts {
 		raw, err := a.Payload()
 		if err != nil {
@@ -87,6 +96,7 @@ func Verify(ctx context.Context, o VerifyOptions) (*Verified, error) {
 			return nil, err
 		}
 		v.Attestations[st.PredicateType]++
+		v.Statements = append(v.Statements, st)
 	}
 	want := o.Predicates
 	if want == nil {
@@ -94,10 +104,39 @@ func Verify(ctx context.Context, o VerifyOptions) (*Verified, error) {
 	}
 	for _, p := range want {
 		if v.Attestations[p] == 0 {
-			return v, fmt.Errorf("%s (%s): no verified %s attestation", ref, desc.Digest, p)
+			err := fmt.Errorf("%s (%s): no verified %s attestation", ref, desc.Digest, p)
+			if unverified := v.StoredAttestations - len(v.Statements); unverified > 0 {
+				err = fmt.Errorf("%w (%d of the %d attestations stored do not verify: altered, or signed by another key)", err, unverified, v.StoredAttestations)
+			}
+			return v, err
 		}
 	}
 	return v, nil
+}
+
+// stored counts the signatures and attestations stored for digest.
+func stored(digest name.Digest, opts []ociremote.Option) (sigs, atts int, err error) {
+	entity, err := ociremote.SignedEntity(digest, opts...)
+	if err != nil {
+		return 0, 0, err
+	}
+	s, err := entity.Signatures()
+	if err != nil {
+		return 0, 0, fmt.Errorf("reading the signatures: %w", err)
+	}
+	all, err := s.Get()
+	if err != nil {
+		return 0, 0, fmt.Errorf("reading the signatures: %w", err)
+	}
+	a, err := entity.Attestations()
+	if err != nil {
+		return 0, 0, fmt.Errorf("reading the attestations: %w", err)
+	}
+	allAtts, err := a.Get()
+	if err != nil {
+		return 0, 0, fmt.Errorf("reading the attestations: %w", err)
+	}
+	return len(all), len(allAtts), nil
 }
 
 // Statement is a decoded in-toto statement.

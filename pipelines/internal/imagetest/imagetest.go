@@ -127,6 +127,12 @@ func debLayer(t testing.TB) v1.Layer {
 // platforms on base.
 func Build(t testing.TB, root string, services []string, platforms []catalog.Platform, base *build.Base) []*build.Image {
 	t.Helper()
+	return BuildVersion(t, root, services, platforms, base, "0.0.0-test")
+}
+
+// BuildVersion is Build stamped with version (a release's tag).
+func BuildVersion(t testing.TB, root string, services []string, platforms []catalog.Platform, base *build.Base, version string) []*build.Image {
+	t.Helper()
 	cat, err := catalog.Load(filepath.Join(root, "images"))
 	if err != nil {
 		t.Fatal(err)
@@ -136,7 +142,7 @@ func Build(t testing.TB, root string, services []string, platforms []catalog.Pla
 		t.Fatal(err)
 	}
 	res, err := build.Run(context.Background(), build.Options{Root: root, Specs: specs, Platforms: platforms, Base: base,
-		Epoch: Epoch, Version: "0.0.0-test", Revision: "test", WorkDir: t.TempDir()})
+		Epoch: Epoch, Version: version, Revision: "test", WorkDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -50,7 +50,75 @@ func DistributionWithAuth(t testing.TB, user, password string) string {
 	return distribution(t, user, password)
 }
 
+// Server is a docker-registry that a test can stop and start again (on
+// the same address, with the same storage).
+type Server struct {
+	Addr string
+	t    testing.TB
+	bin  string
+	dir  string
+	cmd  *exec.Cmd
+	logf *os.File
+	auth bool
+}
+
+// DistributionServer is Distribution as a Server.
+func DistributionServer(t testing.TB) *Server {
+	t.Helper()
+	s := newServer(t, "", "")
+	s.Start()
+	t.Cleanup(s.Stop)
+	return s
+}
+
+// Stop kills the registry (what a registry going away mid-push looks like).
+func (s *Server) Stop() {
+	if s.cmd == nil {
+		return
+	}
+	_ = s.cmd.Process.Kill()
+	_ = s.cmd.Wait()
+	s.logf.Close()
+	s.cmd = nil
+}
+
+// Start starts the registry and waits until it answers.
+func (s *Server) Start() {
+	t := s.t
+	t.Helper()
+	logf, _ := os.OpenFile(filepath.Join(s.dir, "registry.log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	cmd := exec.Command(s.bin, "serve", filepath.Join(s.dir, "config.yml"))
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	s.cmd, s.logf = cmd, logf
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		resp, err := http.Get("http://" + s.Addr + "/v2/")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK || (s.auth && resp.StatusCode == http.StatusUnauthorized) {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			b, _ := os.ReadFile(filepath.Join(s.dir, "registry.log"))
+			t.Fatalf("docker-registry did not start: %v\n%s", err, b)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
 func distribution(t testing.TB, user, password string) string {
+	t.Helper()
+	s := newServer(t, user, password)
+	s.Start()
+	t.Cleanup(s.Stop)
+	return s.Addr
+}
+
+func newServer(t testing.TB, user, password string) *Server {
 	t.Helper()
 	bin, err := exec.LookPath("docker-registry")
 	if err != nil {
@@ -79,26 +147,9 @@ func distribution(t testing.TB, user, password string) string {
 	if err := os.WriteFile(cfg, []byte(body), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	logf, _ := os.Create(filepath.Join(dir, "registry.log"))
-	cmd := exec.Command(bin, "serve", cfg)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait(); logf.Close() })
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		resp, err := http.Get("http://" + addr + "/v2/")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK || (user != "" && resp.StatusCode == http.StatusUnauthorized) {
-				return addr
-			}
-		}
-		if time.Now().After(deadline) {
-			b, _ := os.ReadFile(filepath.Join(dir, "registry.log"))
-			t.Fatalf("docker-registry did not start: %v\n%s", err, b)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	return &Server{Addr: addr, t: t, bin: bin, dir: dir, auth: user != ""}
 }
+
+// Storage is the registry's filesystem storage (what a test tampers with
+// to play a compromised registry).
+func (s *Server) Storage() string { return filepath.Join(s.dir, "data") }
