@@ -153,7 +153,7 @@ func TestPreviewEngines(t *testing.T) {
 			if p.Type == "promProbe" && p.Endpoint != prom {
 				t.Errorf("%s: probe %s asks %s", e.Engine, p.Name, p.Endpoint)
 			}
-			if p.Name == "error-budget" && (!strings.Contains(p.Query, "darktower_load_requests_total") || p.Comparator != "<=" || p.Value != "0.01") {
+			if p.Name == "error-budget" && (!strings.Contains(p.Query, "darktower_load_requests_total") || p.Comparator != "<=" || p.Value != "0.02") {
 				t.Errorf("%s: error budget %+v", e.Engine, p)
 			}
 		}
