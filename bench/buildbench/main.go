@@ -194,8 +194,9 @@ func run(koVersion string, keep, smoke bool) error {
 	if err := sh(root, env(), nil, "go", "build", "-o", darktower, "."); err != nil {
 		return err
 	}
-	// build-all also writes SBOMs and runs the vulnerability gate (ko's
-	// side: --sbom=none); an empty prepared DB keeps the bench offline.
+	// build-all also writes SBOMs, runs the vulnerability gate and signs
+	// (ko's side: --sbom=none); an empty prepared DB keeps the bench
+	// offline. Its reuse caches live in the work directory: cold is cold.
 	vulnDB := filepath.Join(work, "vuln-db")
 	if err := vulndbtest.Write(vulnDB, time.Now()); err != nil {
 		return err
@@ -234,7 +235,7 @@ func run(koVersion string, keep, smoke bool) error {
 		}},
 		{name: "build-all", build: func(repo, out, gocache string) error {
 			return sh(repo, env("GOCACHE="+gocache, "SOURCE_DATE_EPOCH="+epoch), nil, darktower, "build-all",
-				"--base", baseRef, "--out", out, "--cache-dir", out+"-base-cache", "--sbom-cache-dir", out+"-sbom-cache", "--version", "bench", "--source-url", "https://example.invalid/src", "--vuln-db", vulnDB,
+				"--base", baseRef, "--out", out, "--cache-dir", out+"-base-cache", "--sbom-cache-dir", out+"-sbom-cache", "--stage-cache-dir", out+"-stage-cache", "--version", "bench", "--source-url", "https://example.invalid/src", "--vuln-db", vulnDB,
 				"--services", strings.Join(services, ","), "--platforms", strings.Join(platformList, ","))
 		}, digests: buildAllDigests},
 		{name: "ko", build: func(repo, out, gocache string) error {
