@@ -20,7 +20,7 @@ func TestGoVulnDBFeedsBuildAll(t *testing.T) {
 	}
 	stdout.Reset()
 	args := []string{"build-all", "--services", "ac-service", "--base", "skeleton", "--platforms", "linux/amd64", "--out", t.TempDir(),
-		"--cache-dir", t.TempDir(), "--no-sign", "--vuln-db", db}
+		"--cache-dir", t.TempDir(), "--stage-cache-dir", t.TempDir(), "--no-sign", "--vuln-db", db}
 	if code := run(context.Background(), args, &stdout, &stderr); code != 0 || !strings.Contains(stdout.String(), "scan: Trivy DB "+db) {
 		t.Fatalf("build-all --vuln-db (go-vuln-db's): exit %d\n%s\n%s", code, stdout.String(), stderr.String())
 	}
@@ -41,7 +41,7 @@ func TestBuildAllExitsBlockedOnAReachableGoVuln(t *testing.T) {
 	t.Setenv("SOURCE_DATE_EPOCH", "1767225600") // not a git checkout
 	var stdout, stderr bytes.Buffer
 	args := []string{"build-all", "--services", "calls", "--out", t.TempDir(), "--cache-dir", t.TempDir(), "--db-cache-dir", t.TempDir(),
-		"--db-repository", "127.0.0.1:1/trivy-db:2", "--no-sign"}
+		"--db-repository", "127.0.0.1:1/trivy-db:2", "--stage-cache-dir", t.TempDir(), "--no-sign"}
 	code := run(context.Background(), args, &stdout, &stderr)
 	if code != scan.ExitBlocked || !strings.Contains(stderr.String(), vulndbtest.GoTextAdvisory+" in calls") ||
 		!strings.Contains(stdout.String(), "VULNERABILITY SOURCE: go-vulndb") {

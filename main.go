@@ -68,6 +68,7 @@ func buildAllFlags(fs *pflag.FlagSet) func(root string, progress io.Writer) flow
 	base := fs.String("base", build.BaseAuto, `base image: "auto" (locked; when that is neither cached nor fetchable and nothing is published, skeleton, announced), "locked" (the specs' base at the digest in images/base.lock.json), "skeleton" (built in, offline), oci-layout:PATH, or an image reference`)
 	cacheDir := fs.String("cache-dir", build.DefaultCacheDir(), "where fetched base images are kept (an OCI layout)")
 	sbomCache := fs.String("sbom-cache-dir", sbom.DefaultCacheDir(), `where each image's SBOMs are kept by image digest and pipeline, so an unchanged image is not cataloged again ("" = none)`)
+	stageCache := fs.String("stage-cache-dir", flow.DefaultStageCacheDir(), `where the scan's raw findings (by image, SBOM and vulnerability data) and the signatures and attestations (by image, key and signed content; keyless ones never) are kept, so what did not change is not redone ("" = none)`)
 	caBundle := fs.String("ca-bundle", "", "CA bundle for the skeleton base (default: the host's)")
 	version := fs.String("version", "", "version to stamp (default: git describe, or 0.0.0-dev+<revision>)")
 	sourceURL := fs.String("source-url", "", "the repository's URL for the org.opencontainers.image.source label and the provenance (default: $GITHUB_SERVER_URL/$GITHUB_REPOSITORY, else the origin remote as https)")
@@ -91,7 +92,7 @@ func buildAllFlags(fs *pflag.FlagSet) func(root string, progress io.Writer) flow
 	goTags := fs.String("go-tags", "", "comma-separated Go build tags for a test build, e.g. chaosfragile (the services' fault knobs); such a build is never pushed or released")
 	return func(root string, progress io.Writer) flow.BuildAllOptions {
 		return flow.BuildAllOptions{Root: root, Services: csv(*services), Platforms: csv(*platforms),
-			Out: *out, Base: *base, CacheDir: *cacheDir, SBOMCacheDir: *sbomCache, CABundle: *caBundle, Version: *version, SourceURL: *sourceURL, Push: *push, Load: *load, Jobs: *jobs,
+			Out: *out, Base: *base, CacheDir: *cacheDir, SBOMCacheDir: *sbomCache, StageCacheDir: *stageCache, CABundle: *caBundle, Version: *version, SourceURL: *sourceURL, Push: *push, Load: *load, Jobs: *jobs,
 			VulnDB: *vulnDB, VulnSource: *vulnSource, DBCacheDir: *dbCache, DBRepository: *dbRepository, Severity: *severity, Exceptions: *exceptions, DBMaxAge: *dbMaxAge,
 			Key: *key, DevKeyDir: *devKeyDir, NoSign: *noSign, Keyless: sign.KeylessOptions{FulcioURL: *fulcioURL, RekorURL: *rekorURL}, GoTags: csv(*goTags), Progress: progress}
 	}

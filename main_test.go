@@ -84,7 +84,7 @@ func TestREADMEAirGappedBuildAll(t *testing.T) {
 		t.Fatal(err)
 	}
 	out := t.TempDir()
-	args := []string{"build-all", "--base", "skeleton", "--platforms", "linux/amd64", "--out", out, "--cache-dir", t.TempDir(), "--sbom-cache-dir", t.TempDir(), "--dev-key-dir", t.TempDir()}
+	args := []string{"build-all", "--base", "skeleton", "--platforms", "linux/amd64", "--out", out, "--cache-dir", t.TempDir(), "--sbom-cache-dir", t.TempDir(), "--stage-cache-dir", t.TempDir(), "--dev-key-dir", t.TempDir()}
 	var stdout, stderr bytes.Buffer
 	code := run(context.Background(), append(args, "--vuln-db", db), &stdout, &stderr)
 	if code != 0 {

@@ -25,7 +25,7 @@ func TestBuildAllRecordsItsVerdictForCIVerdict(t *testing.T) {
 	}
 	out := t.TempDir()
 	args := []string{"build-all", "--record-verdict", "--services", "ac-service", "--base", "skeleton", "--platforms", "linux/amd64",
-		"--out", out, "--cache-dir", t.TempDir(), "--sbom-cache-dir", t.TempDir(), "--no-sign"}
+		"--out", out, "--cache-dir", t.TempDir(), "--sbom-cache-dir", t.TempDir(), "--stage-cache-dir", t.TempDir(), "--no-sign"}
 	var stdout, stderr bytes.Buffer
 	if code := run(context.Background(), append(args, "--vuln-db", db), &stdout, &stderr); code != 0 {
 		t.Fatalf("exit %d\n%s\n%s", code, stdout.String(), stderr.String())

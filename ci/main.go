@@ -51,7 +51,8 @@ func (m *Darktower) goContainer() *dagger.Container {
 		WithMountedCache("/root/.cache/go-build", dag.CacheVolume("darktower-go-build")).
 		WithMountedCache(cli.DBCache, dag.CacheVolume("darktower-trivy-db")).
 		WithMountedCache(cli.BaseCache, dag.CacheVolume("darktower-base-images")).
-		WithMountedCache(cli.SBOMCache, dag.CacheVolume("darktower-sbom"))
+		WithMountedCache(cli.SBOMCache, dag.CacheVolume("darktower-sbom")).
+		WithMountedCache(cli.StageCache, dag.CacheVolume("darktower-stages"))
 }
 
 // withCLI mounts the source and builds the CLI from it.

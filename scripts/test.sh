@@ -60,6 +60,19 @@ start=$SECONDS
 (cd services && go vet -tags chaosfragile ./... && go test -race -count=1 -tags chaosfragile -v -run 'TestRedisCheckAfterAnOutage|TestSigningKeySurvivesARestart' ./internal/mc/ ./internal/ac/ 2>&1) | tee -a "$log" || status=1
 echo "(chaosfragile: $((SECONDS - start)) s)"
 
+# The benchmarks' smoke runs (one service, one platform; no kind cluster):
+# a benchmark that a later change breaks fails here, not months later.
+for b in buildbench clusterbench; do
+  step "benchmark smoke: go run ./bench/$b --smoke"
+  start=$SECONDS
+  if go run "./bench/$b" --smoke 2>&1 | tee -a "$log"; then
+    echo "--- PASS: bench-smoke-$b ($((SECONDS - start)) s)" | tee -a "$log"
+  else
+    echo "--- FAIL: bench-smoke-$b ($((SECONDS - start)) s)" | tee -a "$log"
+    status=1
+  fi
+done
+
 step "dagger-check (the Dagger module, compiled offline)"
 start=$SECONDS
 if go run ./tools/dagger-check 2>&1 | tee -a "$log"; then

@@ -9,6 +9,11 @@
 // downloads are shared and not counted); "warm" is the same command again
 // with nothing changed. Reproducibility: a second copy of the repository
 // in another directory, built after the others, must give the same digests.
+//
+// --smoke is the same run on one service and one platform with the
+// machine's own Go build cache (so "cold" is not cold): it proves the
+// benchmark still works, in seconds, and the test command runs it; its
+// times are not benchmark figures.
 package main
 
 import (
@@ -48,8 +53,12 @@ const ldflags = "-s -w -buildid="
 func main() {
 	koVersion := flag.String("ko-version", "v0.19.1", "ko version to install from the Go module proxy")
 	keep := flag.Bool("keep", false, "keep the work directory")
+	smoke := flag.Bool("smoke", false, "one service, one platform, the machine's Go build cache: checks that the benchmark runs (times are not figures)")
 	flag.Parse()
-	if err := run(*koVersion, *keep); err != nil {
+	if *smoke {
+		services, platforms = services[:1], platforms[:1]
+	}
+	if err := run(*koVersion, *keep, *smoke); err != nil {
 		fmt.Fprintln(os.Stderr, "bench-build:", err)
 		os.Exit(1)
 	}
@@ -152,7 +161,7 @@ type imageInfo struct {
 	size   int64 // compressed bytes of all layers, config and manifest excluded
 }
 
-func run(koVersion string, keep bool) error {
+func run(koVersion string, keep, smoke bool) error {
 	root, err := os.Getwd()
 	if err != nil {
 		return err
@@ -185,8 +194,9 @@ func run(koVersion string, keep bool) error {
 	if err := sh(root, env(), nil, "go", "build", "-o", darktower, "."); err != nil {
 		return err
 	}
-	// build-all also writes SBOMs and runs the vulnerability gate (ko's
-	// side: --sbom=none); an empty prepared DB keeps the bench offline.
+	// build-all also writes SBOMs, runs the vulnerability gate and signs
+	// (ko's side: --sbom=none); an empty prepared DB keeps the bench
+	// offline. Its reuse caches live in the work directory: cold is cold.
 	vulnDB := filepath.Join(work, "vuln-db")
 	if err := vulndbtest.Write(vulnDB, time.Now()); err != nil {
 		return err
@@ -198,6 +208,20 @@ func run(koVersion string, keep bool) error {
 	var mains []string
 	for _, s := range services {
 		mains = append(mains, "./cmd/"+s)
+	}
+	var platformList []string
+	for _, p := range platforms {
+		platformList = append(platformList, p.String())
+	}
+	// The smoke run compiles with the machine's Go build cache: warm, so
+	// it takes seconds (its "cold" is not cold).
+	sharedCache := ""
+	if smoke {
+		out, err := exec.Command("go", "env", "GOCACHE").Output()
+		if err != nil {
+			return fmt.Errorf("go env GOCACHE: %w", err)
+		}
+		sharedCache = strings.TrimSpace(string(out))
 	}
 	tools := []tool{
 		{name: "go build", build: func(repo, out, gocache string) error {
@@ -211,11 +235,12 @@ func run(koVersion string, keep bool) error {
 		}},
 		{name: "build-all", build: func(repo, out, gocache string) error {
 			return sh(repo, env("GOCACHE="+gocache, "SOURCE_DATE_EPOCH="+epoch), nil, darktower, "build-all",
-				"--base", baseRef, "--out", out, "--cache-dir", out+"-base-cache", "--sbom-cache-dir", out+"-sbom-cache", "--version", "bench", "--source-url", "https://example.invalid/src", "--vuln-db", vulnDB)
+				"--base", baseRef, "--out", out, "--cache-dir", out+"-base-cache", "--sbom-cache-dir", out+"-sbom-cache", "--stage-cache-dir", out+"-stage-cache", "--version", "bench", "--source-url", "https://example.invalid/src", "--vuln-db", vulnDB,
+				"--services", strings.Join(services, ","), "--platforms", strings.Join(platformList, ","))
 		}, digests: buildAllDigests},
 		{name: "ko", build: func(repo, out, gocache string) error {
 			args := append([]string{"build", "--push=false", "--sbom=none", "--base-import-paths", "--oci-layout-path", out,
-				"--platform", "linux/amd64,linux/arm64"}, mains...)
+				"--platform", strings.Join(platformList, ",")}, mains...)
 			return sh(filepath.Join(repo, "services"), env("GOCACHE="+gocache, "SOURCE_DATE_EPOCH="+epoch,
 				"KO_DOCKER_REPO=bench.invalid/darktower", "KO_CONFIG_PATH="+koConfig), nil, ko, args...)
 		}, digests: layoutDigests},
@@ -237,9 +262,15 @@ func run(koVersion string, keep bool) error {
 	}
 	results := map[string]*result{}
 	fmt.Printf("bench-build: %d services × %d platforms, base %s, %d CPUs, %s\n", len(services), len(platforms), baseRef, runtime.NumCPU(), runtime.Version())
+	if smoke {
+		fmt.Printf("SMOKE RUN (--smoke): one service, one platform, the machine's Go build cache %s: it checks that the benchmark works; its times are not figures\n", sharedCache)
+	}
 	for _, t := range tools {
 		r := &result{}
 		gocache := filepath.Join(work, "gocache-"+strings.ReplaceAll(t.name, " ", "-"))
+		if smoke {
+			gocache = sharedCache
+		}
 		out := filepath.Join(work, "out-"+strings.ReplaceAll(t.name, " ", "-"))
 		if r.cold, err = timed(func() error { return t.build(repoA, out, gocache) }); err != nil {
 			return fmt.Errorf("%s cold: %w", t.name, err)
@@ -331,7 +362,30 @@ func layoutDigests(dir string) (map[string]map[string]imageInfo, error) {
 	out := map[string]map[string]imageInfo{}
 	for _, d := range rm.Manifests {
 		// build-all's layout also carries each image's cosign signature
-		// and attestations (image manifests): only the indexes are builds.
+		// and attestations (image manifests, no entrypoint); ko writes a
+		// one-platform build as an image, not an index.
+		if d.MediaType.IsImage() {
+			img, err := root.Image(d.Digest)
+			if err != nil {
+				return nil, err
+			}
+			cf, err := img.ConfigFile()
+			if err != nil {
+				return nil, err
+			}
+			if len(cf.Config.Entrypoint) == 0 {
+				continue // a signature or attestation
+			}
+			svc, info, err := imageOf(img, d.Digest)
+			if err != nil {
+				return nil, err
+			}
+			if out[svc] == nil {
+				out[svc] = map[string]imageInfo{}
+			}
+			out[svc][cf.OS+"/"+cf.Architecture] = info
+			continue
+		}
 		if !d.MediaType.IsIndex() {
 			continue
 		}
@@ -351,22 +405,14 @@ func layoutDigests(dir string) (map[string]map[string]imageInfo, error) {
 			if err != nil {
 				return nil, err
 			}
-			svc, err := serviceOf(img)
+			svc, info, err := imageOf(img, m.Digest)
 			if err != nil {
 				return nil, err
-			}
-			mf, err := img.Manifest()
-			if err != nil {
-				return nil, err
-			}
-			var size int64
-			for _, l := range mf.Layers {
-				size += l.Size
 			}
 			if out[svc] == nil {
 				out[svc] = map[string]imageInfo{}
 			}
-			out[svc][m.Platform.OS+"/"+m.Platform.Architecture] = imageInfo{digest: m.Digest.String(), size: size}
+			out[svc][m.Platform.OS+"/"+m.Platform.Architecture] = info
 		}
 	}
 	if len(out) != len(services) {
@@ -378,6 +424,23 @@ func layoutDigests(dir string) (map[string]map[string]imageInfo, error) {
 		return nil, fmt.Errorf("%s holds images of %v, want %v", dir, keys, services)
 	}
 	return out, nil
+}
+
+// imageOf is the service an image runs and its digest and layers' size.
+func imageOf(img v1.Image, digest v1.Hash) (string, imageInfo, error) {
+	svc, err := serviceOf(img)
+	if err != nil {
+		return "", imageInfo{}, err
+	}
+	mf, err := img.Manifest()
+	if err != nil {
+		return "", imageInfo{}, err
+	}
+	var size int64
+	for _, l := range mf.Layers {
+		size += l.Size
+	}
+	return svc, imageInfo{digest: digest.String(), size: size}, nil
 }
 
 // serviceOf names the service an image runs, from its entrypoint binary.

@@ -16,15 +16,16 @@ import (
 
 // Paths inside the pipeline's container.
 const (
-	Binary    = "/usr/local/bin/darktower" // the CLI, built from the source
-	SourceDir = "/src"                     // the repository
-	OutDir    = "/out"                     // build-all --out
-	DBCache   = "/cache/trivy-db"          // --db-cache-dir (a cache volume)
-	BaseCache = "/cache/base-images"       // --cache-dir (a cache volume)
-	SBOMCache = "/cache/sbom"              // --sbom-cache-dir (a cache volume)
-	VulnDBDir = "/vuln-db"                 // --vuln-db, when a prepared DB is given
-	ImageTar  = "/out/image.tar"           // export-image --file
-	KeyFile   = "/run/secrets/cosign.pub"  // verify --key
+	Binary     = "/usr/local/bin/darktower" // the CLI, built from the source
+	SourceDir  = "/src"                     // the repository
+	OutDir     = "/out"                     // build-all --out
+	DBCache    = "/cache/trivy-db"          // --db-cache-dir (a cache volume)
+	BaseCache  = "/cache/base-images"       // --cache-dir (a cache volume)
+	SBOMCache  = "/cache/sbom"              // --sbom-cache-dir (a cache volume)
+	StageCache = "/cache/stages"            // --stage-cache-dir (a cache volume)
+	VulnDBDir  = "/vuln-db"                 // --vuln-db, when a prepared DB is given
+	ImageTar   = "/out/image.tar"           // export-image --file
+	KeyFile    = "/run/secrets/cosign.pub"  // verify --key
 	// DockerSocket is where the preview functions mount the host's Docker
 	// socket; DOCKER_HOST names it for kind's Docker provider (the docker CLI).
 	DockerSocket = "/var/run/docker.sock"
@@ -88,7 +89,7 @@ type BuildAll struct {
 
 // Args is the flags, after the command name.
 func (b BuildAll) Args() []string {
-	args := []string{"--out", OutDir, "--db-cache-dir", DBCache, "--cache-dir", BaseCache, "--sbom-cache-dir", SBOMCache}
+	args := []string{"--out", OutDir, "--db-cache-dir", DBCache, "--cache-dir", BaseCache, "--sbom-cache-dir", SBOMCache, "--stage-cache-dir", StageCache}
 	add := func(flag, value string) {
 		if value != "" {
 			args = append(args, flag, value)

@@ -12,13 +12,13 @@ import (
 
 func TestBuildAllArgsCarryOnlyWhatWasGiven(t *testing.T) {
 	got := BuildAllCmd(BuildAll{})
-	want := []string{Binary, "build-all", "--out", OutDir, "--db-cache-dir", DBCache, "--cache-dir", BaseCache, "--sbom-cache-dir", SBOMCache}
+	want := []string{Binary, "build-all", "--out", OutDir, "--db-cache-dir", DBCache, "--cache-dir", BaseCache, "--sbom-cache-dir", SBOMCache, "--stage-cache-dir", StageCache}
 	if !slices.Equal(got, want) {
 		t.Errorf("defaults:\n got %q\nwant %q", got, want)
 	}
 	got = ReleaseCmd("v1.2.3", BuildAll{Services: []string{"ac-service", "media-handler"}, Platforms: []string{"linux/amd64"},
 		Base: "skeleton", Severity: "HIGH", Push: "ghcr.io/darktower", VulnDB: true, SignKey: true, Jobs: 2})
-	want = []string{Binary, "release", "--tag", "v1.2.3", "--out", OutDir, "--db-cache-dir", DBCache, "--cache-dir", BaseCache, "--sbom-cache-dir", SBOMCache,
+	want = []string{Binary, "release", "--tag", "v1.2.3", "--out", OutDir, "--db-cache-dir", DBCache, "--cache-dir", BaseCache, "--sbom-cache-dir", SBOMCache, "--stage-cache-dir", StageCache,
 		"--services", "ac-service,media-handler", "--platforms", "linux/amd64", "--base", "skeleton", "--severity", "HIGH",
 		"--push", "ghcr.io/darktower", "--vuln-db", VulnDBDir, "--key", "env://" + EnvSigningKey, "--jobs", "2"}
 	if !slices.Equal(got, want) {

@@ -40,6 +40,12 @@ type BuildAllOptions struct {
 	// SBOMCacheDir keeps every image's SBOMs by image digest and pipeline,
 	// so an unchanged image is not cataloged again ("" = no reuse).
 	SBOMCacheDir string
+	// StageCacheDir keeps the scan's raw findings (under scan/, by image,
+	// SBOM and vulnerability data) and the signatures and attestations
+	// (under sign/, by image, key and signed content), so what did not
+	// change is not redone ("" = no reuse). Keyless signatures are never
+	// reused.
+	StageCacheDir string
 	// The vulnerability gate: a prepared Trivy DB directory (air-gapped;
 	// empty: download into DBCacheDir), the threshold (default CRITICAL),
 	// the exceptions file (default Root/.trivyignore.yaml) and the age
@@ -212,6 +218,7 @@ func BuildAll(ctx context.Context, o BuildAllOptions) (*build.Manifest, error) {
 		sboms.Reused, sboms.Took.Round(time.Millisecond))
 	scanOpts := scan.Options{Documents: sboms.Documents, Threshold: o.Severity, Exceptions: exceptions, Progress: o.Progress,
 		Source: vsrc.name, SourceVersion: vsrc.version, SourceDate: vsrc.date, GoData: vsrc.goData,
+		DataKey: vsrc.version + " " + scan.DBIdentity(dbInfo), CacheDir: stageDir(o.StageCacheDir, "scan"),
 		GoCheck: func(ctx context.Context, service, platform string) ([]*scan.GoVuln, error) {
 			data, err := vsrc.govulnData(ctx, say)
 			if err != nil {
@@ -256,7 +263,8 @@ func BuildAll(ctx context.Context, o BuildAllOptions) (*build.Manifest, error) {
 	if scanned.Source == scan.SourceGoVulnDB {
 		gateName = "reachability"
 	}
-	say("scan: passed the %s gate in %s; reports in %s", gateName, scanned.Took.Round(time.Millisecond), filepath.Join(o.Out, scan.Dir))
+	say("scan: passed the %s gate in %s (findings of %d of %d image(s) reused, every image judged now); reports in %s", gateName, scanned.Took.Round(time.Millisecond),
+		scanned.Reused, len(scanned.Images), filepath.Join(o.Out, scan.Dir))
 	var signedImages []*sign.Signed
 	if keyless {
 		// Fulcio's certificate lives 10 minutes: it is asked for now,
@@ -268,7 +276,7 @@ func BuildAll(ctx context.Context, o BuildAllOptions) (*build.Manifest, error) {
 	}
 	if key != nil {
 		signedRes, err := sign.Sign(ctx, sign.Options{Images: res.Images, Documents: sboms.Documents, Scan: scanned, ScanDB: dbInfo, Key: key,
-			Out: o.Out, Repository: o.Push, Progress: o.Progress, Provenance: sign.Provenance{
+			Out: o.Out, Repository: o.Push, Progress: o.Progress, CacheDir: stageDir(o.StageCacheDir, "sign"), Provenance: sign.Provenance{
 				BuilderID: builderID(env), SourceURL: o.SourceURL, Revision: src.Revision, Started: start, Finished: time.Now(),
 				Parameters: map[string]string{"services": strings.Join(o.Services, ","), "platforms": strings.Join(o.Platforms, ","),
 					"version": src.Version, "base": o.Base, "severity": scanned.Threshold}}})
@@ -277,6 +285,7 @@ func BuildAll(ctx context.Context, o BuildAllOptions) (*build.Manifest, error) {
 		}
 		signedImages = signedRes.Images
 		m.Stages = append(m.Stages, stageTime("sign", signedRes.Took))
+		say("sign: %d image(s), %d signature(s) and attestations reused, in %s", len(signedRes.Images), signedRes.Reused, signedRes.Took.Round(time.Millisecond))
 		for i, s := range signedRes.Images {
 			res.Images[i].Signature = &build.SignatureRecord{Signature: s.SignatureDigest, Attestations: s.AttestationDigest,
 				Predicates: sign.Predicates, Key: key.Source, Development: key.Development}
@@ -375,6 +384,24 @@ func builderID(env func(string) string) string {
 	}
 	host, _ := os.Hostname()
 	return "local:" + host
+}
+
+// DefaultStageCacheDir is where the CLI keeps scan findings and
+// signatures for reuse.
+func DefaultStageCacheDir() string {
+	dir, err := os.UserCacheDir()
+	if err != nil {
+		return ""
+	}
+	return filepath.Join(dir, "darktower", "stages")
+}
+
+// stageDir is a stage's part of --stage-cache-dir ("" = none).
+func stageDir(dir, stage string) string {
+	if dir == "" {
+		return ""
+	}
+	return filepath.Join(dir, stage)
 }
 
 func stageTime(name string, d time.Duration) build.StageTime {

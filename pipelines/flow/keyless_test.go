@@ -47,7 +47,7 @@ func TestPushSignsKeylessWithACertificateTakenRightBeforeSigning(t *testing.T) {
 	host := testreg.InProcess(t)
 	out := filepath.Join(root, "dist")
 	_, err := BuildAll(context.Background(), BuildAllOptions{Root: root, Services: []string{"ok"}, Out: out,
-		Base: build.BaseSkeleton, Version: "1.0.0", Env: fixedEnv, VulnDB: testDB, DevKeyDir: t.TempDir(), Push: host + "/darktower",
+		Base: build.BaseSkeleton, Version: "1.0.0", Env: fixedEnv, VulnDB: testDB, DevKeyDir: t.TempDir(), Push: host + "/darktower", StageCacheDir: t.TempDir(),
 		Keyless: sign.KeylessOptions{FulcioURL: fulcio, RekorURL: sigstoretest.RefusingRekor(t)}, Progress: &progress})
 	if err == nil || !strings.Contains(err.Error(), "Rekor") {
 		t.Fatalf("want the signing to fail closed at Rekor, got %v\n%s", err, progress.String())
@@ -56,6 +56,9 @@ func TestPushSignsKeylessWithACertificateTakenRightBeforeSigning(t *testing.T) {
 	built, scanned, issued := strings.Index(p, " compiled "), strings.Index(p, "scan: passed"), strings.Index(p, "FULCIO: certificate issued")
 	if built < 0 || scanned < 0 || issued < 0 || issued < built || issued < scanned {
 		t.Fatalf("the certificate must be obtained after the build and the scan (build at %d, scan at %d, Fulcio at %d):\n%s", built, scanned, issued, p)
+	}
+	if !strings.Contains(p, "sign: keyless: no signature is reused across runs") {
+		t.Errorf("keyless signing does not say that nothing is reused:\n%s", p)
 	}
 	if strings.Count(p, "FULCIO: certificate issued") != 1 || strings.Contains(p, "DEVELOPMENT key") {
 		t.Errorf("want one keyless certificate and no development key:\n%s", p)

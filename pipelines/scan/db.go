@@ -135,3 +135,18 @@ func preparedDir(dir string) (string, error) {
 	}
 	return "", fmt.Errorf("%w: --vuln-db %s holds no trivy.db (looked in it and in its db/); %s", ErrNoDB, dir, noDBAdvice)
 }
+
+// DBIdentity names the DB's data for the findings cache: its schema,
+// metadata times and trivy.db's size and modification time (hashing a
+// full Trivy DB, hundreds of MB, would cost more than a scan). A new or
+// refreshed DB changes it.
+func DBIdentity(info *DBInfo) string {
+	if info == nil {
+		return ""
+	}
+	id := fmt.Sprintf("trivy schema %d updated %s next %s", info.Version, info.UpdatedAt.UTC().Format(time.RFC3339Nano), info.NextUpdate.UTC().Format(time.RFC3339Nano))
+	if st, err := os.Stat(trivydb.Path(info.Dir)); err == nil {
+		id += fmt.Sprintf(" trivy.db %d bytes modified %s", st.Size(), st.ModTime().UTC().Format(time.RFC3339Nano))
+	}
+	return id
+}

@@ -20,6 +20,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"slices"
 	"sort"
 	"strings"
@@ -34,6 +35,8 @@ import (
 	"github.com/aquasecurity/trivy/pkg/vulnerability"
 	packageurl "github.com/package-url/packageurl-go"
 
+	"github.com/darktower/delivery/pipelines/build"
+	"github.com/darktower/delivery/pipelines/internal/stagecache"
 	"github.com/darktower/delivery/pipelines/sbom"
 )
 
@@ -62,6 +65,14 @@ type Options struct {
 	GoCheck func(ctx context.Context, service, platform string) ([]*GoVuln, error)
 	// GoData names the data GoCheck judges with (nil: the pinned version).
 	GoData *GoVulnData
+	// DataKey identifies the vulnerability data the findings come from
+	// (DBIdentity for Trivy's DB; the module version for the Go
+	// database). With CacheDir, each image's raw findings are kept under
+	// a key of the image, its SBOM, the source, DataKey and this pipeline,
+	// so an unchanged image under unchanged data is not scanned again;
+	// the judgement (threshold, exceptions) is always made anew from them.
+	DataKey  string
+	CacheDir string // "" = no reuse
 }
 
 // Finding is one vulnerability in one package of one image.
@@ -112,6 +123,9 @@ type Result struct {
 	Images        []*Image  `json:"images"`
 	Started       time.Time
 	Took          time.Duration
+	// Reused counts the images whose findings came from the cache (they
+	// were judged again all the same).
+	Reused int `json:"-"`
 }
 
 // Blocking lists every blocking finding with its image.
@@ -181,41 +195,32 @@ func Scan(ctx context.Context, o Options) (*Result, error) {
 	vulnInfo := vulnerability.NewClient(trivydb.Config{})
 	for _, doc := range o.Documents {
 		im := &Image{Service: doc.Service, Platform: doc.Platform, Digest: doc.ImageDigest, OS: doc.OS, Counts: map[string]int{}}
+		key, err := o.findingsKey(doc, res.Source)
+		if err != nil {
+			return nil, fmt.Errorf("scan: %w", err)
+		}
 		var findings []*Finding
-		if res.Source == SourceGoVulnDB {
-			if o.GoCheck == nil {
-				return nil, errors.New("scan: the Go vulnerability database source needs govulncheck's findings (Options.GoCheck)")
+		var c cachedFindings
+		switch err := stagecache.Get(o.CacheDir, key, &c); {
+		case err == nil && c.Digest == doc.ImageDigest:
+			findings, im.NotCovered = c.findings(), c.NotCovered
+			res.Reused++
+			if o.Progress != nil {
+				fmt.Fprintf(o.Progress, "scan: findings reused for %s %s (same image, SBOM and vulnerability data: %s); judged again against the gate and exceptions\n",
+					doc.Service, doc.Platform, o.dataName(res.Source))
 			}
-			govulns, err := o.GoCheck(ctx, doc.Service, doc.Platform)
-			if err != nil {
-				return nil, fmt.Errorf("scan: %s %s: %w", doc.Service, doc.Platform, err)
+		default:
+			if err != nil && !errors.Is(err, fs.ErrNotExist) && o.Progress != nil {
+				fmt.Fprintf(o.Progress, "scan: cached findings of %s %s unusable, scanning again: %v\n", doc.Service, doc.Platform, err)
 			}
-			findings = goVulnFindings(govulns)
-			for _, p := range doc.Packages {
-				if p.Type == "deb" {
-					im.NotCovered = append(im.NotCovered, p.Name+" "+p.Version)
+			var checked bool
+			if findings, im.NotCovered, checked, err = o.rawFindings(ctx, doc, res.Source, vulnInfo); err != nil {
+				return nil, err
+			}
+			if checked { // a govulncheck that failed is tried again next time
+				if err := stagecache.Put(o.CacheDir, key, newCachedFindings(doc.ImageDigest, findings, im.NotCovered)); err != nil && o.Progress != nil {
+					fmt.Fprintf(o.Progress, "scan: warning: findings not cached (%v): the next build scans %s %s again\n", err, doc.Service, doc.Platform)
 				}
-			}
-		} else {
-			detected, err := detect(ctx, doc)
-			if err != nil {
-				return nil, fmt.Errorf("scan: %s %s: %w", doc.Service, doc.Platform, err)
-			}
-			vulnInfo.FillInfo(detected, []dbTypes.SourceID{"auto"}) // Trivy's default --severity-src
-			var govulns []*GoVuln
-			notChecked := ""
-			if o.GoCheck != nil && slices.ContainsFunc(detected, func(d types.DetectedVulnerability) bool { return classOf(d) == classLang }) {
-				if govulns, err = o.GoCheck(ctx, doc.Service, doc.Platform); err != nil {
-					notChecked = err.Error()
-				}
-			}
-			for _, d := range detected {
-				f := &Finding{ID: d.VulnerabilityID, Severity: d.Severity, Package: d.PkgName, Installed: d.InstalledVersion,
-					Fixed: d.FixedVersion, Title: d.Title, Class: classOf(d), detected: d}
-				if f.Class == classLang {
-					f.Reachability, f.Symbols = reachability(f, govulns, notChecked, o)
-				}
-				findings = append(findings, f)
 			}
 		}
 		for _, f := range findings {
@@ -255,11 +260,122 @@ func Scan(ctx context.Context, o Options) (*Result, error) {
 			}
 		}
 	}
+	if o.CacheDir != "" {
+		if err := stagecache.Prune(o.CacheDir, start.Add(-stagecache.MaxAge)); err != nil && o.Progress != nil {
+			fmt.Fprintf(o.Progress, "scan: warning: pruning the cache: %v\n", err)
+		}
+	}
 	res.Took = time.Since(start)
 	if blocking := res.Blocking(); len(blocking) > 0 {
 		return res, &BlockedError{Gate: res.Gate, Findings: blocking}
 	}
 	return res, nil
+}
+
+// rawFindings are one image's findings before any judgement: what the
+// source finds in its SBOM (and, for Go findings, their reachability),
+// and the OS packages the source does not cover. checked is false when
+// govulncheck failed (the findings' reachability is then not known).
+func (o Options) rawFindings(ctx context.Context, doc *sbom.Document, source string, vulnInfo vulnerability.Client) (findings []*Finding, notCovered []string, checked bool, err error) {
+	if source == SourceGoVulnDB {
+		if o.GoCheck == nil {
+			return nil, nil, false, errors.New("scan: the Go vulnerability database source needs govulncheck's findings (Options.GoCheck)")
+		}
+		govulns, err := o.GoCheck(ctx, doc.Service, doc.Platform)
+		if err != nil {
+			return nil, nil, false, fmt.Errorf("scan: %s %s: %w", doc.Service, doc.Platform, err)
+		}
+		findings = goVulnFindings(govulns)
+		for _, p := range doc.Packages {
+			if p.Type == "deb" {
+				notCovered = append(notCovered, p.Name+" "+p.Version)
+			}
+		}
+		return findings, notCovered, true, nil
+	}
+	detected, err := detect(ctx, doc)
+	if err != nil {
+		return nil, nil, false, fmt.Errorf("scan: %s %s: %w", doc.Service, doc.Platform, err)
+	}
+	vulnInfo.FillInfo(detected, []dbTypes.SourceID{"auto"}) // Trivy's default --severity-src
+	var govulns []*GoVuln
+	notChecked := ""
+	if o.GoCheck != nil && slices.ContainsFunc(detected, func(d types.DetectedVulnerability) bool { return classOf(d) == classLang }) {
+		if govulns, err = o.GoCheck(ctx, doc.Service, doc.Platform); err != nil {
+			notChecked = err.Error()
+		}
+	}
+	for _, d := range detected {
+		f := &Finding{ID: d.VulnerabilityID, Severity: d.Severity, Package: d.PkgName, Installed: d.InstalledVersion,
+			Fixed: d.FixedVersion, Title: d.Title, Class: classOf(d), detected: d}
+		if f.Class == classLang {
+			f.Reachability, f.Symbols = reachability(f, govulns, notChecked, o)
+		}
+		findings = append(findings, f)
+	}
+	return findings, nil, notChecked == "", nil
+}
+
+// findingsKey is the cache key of an image's raw findings: everything
+// they depend on. The pipeline executable's digest stands for how they
+// are found (Trivy's detectors, govulncheck, this code).
+func (o Options) findingsKey(doc *sbom.Document, source string) (string, error) {
+	pipeline, err := build.PipelineDigest()
+	if err != nil {
+		return "", err
+	}
+	return stagecache.Key("darktower scan findings", "pipeline "+pipeline, "source "+source, "data "+o.DataKey,
+		"go-data "+o.goDataName(), "image "+doc.Service+" "+doc.Platform+" "+doc.ImageDigest,
+		"sbom "+doc.SPDXDigest+" "+doc.CycloneDXDigest), nil
+}
+
+// goDataName is the Go vulnerability data govulncheck judges with.
+func (o Options) goDataName() string {
+	if o.GoData != nil {
+		return o.GoData.String()
+	}
+	return GoVulnDBModule + "@" + GoVulnDBVersion
+}
+
+// dataName says which data the findings came from, for the progress.
+func (o Options) dataName(source string) string {
+	if o.SourceVersion != "" {
+		return o.SourceVersion + ", updated " + o.SourceDate.UTC().Format(time.RFC3339)
+	}
+	return source
+}
+
+// cachedFindings is a cache entry: the raw findings (no judgement) with
+// Trivy's detection record, which the reports are written from.
+type cachedFindings struct {
+	Digest     string          `json:"digest"`
+	Findings   []cachedFinding `json:"findings"`
+	NotCovered []string        `json:"notCovered,omitempty"`
+}
+
+type cachedFinding struct {
+	Finding
+	Detected types.DetectedVulnerability `json:"detected"`
+}
+
+func newCachedFindings(digest string, fs []*Finding, notCovered []string) cachedFindings {
+	c := cachedFindings{Digest: digest, NotCovered: notCovered}
+	for _, f := range fs {
+		raw := *f
+		raw.Accepted, raw.Blocking = "", false // the judgement is not kept
+		c.Findings = append(c.Findings, cachedFinding{Finding: raw, Detected: f.detected})
+	}
+	return c
+}
+
+func (c cachedFindings) findings() []*Finding {
+	var out []*Finding
+	for _, cf := range c.Findings {
+		f := cf.Finding
+		f.Accepted, f.Blocking, f.detected = "", false, cf.Detected
+		out = append(out, &f)
+	}
+	return out
 }
 
 // goVulnFindings are govulncheck's findings as the gate's: UNKNOWN

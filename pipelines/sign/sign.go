@@ -13,8 +13,10 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -38,6 +40,7 @@ import (
 	sigpayload "github.com/sigstore/sigstore/pkg/signature/payload"
 
 	"github.com/darktower/delivery/pipelines/build"
+	"github.com/darktower/delivery/pipelines/internal/stagecache"
 	"github.com/darktower/delivery/pipelines/sbom"
 	"github.com/darktower/delivery/pipelines/scan"
 )
@@ -78,6 +81,13 @@ type Options struct {
 	Repository string // the push prefix, named in the signature payloads ("" before any push: dist.local)
 	Provenance Provenance
 	Progress   io.Writer
+	// CacheDir keeps each image's signature and attestations under a key
+	// of the image, the key's public half and the signed content (run
+	// times aside), so an unchanged image is not signed again: cosign's
+	// ECDSA signatures are randomized, so reuse keeps the earlier
+	// signature, verified with the key before it is reused. Keyless
+	// signatures are never reused ("" = no reuse).
+	CacheDir string
 }
 
 // Signed is one signed image: the entity to publish and what it carries.
@@ -92,6 +102,7 @@ type Signed struct {
 // Result is the stage's output.
 type Result struct {
 	Images []*Signed
+	Reused int // images whose signature and attestations came from the cache
 	Took   time.Duration
 }
 
@@ -104,6 +115,12 @@ func Sign(ctx context.Context, o Options) (*Result, error) {
 	}
 	res := &Result{}
 	dsseSigner := dsse.WrapSigner(o.Key.Signer, intotoPayloadType)
+	// A keyless signature carries a certificate that lives 10 minutes and
+	// a transparency-log entry of its own: it is never reused.
+	reusable := o.CacheDir != "" && o.Key.Cert == nil
+	if o.Key.Cert != nil && o.Progress != nil {
+		fmt.Fprintf(o.Progress, "sign: keyless: no signature is reused across runs (the certificate expires): every image is signed now\n")
+	}
 	for _, im := range o.Images {
 		digest, err := v1.NewHash(im.Digest)
 		if err != nil {
@@ -121,47 +138,78 @@ func Sign(ctx context.Context, o Options) (*Result, error) {
 		if err != nil {
 			return nil, err
 		}
-		raw, err := o.Key.Signer.SignMessage(bytes.NewReader(payload))
-		if err != nil {
-			return nil, fmt.Errorf("sign: %s: %w", im.Service, err)
-		}
-		sigOpts, err := o.Key.transparency(ctx, func(rc *rekorapi.Rekor) (*models.LogEntryAnon, error) {
-			h := sha256.New()
-			h.Write(payload)
-			return cosign.TLogUpload(ctx, rc, raw, h, o.Key.Cert)
-		})
-		if err != nil {
-			return nil, fmt.Errorf("sign: %s: %w", im.Service, err)
-		}
-		sig, err := static.NewSignature(payload, base64.StdEncoding.EncodeToString(raw), sigOpts...)
-		if err != nil {
-			return nil, err
-		}
-		entity, err := mutate.AttachSignatureToImageIndex(signed.ImageIndex(im.Index), sig)
-		if err != nil {
-			return nil, err
-		}
 		statements, err := o.statements(im, digest)
 		if err != nil {
 			return nil, fmt.Errorf("sign: %s: %w", im.Service, err)
 		}
-		for _, st := range statements {
-			envelope, err := dsseSigner.SignMessage(bytes.NewReader(st))
-			if err != nil {
-				return nil, fmt.Errorf("sign: %s: attesting: %w", im.Service, err)
+		cacheKey, timeless, err := o.cacheKey(im, digest, payload)
+		if err != nil {
+			return nil, fmt.Errorf("sign: %s: %w", im.Service, err)
+		}
+		var entity oci.SignedImageIndex
+		var c cachedSignature
+		reused := false
+		if reusable {
+			switch err := stagecache.Get(o.CacheDir, cacheKey, &c); {
+			case err == nil:
+				if err = c.check(o.Key, payload, timeless); err == nil {
+					entity, err = c.entity(im)
+				}
+				if err == nil {
+					reused = true
+				} else if o.Progress != nil {
+					fmt.Fprintf(o.Progress, "sign: cached signature of %s unusable, signing again: %v\n", im.Service, err)
+				}
+			case !errors.Is(err, fs.ErrNotExist) && o.Progress != nil:
+				fmt.Fprintf(o.Progress, "sign: cached signature of %s unusable, signing again: %v\n", im.Service, err)
 			}
-			attOpts, err := o.Key.transparency(ctx, func(rc *rekorapi.Rekor) (*models.LogEntryAnon, error) {
-				return cosign.TLogUploadInTotoAttestation(ctx, rc, envelope, o.Key.Cert)
+		}
+		if !reused {
+			c = cachedSignature{Payload: payload}
+			raw, err := o.Key.Signer.SignMessage(bytes.NewReader(payload))
+			if err != nil {
+				return nil, fmt.Errorf("sign: %s: %w", im.Service, err)
+			}
+			sigOpts, err := o.Key.transparency(ctx, func(rc *rekorapi.Rekor) (*models.LogEntryAnon, error) {
+				h := sha256.New()
+				h.Write(payload)
+				return cosign.TLogUpload(ctx, rc, raw, h, o.Key.Cert)
 			})
 			if err != nil {
 				return nil, fmt.Errorf("sign: %s: %w", im.Service, err)
 			}
-			att, err := static.NewAttestation(envelope, attOpts...)
+			sig, err := static.NewSignature(payload, base64.StdEncoding.EncodeToString(raw), sigOpts...)
 			if err != nil {
 				return nil, err
 			}
-			if entity, err = mutate.AttachAttestationToImageIndex(entity, att); err != nil {
+			c.Signature = base64.StdEncoding.EncodeToString(raw)
+			if entity, err = mutate.AttachSignatureToImageIndex(signed.ImageIndex(im.Index), sig); err != nil {
 				return nil, err
+			}
+			for _, st := range statements {
+				envelope, err := dsseSigner.SignMessage(bytes.NewReader(st))
+				if err != nil {
+					return nil, fmt.Errorf("sign: %s: attesting: %w", im.Service, err)
+				}
+				c.Envelopes = append(c.Envelopes, envelope)
+				attOpts, err := o.Key.transparency(ctx, func(rc *rekorapi.Rekor) (*models.LogEntryAnon, error) {
+					return cosign.TLogUploadInTotoAttestation(ctx, rc, envelope, o.Key.Cert)
+				})
+				if err != nil {
+					return nil, fmt.Errorf("sign: %s: %w", im.Service, err)
+				}
+				att, err := static.NewAttestation(envelope, attOpts...)
+				if err != nil {
+					return nil, err
+				}
+				if entity, err = mutate.AttachAttestationToImageIndex(entity, att); err != nil {
+					return nil, err
+				}
+			}
+			if reusable {
+				if err := stagecache.Put(o.CacheDir, cacheKey, c); err != nil && o.Progress != nil {
+					fmt.Fprintf(o.Progress, "sign: warning: signature not cached (%v): the next build signs %s again\n", err, im.Service)
+				}
 			}
 		}
 		s := &Signed{Service: im.Service, Digest: im.Digest, Entity: entity}
@@ -169,12 +217,148 @@ func Sign(ctx context.Context, o Options) (*Result, error) {
 			return nil, fmt.Errorf("sign: %s: writing to the layout: %w", im.Service, err)
 		}
 		res.Images = append(res.Images, s)
-		if o.Progress != nil {
+		switch {
+		case o.Progress == nil:
+		case reused:
+			res.Reused++
+			fmt.Fprintf(o.Progress, "sign: %-20s %s signature and %d attestations reused (same image, key and content; verified with the key; signed at an earlier run)\n",
+				im.Service, im.Digest, len(statements))
+		default:
 			fmt.Fprintf(o.Progress, "sign: %-20s %s signed, %d attestations (%s)\n", im.Service, im.Digest, len(statements), o.Key.Source)
+		}
+	}
+	if o.CacheDir != "" {
+		if err := stagecache.Prune(o.CacheDir, start.Add(-stagecache.MaxAge)); err != nil && o.Progress != nil {
+			fmt.Fprintf(o.Progress, "sign: warning: pruning the cache: %v\n", err)
 		}
 	}
 	res.Took = time.Since(start)
 	return res, nil
+}
+
+// cachedSignature is a cache entry: the signed payload, its signature
+// (base64) and the attestations' DSSE envelopes, in order.
+type cachedSignature struct {
+	Payload   []byte   `json:"payload"`
+	Signature string   `json:"signature"`
+	Envelopes [][]byte `json:"envelopes"`
+}
+
+// cacheKey is the key of an image's signature and attestations: the
+// pipeline, the image, the key's public half, the signature payload and
+// the statements with the run's times left out (a rerun's provenance
+// differs only in them). timeless are those statements.
+func (o Options) cacheKey(im *build.Image, digest v1.Hash, payload []byte) (string, [][]byte, error) {
+	pipeline, err := build.PipelineDigest()
+	if err != nil {
+		return "", nil, err
+	}
+	t := o
+	t.Provenance.Started, t.Provenance.Finished = time.Time{}, time.Time{}
+	if o.Scan != nil {
+		sc := *o.Scan
+		sc.Started, sc.Took = time.Time{}, 0
+		t.Scan = &sc
+	}
+	timeless, err := t.statements(im, digest)
+	if err != nil {
+		return "", nil, err
+	}
+	keyID := sha256.Sum256(o.Key.PublicPEM)
+	lines := []string{"darktower sign", "pipeline " + pipeline, "image " + im.Service + " " + im.Digest,
+		fmt.Sprintf("key %x", keyID), fmt.Sprintf("payload %x", sha256.Sum256(payload))}
+	for _, st := range timeless {
+		lines = append(lines, fmt.Sprintf("statement %x", sha256.Sum256(st)))
+	}
+	return stagecache.Key(lines...), timeless, nil
+}
+
+// check verifies a cached entry before reuse: the same payload, its
+// signature and every envelope's verified with the key, and each
+// envelope's statement the one this run would sign, times aside.
+func (c cachedSignature) check(k *Key, payload []byte, timeless [][]byte) error {
+	if !bytes.Equal(c.Payload, payload) {
+		return fmt.Errorf("another payload")
+	}
+	raw, err := base64.StdEncoding.DecodeString(c.Signature)
+	if err != nil {
+		return err
+	}
+	if err := k.Signer.VerifySignature(bytes.NewReader(raw), bytes.NewReader(payload)); err != nil {
+		return fmt.Errorf("the signature does not verify with the key: %w", err)
+	}
+	if len(c.Envelopes) != len(timeless) {
+		return fmt.Errorf("%d attestations, want %d", len(c.Envelopes), len(timeless))
+	}
+	verifier := dsse.WrapVerifier(k.Signer)
+	for i, env := range c.Envelopes {
+		if err := verifier.VerifySignature(bytes.NewReader(env), nil); err != nil {
+			return fmt.Errorf("attestation %d does not verify with the key: %w", i+1, err)
+		}
+		var e struct {
+			PayloadType string `json:"payloadType"`
+			Payload     []byte `json:"payload"`
+		}
+		if err := json.Unmarshal(env, &e); err != nil {
+			return err
+		}
+		got, err := withoutTimes(e.Payload)
+		if err != nil {
+			return err
+		}
+		want, err := withoutTimes(timeless[i])
+		if err != nil {
+			return err
+		}
+		if e.PayloadType != intotoPayloadType || !bytes.Equal(got, want) {
+			return fmt.Errorf("attestation %d states something else", i+1)
+		}
+	}
+	return nil
+}
+
+// withoutTimes is a statement in canonical JSON with the run's times
+// (the provenance's and the scan's) blanked.
+func withoutTimes(st []byte) ([]byte, error) {
+	var v map[string]any
+	if err := json.Unmarshal(st, &v); err != nil {
+		return nil, err
+	}
+	pred, _ := v["predicate"].(map[string]any)
+	if rd, ok := pred["runDetails"].(map[string]any); ok {
+		if md, ok := rd["metadata"].(map[string]any); ok {
+			md["startedOn"], md["finishedOn"] = "", ""
+		}
+	}
+	if md, ok := pred["metadata"].(map[string]any); ok {
+		if _, scan := md["scanStartedOn"]; scan {
+			md["scanStartedOn"], md["scanFinishedOn"] = "", ""
+		}
+	}
+	return json.Marshal(v)
+}
+
+// entity attaches the cached signature and attestations to the image,
+// as signing does (keyed: no certificate, no log entry).
+func (c cachedSignature) entity(im *build.Image) (oci.SignedImageIndex, error) {
+	sig, err := static.NewSignature(c.Payload, c.Signature)
+	if err != nil {
+		return nil, err
+	}
+	entity, err := mutate.AttachSignatureToImageIndex(signed.ImageIndex(im.Index), sig)
+	if err != nil {
+		return nil, err
+	}
+	for _, env := range c.Envelopes {
+		att, err := static.NewAttestation(env)
+		if err != nil {
+			return nil, err
+		}
+		if entity, err = mutate.AttachAttestationToImageIndex(entity, att); err != nil {
+			return nil, err
+		}
+	}
+	return entity, nil
 }
 
 // transparency: a keyless key's certificate rides with each signature,

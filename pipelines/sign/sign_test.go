@@ -50,6 +50,15 @@ func keyPair(t *testing.T) (privPath string, pub []byte, password string) {
 // directory, the stage results and the signing error.
 func signedBuild(t *testing.T, key *Key, progress *bytes.Buffer) (string, *build.Result, *Result, error) {
 	t.Helper()
+	o, res := signInputs(t, key, progress)
+	signed, err := Sign(context.Background(), o)
+	return o.Out, res, signed, err
+}
+
+// signInputs are the signing stage's inputs for two services built,
+// cataloged and scanned against an empty fixture DB.
+func signInputs(t *testing.T, key *Key, progress *bytes.Buffer) (Options, *build.Result) {
+	t.Helper()
 	amd64 := []catalog.Platform{{OS: "linux", Arch: "amd64"}}
 	images := imagetest.Build(t, "../..", []string{"media-handler", "meeting-controller"}, amd64, imagetest.DebianBase(t, t.TempDir(), amd64))
 	out := t.TempDir()
@@ -74,11 +83,10 @@ func signedBuild(t *testing.T, key *Key, progress *bytes.Buffer) (string, *build
 	if err != nil {
 		t.Fatal(err)
 	}
-	signed, err := Sign(context.Background(), Options{Images: res.Images, Documents: docs.Documents, Scan: scanned, ScanDB: info, Key: key, Out: out,
+	return Options{Images: res.Images, Documents: docs.Documents, Scan: scanned, ScanDB: info, Key: key, Out: out,
 		Provenance: Provenance{BuilderID: "local:test", SourceURL: "https://example.com/src", Revision: "test",
 			Parameters: map[string]string{"services": "media-handler,meeting-controller"}, Started: time.Now(), Finished: time.Now()},
-		Progress: progress})
-	return out, res, signed, err
+		Progress: progress}, res
 }
 
 func TestSignPushVerifyAndPromote(t *testing.T) {
