@@ -45,7 +45,7 @@ func exerciseRegistry(t *testing.T, addr string, cluster bool) {
 	kit.HTTPClient = iss.Server.Client()
 	svc := NewService(kit, Config{ID: "mc-0", Region: "local", RedisAddr: addr, RedisCluster: cluster, JWKSURL: iss.JWKSURL(),
 		Issuer: "https://ac-service", Audience: "meeting-controller", ClientSecret: envconf.NewSecret("x"),
-		HeartbeatInterval: time.Second, MHTTL: 30 * time.Second})
+		HeartbeatInterval: time.Second, MHTTL: 30 * time.Second, MHWarmup: time.Minute})
 	defer svc.Close()
 	rdy := opskit.NewReadiness(kit.Registry, time.Second, svc.Checks())
 	mux := http.NewServeMux()
@@ -69,13 +69,18 @@ func exerciseRegistry(t *testing.T, addr string, cluster bool) {
 	// The GC side of registration is exercised end to end (services/e2e);
 	// here it is recorded directly to test the Redis registry alone.
 	svc.gcReg.Mark(time.Now())
-	if rep := rdy.Evaluate(context.Background()); !rep.Ready {
-		t.Fatalf("not ready with Redis up and a fresh registration: %+v", rep)
+	// Warming up: registered with GC, no media-handler yet: not in
+	// service (every ticket would fail), but taking MH registrations.
+	if rep := rdy.Evaluate(context.Background()); rep.Ready || !rep.Components["gc_registration"] || rep.Components["media_handler_warmup"] {
+		t.Fatalf("ready before any media-handler registered: %+v", rep)
 	}
 	code, body := call("POST", mh)
 	var reply wire.MHRegistrationReply
 	if err := json.Unmarshal(body, &reply); code != 200 || err != nil || reply.ID != "mh-0" {
 		t.Fatalf("register = %d %s", code, body)
+	}
+	if rep := rdy.Evaluate(context.Background()); !rep.Ready {
+		t.Fatalf("not ready with Redis up, a fresh registration and a media-handler: %+v", rep)
 	}
 	if _, err := mticket.DecodeKey(reply.TicketKey.KeyID, reply.TicketKey.Secret); err != nil {
 		t.Fatalf("registration reply carries no usable ticket key: %v", err)
@@ -205,5 +210,26 @@ func TestMediaTickets(t *testing.T) {
 	svc.gcReg.Mark(time.Now().Add(-time.Minute))
 	if code, _ := call("/v1/media-tickets", "signalling", req); code != http.StatusServiceUnavailable {
 		t.Fatalf("ticket from an MC that is not ready = %d, want 503", code)
+	}
+}
+
+// A starting MC with no media-handler is ready once MC_MH_WARMUP has
+// passed (an MC must not wait forever for MHs), and stays so.
+func TestWarmupEnds(t *testing.T) {
+	rds, err := testenv.StartRedis()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(rds.Stop)
+	kit, _ := testenv.Kit(t, "meeting-controller", "")
+	svc := NewService(kit, Config{ID: "mc-0", Region: "local", RedisAddr: rds.Addr(), ClientSecret: envconf.NewSecret("x"),
+		HeartbeatInterval: time.Second, MHTTL: 30 * time.Second, MHWarmup: 300 * time.Millisecond})
+	defer svc.Close()
+	if err := svc.warmedUp(context.Background()); err == nil || !strings.Contains(err.Error(), "MC_MH_WARMUP") {
+		t.Fatalf("just started, no media-handler: %v", err)
+	}
+	time.Sleep(350 * time.Millisecond)
+	if err := svc.warmedUp(context.Background()); err != nil {
+		t.Fatalf("after the warm-up: %v", err)
 	}
 }

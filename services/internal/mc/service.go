@@ -50,6 +50,9 @@ type Config struct {
 	MHTTL             time.Duration  // MC_MH_TTL: an MH without heartbeat for this long is dropped
 	TicketTTL         time.Duration  // MC_TICKET_TTL: lifetime of a media join ticket
 	TicketClients     []string       // MC_TICKET_CLIENTS: token subjects allowed to request media tickets
+	// MC_MH_WARMUP: a starting MC is not ready until a media-handler has
+	// registered with it, or this long has passed (0: no wait).
+	MHWarmup time.Duration
 }
 
 // LoadConfig reads meeting-controller's variables.
@@ -70,6 +73,7 @@ func LoadConfig(l *envconf.Loader) Config {
 		MHTTL:             l.Duration("MC_MH_TTL", 30*time.Second, time.Second, time.Hour),
 		TicketTTL:         l.Duration("MC_TICKET_TTL", time.Minute, 5*time.Second, 10*time.Minute),
 		TicketClients:     strings.FieldsFunc(l.String("MC_TICKET_CLIENTS", ""), func(r rune) bool { return r == ',' || r == ' ' }),
+		MHWarmup:          l.Duration("MC_MH_WARMUP", 30*time.Second, 0, 10*time.Minute),
 	}
 	if _, _, err := net.SplitHostPort(c.RedisAddr); c.RedisAddr != "" && err != nil {
 		l.Problemf("MC_REDIS_ADDR is malformed: expected host:port, e.g. redis:6379")
@@ -96,6 +100,8 @@ type Service struct {
 	ticketKey mticket.Key
 	tickets   *prometheus.CounterVec
 	draining  atomic.Bool // shutting down: no more heartbeats to GC
+	started   time.Time
+	warm      atomic.Bool // a media-handler has registered, or MHWarmup has passed
 }
 
 // newRedis connects to one Redis server, or through one node to a Redis
@@ -130,7 +136,7 @@ func NewService(kit *opskit.Kit, cfg Config) *Service {
 	keys := &authn.KeySet{URL: cfg.JWKSURL, Client: kit.HTTPClient, RefreshInterval: 5 * time.Minute,
 		MinRefetch: 10 * time.Second, Logger: kit.Logger}
 	s := &Service{
-		cfg: cfg, kit: kit, rdb: rdb, keys: keys,
+		cfg: cfg, kit: kit, rdb: rdb, keys: keys, started: time.Now(),
 		gc:       authn.NewServiceClient(kit.HTTPClient, cfg.TokenURL, cfg.ClientID, cfg.ClientSecret, cfg.GCAudience),
 		verifier: &authn.Verifier{Keys: keys, Issuer: cfg.Issuer, Audience: cfg.Audience, Leeway: 5 * time.Second},
 		beats: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -164,14 +170,45 @@ func (l redisLogger) Printf(ctx context.Context, format string, v ...any) {
 // heartbeat intervals old.
 func (s *Service) registrationMaxAge() time.Duration { return 3 * s.cfg.HeartbeatInterval }
 
-// Checks: Redis PING and a current GC registration (ADR-0012).
+// Checks: Redis PING and a current GC registration (ADR-0012), and, while
+// it starts, a registered media-handler (warm-up).
 func (s *Service) Checks() []opskit.Check {
 	return []opskit.Check{
 		{Name: "redis", Func: s.pingRedis},
 		{Name: "gc_registration", Func: func(context.Context) error {
 			return s.gcReg.Within(s.registrationMaxAge(), time.Now())
 		}},
+		{Name: "media_handler_warmup", Func: s.warmedUp},
 	}
+}
+
+// warmedUp holds a starting MC out of its Service until a media-handler
+// has registered with it (MHs find a new MC within their heartbeat
+// interval) or MC_MH_WARMUP has passed. Without it a replacement MC was
+// put in service before any MH knew it and answered every ticket "no media
+// handler is admitting" for up to an MH heartbeat interval: the chaos
+// stage's error budget caught it (10 % of the load's calls during an MC
+// pod-delete). Once warm it stays warm: an MC that later loses its MHs is
+// not taken out of service for it (signalling outlives media).
+func (s *Service) warmedUp(ctx context.Context) error {
+	if s.warm.Load() {
+		return nil
+	}
+	if time.Since(s.started) >= s.cfg.MHWarmup {
+		s.warm.Store(true)
+		return nil
+	}
+	live, err := s.liveMHs(ctx)
+	if err != nil {
+		return err
+	}
+	for _, mh := range live {
+		if mh.Admitting {
+			s.warm.Store(true)
+			return nil
+		}
+	}
+	return fmt.Errorf("no admitting media-handler has registered yet (warming up for at most MC_MH_WARMUP=%s)", s.cfg.MHWarmup)
 }
 
 // ready reports whether this MC may take registrations from MHs.
