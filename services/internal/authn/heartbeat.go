@@ -16,7 +16,9 @@ type Heartbeat struct {
 	Client   *ServiceClient
 	URL      string
 	Interval time.Duration
-	Body     func() (any, error) // nil error: send; error: skip this beat (counts as failed)
+	// Retry is the wait after a failed beat (0: Interval).
+	Retry time.Duration
+	Body  func() (any, error) // nil error: send; error: skip this beat (counts as failed)
 	// Reply, when set, receives each successful answer's JSON body; an
 	// error fails the beat.
 	Reply   func(body json.RawMessage) error
@@ -29,7 +31,11 @@ type Heartbeat struct {
 // so an upstream outage does not flood the log.
 func (h Heartbeat) Run(ctx context.Context) {
 	failing := false
-	opskit.Every(ctx, h.Interval, h.Interval, func(ctx context.Context) error {
+	retry := h.Retry
+	if retry <= 0 {
+		retry = h.Interval
+	}
+	opskit.Every(ctx, h.Interval, retry, func(ctx context.Context) error {
 		body, err := h.Body()
 		if err == nil {
 			bctx, cancel := context.WithTimeout(ctx, h.Interval)
@@ -47,7 +53,7 @@ func (h Heartbeat) Run(ctx context.Context) {
 		if err != nil {
 			h.Results.WithLabelValues("error").Inc()
 			if ctx.Err() == nil && !failing {
-				h.Logger.Warn("registration failed; retrying every interval", "upstream", h.URL, "error", err.Error())
+				h.Logger.Warn("registration failed; retrying", "upstream", h.URL, "retry", retry.String(), "error", err.Error())
 			}
 			failing = true
 			return err

@@ -266,7 +266,10 @@ func (s *Service) heartbeatPeers(ctx context.Context) {
 		}
 	}()
 	logged := false
-	opskit.Every(ctx, s.cfg.HeartbeatInterval, s.cfg.HeartbeatInterval, func(ctx context.Context) error {
+	// A new MC waits for an MH before it goes into service (its warm-up):
+	// find it, and register with it, within a couple of seconds.
+	every := min(s.cfg.HeartbeatInterval, peerDiscovery)
+	opskit.Every(ctx, every, every, func(ctx context.Context) error {
 		addrs, err := s.lookupHost(ctx, s.cfg.MCPeers)
 		if err != nil {
 			if !logged {
@@ -300,9 +303,14 @@ func (s *Service) heartbeatPeers(ctx context.Context) {
 	})
 }
 
+// peerDiscovery bounds how long MH takes to find a new MC (MH_MC_PEERS)
+// and, while that MC refuses (not yet registered with GC), to try again.
+const peerDiscovery = 2 * time.Second
+
 func (s *Service) heartbeatTo(ctx context.Context, client *authn.ServiceClient, logger *slog.Logger) {
 	authn.Heartbeat{
 		Client: client, URL: s.cfg.MCURL + "/v1/media-handlers", Interval: s.cfg.HeartbeatInterval,
+		Retry: min(s.cfg.HeartbeatInterval, peerDiscovery),
 		Body: func() (any, error) {
 			if s.draining.Load() {
 				return nil, errDraining
