@@ -159,10 +159,10 @@ func (s *Service) Run(ctx context.Context) error {
 			}
 			migrated = true
 			if fragileForgetsKey {
-				if err := s.store.forgetKey(ctx); err != nil {
+				if err := s.store.forgetKey(ctx, RotationLead(s.cfg.KeyReload)); err != nil {
 					return err
 				}
-				log.Warn("chaosfragile build: the signing key was replaced at start")
+				log.Warn("chaosfragile build: the signing key is rotated at every start")
 			}
 		}
 		keys, err := s.store.EnsureActiveKey(ctx)
