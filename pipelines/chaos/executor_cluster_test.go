@@ -86,7 +86,7 @@ func TestChaosRunOnARealCluster(t *testing.T) {
 	start := time.Now()
 	res, err := flow.PR(ctx, flow.PROptions{
 		Cluster: &flow.ClusterChecks{PR: pr, Commit: "0123456789abcdef0123456789abcdef01234567", Keep: true, StateDir: state,
-			NodeImage: kindcluster.NodeImageBuilt, Only: only, Duration: 20 * time.Second, Interval: 10 * time.Second},
+			NodeImage: kindcluster.NodeImageBuilt, Only: only, Duration: 20 * time.Second, Interval: 20 * time.Second},
 		BuildAllOptions: flow.BuildAllOptions{Root: root, Out: dist, Base: build.BaseSkeleton,
 			Platforms: []string{"linux/amd64"}, Version: "0.0.0-chaos-test", SourceURL: "https://example.com/src",
 			VulnDB: dbDir, NoSign: true, Progress: &progress}})
@@ -113,7 +113,7 @@ func TestChaosRunOnARealCluster(t *testing.T) {
 	}
 	var table bytes.Buffer
 	rep.Table(&table)
-	t.Logf("FIGURE chaos stage of ci (6 engines, shortened to 20 s / 10 s):\n%s", table.String())
+	t.Logf("FIGURE chaos stage of ci (6 engines, shortened to 20 s / 20 s):\n%s", table.String())
 
 	c := &kindcluster.Cluster{Name: preview.Name(pr), Kubeconfig: kindcluster.KubeconfigPath(state, preview.Name(pr))}
 	client, cfg, err := c.Client()
@@ -338,13 +338,13 @@ func fragileBuildFailsTheRightExperiment(ctx context.Context, t *testing.T, root
 	var out bytes.Buffer
 	rep, err := chaos.RunStage(ctx, chaos.StageOptions{Root: root, Cluster: c, Progress: io.MultiWriter(progress, &out),
 		Only:     []string{"ac-service-pod-delete", "global-controller-pod-delete", "redis-pod-delete"},
-		Duration: 20 * time.Second, Interval: 10 * time.Second})
+		Duration: 20 * time.Second, Interval: 20 * time.Second})
 	if !errors.Is(err, chaos.ErrExperimentsFailed) || rep == nil {
 		t.Fatalf("the stage on the fragile build: err = %v, want experiments failed", err)
 	}
 	var table bytes.Buffer
 	rep.Table(&table)
-	t.Logf("FIGURE chaos stage on the chaosfragile build (3 engines, 20 s / 10 s) in %s:\n%s", time.Since(start).Round(100*time.Millisecond), table.String())
+	t.Logf("FIGURE chaos stage on the chaosfragile build (3 engines, 20 s / 20 s) in %s:\n%s", time.Since(start).Round(100*time.Millisecond), table.String())
 	for _, e := range rep.Experiments {
 		want := chaos.VerdictPass
 		if _, ok := catches[e.Engine]; ok {
