@@ -20,12 +20,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/darktower/delivery/pipelines/internal/stagecache"
 	"io"
 	"io/fs"
 	"net/url"
 	"os"
 	"path/filepath"
-	"regexp"
 	"runtime/debug"
 	"sort"
 	"sync"
@@ -174,7 +174,7 @@ func Generate(ctx context.Context, o Options) (*Result, error) {
 		}
 	}
 	if o.CacheDir != "" {
-		if err := prune(o.CacheDir, start.Add(-cacheMaxAge)); err != nil {
+		if err := stagecache.PruneEntries(o.CacheDir, cacheRecord, start.Add(-cacheMaxAge)); err != nil {
 			say("sbom: warning: pruning the cache: %v", err)
 		}
 	}
@@ -376,10 +376,6 @@ type cached struct {
 	Packages []Package `json:"packageList"`
 }
 
-// cacheEntry matches the names of entries (keys) and of entries being
-// written.
-var cacheEntry = regexp.MustCompile(`^([0-9a-f]{64}|\.new-[0-9]+)$`)
-
 const (
 	cacheRecord    = "document.json"
 	cacheSPDX      = "spdx.json"
@@ -426,34 +422,6 @@ func (w writer) fromCache(cacheDir, key, dir string) (*Document, error) {
 	now := time.Now()
 	os.Chtimes(filepath.Join(entry, cacheRecord), now, now) // used: kept by prune
 	return &doc, nil
-}
-
-// prune removes the entries last used before cutoff, and what an
-// interrupted build left half-written; nothing else (the directory is
-// the user's choice).
-func prune(cacheDir string, cutoff time.Time) error {
-	entries, err := os.ReadDir(cacheDir)
-	if err != nil {
-		return err
-	}
-	var errs []error
-	for _, e := range entries {
-		if !cacheEntry.MatchString(e.Name()) {
-			continue
-		}
-		path := filepath.Join(cacheDir, e.Name())
-		info, err := os.Stat(filepath.Join(path, cacheRecord))
-		if err != nil {
-			info, err = e.Info()
-		}
-		if err == nil && info.ModTime().After(cutoff) {
-			continue
-		}
-		if err := os.RemoveAll(path); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	return errors.Join(errs...)
 }
 
 // storeInCache keeps a new entry, whole or not at all: written aside,

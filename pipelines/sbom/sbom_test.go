@@ -6,6 +6,7 @@ import (
 	"context"
 	"debug/buildinfo"
 	"encoding/json"
+	"github.com/darktower/delivery/pipelines/internal/stagecache"
 	"io"
 	"maps"
 	"os"
@@ -346,7 +347,7 @@ func TestPruneRemovesOnlyOldEntries(t *testing.T) {
 	}
 	stale, recent := mk(strings.Repeat("a", 64), old), mk(strings.Repeat("b", 64), time.Now())
 	partial, foreign := mk(".new-123", old), mk("not-an-entry", old)
-	if err := prune(dir, time.Now().Add(-cacheMaxAge)); err != nil {
+	if err := stagecache.PruneEntries(dir, cacheRecord, time.Now().Add(-cacheMaxAge)); err != nil {
 		t.Fatal(err)
 	}
 	for path, kept := range map[string]bool{stale: false, partial: false, recent: true, foreign: true} {

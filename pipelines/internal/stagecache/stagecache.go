@@ -89,7 +89,12 @@ func Put(dir, key string, v any) error {
 
 // Prune removes the entries last used before cutoff and what an
 // interrupted build left half-written; nothing else in dir.
-func Prune(dir string, cutoff time.Time) error {
+func Prune(dir string, cutoff time.Time) error { return PruneEntries(dir, record, cutoff) }
+
+// PruneEntries is Prune for a cache of the same layout (digest-named
+// entries, .new-N while written) whose last-use mark is the file recordName
+// in each entry (touched on use; the entry's own time when it is missing).
+func PruneEntries(dir, recordName string, cutoff time.Time) error {
 	if dir == "" {
 		return nil
 	}
@@ -106,7 +111,7 @@ func Prune(dir string, cutoff time.Time) error {
 			continue
 		}
 		path := filepath.Join(dir, e.Name())
-		info, err := os.Stat(filepath.Join(path, record))
+		info, err := os.Stat(filepath.Join(path, recordName))
 		if err != nil {
 			info, err = e.Info()
 		}
