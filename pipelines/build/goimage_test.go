@@ -15,27 +15,6 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 )
 
-// pushGoIndex pushes a random two-image index to ref (standing in for the
-// golang image) and returns its digest.
-func pushGoIndex(t *testing.T, ref string) string {
-	t.Helper()
-	idx, err := random.Index(64, 1, 2)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tag, err := name.NewTag(ref)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := remote.WriteIndex(tag, idx); err != nil {
-		t.Fatal(err)
-	}
-	d, err := idx.Digest()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return d.String()
-}
 
 // daggerModule copies the repository's ci/main.go into a new root with its
 // goImage default replaced by ref, so the rewrite runs on the real file.
@@ -67,7 +46,7 @@ func daggerModule(t *testing.T, ref string) (root string, before []byte) {
 func TestGoImagePinFollowsTheTag(t *testing.T) {
 	host := testreg.Distribution(t)
 	ref := host + "/golang:1.27.3-trixie"
-	first := pushGoIndex(t, ref)
+	first := testreg.PushRandomIndex(t, ref)
 	root, before := daggerModule(t, ref)
 
 	p, err := ReadGoImagePin(root)
@@ -94,7 +73,7 @@ func TestGoImagePinFollowsTheTag(t *testing.T) {
 		}
 	}
 	pin(first)
-	second := pushGoIndex(t, ref) // the tag moves
+	second := testreg.PushRandomIndex(t, ref) // the tag moves
 	if second == first {
 		t.Fatal("the second index has the first's digest")
 	}

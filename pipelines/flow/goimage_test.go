@@ -10,31 +10,8 @@ import (
 
 	"github.com/darktower/delivery/pipelines/build"
 	"github.com/darktower/delivery/pipelines/internal/testreg"
-	"github.com/google/go-containerregistry/pkg/name"
-	"github.com/google/go-containerregistry/pkg/v1/random"
-	"github.com/google/go-containerregistry/pkg/v1/remote"
 )
 
-// pushIndex pushes a random two-platform index to ref; returns its digest.
-func pushIndex(t *testing.T, ref string) string {
-	t.Helper()
-	idx, err := random.Index(64, 1, 2)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tag, err := name.NewTag(ref)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := remote.WriteIndex(tag, idx); err != nil {
-		t.Fatal(err)
-	}
-	d, err := idx.Digest()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return d.String()
-}
 
 // update-base moves the base lock and the Dagger module's Go image
 // together (Debian's docker-registry serving golang:1.27.3-trixie), and
@@ -45,13 +22,13 @@ func TestUpdateBasePinsTheDaggerGoImage(t *testing.T) {
 		os.Remove(filepath.Join(root, "images", f))
 	}
 	baseRef := testreg.InProcess(t) + "/distroless/static:nonroot"
-	baseDigest := pushIndex(t, baseRef)
+	baseDigest := testreg.PushRandomIndex(t, baseRef)
 	okSpec := strings.Replace(spec("ok", "./cmd/ok"), "example.com/base:1", baseRef, 1)
 	if err := os.WriteFile(filepath.Join(root, "images", "ok.yaml"), []byte(okSpec), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	goRef := testreg.Distribution(t) + "/golang:1.27.3-trixie"
-	goDigest := pushIndex(t, goRef)
+	goDigest := testreg.PushRandomIndex(t, goRef)
 	src, err := os.ReadFile(filepath.Join("..", "..", build.DaggerModuleFile))
 	if err != nil {
 		t.Fatal(err)
@@ -86,7 +63,7 @@ func TestUpdateBasePinsTheDaggerGoImage(t *testing.T) {
 
 	// The Go image's registry does not answer: the base's tag moved, but
 	// neither file changes.
-	pushIndex(t, baseRef)
+	testreg.PushRandomIndex(t, baseRef)
 	lockBefore, _ := os.ReadFile(filepath.Join(root, "images", build.LockFile))
 	moduleBefore, _ := os.ReadFile(module)
 	os.WriteFile(module, bytes.Replace(moduleBefore, []byte(goRef), []byte("127.0.0.1:1/golang:1.27.3-trixie"), 1), 0o644)

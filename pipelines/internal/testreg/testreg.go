@@ -17,7 +17,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/registry"
+	"github.com/google/go-containerregistry/pkg/v1/random"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"golang.org/x/crypto/bcrypt"
 )
 
@@ -153,3 +156,25 @@ func newServer(t testing.TB, user, password string) *Server {
 // Storage is the registry's filesystem storage (what a test tampers with
 // to play a compromised registry).
 func (s *Server) Storage() string { return filepath.Join(s.dir, "data") }
+
+// PushRandomIndex pushes a random two-image index to ref (a tag) and
+// returns its digest: a stand-in for a multi-platform image.
+func PushRandomIndex(t testing.TB, ref string) string {
+	t.Helper()
+	idx, err := random.Index(64, 1, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tag, err := name.NewTag(ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := remote.WriteIndex(tag, idx); err != nil {
+		t.Fatal(err)
+	}
+	d, err := idx.Digest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d.String()
+}
