@@ -15,7 +15,6 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 )
 
-
 // daggerModule copies the repository's ci/main.go into a new root with its
 // goImage default replaced by ref, so the rewrite runs on the real file.
 func daggerModule(t *testing.T, ref string) (root string, before []byte) {

@@ -12,7 +12,6 @@ import (
 	"github.com/darktower/delivery/pipelines/internal/testreg"
 )
 
-
 // update-base moves the base lock and the Dagger module's Go image
 // together (Debian's docker-registry serving golang:1.27.3-trixie), and
 // when one of them cannot be resolved it writes neither.
