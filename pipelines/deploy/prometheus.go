@@ -60,13 +60,19 @@ type PromGlobal struct {
 
 // ScrapeConfig is one scrape job.
 type ScrapeConfig struct {
-	JobName             string          `json:"job_name"`
-	ScrapeInterval      string          `json:"scrape_interval,omitempty"`
-	ScrapeTimeout       string          `json:"scrape_timeout,omitempty"`
-	MetricsPath         string          `json:"metrics_path,omitempty"`
-	Scheme              string          `json:"scheme,omitempty"`
-	KubernetesSDConfigs []KubernetesSD  `json:"kubernetes_sd_configs"`
-	RelabelConfigs      []RelabelConfig `json:"relabel_configs"`
+	JobName        string `json:"job_name"`
+	ScrapeInterval string `json:"scrape_interval,omitempty"`
+	ScrapeTimeout  string `json:"scrape_timeout,omitempty"`
+	MetricsPath    string `json:"metrics_path,omitempty"`
+	Scheme         string `json:"scheme,omitempty"`
+	// ScrapeClassicHistograms keeps a histogram's classic buckets
+	// (_bucket, _sum, _count) when it also has native buckets, so that both
+	// forms are stored. Prometheus 2.53 (Debian's, in the data image) takes
+	// it per job only: its global section has no such key (3.x renames it
+	// always_scrape_classic_histograms).
+	ScrapeClassicHistograms bool            `json:"scrape_classic_histograms,omitempty"`
+	KubernetesSDConfigs     []KubernetesSD  `json:"kubernetes_sd_configs"`
+	RelabelConfigs          []RelabelConfig `json:"relabel_configs"`
 }
 
 // KubernetesSD is a kubernetes_sd_configs entry.
@@ -97,6 +103,10 @@ type RelabelConfig struct {
 // endpoint's port has the ServiceMonitor's port name; path, scheme,
 // interval and timeout from the ServiceMonitor's endpoint; the job named
 // after the ServiceMonitor; namespace, service and pod labels on every
+// series. Every job stores both forms of a histogram that has native
+// buckets, native and classic (Prometheus runs with native histograms
+// enabled: manifests/prometheus.yaml): the canary analysis reads the
+// native http_request_duration_seconds, alerts and runbooks its _bucket
 // series. Other objects are ignored; a ServiceMonitor using a field the
 // translation does not carry is an error.
 func ScrapeConfigFromServiceMonitors(objs []*unstructured.Unstructured, namespace string) (*PromConfig, error) {
@@ -163,7 +173,8 @@ func ScrapeConfigFromServiceMonitors(objs []*unstructured.Unstructured, namespac
 				return nil, fmt.Errorf("ServiceMonitor %s endpoint %d: scrapeTimeout %s longer than the interval %s (Prometheus refuses that)", sm.Metadata.Name, i, tv, iv)
 			}
 			sc := ScrapeConfig{JobName: job, ScrapeInterval: interval, ScrapeTimeout: timeout, MetricsPath: ep.Path, Scheme: ep.Scheme,
-				KubernetesSDConfigs: []KubernetesSD{{Role: "endpoints", Namespaces: SDNamespaces{Names: []string{namespace}}}}}
+				ScrapeClassicHistograms: true,
+				KubernetesSDConfigs:     []KubernetesSD{{Role: "endpoints", Namespaces: SDNamespaces{Names: []string{namespace}}}}}
 			keys := make([]string, 0, len(sm.Spec.Selector.MatchLabels))
 			for k := range sm.Spec.Selector.MatchLabels {
 				keys = append(keys, k)

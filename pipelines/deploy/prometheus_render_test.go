@@ -2,6 +2,8 @@ package deploy
 
 import (
 	"fmt"
+	"slices"
+	"strings"
 	"testing"
 
 	"github.com/darktower/delivery/pipelines/nodeimage"
@@ -36,6 +38,11 @@ func TestRenderPrometheus(t *testing.T) {
 	if fmt.Sprint(uid) != "101" || len(containers) != 1 || containers[0].(map[string]any)["image"] != d.Ref {
 		t.Errorf("runAsUser %v, containers %v", uid, containers)
 	}
+	// Native histograms on (the canary's p99 check reads them), and every
+	// job keeps the classic series too (the alerts read _bucket).
+	if cmd, _ := containers[0].(map[string]any)["command"].([]any); !slices.Contains(cmd, any("--enable-feature=native-histograms")) {
+		t.Errorf("Prometheus runs %v, without --enable-feature=native-histograms", cmd)
+	}
 	if l := byKind["Deployment"].GetNamespace(); l != MonitoringNamespace {
 		t.Errorf("Deployment in %q", l)
 	}
@@ -59,6 +66,19 @@ func TestRenderPrometheus(t *testing.T) {
 	for _, o := range again {
 		if o.GetKind() == "Namespace" {
 			t.Error("the overlay renders the namespace, yet another was made")
+		}
+	}
+	cfg.ScrapeConfigs[0].ScrapeClassicHistograms = true
+	withClassic, err := renderPrometheus(d, cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, o := range withClassic {
+		if o.GetKind() == "ConfigMap" {
+			conf, _, _ := unstructured.NestedString(o.Object, "data", "prometheus.yml")
+			if !strings.Contains(conf, "scrape_classic_histograms: true") {
+				t.Errorf("prometheus.yml lacks scrape_classic_histograms: true:\n%s", conf)
+			}
 		}
 	}
 }

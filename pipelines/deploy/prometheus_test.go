@@ -45,7 +45,8 @@ func serviceMonitorFiles(t *testing.T) []*unstructured.Unstructured {
 // the ops port of the Service named by each selector, in the services'
 // namespace only, at each ServiceMonitor's interval and timeout (30 s and
 // 10 s; 5 s and 4 s for the three canaried services, whose canary analysis
-// reads 20 s windows: docs/operations/canary.md) — from the checked-in
+// reads 20 s windows: docs/operations/canary.md), keeping histograms'
+// classic series beside their native buckets — from the checked-in
 // files and from the preview overlay as rendered.
 func TestScrapeConfigFromTheServicesServiceMonitors(t *testing.T) {
 	overlay, err := validate.Render(filepath.Join(root(t), "infra", "overlays", "preview"))
@@ -66,6 +67,9 @@ func TestScrapeConfigFromTheServicesServiceMonitors(t *testing.T) {
 			}
 			if sc.MetricsPath != "/metrics" || sc.Scheme != "http" || sc.ScrapeInterval != interval || sc.ScrapeTimeout != timeout {
 				t.Errorf("%s: job %s: path %q scheme %q interval %q timeout %q", name, sc.JobName, sc.MetricsPath, sc.Scheme, sc.ScrapeInterval, sc.ScrapeTimeout)
+			}
+			if !sc.ScrapeClassicHistograms {
+				t.Errorf("%s: job %s drops the classic series of histograms that have native buckets", name, sc.JobName)
 			}
 			if len(sc.KubernetesSDConfigs) != 1 || sc.KubernetesSDConfigs[0].Role != "endpoints" || !slices.Equal(sc.KubernetesSDConfigs[0].Namespaces.Names, []string{"preview"}) {
 				t.Errorf("%s: job %s discovers %+v", name, sc.JobName, sc.KubernetesSDConfigs)
@@ -194,7 +198,7 @@ func TestScrapeConfigYAMLRoundTrips(t *testing.T) {
 	if !bytes.Equal(a, b) {
 		t.Fatalf("round trip changed the configuration:\n%s\n%s", a, b)
 	}
-	for _, key := range []string{"scrape_configs:", "kubernetes_sd_configs:", "relabel_configs:", "source_labels:", "metrics_path: /metrics", "job_name: ac-service"} {
+	for _, key := range []string{"scrape_configs:", "kubernetes_sd_configs:", "relabel_configs:", "source_labels:", "metrics_path: /metrics", "job_name: ac-service", "scrape_classic_histograms: true"} {
 		if !bytes.Contains(conf, []byte(key)) {
 			t.Errorf("prometheus.yml lacks %q:\n%s", key, conf)
 		}
