@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"math"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -121,48 +122,97 @@ func podNames(d *appsv1.Deployment, n int) []string {
 }
 
 // traffic is what one side (canary or primary) serves, per second, split
-// evenly over its pods. Latency is a histogram's per-bucket counts (not
-// cumulative) keyed by a prometheus.DefBuckets bound (any other key counts
-// only toward +Inf); nil means the histogram series do not exist.
+// evenly over its pods. Latency is observations per second keyed by the
+// latency observed (seconds); nil means the histogram series do not exist.
 type traffic struct {
 	ok, errors float64
 	latency    map[float64]float64
 	absent     bool // never scraped: no series at all
 }
 
+// nativeBucket is the native-histogram bucket, schema and index, into which
+// the services' http_request_duration_seconds (services/internal/opskit:
+// NativeHistogramBucketFactor 1.05) puts an observation of v seconds, as
+// client_golang itself computes it. Index i is (2^((i-1)/2^schema),
+// 2^(i/2^schema)].
+func nativeBucket(t *testing.T, v float64) (schema, index int32) {
+	t.Helper()
+	reg := prometheus.NewRegistry()
+	h := prometheus.NewHistogram(prometheus.HistogramOpts{Name: "h", Help: "h", NativeHistogramBucketFactor: 1.05})
+	reg.MustRegister(h)
+	h.Observe(v)
+	mfs, err := reg.Gather()
+	if err != nil || len(mfs) != 1 {
+		t.Fatalf("gathering one observation: %v", err)
+	}
+	hist := mfs[0].GetMetric()[0].GetHistogram()
+	if len(hist.GetPositiveSpan()) != 1 {
+		t.Fatalf("%g: spans %v", v, hist.GetPositiveSpan())
+	}
+	return hist.GetSchema(), hist.GetPositiveSpan()[0].GetOffset()
+}
+
+// nativeHistogram is the promqltest notation of a native histogram of the
+// given observations (value → count), in opskit's buckets.
+func nativeHistogram(t *testing.T, obs map[float64]float64) string {
+	t.Helper()
+	var schema int32 = 4
+	counts := map[int32]float64{}
+	lo, hi := int32(math.MaxInt32), int32(math.MinInt32)
+	sum, count := 0.0, 0.0
+	for v, n := range obs {
+		s, i := nativeBucket(t, v)
+		if s != schema {
+			t.Fatalf("opskit's bucket factor gives schema %d, want %d", s, schema)
+		}
+		counts[i] += n
+		lo, hi = min(lo, i), max(hi, i)
+		sum += v * n
+		count += n
+	}
+	if len(counts) == 0 {
+		return fmt.Sprintf("{{schema:%d sum:0 count:0}}", schema)
+	}
+	var buckets []string
+	for i := lo; i <= hi; i++ {
+		buckets = append(buckets, strconv.FormatFloat(counts[i], 'g', -1, 64))
+	}
+	return fmt.Sprintf("{{schema:%d sum:%s count:%s buckets:[%s] offset:%d}}", schema,
+		strconv.FormatFloat(sum, 'g', -1, 64), strconv.FormatFloat(count, 'g', -1, 64), strings.Join(buckets, " "), lo)
+}
+
 // series writes the promqltest load lines of one side's pods, as the
-// services' opskit exports them: http_requests_total{listener,route,
-// method,code}, whose code="503" child exists only once a 503 was served,
-// and http_request_duration_seconds with prometheus.DefBuckets. Every pod
-// also serves ops-listener requests (probes, scrapes), half of them 503,
-// which the templates must ignore.
-func (tr traffic) series(b *strings.Builder, ns string, pods []string, scrape time.Duration, steps int) {
+// services' opskit exports them and Prometheus stores them (native
+// histograms enabled): http_requests_total{listener,route,method,code},
+// whose code="503" child exists only once a 503 was served, and
+// http_request_duration_seconds as a native histogram of schema 4 (the
+// classic _bucket series Prometheus also keeps are not read by the
+// templates, so not written). Every pod also serves ops-listener requests
+// (probes, scrapes), half of them 503, which the templates must ignore.
+func (tr traffic) series(t *testing.T, b *strings.Builder, ns string, pods []string, scrape time.Duration, steps int) {
 	if tr.absent {
 		return
 	}
-	perStep := func(perSec float64) string {
-		return strconv.FormatFloat(perSec/float64(len(pods))*scrape.Seconds(), 'g', -1, 64)
+	perStep := func(perSec float64) float64 {
+		return perSec / float64(len(pods)) * scrape.Seconds()
 	}
-	line := func(name, labels, perSec string) {
-		fmt.Fprintf(b, "  %s{%s} 0+%sx%d\n", name, labels, perSec, steps)
+	line := func(name, labels string, perSec float64) {
+		fmt.Fprintf(b, "  %s{%s} 0+%sx%d\n", name, labels, strconv.FormatFloat(perStep(perSec), 'g', -1, 64), steps)
 	}
 	for _, pod := range pods {
 		base := fmt.Sprintf(`namespace=%q, pod=%q, route="POST /v1/things", method="POST"`, ns, pod)
-		line("http_requests_total", base+`, listener="api", code="200"`, perStep(tr.ok))
+		line("http_requests_total", base+`, listener="api", code="200"`, tr.ok)
 		if tr.errors > 0 {
-			line("http_requests_total", base+`, listener="api", code="503"`, perStep(tr.errors))
+			line("http_requests_total", base+`, listener="api", code="503"`, tr.errors)
 		}
-		line("http_requests_total", base+`, listener="ops", code="503"`, perStep(50))
+		line("http_requests_total", base+`, listener="ops", code="503"`, 50)
 		if tr.latency != nil {
-			cum, total := 0.0, 0.0
-			for _, n := range tr.latency {
-				total += n
+			step := map[float64]float64{}
+			for v, n := range tr.latency {
+				step[v] = perStep(n)
 			}
-			for _, le := range prometheus.DefBuckets {
-				cum += tr.latency[le]
-				line("http_request_duration_seconds_bucket", base+`, listener="api", le="`+strconv.FormatFloat(le, 'g', -1, 64)+`"`, perStep(cum))
-			}
-			line("http_request_duration_seconds_bucket", base+`, listener="api", le="+Inf"`, perStep(total))
+			fmt.Fprintf(b, "  http_request_duration_seconds{%s, listener=\"api\"} %s+%sx%d\n", base,
+				nativeHistogram(t, nil), nativeHistogram(t, step), steps)
 		}
 	}
 }
@@ -182,6 +232,7 @@ type canaryCase struct {
 	canary, primary traffic
 	want            map[string]bool    // template → Flagger passes the check
 	exact           map[string]float64 // template → the value the case must hit (a bound)
+	near            map[string]float64 // template → a value the case must come within 5% of
 }
 
 func TestCanaryTemplatesPromQLBoundaries(t *testing.T) {
@@ -205,14 +256,26 @@ func TestCanaryTemplatesPromQLBoundaries(t *testing.T) {
 	}
 
 	// Rates per second. The primary's 5xx fraction is 1/64 so that 1.5× is
-	// a float the engine can hit exactly; the p99 of "2.0×" is the
-	// primary's shape moved up one bucket pair ((0.25,0.5] → (0.5,1]),
-	// so both quantiles interpolate the same fraction and divide to 2.
-	// Both sides run two pods, so their sums round alike and the cases at
-	// a bound land exactly on it.
-	primary := traffic{ok: 63, errors: 1, latency: map[float64]float64{0.25: 90, 0.5: 10}} // 5xx 1/64, p99 0.475 s
+	// a float the engine can hit exactly. Its latency is 90% at 30 ms and
+	// 10% at 64 ms; a canary at k× is the same shape at k× the latencies.
+	// At 2× every observation lands exactly 16 native buckets (one power of
+	// two) higher, so both quantiles interpolate the same fraction of their
+	// bucket; the p99's bucket, (62.5, 65.3] ms, starts at a power of two
+	// (2^-4 s), whose log2 is exact, so the log-scale interpolation divides
+	// to exactly 2 (in a bucket with no such bound it rounds to
+	// 1.9999999999999996). Both sides run two pods, so their sums round
+	// alike and the cases at a bound land exactly on it.
+	primary := traffic{ok: 63, errors: 1, latency: map[float64]float64{0.030: 90, 0.064: 10}} // 5xx 1/64
 	withErrors := func(e float64) traffic { return traffic{ok: 64 - e, errors: e, latency: primary.latency} }
 	withLatency := func(l map[float64]float64) traffic { return traffic{ok: 64, latency: l} }
+	times := func(k float64) traffic {
+		l := map[float64]float64{}
+		for v, n := range primary.latency {
+			l[v*k] = n
+		}
+		return withLatency(l)
+	}
+	constant := func(v float64) traffic { return withLatency(map[float64]float64{v: 64}) }
 	cases := []canaryCase{
 		{name: "error ratio 1.4", canary: withErrors(1.4), primary: primary,
 			want: map[string]bool{"request-volume": true, "error-rate-vs-baseline": true, "p99-latency-vs-baseline": true}},
@@ -221,13 +284,20 @@ func TestCanaryTemplatesPromQLBoundaries(t *testing.T) {
 			exact: map[string]float64{"error-rate-vs-baseline": 1.5}},
 		{name: "error ratio 2.0", canary: withErrors(2), primary: primary,
 			want: map[string]bool{"error-rate-vs-baseline": false}},
-		{name: "p99 ratio 1.9", canary: withLatency(map[float64]float64{0.5: 3799, 1: 200, 2.5: 1}), primary: primary, // p99 0.9025 s
-			want: map[string]bool{"p99-latency-vs-baseline": true}},
-		{name: "p99 ratio 2.0 (at the bound)", canary: withLatency(map[float64]float64{0.5: 90, 1: 10}), primary: primary, // p99 0.95 s
+		{name: "p99 ratio 1.9", canary: times(1.9), primary: primary,
+			want: map[string]bool{"p99-latency-vs-baseline": true},
+			near: map[string]float64{"p99-latency-vs-baseline": 1.9}},
+		{name: "p99 ratio 2.0 (at the bound)", canary: times(2), primary: primary,
 			want:  map[string]bool{"p99-latency-vs-baseline": true},
 			exact: map[string]float64{"p99-latency-vs-baseline": 2}},
-		{name: "p99 ratio 2.5", canary: withLatency(map[float64]float64{1: 989, 2.5: 8, 5: 3}), primary: primary, // p99 1.1875 s
-			want: map[string]bool{"p99-latency-vs-baseline": false}},
+		{name: "p99 ratio 2.5", canary: times(2.5), primary: primary,
+			want: map[string]bool{"p99-latency-vs-baseline": false},
+			near: map[string]float64{"p99-latency-vs-baseline": 2.5}},
+		// What the classic DefBuckets read as 2.5 (both at their bucket's
+		// top, 0.01 and 0.025), the native buckets read as 1.9.
+		{name: "constant 17.1 ms vs 9 ms (1.9×)", canary: constant(0.0171), primary: constant(0.009),
+			want: map[string]bool{"p99-latency-vs-baseline": true},
+			near: map[string]float64{"p99-latency-vs-baseline": 1.9}},
 		{name: "zero errors on both (no 5xx series)", canary: traffic{ok: 64, latency: primary.latency}, primary: traffic{ok: 64, latency: primary.latency},
 			want:  map[string]bool{"request-volume": true, "error-rate-vs-baseline": true, "p99-latency-vs-baseline": true},
 			exact: map[string]float64{"error-rate-vs-baseline": 0}},
@@ -235,12 +305,12 @@ func TestCanaryTemplatesPromQLBoundaries(t *testing.T) {
 			want: map[string]bool{"error-rate-vs-baseline": true}},
 		{name: "clean primary, canary 1% 5xx", canary: withErrors(0.64), primary: traffic{ok: 64, latency: primary.latency},
 			want: map[string]bool{"error-rate-vs-baseline": false}},
-		{name: "both faster than 5 ms (p99 floor)", canary: withLatency(map[float64]float64{0.005: 100}), primary: withLatency(map[float64]float64{0.005: 90, 0.01: 10}),
+		{name: "both faster than 5 ms (p99 floor)", canary: constant(0.004), primary: constant(0.0015), // 2.7× unfloored
 			want: map[string]bool{"p99-latency-vs-baseline": true}},
-		{name: "canary at 1 req/s (20 in the window, at the bound)", canary: traffic{ok: 1, latency: map[float64]float64{0.25: 1}}, primary: primary,
+		{name: "canary at 1 req/s (20 in the window, at the bound)", canary: traffic{ok: 1, latency: map[float64]float64{0.02: 1}}, primary: primary,
 			want:  map[string]bool{"request-volume": true},
 			exact: map[string]float64{"request-volume": 20}},
-		{name: "canary at 0.5 req/s (10 in the window)", canary: traffic{ok: 0.5, latency: map[float64]float64{0.25: 0.5}}, primary: primary,
+		{name: "canary at 0.5 req/s (10 in the window)", canary: traffic{ok: 0.5, latency: map[float64]float64{0.02: 0.5}}, primary: primary,
 			want: map[string]bool{"request-volume": false}},
 		{name: "no traffic to the canary (idle: flat series)", canary: traffic{latency: map[float64]float64{}}, primary: primary,
 			want: map[string]bool{"request-volume": false, "error-rate-vs-baseline": false, "p99-latency-vs-baseline": false}},
@@ -280,9 +350,9 @@ func TestCanaryTemplatesPromQLBoundaries(t *testing.T) {
 		for _, cs := range cases {
 			var b strings.Builder
 			fmt.Fprintf(&b, "load %s\n", scrape)
-			cs.canary.series(&b, c.Namespace, canaryPods, scrape, steps)
-			cs.primary.series(&b, c.Namespace, primaryPods, scrape, steps)
-			traffic{ok: 1, errors: 99, latency: map[float64]float64{10: 100}}.series(&b, c.Namespace, neighbourPods, scrape, steps)
+			cs.canary.series(t, &b, c.Namespace, canaryPods, scrape, steps)
+			cs.primary.series(t, &b, c.Namespace, primaryPods, scrape, steps)
+			traffic{ok: 1, errors: 99, latency: map[float64]float64{10: 100}}.series(t, &b, c.Namespace, neighbourPods, scrape, steps)
 			st := promqltest.LoadedStorage(t, b.String())
 			srv := promQueryAPI(t, st, at)
 			for _, m := range c.Spec.Analysis.Metrics {
@@ -303,6 +373,9 @@ func TestCanaryTemplatesPromQLBoundaries(t *testing.T) {
 				}
 				if x, ok := cs.exact[m.TemplateRef.Name]; ok && (err != nil || v != x) {
 					t.Errorf("%s / %s / %s: value %v (err %v), want exactly %v (the case tests the bound itself)", c.Name, cs.name, m.Name, v, err, x)
+				}
+				if x, ok := cs.near[m.TemplateRef.Name]; ok && (err != nil || math.Abs(v/x-1) > 0.05) {
+					t.Errorf("%s / %s / %s: value %v (err %v), want within 5%% of %v", c.Name, cs.name, m.Name, v, err, x)
 				}
 				if c.Name == canaries[0].Name {
 					bound := ""
