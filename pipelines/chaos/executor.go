@@ -152,7 +152,7 @@ func ApplyPlatform(ctx context.Context, client *cluster.Client, dir string, with
 	}
 	var docs [][]byte
 	var skipped int
-	for _, doc := range splitDocs(stream) {
+	for _, doc := range cluster.SplitYAML(stream) {
 		if !withLitmus && strings.Contains(string(doc), "apiVersion: "+group) {
 			skipped++
 			continue
@@ -174,16 +174,6 @@ func ApplyPlatform(ctx context.Context, client *cluster.Client, dir string, with
 	}
 	fmt.Fprintf(progress, "applied %s: %d object(s) (%d Litmus object(s) left out)\n", dir, len(objs), skipped)
 	return nil
-}
-
-func splitDocs(stream []byte) [][]byte {
-	var out [][]byte
-	for _, d := range strings.Split(string(stream), "\n---\n") {
-		if strings.TrimSpace(d) != "" {
-			out = append(out, []byte(d))
-		}
-	}
-	return out
 }
 
 func runDarkTower(ctx context.Context, o Options, rep *Report) error {

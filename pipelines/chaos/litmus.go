@@ -96,7 +96,7 @@ func runLitmus(ctx context.Context, o Options, rep *Report) error {
 		return err
 	}
 	engines := map[string]*unstructured.Unstructured{}
-	objs, err := cluster.ParseObjects(splitDocs(stream))
+	objs, err := cluster.ParseObjects(cluster.SplitYAML(stream))
 	if err != nil {
 		return err
 	}

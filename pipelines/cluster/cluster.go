@@ -84,6 +84,10 @@ func New(cfg *rest.Config) (*Client, error) {
 	return &Client{Typed: typed, dynamic: dyn, mapper: restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(dc)), warnings: w}, nil
 }
 
+// Dynamic is the client for objects without Go types here (Flagger's
+// Canaries, Gateway API routes).
+func (c *Client) Dynamic() dynamic.Interface { return c.dynamic }
+
 // Result is what the server said about one object.
 type Result struct {
 	Object   string // Kind namespace/name
@@ -105,6 +109,18 @@ func ParseObjects(docs [][]byte) ([]*unstructured.Unstructured, error) {
 		objs = append(objs, &unstructured.Unstructured{Object: m})
 	}
 	return objs, nil
+}
+
+// SplitYAML splits a multi-document YAML stream at its "---" lines,
+// dropping empty documents.
+func SplitYAML(stream []byte) [][]byte {
+	var out [][]byte
+	for _, d := range strings.Split("\n"+string(stream), "\n---") {
+		if strings.TrimSpace(d) != "" {
+			out = append(out, []byte(d))
+		}
+	}
+	return out
 }
 
 // ID names an object in reports.

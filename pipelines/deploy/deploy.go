@@ -301,13 +301,7 @@ func renderTemplate(name, manifest string, values map[string]any) ([]*unstructur
 	if err := t.Execute(&b, values); err != nil {
 		return nil, err
 	}
-	var docs [][]byte
-	for _, doc := range strings.Split(b.String(), "\n---\n") {
-		if strings.TrimSpace(doc) != "" {
-			docs = append(docs, []byte(doc))
-		}
-	}
-	return cluster.ParseObjects(docs)
+	return cluster.ParseObjects(cluster.SplitYAML(b.Bytes()))
 }
 
 // renderPrometheus makes Prometheus's objects: its namespace unless the

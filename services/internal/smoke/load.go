@@ -9,10 +9,12 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"strings"
 	"time"
 
 	"github.com/darktower/delivery/services/internal/authn"
+	"github.com/darktower/delivery/services/internal/opskit"
 	"github.com/darktower/delivery/services/internal/wire"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -69,6 +71,18 @@ func (l *Load) Run(ctx context.Context, log io.Writer) error {
 	hc, err := httpClient(l.CAFile)
 	if err != nil {
 		return err
+	}
+	if l.Gateway != "" {
+		// Dialled to the Gateway, still verified as the service's name
+		// (the Gateway presents the service's own certificate).
+		for _, raw := range []string{l.GCURL, l.MCURL} {
+			u, err := url.Parse(raw)
+			if err != nil {
+				return err
+			}
+			hc = opskit.PinnedClient(hc, hostPort(u), l.Gateway)
+		}
+		fmt.Fprintf(log, "%s load: global-controller and meeting-controller through the Gateway at %s\n", time.Now().UTC().Format(time.RFC3339), l.Gateway)
 	}
 	done := make(chan struct{})
 	go func() { defer close(done); l.media(ctx, hc, log) }()
@@ -220,3 +234,4 @@ func randomHex(n int) string {
 	_, _ = rand.Read(b)
 	return hex.EncodeToString(b)
 }
+

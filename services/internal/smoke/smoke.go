@@ -43,6 +43,7 @@ import (
 type Config struct {
 	ACURL, GCURL, MCURL string // https base URLs
 	CAFile              string // the CA the services' certificates chain to ("" = system roots)
+	Gateway             string // host:port the load dials for GC's and MC's APIs ("" = their own Services)
 	ClientID            string
 	ClientSecret        envconf.Secret
 	Session             string        // media session id ("" = random)
@@ -57,6 +58,9 @@ func LoadConfig(l *envconf.Loader) Config {
 		GCURL:        l.HTTPSURL("SMOKE_GC_URL", "global-controller's base URL, e.g. https://global-controller"),
 		MCURL:        l.HTTPSURL("SMOKE_MC_URL", "meeting-controller's base URL, e.g. https://meeting-controller"),
 		CAFile:       l.OptionalFile("SMOKE_CA_FILE", "the PEM CA the services' certificates chain to"),
+		// Where canaries run without a mesh, their traffic must pass the
+		// Gateway that weights it (infra/overlays/preview/canary).
+		Gateway: l.Addr("SMOKE_GATEWAY", ""),
 		ClientID:     l.String("SMOKE_CLIENT_ID", "darktower-smoke"),
 		ClientSecret: l.RequiredSecret("SMOKE_CLIENT_SECRET", "the smoke client's secret at ac-service"),
 		Session:      l.String("SMOKE_SESSION", ""),
