@@ -54,13 +54,13 @@ type Config struct {
 // LoadConfig reads SMOKE_* from the environment.
 func LoadConfig(l *envconf.Loader) Config {
 	c := Config{
-		ACURL:        l.HTTPSURL("SMOKE_AC_URL", "ac-service's base URL, e.g. https://ac-service"),
-		GCURL:        l.HTTPSURL("SMOKE_GC_URL", "global-controller's base URL, e.g. https://global-controller"),
-		MCURL:        l.HTTPSURL("SMOKE_MC_URL", "meeting-controller's base URL, e.g. https://meeting-controller"),
-		CAFile:       l.OptionalFile("SMOKE_CA_FILE", "the PEM CA the services' certificates chain to"),
+		ACURL:  l.HTTPSURL("SMOKE_AC_URL", "ac-service's base URL, e.g. https://ac-service"),
+		GCURL:  l.HTTPSURL("SMOKE_GC_URL", "global-controller's base URL, e.g. https://global-controller"),
+		MCURL:  l.HTTPSURL("SMOKE_MC_URL", "meeting-controller's base URL, e.g. https://meeting-controller"),
+		CAFile: l.OptionalFile("SMOKE_CA_FILE", "the PEM CA the services' certificates chain to"),
 		// Where canaries run without a mesh, their traffic must pass the
 		// Gateway that weights it (infra/overlays/preview/canary).
-		Gateway: l.Addr("SMOKE_GATEWAY", ""),
+		Gateway:      l.Addr("SMOKE_GATEWAY", ""),
 		ClientID:     l.String("SMOKE_CLIENT_ID", "darktower-smoke"),
 		ClientSecret: l.RequiredSecret("SMOKE_CLIENT_SECRET", "the smoke client's secret at ac-service"),
 		Session:      l.String("SMOKE_SESSION", ""),
