@@ -86,9 +86,11 @@ func (s *statusRecorder) Write(b []byte) (int, error) {
 
 func (s *statusRecorder) Unwrap() http.ResponseWriter { return s.ResponseWriter }
 
-// instrument wraps a ServeMux; after it serves, r.Pattern holds the matched
-// route ("" when nothing matched).
-func (m *httpMetrics) instrument(listener string, mux *http.ServeMux) http.Handler {
+// instrument wraps a ServeMux, or a handler in front of one (the API's
+// canaryfault knob, whose 503s and delays are counted like real ones);
+// after it serves, r.Pattern holds the matched route ("" when nothing
+// matched).
+func (m *httpMetrics) instrument(listener string, mux http.Handler) http.Handler {
 	inFlight := m.inFlight.WithLabelValues(listener)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()

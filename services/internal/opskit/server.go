@@ -51,6 +51,9 @@ type Common struct {
 	APIWriteTimeout   time.Duration // API_WRITE_TIMEOUT: from the end of the request headers to the end of the response
 	APIIdleTimeout    time.Duration // API_IDLE_TIMEOUT: keep-alive between requests
 	APIMaxConnsPerSrc int           // API_MAX_CONNS_PER_SOURCE: open connections per source IP
+	// fault degrades the API listener in a canaryfault test build
+	// (fault_on.go); in every other build it is empty and does nothing.
+	fault apiFault
 }
 
 // Defaults are chosen against the manifests: terminationGracePeriodSeconds
@@ -81,6 +84,7 @@ func LoadCommon(l *envconf.Loader, service string) Common {
 		APIWriteTimeout:   l.Duration("API_WRITE_TIMEOUT", DefaultAPIWriteTimeout, 100*time.Millisecond, 5*time.Minute),
 		APIIdleTimeout:    l.Duration("API_IDLE_TIMEOUT", DefaultAPIIdleTimeout, time.Second, time.Hour),
 		APIMaxConnsPerSrc: l.Int("API_MAX_CONNS_PER_SOURCE", DefaultAPIMaxConnsPerSrc, 1, 100_000),
+		fault:             loadAPIFault(l),
 	}
 	if !c.DevSelfSignedTLS {
 		const expect = "the API listener's PEM certificate and key (or DEV_SELF_SIGNED_TLS=true for a throwaway development pair)"
@@ -193,7 +197,7 @@ func NewServer(c Common, kit *Kit, svc Service) (*Server, error) {
 	// (headers and body, and the TLS handshake), WriteTimeout the response;
 	// over HTTP/2 both apply per stream. No API handler streams.
 	s.api = &http.Server{
-		Handler:           metrics.instrument("api", apiMux),
+		Handler:           metrics.instrument("api", c.fault.wrap(apiMux)),
 		ReadHeaderTimeout: min(10*time.Second, c.APIReadTimeout),
 		ReadTimeout:       c.APIReadTimeout,
 		WriteTimeout:      c.APIWriteTimeout,
@@ -212,6 +216,7 @@ func NewServer(c Common, kit *Kit, svc Service) (*Server, error) {
 		return nil, fmt.Errorf("API listener (API_ADDR=%s): %w", c.APIAddr, err)
 	}
 	s.apiLn = limitPerSource(s.apiLn, c.APIMaxConnsPerSrc, rejected)
+	c.fault.announce(kit.Logger)
 	return s, nil
 }
 
