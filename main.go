@@ -89,7 +89,7 @@ func buildAllFlags(fs *pflag.FlagSet) func(root string, progress io.Writer) flow
 	noSign := fs.Bool("no-sign", false, "do not sign or attest (the images are not releasable)")
 	fulcioURL := fs.String("fulcio-url", sign.DefaultFulcioURL, "keyless signing (GitHub Actions with id-token: write, no --key): the Fulcio CA")
 	rekorURL := fs.String("rekor-url", sign.DefaultRekorURL, "keyless signing: the Rekor transparency log")
-	goTags := fs.String("go-tags", "", "comma-separated Go build tags for a test build, e.g. chaosfragile (the services' fault knobs); such a build is never pushed or released")
+	goTags := fs.String("go-tags", "", "comma-separated Go build tags for a test build, e.g. chaosfragile or canaryfault (the services' fault knobs); such a build is never pushed or released")
 	return func(root string, progress io.Writer) flow.BuildAllOptions {
 		return flow.BuildAllOptions{Root: root, Services: csv(*services), Platforms: csv(*platforms),
 			Out: *out, Base: *base, CacheDir: *cacheDir, SBOMCacheDir: *sbomCache, StageCacheDir: *stageCache, CABundle: *caBundle, Version: *version, SourceURL: *sourceURL, Push: *push, Load: *load, Jobs: *jobs,

@@ -43,8 +43,9 @@ type Options struct {
 	Progress  io.Writer          // one line per step with durations (nil: silent)
 	Previous  *Previous          // the last build in the output directory (nil: assemble everything)
 	// GoTags are build tags for `go build -tags`: test builds only (e.g.
-	// the services' chaosfragile fault knobs); they land in every
-	// binary's build info, and the pipeline never publishes such a build.
+	// the services' chaosfragile and canaryfault fault knobs); they land
+	// in every binary's build info, and the pipeline never publishes such
+	// a build.
 	GoTags []string
 	// SymbolsDir, when set, also gets each binary linked with its symbol
 	// table kept (no -s): the images' binaries are stripped, and

@@ -66,8 +66,8 @@ type BuildAllOptions struct {
 	DevKeyDir string
 	NoSign    bool
 	Keyless   sign.KeylessOptions // Fulcio and Rekor for keyless signing in CI
-	// GoTags: build tags for a test build (the services' chaosfragile
-	// knobs); refused with Push and by Release.
+	// GoTags: build tags for a test build (the services' chaosfragile and
+	// canaryfault knobs); refused with Push and by Release.
 	GoTags   []string
 	Env      func(string) string // environment lookup (SOURCE_DATE_EPOCH, registry credentials)
 	Progress io.Writer

@@ -27,6 +27,7 @@ func TestReleaseRefusesWhatAReleaseMustNotBeBeforeBuilding(t *testing.T) {
 		"every problem, development key": {ReleaseOptions{Tag: "1", BuildAllOptions: BuildAllOptions{Version: "9.9.9"}}, []string{"not a release tag", "--push is required", `--version "9.9.9" differs`, "development key"}},
 		"development key":                {ReleaseOptions{Tag: "v1.2.3", BuildAllOptions: BuildAllOptions{Push: "127.0.0.1:1/dt"}}, []string{"development key", "--key FILE or env://NAME", "id-token: write"}},
 		"test build":                     {ReleaseOptions{Tag: "v1.2.3", BuildAllOptions: BuildAllOptions{Push: "r.example/dt", Key: "k.key", GoTags: []string{"chaosfragile"}}}, []string{"--go-tags chaosfragile makes a test build", "never published or released"}},
+		"test build, both knobs":         {ReleaseOptions{Tag: "v1.2.3", BuildAllOptions: BuildAllOptions{Push: "r.example/dt", Key: "k.key", GoTags: []string{"chaosfragile", "canaryfault"}}}, []string{"--go-tags chaosfragile,canaryfault makes a test build", "never published or released"}},
 		"bad tag":                        {ReleaseOptions{Tag: "v1.2.3", BuildAllOptions: BuildAllOptions{Push: "r.example/dt", Key: "k.key", GoTags: []string{"-x y"}}}, []string{`--go-tags: "-x y" is not a Go build tag`}},
 	} {
 		o := c.o
