@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"math"
 	"net/http"
+	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -31,9 +33,17 @@ import (
 // real ones are. The ops listener (probes, scrapes) is never touched. A
 // real build has neither the knob nor the variables' names (fault_off.go);
 // the pipeline refuses to push or release a build made with --go-tags.
+//
+// DT_FAULT_ROUTES (comma-separated route patterns as the service's mux
+// names them, e.g. "GET /v1/meeting-controllers"; default every route)
+// limits the fault to those routes: the canary proof degrades the calls
+// its load makes and leaves the services' calls to each other (a
+// meeting-controller's registration, a media-handler's) healthy, as a
+// regression in one endpoint would.
 type apiFault struct {
-	ppm   int64 // the 5xx ratio in millionths
-	delay time.Duration
+	ppm    int64 // the 5xx ratio in millionths
+	delay  time.Duration
+	routes map[string]bool // nil: every route
 }
 
 const (
@@ -47,7 +57,17 @@ func loadAPIFault(l *envconf.Loader) apiFault {
 		l.Problemf("DT_FAULT_5XX_RATIO is malformed: expected a number between 0 and 1")
 		ratio = 0
 	}
-	return apiFault{ppm: int64(math.Round(ratio * faultScale)), delay: l.Duration("DT_FAULT_DELAY", 0, 0, maxFaultDelay)}
+	f := apiFault{ppm: int64(math.Round(ratio * faultScale)), delay: l.Duration("DT_FAULT_DELAY", 0, 0, maxFaultDelay)}
+	for _, r := range strings.Split(l.String("DT_FAULT_ROUTES", ""), ",") {
+		if r = strings.TrimSpace(r); r == "" {
+			continue
+		}
+		if f.routes == nil {
+			f.routes = map[string]bool{}
+		}
+		f.routes[r] = true
+	}
+	return f
 }
 
 func (f apiFault) active() bool { return f.ppm > 0 || f.delay > 0 }
@@ -56,8 +76,20 @@ func (f apiFault) active() bool { return f.ppm > 0 || f.delay > 0 }
 func (f apiFault) announce(log *slog.Logger) {
 	if f.active() {
 		log.Warn("canaryfault build: API requests are degraded on purpose",
-			"DT_FAULT_5XX_RATIO", fmt.Sprint(float64(f.ppm)/faultScale), "DT_FAULT_DELAY", f.delay.String())
+			"DT_FAULT_5XX_RATIO", fmt.Sprint(float64(f.ppm)/faultScale), "DT_FAULT_DELAY", f.delay.String(), "DT_FAULT_ROUTES", f.routeList())
 	}
+}
+
+func (f apiFault) routeList() string {
+	if f.routes == nil {
+		return "every route"
+	}
+	var rs []string
+	for r := range f.routes {
+		rs = append(rs, r)
+	}
+	sort.Strings(rs)
+	return strings.Join(rs, ", ")
 }
 
 // wrap puts the fault in front of the API's mux.
@@ -70,6 +102,12 @@ func (f apiFault) wrap(mux *http.ServeMux) http.Handler {
 		acc int64
 	)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if f.routes != nil {
+			if _, pattern := mux.Handler(r); !f.routes[pattern] {
+				mux.ServeHTTP(w, r)
+				return
+			}
+		}
 		if f.delay > 0 {
 			t := time.NewTimer(f.delay)
 			select {

@@ -163,3 +163,33 @@ func TestFaultIsServedAndCounted(t *testing.T) {
 		t.Error("the ops listener served a 503")
 	}
 }
+
+// DT_FAULT_ROUTES limits the fault to the routes named: the others are
+// served at once and never fail.
+func TestFaultRoutesLimitTheFault(t *testing.T) {
+	l := envconf.FromMap(map[string]string{"DT_FAULT_5XX_RATIO": "1", "DT_FAULT_DELAY": "50ms", "DT_FAULT_ROUTES": " GET /slow , POST /also"})
+	f := loadAPIFault(l)
+	if err := l.Err(); err != nil {
+		t.Fatal(err)
+	}
+	mux := http.NewServeMux()
+	for _, p := range []string{"GET /slow", "POST /also", "GET /fine"} {
+		mux.HandleFunc(p, func(w http.ResponseWriter, _ *http.Request) {})
+	}
+	h := f.wrap(mux)
+	for _, c := range []struct {
+		method, path string
+		faulted      bool
+	}{{"GET", "/slow", true}, {"POST", "/also", true}, {"GET", "/fine", false}, {"GET", "/unmatched", false}} {
+		start := time.Now()
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest(c.method, c.path, nil))
+		took := time.Since(start)
+		if got := rec.Code == http.StatusServiceUnavailable; got != c.faulted {
+			t.Errorf("%s %s: code %d, faulted = %v, want %v", c.method, c.path, rec.Code, got, c.faulted)
+		}
+		if delayed := took >= 50*time.Millisecond; delayed != c.faulted {
+			t.Errorf("%s %s took %s: delayed = %v, want %v", c.method, c.path, took, delayed, c.faulted)
+		}
+	}
+}
