@@ -69,6 +69,10 @@ var groups = []group{
 		{name: "list", summary: "list the previews, their age, commit and expiry", declare: runPreviewList},
 		{name: "reap", summary: "reap --ttl 72h: delete the previews older than the TTL", declare: runPreviewReap},
 	}},
+	{name: "canary", summary: "canary install --pr N | watch --service S: Flagger and the Gateway into a preview; follow a service's canary to promotion (exit 0) or rollback (exit 1)", subs: []leaf{
+		{name: "install", summary: "install --pr N: Flagger v1.36.1, Traefik (the Gateway) and the Canaries into preview pr-N", declare: runCanaryInstall},
+		{name: "watch", summary: "watch --service S [--pr N | --cluster NAME | --kubeconfig F]: follow the service's Canary; exit 0 on promotion, 1 on rollback", declare: runCanaryWatch},
+	}},
 	{name: "chaos", summary: "chaos run --cluster NAME | --kubeconfig F [--only E,...] [--junit F] [--summary F]: the repository's chaos engines against a cluster (Litmus where installed, else the pipeline's executor)", subs: []leaf{
 		{name: "run", summary: "chaos run --cluster NAME | --kubeconfig F: the chaos stage against a cluster", declare: runChaos},
 	}},

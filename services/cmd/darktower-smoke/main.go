@@ -28,6 +28,10 @@ func main() {
 	cfg := smoke.LoadConfig(l)
 	mode := l.String("SMOKE_MODE", "check")
 	interval := l.Duration("SMOKE_LOAD_INTERVAL", 500*time.Millisecond, 50*time.Millisecond, time.Minute)
+	// The canary proof's load: many API rounds at once, and no media
+	// session (whose joins take tokens of their own).
+	workers := l.Int("SMOKE_LOAD_WORKERS", 1, 1, 256)
+	media := l.Bool("SMOKE_LOAD_MEDIA", true)
 	addr := l.String("SMOKE_METRICS_ADDR", ":8080")
 	if err := l.Err(); err != nil {
 		fmt.Fprintln(os.Stderr, "darktower-smoke:", err)
@@ -37,7 +41,7 @@ func main() {
 	defer stop()
 	switch mode {
 	case "load":
-		os.Exit(load(ctx, cfg, interval, addr))
+		os.Exit(load(ctx, cfg, interval, workers, media, addr))
 	case "check":
 	default:
 		fmt.Fprintf(os.Stderr, "darktower-smoke: SMOKE_MODE=%q: use check (the default) or load\n", mode)
@@ -55,9 +59,10 @@ func main() {
 	}
 }
 
-func load(ctx context.Context, cfg smoke.Config, interval time.Duration, addr string) int {
+func load(ctx context.Context, cfg smoke.Config, interval time.Duration, workers int, media bool, addr string) int {
 	reg := prometheus.NewRegistry()
 	l := smoke.NewLoad(cfg, interval, reg)
+	l.Workers, l.Media = workers, media
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	srv := &http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: 5 * time.Second}

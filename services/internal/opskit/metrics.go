@@ -92,6 +92,11 @@ func (s *statusRecorder) Unwrap() http.ResponseWriter { return s.ResponseWriter 
 // matched).
 func (m *httpMetrics) instrument(listener string, mux http.Handler) http.Handler {
 	inFlight := m.inFlight.WithLabelValues(listener)
+	// The listener's request total exists from the first scrape, at 0: a
+	// canary's request-volume check then counts its first requests from
+	// the first sample, instead of finding no series until two scrapes
+	// after them (which fails Flagger's first check at every step).
+	m.requests.WithLabelValues(listener, "unmatched", "GET", "404")
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		inFlight.Inc()

@@ -11,6 +11,8 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/darktower/delivery/services/internal/authn"
@@ -21,13 +23,15 @@ import (
 
 // Load is the smoke client as a steady load (SMOKE_MODE=load): the traffic
 // the chaos stage's error budget and media probes are judged on, from
-// Prometheus. Every Interval it makes one client's round of API calls —
-// global-controller's registry and a media ticket from meeting-controller,
-// with the tokens it holds, as a service does — and every TokenEvery rounds
+// Prometheus. Every Interval each of its Workers makes one client's round
+// of API calls — global-controller's registry and a media ticket from
+// meeting-controller, with the tokens it holds (one pair, shared), as a
+// service does — and every TokenEvery rounds' time
 // it asks ac-service for fresh tokens (well within ac-service's per-source
 // token rate, which a token per call would exceed: by design, it throttles
 // a client that does not cache its tokens). Each call's outcome is counted
-// in darktower_load_requests_total{target,outcome}; and it keeps one media
+// in darktower_load_requests_total{target,outcome}; and, unless Media is
+// off (the canary proof's load, SMOKE_LOAD_MEDIA=false), it keeps one media
 // session of two participants on a media-handler, relaying a datagram
 // each way per Interval (darktower_load_datagrams_total{outcome}). After
 // three lost datagrams in a row it joins the session again with new
@@ -36,7 +40,9 @@ import (
 type Load struct {
 	Config
 	Interval   time.Duration
-	TokenEvery int // rounds between fresh tokens
+	TokenEvery int  // rounds between fresh tokens
+	Workers    int  // rounds made at once, each every Interval (default 1)
+	Media      bool // keep the media session (default true)
 
 	requests *prometheus.CounterVec
 	dgrams   *prometheus.CounterVec
@@ -45,7 +51,7 @@ type Load struct {
 
 // NewLoad registers the load's metrics with reg.
 func NewLoad(c Config, interval time.Duration, reg prometheus.Registerer) *Load {
-	l := &Load{Config: c, Interval: interval, TokenEvery: max(1, int(2*time.Second/interval)),
+	l := &Load{Config: c, Interval: interval, TokenEvery: max(1, int(2*time.Second/interval)), Workers: 1, Media: true,
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "darktower_load_requests_total",
 			Help: "The load's API calls by the service that answered them and outcome (ok, error)."}, []string{"target", "outcome"}),
 		dgrams: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "darktower_load_datagrams_total",
@@ -85,22 +91,49 @@ func (l *Load) Run(ctx context.Context, log io.Writer) error {
 		fmt.Fprintf(log, "%s load: global-controller and meeting-controller through the Gateway at %s\n", time.Now().UTC().Format(time.RFC3339), l.Gateway)
 	}
 	done := make(chan struct{})
-	go func() { defer close(done); l.media(ctx, hc, log) }()
-	t := time.NewTicker(l.Interval)
-	defer t.Stop()
-	var gc, mc *authn.ServiceClient
-	for n := 0; ; n++ {
+	if l.Media {
+		go func() { defer close(done); l.media(ctx, hc, log) }()
+	} else {
+		close(done)
+	}
+	// One pair of tokens, shared by the workers and renewed every
+	// TokenEvery rounds' time; a renewal that fails keeps the pair held.
+	var clients atomic.Pointer[[2]*authn.ServiceClient]
+	renew := func() {
+		if gc, mc := l.freshClients(hc, log); gc != nil && mc != nil {
+			clients.Store(&[2]*authn.ServiceClient{gc, mc})
+		}
+	}
+	renew()
+	var wg sync.WaitGroup
+	for range max(1, l.Workers) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			t := time.NewTicker(l.Interval)
+			defer t.Stop()
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-t.C:
+					if c := clients.Load(); c != nil {
+						l.round(ctx, c[0], c[1], log)
+					}
+				}
+			}
+		}()
+	}
+	tokens := time.NewTicker(time.Duration(l.TokenEvery) * l.Interval)
+	defer tokens.Stop()
+	for {
 		select {
 		case <-ctx.Done():
+			wg.Wait()
 			<-done
 			return nil
-		case <-t.C:
-			if n%l.TokenEvery == 0 || gc == nil || mc == nil {
-				gc, mc = l.freshClients(hc, log)
-			}
-			if gc != nil && mc != nil {
-				l.round(ctx, gc, mc, log)
-			}
+		case <-tokens.C:
+			renew()
 		}
 	}
 }

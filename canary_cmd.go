@@ -1,0 +1,130 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"github.com/darktower/delivery/pipelines/canary"
+	"github.com/darktower/delivery/pipelines/cluster"
+	"github.com/darktower/delivery/pipelines/kindcluster"
+	"github.com/darktower/delivery/pipelines/preview"
+	"github.com/spf13/pflag"
+	"k8s.io/client-go/tools/clientcmd"
+)
+
+// targetFlags pick a cluster: a preview by pull request, a kind cluster
+// by name, or any cluster by kubeconfig.
+type targetFlags struct {
+	pr         *int
+	name       *string
+	kubeconfig *string
+	state      *string
+}
+
+func declareTargetFlags(fs *pflag.FlagSet) targetFlags {
+	return targetFlags{
+		pr:         fs.Int("pr", 0, "the preview of this pull request (cluster pr-N)"),
+		name:       fs.String("cluster", "", "a kind cluster by name (e.g. pr-42)"),
+		kubeconfig: fs.String("kubeconfig", "", "any cluster, by kubeconfig"),
+		state:      fs.String("state-dir", kindcluster.DefaultStateDir(), "where each kind cluster's kubeconfig is kept"),
+	}
+}
+
+// kind resolves the flags to a kind cluster (needed where images are
+// loaded into the nodes).
+func (f targetFlags) kind(cmd string) (*kindcluster.Cluster, error) {
+	name := *f.name
+	if *f.pr > 0 {
+		if name != "" {
+			return nil, usageError{cmd + ": give --pr N or --cluster NAME, not both"}
+		}
+		name = preview.Name(*f.pr)
+	}
+	if name == "" {
+		return nil, usageError{cmd + " needs the cluster: --pr N (a preview) or --cluster NAME (a kind cluster)"}
+	}
+	c := &kindcluster.Cluster{Name: name, Kubeconfig: kindcluster.KubeconfigPath(*f.state, name)}
+	if _, err := os.Stat(c.Kubeconfig); err != nil {
+		if err := kindcluster.ExportKubeconfig(name, c.Kubeconfig); err != nil {
+			return nil, fmt.Errorf("no kubeconfig for cluster %s (is it up? cluster list shows the clusters): %w", name, err)
+		}
+	}
+	return c, nil
+}
+
+// client resolves the flags to an API client.
+func (f targetFlags) client(cmd string) (*cluster.Client, error) {
+	if *f.kubeconfig != "" {
+		if *f.pr > 0 || *f.name != "" {
+			return nil, usageError{cmd + ": give one of --pr, --cluster or --kubeconfig"}
+		}
+		cfg, err := clientcmd.BuildConfigFromFlags("", *f.kubeconfig)
+		if err != nil {
+			return nil, fmt.Errorf("--kubeconfig %s: %w", *f.kubeconfig, err)
+		}
+		return cluster.New(cfg)
+	}
+	c, err := f.kind(cmd)
+	if err != nil {
+		return nil, err
+	}
+	client, _, err := c.Client()
+	return client, err
+}
+
+// runCanaryInstall is `canary install`: Flagger, Traefik and the Canaries
+// (infra/overlays/preview/canary) into a preview's kind cluster.
+func runCanaryInstall(fs *pflag.FlagSet) action {
+	cf := declareTargetFlags(fs)
+	namespace := fs.String("namespace", "preview", "the services' namespace")
+	return func(ctx context.Context, stdout, _ io.Writer) error {
+		c, err := cf.kind("canary install")
+		if err != nil {
+			return err
+		}
+		client, _, err := c.Client()
+		if err != nil {
+			return err
+		}
+		root, err := os.Getwd()
+		if err != nil {
+			return err
+		}
+		in, err := canary.Install(ctx, canary.InstallOptions{Root: root, Cluster: c, Client: client, Namespace: *namespace, Progress: stdout})
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "canary: Flagger %s and Traefik %s (Gateway API %s) run in %s; canaries: %v\n", in.FlaggerVersion, in.TraefikVersion, in.GatewayAPIVersion, c.Name, in.Canaries)
+		return nil
+	}
+}
+
+// runCanaryWatch is `canary watch --service S`: follows the service's
+// Canary, printing weight, failed checks and Flagger's events; exit 0 on
+// promotion, 1 on rollback (the failing check named).
+func runCanaryWatch(fs *pflag.FlagSet) action {
+	cf := declareTargetFlags(fs)
+	service := fs.String("service", "", "the canaried service (its Canary's name), e.g. global-controller")
+	namespace := fs.String("namespace", "preview", "the services' namespace")
+	awaitStart := fs.Bool("wait-for-start", true, "ignore a finished analysis until a new one starts (for a watch begun right after a release); false reports the current one")
+	timeout := fs.Duration("timeout", 15*time.Minute, "give up after this long")
+	return func(ctx context.Context, stdout, _ io.Writer) error {
+		if *service == "" {
+			return usageError{"canary watch needs --service NAME (global-controller or meeting-controller)"}
+		}
+		client, err := cf.client("canary watch")
+		if err != nil {
+			return err
+		}
+		out, err := canary.Watch(ctx, canary.WatchOptions{Client: client, Namespace: *namespace, Name: *service,
+			AwaitStart: *awaitStart, Timeout: *timeout, Progress: stdout})
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "canary %s: promoted (%s)\n", *service, out.Phase)
+		return nil
+	}
+}

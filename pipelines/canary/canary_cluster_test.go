@@ -1,0 +1,244 @@
+package canary_test
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/darktower/delivery/internal/vulndbtest"
+	"github.com/darktower/delivery/pipelines/build"
+	"github.com/darktower/delivery/pipelines/canary"
+	"github.com/darktower/delivery/pipelines/cluster"
+	"github.com/darktower/delivery/pipelines/flow"
+	"github.com/darktower/delivery/pipelines/internal/kindtest"
+	"github.com/darktower/delivery/pipelines/kindcluster"
+	"github.com/darktower/delivery/pipelines/preview"
+	corev1 "k8s.io/api/core/v1"
+)
+
+// The fault knobs of a canaryfault test build (services/internal/opskit):
+// the fraction of API calls answered 5xx, and a delay added to each.
+const (
+	knobErrors = "DT_FAULT_5XX_RATIO"
+	knobDelay  = "DT_FAULT_DELAY"
+	knobRoutes = "DT_FAULT_ROUTES"
+	// The routes the load calls (global-controller's, meeting-controller's):
+	// the services' calls to each other stay healthy.
+	loadRoutes = "GET /v1/meeting-controllers,POST /v1/media-tickets"
+)
+
+// scenario is one release and what Flagger must make of it.
+type scenario struct {
+	name     string
+	errors   string // the release's 5xx fraction
+	delay    string // and its added latency
+	promoted bool
+}
+
+// The releases each service goes through, in order (each is judged
+// against the primary the one before it left): the primary starts at 50%
+// 5xx and 20 ms, so that a 1.4× or 2× error rate is a whole number of
+// failures in even the 5% step's few requests.
+var (
+	baseline  = scenario{name: "baseline", errors: "0.5", delay: "20ms"}
+	scenarios = []scenario{
+		{name: "good", errors: "0.5", delay: "20ms", promoted: true},
+		{name: "errors-2x", errors: "1", delay: "20ms", promoted: false},
+		{name: "errors-1.4x", errors: "0.7", delay: "20ms", promoted: true},
+		{name: "p99-2.5x", errors: "0.7", delay: "50ms", promoted: false},
+		{name: "p99-1.9x", errors: "0.7", delay: "38ms", promoted: true},
+	}
+)
+
+func (s scenario) release(service string) canary.Release {
+	return canary.Release{Service: service, Name: s.name, Env: map[string]string{knobErrors: s.errors, knobDelay: s.delay, knobRoutes: loadRoutes}}
+}
+
+// TestCanaryReleasesOnARealCluster is the canary proof: a canaryfault test
+// build in a preview cluster, Flagger v1.36.1 and Traefik built from the
+// module proxy, the preview's Prometheus, a load through the Gateway; then
+// global-controller and meeting-controller (concurrently) each take the
+// releases above, and each must be promoted or rolled back as listed,
+// with every rollback within 60 s of its regression's start.
+func TestCanaryReleasesOnARealCluster(t *testing.T) {
+	release, err := kindtest.ClusterTurn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(release)
+	ctx, cancel := context.WithTimeout(context.Background(), 45*time.Minute)
+	defer cancel()
+	var progress bytes.Buffer
+	var mu sync.Mutex
+	var log io.Writer = &lockedWriter{w: &progress, mu: &mu}
+	if os.Getenv("DARKTOWER_CANARY_VERBOSE") != "" {
+		log = &lockedWriter{w: io.MultiWriter(&progress, os.Stderr), mu: &mu}
+	}
+	defer func() {
+		if t.Failed() {
+			t.Log(progress.String())
+		}
+	}()
+	root := kindtest.RepoRoot(t)
+	dbDir := t.TempDir()
+	if err := vulndbtest.Write(dbDir, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	dist := t.TempDir()
+	state := os.Getenv("DARKTOWER_CANARY_STATE")
+	if state == "" {
+		state = t.TempDir()
+	}
+	pr := 900000 + int(time.Now().UnixNano()%100000) // never someone's preview
+	if v, err := strconv.Atoi(os.Getenv("DARKTOWER_CANARY_PR")); err == nil {
+		pr = v
+	}
+	t.Cleanup(func() {
+		if os.Getenv("DARKTOWER_KEEP_TEST_CLUSTER") != "" {
+			t.Logf("preview %s kept (state %s)", preview.Name(pr), state)
+			return
+		}
+		preview.Down(context.Background(), pr, state, nil)
+	})
+
+	start := time.Now()
+	if _, err := flow.BuildAll(ctx, flow.BuildAllOptions{Root: root, Out: dist, Base: build.BaseSkeleton,
+		Platforms: []string{"linux/amd64"}, Version: "0.0.0-canary-test", SourceURL: "https://example.com/src",
+		VulnDB: dbDir, NoSign: true, GoTags: []string{"canaryfault"}, Progress: log}); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("FIGURE build-all --go-tags canaryfault in %s", time.Since(start).Round(100*time.Millisecond))
+	start = time.Now()
+	if _, _, err := preview.Up(ctx, preview.Options{PR: pr, Commit: "c0ffee0123456789c0ffee0123456789c0ffee01", Root: root, Dist: dist,
+		NodeImage: kindcluster.NodeImageBuilt, StateDir: state, Progress: log}); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("FIGURE preview of the canaryfault build up in %s", time.Since(start).Round(100*time.Millisecond))
+	c := &kindcluster.Cluster{Name: preview.Name(pr), Kubeconfig: kindcluster.KubeconfigPath(state, preview.Name(pr))}
+	client, _, err := c.Client()
+	if err != nil {
+		t.Fatal(err)
+	}
+	const ns = "preview"
+	services := []string{"global-controller", "meeting-controller"}
+
+	// The primary each release is judged against: the baseline's faults,
+	// rolled out before Flagger takes the Deployments over.
+	var ws []cluster.Workload
+	for _, svc := range services {
+		r := baseline.release(svc)
+		// One kind node has 2 CPUs to request: with a primary and a canary
+		// of two services (2 pods each), 100m each does not fit.
+		r.CPURequest = "40m"
+		if err := canary.Apply(ctx, client, ns, r); err != nil {
+			t.Fatal(err)
+		}
+		ws = append(ws, cluster.Workload{Kind: "Deployment", Namespace: ns, Name: svc})
+	}
+	if err := client.WaitReady(ctx, ws, 5*time.Minute); err != nil {
+		t.Fatal(err)
+	}
+
+	start = time.Now()
+	in, err := canary.Install(ctx, canary.InstallOptions{Root: root, Cluster: c, Client: client, Namespace: ns, Progress: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("FIGURE canary install (Flagger %s, Traefik %s, Gateway API %s; canaries %s) in %s", in.FlaggerVersion, in.TraefikVersion,
+		in.GatewayAPIVersion, strings.Join(in.Canaries, ", "), time.Since(start).Round(100*time.Millisecond))
+
+	// The load, through the Gateway: 60 rounds a second (each a call to
+	// global-controller and one to meeting-controller; 2 pods of 12
+	// workers, every 400 ms each), so the 5% step still sees 3 calls a
+	// second, 30 in the 10 s before its first check. Two pods renewing
+	// tokens every 2 s stay well inside ac-service's per-client token rate.
+	stop, err := preview.StartLoadWith(ctx, c, client, root, ns, preview.LoadOptions{Name: "darktower-canary-load", Component: "canary-load",
+		Replicas: 2, Interval: 400 * time.Millisecond, Env: []corev1.EnvVar{
+			{Name: "SMOKE_GATEWAY", Value: "traefik." + canary.GatewayNamespace + ".svc:443"},
+			{Name: "SMOKE_LOAD_WORKERS", Value: "12"}, {Name: "SMOKE_LOAD_MEDIA", Value: "false"}}}, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop()
+
+	results := map[string][]*canary.Result{}
+	var wg sync.WaitGroup
+	var rmu sync.Mutex
+	for _, svc := range services {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for _, s := range scenarios {
+				r, err := canary.Run(ctx, client, ns, s.release(svc), 10*time.Minute, log)
+				if err != nil {
+					t.Errorf("%s %s: %v", svc, s.name, err)
+					return
+				}
+				rmu.Lock()
+				results[svc] = append(results[svc], r)
+				rmu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+
+	for _, svc := range services {
+		var lines []string
+		for i, r := range results[svc] {
+			s := scenarios[i]
+			lines = append(lines, r.Summary())
+			if r.Outcome.Promoted() != s.promoted {
+				t.Errorf("%s %s: promoted = %v, want %v (%s)", svc, s.name, r.Outcome.Promoted(), s.promoted, r.Outcome.Reason)
+			}
+			if s.promoted {
+				if want := []int64{5, 10, 50}; !prefixOf(want, r.Weights) {
+					t.Errorf("%s %s: canary weights %v, want %v then promotion", svc, s.name, r.Weights, want)
+				}
+				continue
+			}
+			if r.FirstTraffic.IsZero() || r.TrafficBack.IsZero() {
+				t.Errorf("%s %s: rolled back without the route ever sending the canary traffic (%v)", svc, s.name, r.Weights)
+			} else if d := r.RollbackTime(); d > 60*time.Second {
+				t.Errorf("%s %s: traffic back on the primary %.1f s after the regression started, want ≤ 60 s", svc, s.name, d.Seconds())
+			}
+			want := "error-rate-vs-baseline"
+			if strings.HasPrefix(s.name, "p99") {
+				want = "p99-latency-vs-baseline"
+			}
+			if !strings.Contains(r.Outcome.Reason, want) {
+				t.Errorf("%s %s: rolled back for %q, want the metric %s named", svc, s.name, r.Outcome.Reason, want)
+			}
+		}
+		t.Logf("FIGURE canary releases of %s:\n  %s", svc, strings.Join(lines, "\n  "))
+	}
+}
+
+// prefixOf: got starts with want.
+func prefixOf(want, got []int64) bool {
+	if len(got) < len(want) {
+		return false
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			return false
+		}
+	}
+	return true
+}
+
+type lockedWriter struct {
+	w  io.Writer
+	mu *sync.Mutex
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
+}

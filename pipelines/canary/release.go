@@ -1,0 +1,161 @@
+package canary
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/darktower/delivery/pipelines/cluster"
+	"github.com/darktower/delivery/pipelines/upstream"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+)
+
+// ReleaseAnnotation names a release on the pod template: a new value is a
+// new revision, which Flagger analyses.
+const ReleaseAnnotation = "darktower.dev/release"
+
+// Release is one change to a canaried service: a new pod template (its
+// release name, and the container environment it sets).
+type Release struct {
+	Service string            // the Deployment (and Canary) name
+	Name    string            // the release's name (ReleaseAnnotation)
+	Env     map[string]string // container environment to set
+	// CPURequest, if set, is the container's new CPU request (a release
+	// may resize; the proof shrinks the services so that a primary and a
+	// canary of each fit one kind node).
+	CPURequest string
+}
+
+// Result is how a release went, timed.
+type Result struct {
+	Release
+	Outcome *Outcome
+	Applied time.Time
+	// Weights are the canary's traffic shares in the order its HTTPRoute
+	// carried them (0 excluded), e.g. [5 10 50] then promotion.
+	Weights []int64
+	// FirstTraffic is when the HTTPRoute first sent the canary traffic:
+	// where a faulty release's regression starts.
+	FirstTraffic time.Time
+	// TrafficBack is when the HTTPRoute sent everything to the primary
+	// again after FirstTraffic (rollback), or promotion finished.
+	TrafficBack time.Time
+	Err         error
+}
+
+// RollbackTime is from the regression's start (the canary's first traffic)
+// to all traffic on the primary again.
+func (r *Result) RollbackTime() time.Duration {
+	if r.FirstTraffic.IsZero() || r.TrafficBack.IsZero() {
+		return 0
+	}
+	return r.TrafficBack.Sub(r.FirstTraffic)
+}
+
+// Summary is one line: the outcome, the weights with their times and the
+// rollback time.
+func (r *Result) Summary() string {
+	var steps []string
+	var prev int64 = -1
+	for _, o := range r.Outcome.Timeline {
+		if o.RouteCanary != prev && o.RouteCanary >= 0 {
+			steps = append(steps, fmt.Sprintf("%d%%@%.0fs", o.RouteCanary, o.At.Sub(r.Applied).Seconds()))
+			prev = o.RouteCanary
+		}
+	}
+	end := "promoted"
+	if !r.Outcome.Promoted() {
+		end = "rolled back (" + r.Outcome.Reason + ")"
+	}
+	s := fmt.Sprintf("%s %s: %s after %.0fs; canary traffic %s", r.Service, r.Name, end,
+		r.Outcome.Timeline[len(r.Outcome.Timeline)-1].At.Sub(r.Applied).Seconds(), strings.Join(steps, " → "))
+	if !r.Outcome.Promoted() && !r.FirstTraffic.IsZero() {
+		s += fmt.Sprintf("; regression start → traffic back on the primary: %.1fs", r.RollbackTime().Seconds())
+	}
+	return s
+}
+
+// Apply patches the service's Deployment with the release: its name on
+// the pod template and its environment on the service's container.
+func Apply(ctx context.Context, client *cluster.Client, namespace string, r Release) error {
+	env := make([]map[string]string, 0, len(r.Env))
+	keys := make([]string, 0, len(r.Env))
+	for k := range r.Env {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		env = append(env, map[string]string{"name": k, "value": r.Env[k]})
+	}
+	container := map[string]any{"name": r.Service, "env": env}
+	if r.CPURequest != "" {
+		container["resources"] = map[string]any{"requests": map[string]string{"cpu": r.CPURequest}}
+	}
+	patch := map[string]any{"spec": map[string]any{"template": map[string]any{
+		"metadata": map[string]any{"annotations": map[string]string{ReleaseAnnotation: r.Name}},
+		"spec":     map[string]any{"containers": []map[string]any{container}},
+	}}}
+	raw, err := json.Marshal(patch)
+	if err != nil {
+		return err
+	}
+	_, err = client.Typed.AppsV1().Deployments(namespace).Patch(ctx, r.Service, types.StrategicMergePatchType, raw, metav1.PatchOptions{FieldManager: "darktower-canary"})
+	if err != nil {
+		return fmt.Errorf("releasing %s to %s: %w", r.Name, r.Service, err)
+	}
+	return nil
+}
+
+// Run applies the release and watches Flagger analyse it to the end.
+// A rollback is a Result (Outcome.Phase Failed), not an error: the error
+// is for a release that could not be applied or watched.
+func Run(ctx context.Context, client *cluster.Client, namespace string, r Release, timeout time.Duration, progress io.Writer) (*Result, error) {
+	res := &Result{Release: r, Applied: time.Now()}
+	upstream.Say(progress, "canary %s: releasing %s (%s)", r.Service, r.Name, envString(r.Env))
+	if err := Apply(ctx, client, namespace, r); err != nil {
+		return nil, err
+	}
+	out, err := Watch(ctx, WatchOptions{Client: client, Namespace: namespace, Name: r.Service, AwaitStart: true, Timeout: timeout, Progress: progress})
+	res.Outcome = out
+	if _, rolledBack := err.(*RolledBackError); err != nil && !rolledBack {
+		return res, err
+	}
+	var last int64
+	for _, o := range out.Timeline {
+		if o.RouteCanary > 0 && o.RouteCanary != last {
+			res.Weights = append(res.Weights, o.RouteCanary)
+		}
+		if o.RouteCanary > 0 && res.FirstTraffic.IsZero() {
+			res.FirstTraffic = o.At
+		}
+		if o.RouteCanary == 0 && !res.FirstTraffic.IsZero() && res.TrafficBack.IsZero() {
+			res.TrafficBack = o.At
+		}
+		if o.RouteCanary >= 0 {
+			last = o.RouteCanary
+		}
+	}
+	upstream.Say(progress, "canary: %s", res.Summary())
+	return res, nil
+}
+
+func envString(env map[string]string) string {
+	if len(env) == 0 {
+		return "no environment change"
+	}
+	keys := make([]string, 0, len(env))
+	for k := range env {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		parts[i] = k + "=" + env[k]
+	}
+	return strings.Join(parts, " ")
+}
