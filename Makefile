@@ -1,7 +1,7 @@
 # Thin aliases; the work lives in Go (pipelines/, services/, ci/) and scripts/.
 export GOTOOLCHAIN := go1.27.3
 
-.PHONY: test build-all bench-build bench-cluster services lint dagger-check sim-up sim-down validate-server node-image cluster-up cluster-down preview-up preview-down chaos
+.PHONY: test build-all bench-build bench-cluster services lint dagger-check sim-up sim-down validate-server node-image cluster-up cluster-down preview-up preview-down chaos canary-check canary-install canary-watch
 
 ## test: install what the tests need, then gofmt, go vet, every test and dagger-check (the README's test command)
 test:
@@ -59,3 +59,17 @@ preview-down:
 ## chaos: the repository's chaos engines against pull request $(PR)'s preview (chaos run --cluster pr-$(PR)); ARGS="--only ENGINE --duration 20s --interval 10s"
 chaos:
 	go run . chaos run --cluster pr-$(PR) $(ARGS)
+
+## canary-check: the canary proof on a real cluster: a canaryfault build in a preview, Flagger v1.36.1 and Traefik
+## built from the module proxy, global-controller and meeting-controller through good, 2x/1.4x error-rate and
+## 2.5x/1.9x p99 releases, each rollback timed (docs/operations/canary.md); also part of `make test`
+canary-check:
+	DOCKER_HOST=$$(scripts/start-dockerd.sh) go test -count=1 -timeout 50m -v -run TestCanaryReleasesOnARealCluster ./pipelines/canary/
+
+## canary-install: Flagger, the Gateway and the Canaries into pull request $(PR)'s preview
+canary-install:
+	go run . canary install --pr $(PR)
+
+## canary-watch: follow $(SERVICE)'s canary in pull request $(PR)'s preview; exit 0 on promotion, 1 on rollback
+canary-watch:
+	go run . canary watch --pr $(PR) --service $(SERVICE)

@@ -2,6 +2,7 @@ package canary
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -96,7 +97,11 @@ type WatchOptions struct {
 	AwaitStart bool
 	Timeout    time.Duration // default 15 min
 	Poll       time.Duration // default 500 ms
-	Progress   io.Writer
+	// FlaggerNamespace is where Flagger runs (default FlaggerNamespace):
+	// its log says every check's outcome, where Kubernetes drops repeated
+	// Events (its recorder's spam filter keeps ~25 per object).
+	FlaggerNamespace string
+	Progress         io.Writer
 }
 
 // Watch follows a Canary until its analysis ends, printing each change of
@@ -112,8 +117,12 @@ func Watch(ctx context.Context, o WatchOptions) (*Outcome, error) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, o.Timeout)
 	defer cancel()
+	if o.FlaggerNamespace == "" {
+		o.FlaggerNamespace = FlaggerNamespace
+	}
 	out := &Outcome{Name: o.Name}
 	started := !o.AwaitStart
+	since := metav1.NewTime(time.Now().Add(-time.Second))
 	seenEvents := map[string]bool{}
 	// Events from before the watch are history, not this analysis.
 	if evs, err := canaryEvents(ctx, o.Client, o.Namespace, o.Name); err == nil {
@@ -121,6 +130,10 @@ func Watch(ctx context.Context, o WatchOptions) (*Outcome, error) {
 			seenEvents[eventKey(e)] = true
 		}
 	}
+	// Flagger's log is read where Flagger is found; else its Events.
+	fromLog := flaggerPods(ctx, o.Client, o.FlaggerNamespace) != nil
+	subject := o.Name + "." + o.Namespace
+	polls := 0
 	var last *State
 	t := time.NewTicker(o.Poll)
 	defer t.Stop()
@@ -135,12 +148,23 @@ func Watch(ctx context.Context, o WatchOptions) (*Outcome, error) {
 			upstream.Say(o.Progress, "canary %s: %s", o.Name, s)
 			last = s
 		}
-		if evs, err := canaryEvents(ctx, o.Client, o.Namespace, o.Name); err == nil {
-			for _, e := range evs {
-				if k := eventKey(e); !seenEvents[k] {
+		terminal := s.Phase == PhaseSucceeded || s.Phase == PhaseFailed || s.Phase == PhaseInitialized
+		if polls++; fromLog && (polls%4 == 0 || terminal) {
+			for _, l := range flaggerLog(ctx, o.Client, o.FlaggerNamespace, subject, since) {
+				if k := l.TS + l.Msg; !seenEvents[k] {
 					seenEvents[k] = true
-					out.Events = append(out.Events, e.Message)
-					upstream.Say(o.Progress, "canary %s: event: %s", o.Name, e.Message)
+					out.Events = append(out.Events, l.Msg)
+					upstream.Say(o.Progress, "canary %s: flagger: %s", o.Name, l.Msg)
+				}
+			}
+		} else if !fromLog {
+			if evs, err := canaryEvents(ctx, o.Client, o.Namespace, o.Name); err == nil {
+				for _, e := range evs {
+					if k := eventKey(e); !seenEvents[k] {
+						seenEvents[k] = true
+						out.Events = append(out.Events, e.Message)
+						upstream.Say(o.Progress, "canary %s: event: %s", o.Name, e.Message)
+					}
 				}
 			}
 		}
@@ -304,4 +328,41 @@ func failureReason(events []string, status string) string {
 		return status
 	}
 	return "Flagger gave no reason"
+}
+
+// flaggerLine is one line of Flagger's JSON log about a canary.
+type flaggerLine struct {
+	TS     string `json:"ts"`
+	Msg    string `json:"msg"`
+	Canary string `json:"canary"`
+}
+
+// flaggerPods are Flagger's pods in namespace (this pipeline's label, or
+// the upstream chart's app=flagger); nil when there are none.
+func flaggerPods(ctx context.Context, client *cluster.Client, namespace string) []corev1.Pod {
+	for _, sel := range []string{"app.kubernetes.io/name=flagger", "app=flagger"} {
+		pods, err := client.Typed.CoreV1().Pods(namespace).List(ctx, metav1.ListOptions{LabelSelector: sel})
+		if err == nil && len(pods.Items) > 0 {
+			return pods.Items
+		}
+	}
+	return nil
+}
+
+// flaggerLog is what Flagger logged about canary (name.namespace) since.
+func flaggerLog(ctx context.Context, client *cluster.Client, namespace, canary string, since metav1.Time) []flaggerLine {
+	var out []flaggerLine
+	for _, p := range flaggerPods(ctx, client, namespace) {
+		raw, err := client.Typed.CoreV1().Pods(namespace).GetLogs(p.Name, &corev1.PodLogOptions{SinceTime: &since}).DoRaw(ctx)
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(raw), "\n") {
+			var l flaggerLine
+			if json.Unmarshal([]byte(line), &l) == nil && l.Canary == canary && l.Msg != "" {
+				out = append(out, l)
+			}
+		}
+	}
+	return out
 }

@@ -97,7 +97,7 @@ func startAC(t *testing.T, dbURL string, master envconf.Secret, opts ...func(*Co
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { _ = svc.Run(ctx); close(done) }()
-	mux := http.NewServeMux()
+	mux := opskit.NewMux()
 	svc.Routes(mux)
 	api := httptest.NewTLSServer(mux)
 	t.Cleanup(func() { api.Close(); cancel(); <-done; svc.Close() })

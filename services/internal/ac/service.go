@@ -211,7 +211,7 @@ func (s *Service) currentSigner() *authn.Signer {
 func (s *Service) Close() { s.pool.Close() }
 
 // Routes: the JWKS and the token endpoint.
-func (s *Service) Routes(mux *http.ServeMux) {
+func (s *Service) Routes(mux *opskit.Mux) {
 	mux.HandleFunc("GET /.well-known/jwks.json", s.jwks)
 	mux.HandleFunc("POST /v1/oauth/token", s.token)
 }

@@ -55,7 +55,7 @@ func TestRegistryBehindTokens(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	mux := http.NewServeMux()
+	mux := opskit.NewMux()
 	svc.Routes(mux)
 	api := httptest.NewTLSServer(mux)
 	defer api.Close()

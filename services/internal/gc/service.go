@@ -120,7 +120,7 @@ func (s *Service) Run(ctx context.Context) error {
 func (s *Service) Close() { s.pool.Close() }
 
 // Routes: register/heartbeat and list, both behind AC-issued tokens.
-func (s *Service) Routes(mux *http.ServeMux) {
+func (s *Service) Routes(mux *opskit.Mux) {
 	mux.Handle("POST /v1/meeting-controllers", s.verifier.Require(s.kit.Logger, http.HandlerFunc(s.register)))
 	mux.Handle("GET /v1/meeting-controllers", s.verifier.Require(s.kit.Logger, http.HandlerFunc(s.list)))
 	mux.Handle("DELETE /v1/meeting-controllers/{id}", s.verifier.Require(s.kit.Logger, http.HandlerFunc(s.deregister)))

@@ -241,7 +241,7 @@ var errDraining = errors.New("shutting down: deregistered")
 func (s *Service) Close() { _ = s.rdb.Close() }
 
 // Routes: media-handler register/heartbeat and list, behind AC tokens.
-func (s *Service) Routes(mux *http.ServeMux) {
+func (s *Service) Routes(mux *opskit.Mux) {
 	mux.Handle("POST /v1/media-handlers", s.verifier.Require(s.kit.Logger, http.HandlerFunc(s.register)))
 	mux.Handle("GET /v1/media-handlers", s.verifier.Require(s.kit.Logger, http.HandlerFunc(s.list)))
 	mux.Handle("POST /v1/media-tickets", s.verifier.Require(s.kit.Logger, http.HandlerFunc(s.ticket)))

@@ -380,7 +380,7 @@ type Load struct {
 }
 
 // Routes: MH's API (reached by MC over HTTPS) reports load for placement.
-func (s *Service) Routes(mux *http.ServeMux) {
+func (s *Service) Routes(mux *opskit.Mux) {
 	mux.HandleFunc("GET /v1/load", func(w http.ResponseWriter, _ *http.Request) {
 		u := s.meter.Utilization(time.Now())
 		l := Load{Utilization: u, State: StateFor(u).String(), Admitting: AdmitsNewParticipants(u) && s.mcFresh()}

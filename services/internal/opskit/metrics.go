@@ -3,6 +3,7 @@ package opskit
 import (
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -90,13 +91,22 @@ func (s *statusRecorder) Unwrap() http.ResponseWriter { return s.ResponseWriter 
 // canaryfault knob, whose 503s and delays are counted like real ones);
 // after it serves, r.Pattern holds the matched route ("" when nothing
 // matched).
-func (m *httpMetrics) instrument(listener string, mux http.Handler) http.Handler {
+//
+// The routes' series (code 200, and the latency histogram) exist from the
+// first scrape, at zero: a rate or increase over a series needs two
+// samples, so a series born at its first request is invisible to a query
+// for a scrape interval or two. A canary then looks idle (no values, or
+// too few requests) at the check right after it is first given traffic.
+func (m *httpMetrics) instrument(listener string, mux http.Handler, routes ...string) http.Handler {
 	inFlight := m.inFlight.WithLabelValues(listener)
-	// The listener's request total exists from the first scrape, at 0: a
-	// canary's request-volume check then counts its first requests from
-	// the first sample, instead of finding no series until two scrapes
-	// after them (which fails Flagger's first check at every step).
-	m.requests.WithLabelValues(listener, "unmatched", "GET", "404")
+	for _, route := range routes {
+		method, _, ok := strings.Cut(route, " ")
+		if !ok || !knownMethods[method] {
+			continue // a pattern for every method: which one is a guess
+		}
+		m.requests.WithLabelValues(listener, route, method, "200")
+		m.duration.WithLabelValues(listener, route, method)
+	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		inFlight.Inc()
@@ -115,4 +125,25 @@ func (m *httpMetrics) instrument(listener string, mux http.Handler) http.Handler
 		m.requests.WithLabelValues(listener, route, method, strconv.Itoa(code)).Inc()
 		m.duration.WithLabelValues(listener, route, method).Observe(time.Since(start).Seconds())
 	})
+}
+
+// Mux is the API's ServeMux, remembering its patterns so that the
+// listener's series exist before the first request (instrument).
+type Mux struct {
+	*http.ServeMux
+	patterns []string
+}
+
+// NewMux is an empty Mux.
+func NewMux() *Mux { return &Mux{ServeMux: http.NewServeMux()} }
+
+// Handle registers handler for pattern, as http.ServeMux does.
+func (m *Mux) Handle(pattern string, handler http.Handler) {
+	m.patterns = append(m.patterns, pattern)
+	m.ServeMux.Handle(pattern, handler)
+}
+
+// HandleFunc registers handler for pattern, as http.ServeMux does.
+func (m *Mux) HandleFunc(pattern string, handler func(http.ResponseWriter, *http.Request)) {
+	m.Handle(pattern, http.HandlerFunc(handler))
 }

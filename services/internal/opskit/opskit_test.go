@@ -103,7 +103,7 @@ type testService struct {
 	healthy bool
 }
 
-func (s *testService) Routes(mux *http.ServeMux) {
+func (s *testService) Routes(mux *Mux) {
 	mux.HandleFunc("GET /v1/items/{id}", func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Query().Get("slow") != "" {
 			close(s.entered)
@@ -162,6 +162,17 @@ func TestServerEndpointsAndBoundedMetrics(t *testing.T) {
 
 	if code, body, _ := get(t, http.DefaultClient, ops+"/health"); code != 200 || body != "OK" {
 		t.Fatalf("/health = %d %q", code, body)
+	}
+	// Before any API request, each route's series already exist at zero
+	// (a canary's checks need two samples of a series).
+	_, before, _ := get(t, http.DefaultClient, ops+"/metrics")
+	for _, want := range []string{
+		`http_requests_total{code="200",listener="api",method="GET",route="GET /v1/items/{id}"} 0`,
+		`http_request_duration_seconds_count{listener="api",method="GET",route="GET /v1/items/{id}"} 0`,
+	} {
+		if !strings.Contains(before, want) {
+			t.Errorf("before the first request, /metrics lacks %s", want)
+		}
 	}
 	if code, body, _ := get(t, http.DefaultClient, ops+"/ready"); code != 200 || !strings.Contains(body, `"status":"ready"`) {
 		t.Fatalf("/ready = %d %s", code, body)

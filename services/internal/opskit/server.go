@@ -134,7 +134,7 @@ func NewKit(c Common, out io.Writer) (*Kit, error) {
 // Service is one Dark Tower service as the runtime sees it.
 type Service interface {
 	// Routes registers the API handlers (served over TLS).
-	Routes(mux *http.ServeMux)
+	Routes(mux *Mux)
 	// Checks lists the critical dependencies /ready evaluates.
 	Checks() []Check
 	// Run does background work (migrations, registration, heartbeats,
@@ -186,7 +186,7 @@ func NewServer(c Common, kit *Kit, svc Service) (*Server, error) {
 	opsMux.Handle("GET /ready", s.readiness)
 	opsMux.Handle("GET /metrics", promhttp.HandlerFor(kit.Registry, promhttp.HandlerOpts{}))
 
-	apiMux := http.NewServeMux()
+	apiMux := NewMux()
 	svc.Routes(apiMux)
 
 	c = c.withAPIDefaults()
@@ -197,7 +197,7 @@ func NewServer(c Common, kit *Kit, svc Service) (*Server, error) {
 	// (headers and body, and the TLS handshake), WriteTimeout the response;
 	// over HTTP/2 both apply per stream. No API handler streams.
 	s.api = &http.Server{
-		Handler:           metrics.instrument("api", c.fault.wrap(apiMux)),
+		Handler:           metrics.instrument("api", c.fault.wrap(apiMux.ServeMux), apiMux.patterns...),
 		ReadHeaderTimeout: min(10*time.Second, c.APIReadTimeout),
 		ReadTimeout:       c.APIReadTimeout,
 		WriteTimeout:      c.APIWriteTimeout,

@@ -19,7 +19,7 @@ import (
 // bodyService reads request bodies whole.
 type bodyService struct{ testService }
 
-func (s *bodyService) Routes(mux *http.ServeMux) {
+func (s *bodyService) Routes(mux *Mux) {
 	mux.HandleFunc("POST /v1/upload", func(w http.ResponseWriter, r *http.Request) {
 		b, err := io.ReadAll(r.Body)
 		if err != nil {
