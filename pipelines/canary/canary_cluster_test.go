@@ -153,13 +153,14 @@ func TestCanaryReleasesOnARealCluster(t *testing.T) {
 	t.Logf("FIGURE canary install (Flagger %s, Traefik %s, Gateway API %s; canaries %s) in %s", in.FlaggerVersion, in.TraefikVersion,
 		in.GatewayAPIVersion, strings.Join(in.Canaries, ", "), time.Since(start).Round(100*time.Millisecond))
 
-	// The load, through the Gateway: 100 rounds a second (each a call to
-	// global-controller and one to meeting-controller; 2 pods of 20
-	// workers, every 400 ms each), so the 5% step still sees 5 calls a
-	// second, 50 in the 10 s before its first check. Two pods renewing
+	// The load, through the Gateways: 150 rounds a second (each a call to
+	// global-controller and one to meeting-controller; 3 pods of 20
+	// workers, every 400 ms each), so the 5% step still sees 7.5 calls a
+	// second: at its first check, 10 s after the shift, the samples
+	// Prometheus has hold 3-8 s of it, 20-60 calls. Three pods renewing
 	// tokens every 2 s stay well inside ac-service's per-client token rate.
 	stop, err := preview.StartLoadWith(ctx, c, client, root, ns, preview.LoadOptions{Name: "darktower-canary-load", Component: "canary-load",
-		Replicas: 2, Interval: 400 * time.Millisecond, Env: []corev1.EnvVar{
+		Replicas: 3, Interval: 400 * time.Millisecond, Env: []corev1.EnvVar{
 			{Name: "SMOKE_GATEWAY", Value: "traefik." + canary.GatewayNamespace + ".svc:443"},
 			{Name: "SMOKE_LOAD_WORKERS", Value: "20"}, {Name: "SMOKE_LOAD_MEDIA", Value: "false"}}}, log)
 	if err != nil {
