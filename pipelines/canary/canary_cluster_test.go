@@ -1,11 +1,7 @@
 package canary_test
 
 import (
-	"bytes"
 	"context"
-	"io"
-	"os"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -23,10 +19,10 @@ import (
 )
 
 // The fault knobs of a canaryfault test build (services/internal/opskit):
-// the fraction of API calls answered 5xx, and a delay added to each.
+// the fraction of API calls answered 5xx, and the least time any takes.
 const (
 	knobErrors = "DT_FAULT_5XX_RATIO"
-	knobDelay  = "DT_FAULT_DELAY"
+	knobFloor  = "DT_FAULT_MIN_LATENCY"
 	knobRoutes = "DT_FAULT_ROUTES"
 	// The routes the load calls (global-controller's, meeting-controller's):
 	// the services' calls to each other stay healthy.
@@ -37,27 +33,31 @@ const (
 type scenario struct {
 	name     string
 	errors   string // the release's 5xx fraction
-	delay    string // and its added latency
+	floor    string // and its latency floor
 	promoted bool
 }
 
 // The releases each service goes through, in order (each is judged
 // against the primary the one before it left): the primary starts at 50%
-// 5xx and 20 ms, so that a 1.4× or 2× error rate is a whole number of
-// failures in even the 5% step's few requests.
+// 5xx, so that a 1.4× or 2× error rate is a whole number of failures in
+// even the 5% step's few requests, and at a 400 ms latency floor, well
+// above what the services take on this machine (their own p99 here is
+// 50-200 ms, and noisy: an added delay of tens of milliseconds did not
+// make a p99 2.5× as long), so that a floor 2.5× or 1.9× as high is a p99
+// as many times the primary's.
 var (
-	baseline  = scenario{name: "baseline", errors: "0.5", delay: "20ms"}
+	baseline  = scenario{name: "baseline", errors: "0.5", floor: "400ms"}
 	scenarios = []scenario{
-		{name: "good", errors: "0.5", delay: "20ms", promoted: true},
-		{name: "errors-2x", errors: "1", delay: "20ms", promoted: false},
-		{name: "errors-1.4x", errors: "0.7", delay: "20ms", promoted: true},
-		{name: "p99-2.5x", errors: "0.7", delay: "50ms", promoted: false},
-		{name: "p99-1.9x", errors: "0.7", delay: "38ms", promoted: true},
+		{name: "good", errors: "0.5", floor: "400ms", promoted: true},
+		{name: "errors-2x", errors: "1", floor: "400ms", promoted: false},
+		{name: "errors-1.4x", errors: "0.7", floor: "400ms", promoted: true},
+		{name: "p99-2.5x", errors: "0.7", floor: "1s", promoted: false},
+		{name: "p99-1.9x", errors: "0.7", floor: "760ms", promoted: true},
 	}
 )
 
 func (s scenario) release(service string) canary.Release {
-	return canary.Release{Service: service, Name: s.name, Env: map[string]string{knobErrors: s.errors, knobDelay: s.delay, knobRoutes: loadRoutes}}
+	return canary.Release{Service: service, Name: s.name, Env: map[string]string{knobErrors: s.errors, knobFloor: s.floor, knobRoutes: loadRoutes}}
 }
 
 // TestCanaryReleasesOnARealCluster is the canary proof: a canaryfault test
@@ -74,38 +74,14 @@ func TestCanaryReleasesOnARealCluster(t *testing.T) {
 	t.Cleanup(release)
 	ctx, cancel := context.WithTimeout(context.Background(), 45*time.Minute)
 	defer cancel()
-	var progress bytes.Buffer
-	var mu sync.Mutex
-	var log io.Writer = &lockedWriter{w: &progress, mu: &mu}
-	if os.Getenv("DARKTOWER_CANARY_VERBOSE") != "" {
-		log = &lockedWriter{w: io.MultiWriter(&progress, os.Stderr), mu: &mu}
-	}
-	defer func() {
-		if t.Failed() {
-			t.Log(progress.String())
-		}
-	}()
+	log := kindtest.Progress(t)
 	root := kindtest.RepoRoot(t)
 	dbDir := t.TempDir()
 	if err := vulndbtest.Write(dbDir, time.Now()); err != nil {
 		t.Fatal(err)
 	}
 	dist := t.TempDir()
-	state := os.Getenv("DARKTOWER_CANARY_STATE")
-	if state == "" {
-		state = t.TempDir()
-	}
-	pr := 900000 + int(time.Now().UnixNano()%100000) // never someone's preview
-	if v, err := strconv.Atoi(os.Getenv("DARKTOWER_CANARY_PR")); err == nil {
-		pr = v
-	}
-	t.Cleanup(func() {
-		if os.Getenv("DARKTOWER_KEEP_TEST_CLUSTER") != "" {
-			t.Logf("preview %s kept (state %s)", preview.Name(pr), state)
-			return
-		}
-		preview.Down(context.Background(), pr, state, nil)
-	})
+	pr, state := kindtest.ThrowawayPreview(t, 700000)
 
 	start := time.Now()
 	if _, err := flow.BuildAll(ctx, flow.BuildAllOptions{Root: root, Out: dist, Base: build.BaseSkeleton,
@@ -154,15 +130,16 @@ func TestCanaryReleasesOnARealCluster(t *testing.T) {
 		in.GatewayAPIVersion, strings.Join(in.Canaries, ", "), time.Since(start).Round(100*time.Millisecond))
 
 	// The load, through the Gateways: 150 rounds a second (each a call to
-	// global-controller and one to meeting-controller; 3 pods of 20
-	// workers, every 400 ms each), so the 5% step still sees 7.5 calls a
-	// second: at its first check, 10 s after the shift, the samples
-	// Prometheus has hold 3-8 s of it, 20-60 calls. Three pods renewing
-	// tokens every 2 s stay well inside ac-service's per-client token rate.
+	// global-controller and one to meeting-controller; 3 pods of 100
+	// workers, every 2 s each: a round takes 0.8-2 s at the floors above),
+	// so the 5% step still sees 7.5 calls a second: at its first check, 10 s
+	// after the shift, the samples Prometheus has hold 3-8 s of it, 20-60
+	// calls. Three pods renewing tokens every 2 s stay well inside
+	// ac-service's per-client token rate.
 	stop, err := preview.StartLoadWith(ctx, c, client, root, ns, preview.LoadOptions{Name: "darktower-canary-load", Component: "canary-load",
-		Replicas: 3, Interval: 400 * time.Millisecond, Env: []corev1.EnvVar{
+		Replicas: 3, Interval: 2 * time.Second, Env: []corev1.EnvVar{
 			{Name: "SMOKE_GATEWAY", Value: "traefik." + canary.GatewayNamespace + ".svc:443"},
-			{Name: "SMOKE_LOAD_WORKERS", Value: "20"}, {Name: "SMOKE_LOAD_MEDIA", Value: "false"}}}, log)
+			{Name: "SMOKE_LOAD_WORKERS", Value: "100"}, {Name: "SMOKE_LOAD_MEDIA", Value: "false"}}}, log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -208,6 +185,10 @@ func TestCanaryReleasesOnARealCluster(t *testing.T) {
 			} else if d := r.RollbackTime(); d > 60*time.Second {
 				t.Errorf("%s %s: traffic back on the primary %.1f s after the regression started, want ≤ 60 s", svc, s.name, d.Seconds())
 			}
+			// The pods agree: they served for at most 60 s (scraped every 5 s).
+			if d := r.ServedTime(); r.ServedFirst.IsZero() || d > 60*time.Second {
+				t.Errorf("%s %s: the canary's pods served from %s to %s (%.0f s), want some and ≤ 60 s", svc, s.name, r.ServedFirst, r.ServedLast, d.Seconds())
+			}
 			want := "error-rate-vs-baseline"
 			if strings.HasPrefix(s.name, "p99") {
 				want = "p99-latency-vs-baseline"
@@ -231,15 +212,4 @@ func prefixOf(want, got []int64) bool {
 		}
 	}
 	return true
-}
-
-type lockedWriter struct {
-	w  io.Writer
-	mu *sync.Mutex
-}
-
-func (l *lockedWriter) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.w.Write(p)
 }

@@ -142,7 +142,7 @@ func Install(ctx context.Context, o InstallOptions) (*Installed, error) {
 	if err := applyAll(ctx, o.Client, objs); err != nil {
 		return nil, err
 	}
-	say("applied %d objects: Gateway API %s and Flagger CRDs, Flagger, Traefik, the Gateway and the Canaries %s", len(objs), in.GatewayAPIVersion, strings.Join(in.Canaries, ", "))
+	say("applied %d objects: Gateway API %s and Flagger CRDs, Flagger, Traefik, the Gateways and the Canaries %s", len(objs), in.GatewayAPIVersion, strings.Join(in.Canaries, ", "))
 	for _, w := range []struct{ ns, name string }{{FlaggerNamespace, "flagger"}, {GatewayNamespace, "traefik"}} {
 		if err := kindcluster.WaitPodsReady(ctx, o.Client.Typed, w.ns, "app.kubernetes.io/name="+w.name, o.Wait); err != nil {
 			return nil, fmt.Errorf("%s in %s: %w", w.name, w.ns, err)

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/darktower/delivery/pipelines/cluster"
+	"github.com/darktower/delivery/pipelines/deploy"
 	"github.com/darktower/delivery/pipelines/upstream"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -45,7 +46,10 @@ type Result struct {
 	// TrafficBack is when the HTTPRoute sent everything to the primary
 	// again after FirstTraffic (rollback), or promotion finished.
 	TrafficBack time.Time
-	Err         error
+	// ServedFirst and ServedLast are the first and the last scrape of the
+	// canary's pods that counted new API requests (Prometheus, every 5 s):
+	// when the canary really served, as opposed to when the route said.
+	ServedFirst, ServedLast time.Time
 }
 
 // RollbackTime is from the regression's start (the canary's first traffic)
@@ -75,7 +79,11 @@ func (r *Result) Summary() string {
 	s := fmt.Sprintf("%s %s: %s after %.0fs; canary traffic %s", r.Service, r.Name, end,
 		r.Outcome.Timeline[len(r.Outcome.Timeline)-1].At.Sub(r.Applied).Seconds(), strings.Join(steps, " → "))
 	if !r.Outcome.Promoted() && !r.FirstTraffic.IsZero() {
-		s += fmt.Sprintf("; regression start → traffic back on the primary: %.1fs", r.RollbackTime().Seconds())
+		s += fmt.Sprintf("; regression start → traffic back on the primary: %.1fs by the route", r.RollbackTime().Seconds())
+		if !r.ServedFirst.IsZero() {
+			s += fmt.Sprintf(", %.0fs by the canary's scrapes (%.0fs → %.0fs, ±5s)", r.ServedTime().Seconds(),
+				r.ServedFirst.Sub(r.Applied).Seconds(), r.ServedLast.Sub(r.Applied).Seconds())
+		}
 	}
 	return s
 }
@@ -140,8 +148,44 @@ func Run(ctx context.Context, client *cluster.Client, namespace string, r Releas
 			last = o.RouteCanary
 		}
 	}
+	res.ServedFirst, res.ServedLast, err = servedWindow(ctx, client, namespace, r.Service, time.Since(res.Applied)+10*time.Second)
+	if err != nil {
+		upstream.Say(progress, "canary %s: when the canary served, from Prometheus: %v", r.Service, err)
+	}
 	upstream.Say(progress, "canary: %s", res.Summary())
 	return res, nil
+}
+
+// ServedTime is from the first to the last scrape that saw the canary
+// serve (0 when it served in none, or in one).
+func (r *Result) ServedTime() time.Duration {
+	if r.ServedFirst.IsZero() {
+		return 0
+	}
+	return r.ServedLast.Sub(r.ServedFirst)
+}
+
+// servedWindow reads, from the canary's pods' request totals over the last
+// window, the first and last scrape at which one had grown.
+func servedWindow(ctx context.Context, client *cluster.Client, namespace, service string, window time.Duration) (first, last time.Time, err error) {
+	series, err := deploy.PrometheusSamples(ctx, client, fmt.Sprintf(`http_requests_total{namespace=%q, pod=~"%s-[a-z0-9]+-[a-z0-9]+", listener="api"}`, namespace, service), window)
+	if err != nil {
+		return first, last, err
+	}
+	for _, s := range series {
+		for i := 1; i < len(s.Samples); i++ {
+			if s.Samples[i].Value <= s.Samples[i-1].Value {
+				continue
+			}
+			if t := s.Samples[i].Time; first.IsZero() || t.Before(first) {
+				first = t
+			}
+			if t := s.Samples[i].Time; t.After(last) {
+				last = t
+			}
+		}
+	}
+	return first, last, nil
 }
 
 func envString(env map[string]string) string {

@@ -64,15 +64,7 @@ func TestChaosRunOnARealCluster(t *testing.T) {
 	// rounds), its JUnit and summary in the output. The cluster is kept
 	// for the proofs below.
 	dist := t.TempDir()
-	state := t.TempDir()
-	pr := 800000 + int(time.Now().UnixNano()%100000) // never someone's preview
-	t.Cleanup(func() {
-		if os.Getenv("DARKTOWER_KEEP_TEST_CLUSTER") != "" {
-			t.Logf("preview %s kept (state %s)", preview.Name(pr), state)
-			return
-		}
-		preview.Down(context.Background(), pr, state, nil)
-	})
+	pr, state := kindtest.ThrowawayPreview(t, 800000)
 	// What a healthy build must get from each.
 	want := map[string]string{
 		"ac-service-pod-delete":           chaos.VerdictPass,

@@ -69,3 +69,53 @@ func PrometheusQuery(ctx context.Context, c *cluster.Client, query string) ([]Sa
 	}
 	return out, nil
 }
+
+// Series is one series of a range selector's raw samples.
+type Series struct {
+	Metric  map[string]string
+	Samples []Sample
+}
+
+// PrometheusSamples returns the raw samples of selector over the last
+// window (a range selector, evaluated now): what Prometheus scraped, at
+// the times it scraped them.
+func PrometheusSamples(ctx context.Context, c *cluster.Client, selector string, window time.Duration) ([]Series, error) {
+	query := fmt.Sprintf("%s[%ds]", selector, int(math.Ceil(window.Seconds())))
+	body, err := c.Typed.CoreV1().Services(MonitoringNamespace).
+		ProxyGet("http", "prometheus", "9090", "/api/v1/query", map[string]string{"query": query}).DoRaw(ctx)
+	var r struct {
+		Status, ErrorType, Error string
+		Data                     struct {
+			ResultType string `json:"resultType"`
+			Result     []struct {
+				Metric map[string]string `json:"metric"`
+				Values [][2]any          `json:"values"`
+			} `json:"result"`
+		}
+	}
+	if jerr := json.Unmarshal(body, &r); jerr != nil || r.Status == "" {
+		if err == nil {
+			err = fmt.Errorf("not a Prometheus API answer: %.200q", body)
+		}
+		return nil, fmt.Errorf("prometheus query %q: %w", query, err)
+	}
+	if r.Status != "success" || r.Data.ResultType != "matrix" {
+		return nil, fmt.Errorf("prometheus query %q: %s %s: %s", query, r.Data.ResultType, r.ErrorType, r.Error)
+	}
+	out := make([]Series, 0, len(r.Data.Result))
+	for _, s := range r.Data.Result {
+		series := Series{Metric: s.Metric}
+		for _, v := range s.Values {
+			ts, ok1 := v[0].(float64)
+			vs, ok2 := v[1].(string)
+			f, err := strconv.ParseFloat(vs, 64)
+			if !ok1 || !ok2 || err != nil {
+				return nil, fmt.Errorf("prometheus query %q: malformed sample %v", query, v)
+			}
+			sec, frac := math.Modf(ts)
+			series.Samples = append(series.Samples, Sample{Value: f, Time: time.Unix(int64(sec), int64(frac*1e9))})
+		}
+		out = append(out, series)
+	}
+	return out, nil
+}

@@ -3,7 +3,6 @@ package preview_test
 import (
 	"bytes"
 	"context"
-	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -61,18 +60,10 @@ func TestPreviewLifecycleOnARealCluster(t *testing.T) {
 	}
 	t.Logf("FIGURE build-all (4 services, linux/amd64) in %s", time.Since(start).Round(100*time.Millisecond))
 
-	state := t.TempDir()
-	pr := 900000 + int(time.Now().UnixNano()%100000) // unique per run: never someone's preview
+	pr, state := kindtest.ThrowawayPreview(t, 900000)
 	start = time.Now()
 	info, res, err := preview.Up(ctx, preview.Options{PR: pr, Commit: "0123456789abcdef0123456789abcdef01234567", Root: kindtest.RepoRoot(t), Dist: dist,
 		NodeImage: kindcluster.NodeImageBuilt, StateDir: state, Progress: &progress})
-	t.Cleanup(func() {
-		if os.Getenv("DARKTOWER_KEEP_TEST_CLUSTER") != "" {
-			t.Logf("preview %s kept", preview.Name(pr))
-			return
-		}
-		preview.Down(context.Background(), pr, state, nil)
-	})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,12 +7,17 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/darktower/delivery/pipelines/kindcluster"
+	"github.com/darktower/delivery/pipelines/preview"
 	"github.com/darktower/delivery/pipelines/upstream"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -102,4 +107,62 @@ func RepoRoot(t testing.TB) string {
 		}
 		dir = parent
 	}
+}
+
+// ThrowawayPreview picks a pull-request number no one's preview has (base
+// plus a per-run part: each test package has its own base) and a state
+// directory, and deletes that preview when the test ends, unless
+// DARKTOWER_KEEP_TEST_CLUSTER is set. DARKTOWER_TEST_PR and
+// DARKTOWER_TEST_STATE pin both, to work on with a kept cluster.
+func ThrowawayPreview(t testing.TB, base int) (pr int, state string) {
+	t.Helper()
+	pr = base + int(time.Now().UnixNano()%100000)
+	if v, err := strconv.Atoi(os.Getenv("DARKTOWER_TEST_PR")); err == nil && v > 0 {
+		pr = v
+	}
+	if state = os.Getenv("DARKTOWER_TEST_STATE"); state == "" {
+		state = t.TempDir()
+	}
+	t.Cleanup(func() {
+		if os.Getenv("DARKTOWER_KEEP_TEST_CLUSTER") != "" {
+			t.Logf("preview %s kept (DARKTOWER_TEST_PR=%d DARKTOWER_TEST_STATE=%s)", preview.Name(pr), pr, state)
+			return
+		}
+		preview.Down(context.Background(), pr, state, nil)
+	})
+	return pr, state
+}
+
+// Progress is a test's progress output: kept, and logged if the test
+// fails; also copied to stderr as it comes with DARKTOWER_TEST_VERBOSE
+// set. It is safe for concurrent writers.
+func Progress(t testing.TB) io.Writer {
+	t.Helper()
+	p := &progress{}
+	if os.Getenv("DARKTOWER_TEST_VERBOSE") != "" {
+		p.tee = os.Stderr
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			p.mu.Lock()
+			defer p.mu.Unlock()
+			t.Log(p.buf.String())
+		}
+	})
+	return p
+}
+
+type progress struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+	tee io.Writer
+}
+
+func (p *progress) Write(b []byte) (int, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.tee != nil {
+		p.tee.Write(b)
+	}
+	return p.buf.Write(b)
 }

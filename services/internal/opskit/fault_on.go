@@ -40,10 +40,17 @@ import (
 // its load makes and leaves the services' calls to each other (a
 // meeting-controller's registration, a media-handler's) healthy, as a
 // regression in one endpoint would.
+//
+// DT_FAULT_MIN_LATENCY (a Go duration, 0..5s, default 0): every faulted
+// request is answered no sooner than this after it arrived (its headers
+// wait). Where the service's own latency is under it, which is nearly
+// always for a floor well above it, the p99 is the floor itself: a p99
+// regression of an exact size, whatever the shared machine's noise.
 type apiFault struct {
-	ppm    int64 // the 5xx ratio in millionths
-	delay  time.Duration
-	routes map[string]bool // nil: every route
+	ppm        int64 // the 5xx ratio in millionths
+	delay      time.Duration
+	minLatency time.Duration
+	routes     map[string]bool // nil: every route
 }
 
 const (
@@ -57,7 +64,8 @@ func loadAPIFault(l *envconf.Loader) apiFault {
 		l.Problemf("DT_FAULT_5XX_RATIO is malformed: expected a number between 0 and 1")
 		ratio = 0
 	}
-	f := apiFault{ppm: int64(math.Round(ratio * faultScale)), delay: l.Duration("DT_FAULT_DELAY", 0, 0, maxFaultDelay)}
+	f := apiFault{ppm: int64(math.Round(ratio * faultScale)), delay: l.Duration("DT_FAULT_DELAY", 0, 0, maxFaultDelay),
+		minLatency: l.Duration("DT_FAULT_MIN_LATENCY", 0, 0, maxFaultDelay)}
 	for _, r := range strings.Split(l.String("DT_FAULT_ROUTES", ""), ",") {
 		if r = strings.TrimSpace(r); r == "" {
 			continue
@@ -70,13 +78,14 @@ func loadAPIFault(l *envconf.Loader) apiFault {
 	return f
 }
 
-func (f apiFault) active() bool { return f.ppm > 0 || f.delay > 0 }
+func (f apiFault) active() bool { return f.ppm > 0 || f.delay > 0 || f.minLatency > 0 }
 
 // announce says at start-up that the API is degraded on purpose.
 func (f apiFault) announce(log *slog.Logger) {
 	if f.active() {
 		log.Warn("canaryfault build: API requests are degraded on purpose",
-			"DT_FAULT_5XX_RATIO", fmt.Sprint(float64(f.ppm)/faultScale), "DT_FAULT_DELAY", f.delay.String(), "DT_FAULT_ROUTES", f.routeList())
+			"DT_FAULT_5XX_RATIO", fmt.Sprint(float64(f.ppm)/faultScale), "DT_FAULT_DELAY", f.delay.String(),
+			"DT_FAULT_MIN_LATENCY", f.minLatency.String(), "DT_FAULT_ROUTES", f.routeList())
 	}
 }
 
@@ -108,6 +117,11 @@ func (f apiFault) wrap(mux *http.ServeMux) http.Handler {
 				return
 			}
 		}
+		if f.minLatency > 0 {
+			pw := &paddedWriter{ResponseWriter: w, until: time.Now().Add(f.minLatency), done: r.Context().Done()}
+			defer pw.wait() // a handler that writes nothing is padded too
+			w = pw
+		}
 		if f.delay > 0 {
 			t := time.NewTimer(f.delay)
 			select {
@@ -132,3 +146,36 @@ func (f apiFault) wrap(mux *http.ServeMux) http.Handler {
 		http.Error(w, "canaryfault build: injected failure", http.StatusServiceUnavailable)
 	})
 }
+
+// paddedWriter holds a response's headers until a time.
+type paddedWriter struct {
+	http.ResponseWriter
+	until  time.Time
+	done   <-chan struct{}
+	waited bool
+}
+
+func (p *paddedWriter) wait() {
+	if p.waited {
+		return
+	}
+	p.waited = true
+	t := time.NewTimer(time.Until(p.until))
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-p.done:
+	}
+}
+
+func (p *paddedWriter) WriteHeader(code int) {
+	p.wait()
+	p.ResponseWriter.WriteHeader(code)
+}
+
+func (p *paddedWriter) Write(b []byte) (int, error) {
+	p.wait()
+	return p.ResponseWriter.Write(b)
+}
+
+func (p *paddedWriter) Unwrap() http.ResponseWriter { return p.ResponseWriter }

@@ -193,3 +193,32 @@ func TestFaultRoutesLimitTheFault(t *testing.T) {
 		}
 	}
 }
+
+// DT_FAULT_MIN_LATENCY answers no faulted request sooner than the floor,
+// whether the handler writes a body, only a status, or nothing.
+func TestFaultMinLatencyIsAFloor(t *testing.T) {
+	const floor = 80 * time.Millisecond
+	l := envconf.FromMap(map[string]string{"DT_FAULT_MIN_LATENCY": floor.String(), "DT_FAULT_ROUTES": "GET /body,GET /status,GET /nothing"})
+	f := loadAPIFault(l)
+	if err := l.Err(); err != nil {
+		t.Fatal(err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /body", func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("ok")) })
+	mux.HandleFunc("GET /status", func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusNoContent) })
+	mux.HandleFunc("GET /nothing", func(http.ResponseWriter, *http.Request) {})
+	mux.HandleFunc("GET /other", func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("ok")) })
+	srv := httptest.NewServer(f.wrap(mux))
+	defer srv.Close()
+	for path, floored := range map[string]bool{"/body": true, "/status": true, "/nothing": true, "/other": false} {
+		start := time.Now()
+		resp, err := http.Get(srv.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if took := time.Since(start); (took >= floor) != floored {
+			t.Errorf("%s answered in %s; floored = %v, want %v", path, took, took >= floor, floored)
+		}
+	}
+}
