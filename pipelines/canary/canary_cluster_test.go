@@ -57,7 +57,8 @@ var (
 )
 
 func (s scenario) release(service string) canary.Release {
-	return canary.Release{Service: service, Name: s.name, Env: map[string]string{knobErrors: s.errors, knobFloor: s.floor, knobRoutes: loadRoutes}}
+	return canary.Release{Service: service, Name: s.name, Env: map[string]string{knobErrors: s.errors, knobFloor: s.floor, knobRoutes: loadRoutes},
+		Routes: strings.Split(loadRoutes, ",")}
 }
 
 // TestCanaryReleasesOnARealCluster is the canary proof: a canaryfault test

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"regexp"
 	"sort"
 	"strings"
 	"time"
@@ -26,6 +27,12 @@ type Release struct {
 	Service string            // the Deployment (and Canary) name
 	Name    string            // the release's name (ReleaseAnnotation)
 	Env     map[string]string // container environment to set
+	// Routes, if set, are the routes the router carries to the service
+	// (as its metrics name them): when the canary served is read from
+	// those alone, since the services' calls to each other (heartbeats,
+	// registrations) reach canary pods without a router where no mesh
+	// runs.
+	Routes []string
 	// CPURequest, if set, is the container's new CPU request (a release
 	// may resize; the proof shrinks the services so that a primary and a
 	// canary of each fit one kind node).
@@ -148,7 +155,7 @@ func Run(ctx context.Context, client *cluster.Client, namespace string, r Releas
 			last = o.RouteCanary
 		}
 	}
-	res.ServedFirst, res.ServedLast, err = servedWindow(ctx, client, namespace, r.Service, time.Since(res.Applied)+10*time.Second)
+	res.ServedFirst, res.ServedLast, err = servedWindow(ctx, client, namespace, r.Service, r.Routes, time.Since(res.Applied)+10*time.Second)
 	if err != nil {
 		upstream.Say(progress, "canary %s: when the canary served, from Prometheus: %v", r.Service, err)
 	}
@@ -167,8 +174,17 @@ func (r *Result) ServedTime() time.Duration {
 
 // servedWindow reads, from the canary's pods' request totals over the last
 // window, the first and last scrape at which one had grown.
-func servedWindow(ctx context.Context, client *cluster.Client, namespace, service string, window time.Duration) (first, last time.Time, err error) {
-	series, err := deploy.PrometheusSamples(ctx, client, fmt.Sprintf(`http_requests_total{namespace=%q, pod=~"%s-[a-z0-9]+-[a-z0-9]+", listener="api"}`, namespace, service), window)
+func servedWindow(ctx context.Context, client *cluster.Client, namespace, service string, routes []string, window time.Duration) (first, last time.Time, err error) {
+	route := ".*"
+	if len(routes) > 0 {
+		quoted := make([]string, len(routes))
+		for i, r := range routes {
+			quoted[i] = regexp.QuoteMeta(r)
+		}
+		route = strings.Join(quoted, "|")
+	}
+	series, err := deploy.PrometheusSamples(ctx, client, fmt.Sprintf(`http_requests_total{namespace=%q, pod=~"%s-[a-z0-9]+-[a-z0-9]+", listener="api", route=~%q}`,
+		namespace, service, route), window)
 	if err != nil {
 		return first, last, err
 	}
