@@ -155,7 +155,7 @@ func Run(ctx context.Context, client *cluster.Client, namespace string, r Releas
 			last = o.RouteCanary
 		}
 	}
-	res.ServedFirst, res.ServedLast, err = servedWindow(ctx, client, namespace, r.Service, r.Routes, time.Since(res.Applied)+10*time.Second)
+	res.ServedFirst, res.ServedLast, err = servedWindow(ctx, client, namespace, r.Service, r.Routes, res.Applied)
 	if err != nil {
 		upstream.Say(progress, "canary %s: when the canary served, from Prometheus: %v", r.Service, err)
 	}
@@ -172,9 +172,11 @@ func (r *Result) ServedTime() time.Duration {
 	return r.ServedLast.Sub(r.ServedFirst)
 }
 
-// servedWindow reads, from the canary's pods' request totals over the last
-// window, the first and last scrape at which one had grown.
-func servedWindow(ctx context.Context, client *cluster.Client, namespace, service string, routes []string, window time.Duration) (first, last time.Time, err error) {
+// servedWindow reads, from the canary's pods' request totals since a
+// time, the first and last scrape at which one had grown over a scrape
+// interval wholly after it (the previous release's canary pods, still
+// terminating, served before it).
+func servedWindow(ctx context.Context, client *cluster.Client, namespace, service string, routes []string, since time.Time) (first, last time.Time, err error) {
 	route := ".*"
 	if len(routes) > 0 {
 		quoted := make([]string, len(routes))
@@ -184,13 +186,13 @@ func servedWindow(ctx context.Context, client *cluster.Client, namespace, servic
 		route = strings.Join(quoted, "|")
 	}
 	series, err := deploy.PrometheusSamples(ctx, client, fmt.Sprintf(`http_requests_total{namespace=%q, pod=~"%s-[a-z0-9]+-[a-z0-9]+", listener="api", route=~%q}`,
-		namespace, service, route), window)
+		namespace, service, route), time.Since(since)+10*time.Second)
 	if err != nil {
 		return first, last, err
 	}
 	for _, s := range series {
 		for i := 1; i < len(s.Samples); i++ {
-			if s.Samples[i].Value <= s.Samples[i-1].Value {
+			if s.Samples[i-1].Time.Before(since) || s.Samples[i].Value <= s.Samples[i-1].Value {
 				continue
 			}
 			if t := s.Samples[i].Time; first.IsZero() || t.Before(first) {
