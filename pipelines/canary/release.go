@@ -191,8 +191,17 @@ func servedWindow(ctx context.Context, client *cluster.Client, namespace, servic
 		return first, last, err
 	}
 	for _, s := range series {
-		for i := 1; i < len(s.Samples); i++ {
-			if s.Samples[i-1].Time.Before(since) || s.Samples[i].Value <= s.Samples[i-1].Value {
+		for i := range s.Samples {
+			grew := false
+			if i == 0 {
+				// A pod's series starts at zero (opskit): a first sample
+				// above it, taken after the release, counted requests the
+				// new pod served before its first scrape.
+				grew = !s.Samples[0].Time.Before(since) && s.Samples[0].Value > 0
+			} else {
+				grew = !s.Samples[i-1].Time.Before(since) && s.Samples[i].Value > s.Samples[i-1].Value
+			}
+			if !grew {
 				continue
 			}
 			if t := s.Samples[i].Time; first.IsZero() || t.Before(first) {
