@@ -34,6 +34,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
 )
 
 //go:embed manifests/system.yaml
@@ -97,12 +98,13 @@ func Install(ctx context.Context, o InstallOptions) (*Installed, error) {
 	in := &Installed{}
 	var err error
 	start := time.Now()
+	var flaggerDir string
 	for _, t := range []struct {
 		tool
-		ref, version *string
-	}{{flaggerTool, &in.FlaggerImage, &in.FlaggerVersion}, {traefikTool, &in.TraefikImage, &in.TraefikVersion}} {
+		ref, version, dir *string
+	}{{flaggerTool, &in.FlaggerImage, &in.FlaggerVersion, &flaggerDir}, {traefikTool, &in.TraefikImage, &in.TraefikVersion, new(string)}} {
 		step := time.Now()
-		if *t.version, _, err = moduleDir(ctx, o.Root, t.tool); err != nil {
+		if *t.version, *t.dir, err = moduleDir(ctx, o.Root, t.tool); err != nil {
 			return nil, err
 		}
 		*t.ref, err = o.Cluster.LoadGoProgram(ctx, kindcluster.GoProgram{ModuleDir: filepath.Join(o.Root, t.Dir), Package: t.Package, Name: t.Name})
@@ -111,7 +113,7 @@ func Install(ctx context.Context, o InstallOptions) (*Installed, error) {
 		}
 		say("%s %s built from the module proxy and loaded as %s (%s)", t.Name, *t.version, *t.ref, time.Since(step).Round(100*time.Millisecond))
 	}
-	objs, err := upstreamObjects(ctx, o.Root, in)
+	objs, err := upstreamObjects(ctx, o.Root, flaggerDir, in)
 	if err != nil {
 		return nil, err
 	}
@@ -180,11 +182,7 @@ func moduleDir(ctx context.Context, root string, t tool) (version, dir string, e
 
 // upstreamObjects are the CRDs (Gateway API's standard channel, Flagger's)
 // and Flagger's RBAC, from the module versions the tools pin.
-func upstreamObjects(ctx context.Context, root string, in *Installed) ([]*unstructured.Unstructured, error) {
-	_, flaggerDir, err := moduleDir(ctx, root, flaggerTool)
-	if err != nil {
-		return nil, err
-	}
+func upstreamObjects(ctx context.Context, root, flaggerDir string, in *Installed) ([]*unstructured.Unstructured, error) {
 	gwVersion, gwDir, err := moduleDir(ctx, root, gatewayAPI)
 	if err != nil {
 		return nil, err
@@ -255,8 +253,8 @@ func internalCA(ctx context.Context, client *cluster.Client, namespace string) (
 		ObjectMeta: metav1.ObjectMeta{Name: CAConfigMap, Namespace: namespace,
 			Labels: map[string]string{"app.kubernetes.io/part-of": "dark-tower", "app.kubernetes.io/managed-by": "darktower-canary"}},
 		Data: map[string]string{"ca.crt": string(s.Data["ca.crt"])}}
-	u, err := toUnstructured(cm)
-	return u, err
+	m, err := runtime.DefaultUnstructuredConverter.ToUnstructured(cm)
+	return &unstructured.Unstructured{Object: m}, err
 }
 
 func applyAll(ctx context.Context, client *cluster.Client, objs []*unstructured.Unstructured) error {
@@ -270,16 +268,4 @@ func applyAll(ctx context.Context, client *cluster.Client, objs []*unstructured.
 		return errors.New("applying the canary objects: " + strings.Join(failed, "; "))
 	}
 	return nil
-}
-
-func toUnstructured(obj any) (*unstructured.Unstructured, error) {
-	raw, err := json.Marshal(obj)
-	if err != nil {
-		return nil, err
-	}
-	var m map[string]any
-	if err := json.Unmarshal(raw, &m); err != nil {
-		return nil, err
-	}
-	return &unstructured.Unstructured{Object: m}, nil
 }

@@ -151,6 +151,11 @@ func Watch(ctx context.Context, o WatchOptions) (*Outcome, error) {
 		terminal := s.Phase == PhaseSucceeded || s.Phase == PhaseFailed || s.Phase == PhaseInitialized
 		if polls++; fromLog && (polls%4 == 0 || terminal) {
 			for _, l := range flaggerLog(ctx, o.Client, o.FlaggerNamespace, subject, since) {
+				// Read on from the last line seen, not the whole log again
+				// (the same second's lines come back; seenEvents drops them).
+				if ts, err := time.Parse(time.RFC3339Nano, l.TS); err == nil && ts.After(since.Time) {
+					since = metav1.NewTime(ts.Truncate(time.Second))
+				}
 				if k := l.TS + l.Msg; !seenEvents[k] {
 					seenEvents[k] = true
 					out.Events = append(out.Events, l.Msg)
