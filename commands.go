@@ -73,6 +73,13 @@ var groups = []group{
 		{name: "install", summary: "install --pr N: Flagger v1.36.1, Traefik (the Gateway) and the Canaries into preview pr-N", declare: runCanaryInstall},
 		{name: "watch", summary: "watch --service S [--pr N | --cluster NAME | --kubeconfig F]: follow the service's Canary; exit 0 on promotion, 1 on rollback", declare: runCanaryWatch},
 	}},
+	{name: "flags", summary: "the feature-flag catalogue (infra/flags/catalog.yaml): flags sync --etcd ENDPOINTS [--dry-run] | generate", subs: []leaf{
+		{name: "sync", summary: "sync --etcd ENDPOINTS [--prefix P] [--env E] [--dry-run]: make etcd's flags equal the catalogue, printing the diff", declare: runFlagsSync},
+		{name: "generate", summary: "write the services' static defaults (services/internal/flags/catalog_gen.go) from the catalogue; --check fails if out of date", declare: runFlagsGenerate},
+	}},
+	{name: "tools-path", summary: "tools-path etcd: print a tool's path, building it once from the Go module proxy (the services' tests use it)", subs: []leaf{
+		{name: "etcd", summary: "print the etcd binary's path (built once into ~/.cache/darktower/upstream)", declare: runToolsPathEtcd},
+	}},
 	{name: "chaos", summary: "chaos run --cluster NAME | --kubeconfig F [--only E,...] [--junit F] [--summary F]: the repository's chaos engines against a cluster (Litmus where installed, else the pipeline's executor)", subs: []leaf{
 		{name: "run", summary: "chaos run --cluster NAME | --kubeconfig F: the chaos stage against a cluster", declare: runChaos},
 	}},
