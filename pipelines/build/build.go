@@ -47,11 +47,12 @@ type Options struct {
 	// in every binary's build info, and the pipeline never publishes such
 	// a build.
 	GoTags []string
-	// SymbolsDir, when set, also gets each binary linked with its symbol
-	// table kept (no -s): the images' binaries are stripped, and
-	// govulncheck needs the symbols to tell which functions a binary
-	// holds. Only the link is redone: the compiled packages come from the
-	// build cache, and the linker drops the same dead code either way.
+	// SymbolsDir, when set, is where Result.SymbolsBinary links a
+	// binary with its symbol table kept (no -s): the images' binaries are
+	// stripped, and govulncheck needs the symbols to tell which functions
+	// a binary holds. Only the link is redone, and only when the scan asks
+	// (a reused scan does not): the compiled packages come from the build
+	// cache, and the linker drops the same dead code either way.
 	SymbolsDir string
 }
 
@@ -85,12 +86,20 @@ type Image struct {
 
 // Result is the build stage's output.
 type Result struct {
-	Images []*Image
-	// Symbols are the binaries with symbol tables (Options.SymbolsDir),
-	// by SymbolsKey.
-	Symbols map[string]string
+	Images  []*Image
 	Compile time.Duration
 	Build   time.Duration
+
+	symbols map[binKey]*symbolsLink // by service and platform (Options.SymbolsDir)
+}
+
+// symbolsLink is one compile group's link with symbols, done at most once,
+// on the first request for any of its binaries.
+type symbolsLink struct {
+	o    Options
+	g    *compileGroup
+	once sync.Once
+	err  error
 }
 
 // progressMu serialises progress lines: images are assembled in
@@ -134,10 +143,11 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	}
 	res := &Result{Compile: time.Since(start), Images: make([]*Image, len(o.Specs))}
 	if o.SymbolsDir != "" {
-		res.Symbols = map[string]string{}
+		res.symbols = map[binKey]*symbolsLink{}
 		for _, g := range o.groups(work) {
+			link := &symbolsLink{o: o, g: g}
 			for _, s := range g.specs {
-				res.Symbols[SymbolsKey(s.Name, g.p)] = filepath.Join(o.SymbolsDir, filepath.Base(g.out), path.Base(s.Main))
+				res.symbols[binKey{s.Name, g.p}] = link
 			}
 		}
 	}
@@ -184,8 +194,25 @@ func assembleOrReuse(o Options, s *catalog.Spec, bins map[binKey]string) (*Image
 	return img, nil
 }
 
-// SymbolsKey names a service's platform binary in Result.Symbols.
-func SymbolsKey(service string, p catalog.Platform) string { return service + " " + p.String() }
+// SymbolsBinary is service's binary for p linked with its symbol table,
+// in Options.SymbolsDir: its compile group is linked on the first request
+// (one go build for every binary of the group, from the build cache).
+func (r *Result) SymbolsBinary(ctx context.Context, service string, p catalog.Platform) (string, error) {
+	link, ok := r.symbols[binKey{service, p}]
+	if !ok {
+		return "", fmt.Errorf("build: no binary with symbols for %s %s (Options.SymbolsDir unset, or not built)", service, p)
+	}
+	link.once.Do(func() {
+		t := time.Now()
+		if link.err = linkWithSymbols(ctx, link.o, link.g); link.err == nil {
+			link.o.progress("build: %s linked %s with symbols (for the scan) in %s", link.g.p, strings.Join(link.g.names(), ", "), time.Since(t).Round(time.Millisecond))
+		}
+	})
+	if link.err != nil {
+		return "", link.err
+	}
+	return filepath.Join(link.o.SymbolsDir, filepath.Base(link.g.out), path.Base(link.g.specFor(service).Main)), nil
+}
 
 type binKey struct {
 	service  string
@@ -263,12 +290,10 @@ func compileAll(ctx context.Context, o Options, work string) (map[binKey]string,
 				cancel() // one failure fails the stage; stop the rest early
 				return
 			}
-			var names []string
 			for _, s := range g.specs {
 				bins[binKey{s.Name, g.p}] = filepath.Join(g.out, path.Base(s.Main))
-				names = append(names, s.Name)
 			}
-			o.progress("build: %s compiled %s in %s", g.p, strings.Join(names, ", "), time.Since(t).Round(time.Millisecond))
+			o.progress("build: %s compiled %s in %s", g.p, strings.Join(g.names(), ", "), time.Since(t).Round(time.Millisecond))
 		}()
 	}
 	wg.Wait()
@@ -282,32 +307,53 @@ func compileAll(ctx context.Context, o Options, work string) (map[binKey]string,
 // opskitPkg is where the services keep their link-time version variables.
 const opskitPkg = "github.com/darktower/delivery/services/internal/opskit"
 
-func compile(ctx context.Context, o Options, g *compileGroup) error {
-	modDir := filepath.Join(o.Root, g.module)
+func (g *compileGroup) names() []string {
 	var names []string
 	for _, s := range g.specs {
 		names = append(names, s.Name)
+	}
+	return names
+}
+
+func (g *compileGroup) specFor(service string) *catalog.Spec {
+	for _, s := range g.specs {
+		if s.Name == service {
+			return s
+		}
+	}
+	return nil
+}
+
+// buildArgs is the group's `go build` command line, writing into out.
+func (o Options) buildArgs(g *compileGroup, ldflags, out string) []string {
+	args := []string{"build", "-trimpath", "-buildvcs=false", "-ldflags", ldflags, "-o", out}
+	if len(o.GoTags) > 0 {
+		args = append(args, "-tags", strings.Join(o.GoTags, ","))
+	}
+	return append(args, g.mains...)
+}
+
+func (o Options) ldflags() string {
+	return fmt.Sprintf("-s -w -buildid= -X %s.Version=%s -X %s.Revision=%s", opskitPkg, o.Version, opskitPkg, o.Revision)
+}
+
+func compile(ctx context.Context, o Options, g *compileGroup) error {
+	modDir := filepath.Join(o.Root, g.module)
+	for _, s := range g.specs {
 		if _, err := os.Stat(filepath.Join(modDir, s.Main)); err != nil {
 			return fmt.Errorf("%s: main package %s not found in %s (spec %s)", s.Name, s.Main, modDir, s.File)
 		}
 	}
-	ldflags := fmt.Sprintf("-s -w -buildid= -X %s.Version=%s -X %s.Revision=%s", opskitPkg, o.Version, opskitPkg, o.Revision)
-	args := []string{"build", "-trimpath", "-buildvcs=false", "-ldflags", ldflags, "-o", g.out}
-	if len(o.GoTags) > 0 {
-		args = append(args, "-tags", strings.Join(o.GoTags, ","))
-	}
-	args = append(args, g.mains...)
-	if err := goBuild(ctx, modDir, g, names, args); err != nil {
-		return err
-	}
-	if o.SymbolsDir == "" {
-		return nil
-	}
-	// The same link with the symbol table (-s dropped; -w still drops DWARF,
-	// which govulncheck does not read and which makes the link slower).
-	args[slices.Index(args, ldflags)] = strings.Replace(ldflags, "-s -w ", "-w ", 1)
-	args[slices.Index(args, g.out)] = filepath.Join(o.SymbolsDir, filepath.Base(g.out)) + string(filepath.Separator)
-	return goBuild(ctx, modDir, g, names, args)
+	return goBuild(ctx, modDir, g, g.names(), o.buildArgs(g, o.ldflags(), g.out))
+}
+
+// linkWithSymbols is the group's link again with the symbol table (-s
+// dropped; -w still drops DWARF, which govulncheck does not read and which
+// makes the link slower), into Options.SymbolsDir.
+func linkWithSymbols(ctx context.Context, o Options, g *compileGroup) error {
+	ldflags := strings.Replace(o.ldflags(), "-s -w ", "-w ", 1)
+	out := filepath.Join(o.SymbolsDir, filepath.Base(g.out)) + string(filepath.Separator)
+	return goBuild(ctx, filepath.Join(o.Root, g.module), g, g.names(), o.buildArgs(g, ldflags, out))
 }
 
 func goBuild(ctx context.Context, modDir string, g *compileGroup, names, args []string) error {

@@ -228,9 +228,9 @@ func BuildAll(ctx context.Context, o BuildAllOptions) (*build.Manifest, error) {
 			if err != nil {
 				return nil, err
 			}
-			bin, ok := res.Symbols[build.SymbolsKey(service, p)]
-			if !ok {
-				return nil, fmt.Errorf("no binary with symbols for %s %s", service, platform)
+			bin, err := res.SymbolsBinary(ctx, service, p)
+			if err != nil {
+				return nil, err
 			}
 			t := time.Now()
 			vulns, err := scan.CheckBinary(ctx, data, bin)

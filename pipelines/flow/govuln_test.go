@@ -28,12 +28,13 @@ func TestGoVulnDBSourceBlocksOnlyAReachableSymbol(t *testing.T) {
 		t.Fatal(err)
 	}
 	dbCache := t.TempDir() // no Trivy DB in it
+	stageCache := t.TempDir()
 	run := func(service, source string) (*build.Manifest, string, error) {
 		var progress bytes.Buffer
 		out := filepath.Join(root, "dist-"+service)
 		m, err := BuildAll(context.Background(), BuildAllOptions{Root: root, Services: []string{service}, Out: out,
 			VulnSource: source, DBCacheDir: dbCache, DBRepository: "127.0.0.1:1/trivy-db:2", CacheDir: t.TempDir(),
-			Version: "1.0.0", Env: fixedEnv, NoSign: true, Progress: &progress})
+			Version: "1.0.0", Env: fixedEnv, NoSign: true, StageCacheDir: stageCache, Progress: &progress})
 		t.Logf("%s:\n%s", service, progress.String())
 		return m, progress.String(), err
 	}
@@ -67,9 +68,13 @@ func TestGoVulnDBSourceBlocksOnlyAReachableSymbol(t *testing.T) {
 	}
 	sarifReach(t, filepath.Join(root, "dist-calls"), vulndbtest.GoTextAdvisory, scan.Reachable)
 
-	m, _, err := run("imports", scan.SourceGoVulnDB)
+	m, progress, err := run("imports", scan.SourceGoVulnDB)
 	if err != nil {
 		t.Fatalf("imports: %v", err)
+	}
+	const linked = "linked imports with symbols (for the scan)"
+	if !strings.Contains(progress, linked) {
+		t.Errorf("imports: the scan's binary with symbols was not linked:\n%s", progress)
 	}
 	if m.Scan.Source != scan.SourceGoVulnDB || m.Scan.SourceVersion != scan.GoVulnDBModule+"@"+scan.GoVulnDBVersion || m.Images[0].Platforms[0].Vulnerabilities.Unknown == 0 {
 		t.Errorf("imports: manifest %+v %+v", m.Scan, m.Images[0].Platforms[0].Vulnerabilities)
@@ -77,6 +82,16 @@ func TestGoVulnDBSourceBlocksOnlyAReachableSymbol(t *testing.T) {
 	summary, _ = os.ReadFile(filepath.Join(root, "dist-imports", build.SummaryFile))
 	if !strings.Contains(string(summary), vulndbtest.GoTextAdvisory+" in imports (linux/amd64): golang.org/x/text 0.3.7: unreachable") {
 		t.Errorf("imports: summary.md does not report GO-2022-1059 unreachable:\n%s", summary)
+	}
+	sarifReach(t, filepath.Join(root, "dist-imports"), vulndbtest.GoTextAdvisory, scan.Unreachable)
+
+	// Unchanged: the findings are reused, so nothing is linked again for
+	// the scan (the warm no-op build costs one link per platform).
+	if _, progress, err = run("imports", scan.SourceGoVulnDB); err != nil {
+		t.Fatalf("imports again: %v", err)
+	}
+	if strings.Contains(progress, linked) || !strings.Contains(progress, "scan: findings reused for imports") {
+		t.Errorf("imports again: want the findings reused and no link with symbols:\n%s", progress)
 	}
 	sarifReach(t, filepath.Join(root, "dist-imports"), vulndbtest.GoTextAdvisory, scan.Unreachable)
 }
