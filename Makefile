@@ -1,7 +1,7 @@
 # Thin aliases; the work lives in Go (pipelines/, services/, ci/) and scripts/.
 export GOTOOLCHAIN := go1.27.3
 
-.PHONY: test build-all bench-build bench-cluster services lint dagger-check sim-up sim-down validate-server node-image cluster-up cluster-down preview-up preview-down chaos canary-check canary-install canary-watch
+.PHONY: test build-all bench-build bench-cluster bench-flags services lint dagger-check sim-up sim-down validate-server node-image cluster-up cluster-down preview-up preview-down chaos canary-check canary-install canary-watch
 
 ## test: install what the tests need, then gofmt, go vet, every test and dagger-check (the README's test command)
 test:
@@ -20,6 +20,10 @@ bench-build:
 ## bench-cluster: the real cluster (kind on the node image built here) against the simulated one, up and down, in one run
 bench-cluster:
 	go run ./bench/clusterbench
+
+## bench-flags: flag propagation, etcd write to the value held by N = 1, 100, 1000 clients of the flag gateway over loopback: p50/p99/max and memory per subscriber (etcd built from the Go module proxy, cached)
+bench-flags:
+	go run ./bench/flagbench
 
 ## services: build the four service binaries into bin/
 services:

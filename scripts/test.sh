@@ -27,6 +27,13 @@ start=$SECONDS
 go run . node-image
 echo "($((SECONDS - start)) s)"
 
+# The flag system's tests (services/internal/flaggw, flags) run a real
+# etcd: the one the pipeline builds from the Go module proxy (cached).
+step "etcd for the flag tests"
+DARKTOWER_ETCD=$(go run . tools-path etcd)
+export DARKTOWER_ETCD
+echo "DARKTOWER_ETCD=$DARKTOWER_ETCD"
+
 step "gofmt"
 unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go' -not -path './.cache/*'))
 if [[ -n $unformatted ]]; then
@@ -69,7 +76,7 @@ echo "(canaryfault: $((SECONDS - start)) s)"
 
 # The benchmarks' smoke runs (one service, one platform; no kind cluster):
 # a benchmark that a later change breaks fails here, not months later.
-for b in buildbench clusterbench; do
+for b in buildbench clusterbench flagbench; do
   step "benchmark smoke: go run ./bench/$b --smoke"
   start=$SECONDS
   if go run "./bench/$b" --smoke 2>&1 | tee -a "$log"; then
