@@ -201,7 +201,14 @@ func TestGatewayCutOffFromEtcdCatchesUpOnMissedRevisions(t *testing.T) {
 	put(t, cli, flags.AcTokenTtlSeconds, "301")
 	put(t, cli, flags.GcHttp3Enabled, "true")
 	put(t, cli, flags.AcTokenTtlSeconds, "302")
-	time.Sleep(time.Second)
+	// More than etcd sends in one catching-up watch response (1000
+	// revisions), and more than a subscriber's queue (256 frames).
+	var ratios []string
+	for i := 1; i <= 1100; i++ {
+		v := strconv.FormatFloat(float64(i)/10000, 'g', -1, 64)
+		put(t, cli, flags.MhAdmissionHardLimitRatio, v)
+		ratios = append(ratios, v)
+	}
 	if c.Int(flags.AcTokenTtlSeconds) != 300 || c.Bool(flags.GcHttp3Enabled) || !c.Connected() {
 		t.Fatalf("during the cut the client holds %d/%v (connected %v), want 300/false, connected", c.Int(flags.AcTokenTtlSeconds),
 			c.Bool(flags.GcHttp3Enabled), c.Connected())
@@ -216,6 +223,12 @@ func TestGatewayCutOffFromEtcdCatchesUpOnMissedRevisions(t *testing.T) {
 	if got := c.valuesOf(flags.AcTokenTtlSeconds); !slices.Equal(got, []string{"300", "301", "302"}) {
 		t.Fatalf("client applied %v, want 300 301 302 (every missed revision, in order)", got)
 	}
+	c.waitValue(t, flags.MhAdmissionHardLimitRatio, ratios[len(ratios)-1], 15*time.Second)
+	if got := c.valuesOf(flags.MhAdmissionHardLimitRatio); !slices.Equal(got, ratios) {
+		t.Fatalf("client applied %d of the 1100 missed ratio writes (first %v), want all in order", len(got), got[:min(5, len(got))])
+	}
+	t.Logf("all 1100 missed ratio writes applied in order %s after the network was back (subscribers dropped as too slow and resumed: %v)",
+		time.Since(restored).Round(time.Millisecond), g.Metric("flaggw_subscribers_dropped_total"))
 	c.checkMonotonic(t)
 }
 

@@ -339,7 +339,7 @@ func (g *Gateway) applyWatch(wr clientv3.WatchResponse) {
 	for _, ev := range wr.Events {
 		rev := ev.Kv.ModRevision
 		if rev <= g.rev {
-			continue // already in the state (read before the watch started)
+			continue // already in the state (a re-sent event after a watch resumed)
 		}
 		if cur != nil && cur.Revision != rev {
 			flush()
@@ -361,11 +361,13 @@ func (g *Gateway) applyWatch(wr clientv3.WatchResponse) {
 		cur.Flags = append(cur.Flags, e)
 	}
 	flush()
-	// Progress notifications and the header move the revision on even
-	// when nothing under the prefix changed.
-	if r := wr.Header.Revision; r > g.rev {
-		g.rev = r
-		g.m.watchRev.Set(float64(r))
+	// Only a progress notification promises that nothing at or below its
+	// header's revision is still to come; the header of a response with
+	// events does not (a watch catching up sends older events in batches
+	// under the current revision), so it must not move the revision on.
+	if wr.IsProgressNotify() && wr.Header.Revision > g.rev {
+		g.rev = wr.Header.Revision
+		g.m.watchRev.Set(float64(g.rev))
 	}
 }
 
