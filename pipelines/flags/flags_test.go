@@ -260,3 +260,39 @@ func TestSyncNamesAnUnreachableEtcd(t *testing.T) {
 		t.Fatalf("a prefix without slashes: %v", err)
 	}
 }
+
+func TestSyncWritesEachEnvironmentsValue(t *testing.T) {
+	ep := etcd(t)
+	c, err := Parse("catalog.yaml", []byte(`flags:
+  - name: gc.http3.enabled
+    type: bool
+    default: false
+    owner: global-controller
+    description: d
+    values:
+      prod: true
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	for _, env := range []string{"prod", "staging"} {
+		if _, err := Sync(ctx, c, SyncOptions{Endpoints: []string{ep}, Env: env}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{ep}, Logger: zap.NewNop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	for env, want := range map[string]string{"prod": "true", "staging": "false"} {
+		r, err := cli.Get(ctx, "/darktower/flags/"+env+"/gc.http3.enabled")
+		if err != nil || len(r.Kvs) != 1 || string(r.Kvs[0].Value) != want {
+			t.Fatalf("%s: %v %v, want %s", env, r, err, want)
+		}
+	}
+	if _, err := Sync(ctx, c, SyncOptions{Endpoints: []string{ep}, Env: "Prod!"}); err == nil || !strings.Contains(err.Error(), "--env") {
+		t.Fatalf("a malformed --env: %v", err)
+	}
+}

@@ -232,6 +232,48 @@ func TestGatewayCutOffFromEtcdCatchesUpOnMissedRevisions(t *testing.T) {
 	c.checkMonotonic(t)
 }
 
+// TestGatewayWatchCompactedWhileCutOffResyncs: etcd compacts past the
+// gateway's revision while it is cut off; its resumed watch is refused,
+// so it re-reads the prefix and pushes the difference (a deletion
+// included) to its subscribers, which stay connected.
+func TestGatewayWatchCompactedWhileCutOffResyncs(t *testing.T) {
+	e := startEtcd(t)
+	cli := etcdClient(t, e)
+	put(t, cli, flags.AcTokenTtlSeconds, "300")
+	put(t, cli, flags.GcHttp3Enabled, "true")
+	proxy := startProxy(t, "127.0.0.1:"+strconv.Itoa(e.ClientPort))
+	g := startGateway(t, "http://"+proxy.addr)
+	g.waitReady(200, 10*time.Second)
+	c := startClient(t, g.URL(), "")
+	c.waitValue(t, flags.GcHttp3Enabled, "true", 5*time.Second)
+
+	proxy.Cut()
+	g.waitReady(503, 10*time.Second)
+	put(t, cli, flags.AcTokenTtlSeconds, "301")
+	put(t, cli, flags.AcTokenTtlSeconds, "302")
+	if _, err := cli.Delete(context.Background(), prefix+flags.GcHttp3Enabled); err != nil {
+		t.Fatal(err)
+	}
+	rev := put(t, cli, flags.McMhSelectionStrategy, "round-robin")
+	if _, err := cli.Compact(context.Background(), rev); err != nil {
+		t.Fatal(err)
+	}
+	restored := time.Now()
+	proxy.Restore()
+	c.waitValue(t, flags.McMhSelectionStrategy, "round-robin", 15*time.Second)
+	c.waitValue(t, flags.AcTokenTtlSeconds, "302", time.Second)
+	c.waitValue(t, flags.GcHttp3Enabled, "false", time.Second) // deleted: the default
+	t.Logf("compacted while cut off: the client held the re-read state %s after the network was back",
+		time.Since(restored).Round(time.Millisecond))
+	if g.Metric("flaggw_watch_restarts_total") < 1 {
+		t.Fatal("flaggw_watch_restarts_total is 0: the gateway did not re-read the prefix")
+	}
+	if got := c.valuesOf(flags.AcTokenTtlSeconds); !slices.Equal(got, []string{"300", "302"}) {
+		t.Fatalf("client applied %v, want 300 then 302 (the compacted 301 is gone)", got)
+	}
+	c.checkMonotonic(t)
+}
+
 // TestGatewayKilledClientsReconnectWithoutAStaleFlip: the gateway is
 // SIGKILLed; clients keep their values, reconnect with backoff when it is
 // back, get what changed meanwhile, and never go back to an older value.
