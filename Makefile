@@ -1,7 +1,7 @@
 # Thin aliases; the work lives in Go (pipelines/, services/, ci/) and scripts/.
 export GOTOOLCHAIN := go1.27.3
 
-.PHONY: test build-all bench-build bench-cluster bench-flags services lint dagger-check sim-up sim-down validate-server node-image cluster-up cluster-down preview-up preview-down chaos canary-check canary-install canary-watch
+.PHONY: test build-all bench-build bench-pipeline bench-cluster bench-flags services lint dagger-check sim-up sim-down validate-server node-image cluster-up cluster-down preview-up preview-down chaos canary-check canary-install canary-watch
 
 ## test: install what the tests need, then gofmt, go vet, every test and dagger-check (the README's test command)
 test:
@@ -16,6 +16,10 @@ build-all:
 ## bench-build: build-all vs ko vs go build, cold and warm, sizes and reproducibility (installs ko from the module proxy into ~/.cache)
 bench-build:
 	go run ./bench/buildbench
+
+## bench-pipeline: the whole job (build, SBOMs, gate, sign, attest, push) by build-all vs the upstream CLI chain (ko, syft, trivy, cosign at go.mod's versions, installed into ~/.cache) vs go build, cold and warm, wall time and peak RSS
+bench-pipeline:
+	go run ./bench/pipelinebench
 
 ## bench-cluster: the real cluster (kind on the node image built here) against the simulated one, up and down, in one run
 bench-cluster:

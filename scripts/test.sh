@@ -76,7 +76,7 @@ echo "(canaryfault: $((SECONDS - start)) s)"
 
 # The benchmarks' smoke runs (one service, one platform; no kind cluster):
 # a benchmark that a later change breaks fails here, not months later.
-for b in buildbench clusterbench flagbench; do
+for b in buildbench pipelinebench clusterbench flagbench; do
   step "benchmark smoke: go run ./bench/$b --smoke"
   start=$SECONDS
   if go run "./bench/$b" --smoke 2>&1 | tee -a "$log"; then

@@ -19,36 +19,29 @@ package main
 import (
 	"flag"
 	"fmt"
-	"io"
-	"log"
-	"net/http/httptest"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"sort"
 	"strings"
 	"time"
 
+	"github.com/darktower/delivery/bench/internal/benchkit"
 	"github.com/darktower/delivery/internal/vulndbtest"
 	"github.com/darktower/delivery/pipelines/build"
-	"github.com/darktower/delivery/pipelines/catalog"
 	"github.com/darktower/delivery/pipelines/source"
-	"github.com/google/go-containerregistry/pkg/name"
-	"github.com/google/go-containerregistry/pkg/registry"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/layout"
-	"github.com/google/go-containerregistry/pkg/v1/mutate"
-	"github.com/google/go-containerregistry/pkg/v1/remote"
-	"github.com/google/go-containerregistry/pkg/v1/types"
 )
 
-var services = []string{"ac-service", "global-controller", "meeting-controller", "media-handler"}
+var (
+	services  = benchkit.Services
+	platforms = benchkit.Platforms
+)
 
-var platforms = []catalog.Platform{{OS: "linux", Arch: "amd64"}, {OS: "linux", Arch: "arm64"}}
+const ldflags = benchkit.Ldflags
 
-const ldflags = "-s -w -buildid="
+var ko = benchkit.GoTool{Name: "ko", Package: "github.com/google/ko"}
 
 func main() {
 	koVersion := flag.String("ko-version", "v0.19.1", "ko version to install from the Go module proxy")
@@ -64,88 +57,11 @@ func main() {
 	}
 }
 
-// env is the environment every tool runs with, plus extra.
-func env(extra ...string) []string {
-	return append(os.Environ(), append([]string{"CGO_ENABLED=0", "GOFLAGS=-mod=readonly"}, extra...)...)
-}
+func env(extra ...string) []string { return benchkit.Env(extra...) }
 
-func sh(dir string, environ []string, stdout io.Writer, name string, args ...string) error {
-	cmd := exec.Command(name, args...)
-	cmd.Dir, cmd.Env = dir, environ
-	var errBuf strings.Builder
-	cmd.Stdout, cmd.Stderr = stdout, &errBuf
-	if stdout == nil {
-		cmd.Stdout = io.Discard
-	}
-	if err := cmd.Run(); err != nil {
-		return fmt.Errorf("%s %s: %v\n%s", name, strings.Join(args, " "), err, errBuf.String())
-	}
-	return nil
-}
-
-func timed(f func() error) (time.Duration, error) {
-	t := time.Now()
-	err := f()
-	return time.Since(t), err
-}
-
-// installKo builds ko once into the user cache (never into the repository).
-func installKo(version string) (string, error) {
-	cache, err := os.UserCacheDir()
-	if err != nil {
-		return "", err
-	}
-	bin := filepath.Join(cache, "darktower", "bench", "ko-"+version)
-	if _, err := os.Stat(filepath.Join(bin, "ko")); err == nil {
-		return filepath.Join(bin, "ko"), nil
-	}
-	fmt.Printf("installing ko %s from the Go module proxy into %s ...\n", version, bin)
-	if err := sh(os.TempDir(), append(os.Environ(), "GOBIN="+bin), nil, "go", "install", "github.com/google/ko@"+version); err != nil {
-		return "", err
-	}
-	return filepath.Join(bin, "ko"), nil
-}
-
-// serveBase starts an in-process registry holding the skeleton base, so
-// both tools pull the very same base over the registry protocol.
-func serveBase(epoch time.Time) (string, func(), error) {
-	srv := httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
-	base, err := build.SkeletonBase(platforms, "", epoch)
-	if err != nil {
-		return "", nil, err
-	}
-	idx := mutate.IndexMediaType(empty.Index, types.OCIImageIndex)
-	for _, p := range platforms {
-		img, err := base.Image(p)
-		if err != nil {
-			return "", nil, err
-		}
-		idx = mutate.AppendManifests(idx, mutate.IndexAddendum{Add: img,
-			Descriptor: v1.Descriptor{Platform: &v1.Platform{OS: p.OS, Architecture: p.Arch}}})
-	}
-	host := strings.TrimPrefix(srv.URL, "http://")
-	tag, err := name.NewTag(host + "/bench/skeleton:base")
-	if err != nil {
-		return "", nil, err
-	}
-	if err := remote.WriteIndex(tag, idx); err != nil {
-		return "", nil, err
-	}
-	d, err := idx.Digest()
-	if err != nil {
-		return "", nil, err
-	}
-	return tag.Context().Digest(d.String()).String(), srv.Close, nil
-}
-
-// copyRepo copies what a build reads (images/, services/) to dir.
-func copyRepo(root, dir string) error {
-	for _, d := range []string{"images", "services"} {
-		if err := sh(root, nil, nil, "cp", "-r", filepath.Join(root, d), filepath.Join(dir, d)); err != nil {
-			return err
-		}
-	}
-	return nil
+func sh(dir string, environ []string, name string, args ...string) error {
+	_, err := benchkit.Run(dir, environ, nil, name, args...)
+	return err
 }
 
 // tool is one way of building the images.
@@ -162,14 +78,12 @@ type imageInfo struct {
 }
 
 func run(koVersion string, keep, smoke bool) error {
-	root, err := os.Getwd()
+	root, err := benchkit.RepoRoot("bench-build")
 	if err != nil {
 		return err
 	}
-	if _, err := os.Stat(filepath.Join(root, "images")); err != nil {
-		return fmt.Errorf("run from the repository root (make bench-build): %w", err)
-	}
-	ko, err := installKo(koVersion)
+	ko.Version = koVersion
+	koBin, err := ko.Install()
 	if err != nil {
 		return err
 	}
@@ -185,13 +99,14 @@ func run(koVersion string, keep, smoke bool) error {
 		return err
 	}
 	epoch := fmt.Sprint(src.Epoch.Unix())
-	baseRef, stop, err := serveBase(src.Epoch)
+	reg := benchkit.ServeRegistry()
+	defer reg.Close()
+	baseRef, err := reg.PushSkeletonBase(platforms, src.Epoch)
 	if err != nil {
 		return err
 	}
-	defer stop()
 	darktower := filepath.Join(work, "darktower")
-	if err := sh(root, env(), nil, "go", "build", "-o", darktower, "."); err != nil {
+	if err := sh(root, env(), "go", "build", "-o", darktower, "."); err != nil {
 		return err
 	}
 	// build-all also writes SBOMs, runs the vulnerability gate and signs
@@ -217,24 +132,22 @@ func run(koVersion string, keep, smoke bool) error {
 	// it takes seconds (its "cold" is not cold).
 	sharedCache := ""
 	if smoke {
-		out, err := exec.Command("go", "env", "GOCACHE").Output()
-		if err != nil {
-			return fmt.Errorf("go env GOCACHE: %w", err)
+		if sharedCache, err = benchkit.GoCache(); err != nil {
+			return err
 		}
-		sharedCache = strings.TrimSpace(string(out))
 	}
 	tools := []tool{
 		{name: "go build", build: func(repo, out, gocache string) error {
 			for _, p := range platforms {
 				args := append([]string{"build", "-trimpath", "-ldflags", ldflags, "-o", filepath.Join(out, p.Arch) + "/"}, mains...)
-				if err := sh(filepath.Join(repo, "services"), env("GOCACHE="+gocache, "GOOS="+p.OS, "GOARCH="+p.Arch), nil, "go", args...); err != nil {
+				if err := sh(filepath.Join(repo, "services"), env("GOCACHE="+gocache, "GOOS="+p.OS, "GOARCH="+p.Arch), "go", args...); err != nil {
 					return err
 				}
 			}
 			return nil
 		}},
 		{name: "build-all", build: func(repo, out, gocache string) error {
-			return sh(repo, env("GOCACHE="+gocache, "SOURCE_DATE_EPOCH="+epoch), nil, darktower, "build-all",
+			return sh(repo, env("GOCACHE="+gocache, "SOURCE_DATE_EPOCH="+epoch), darktower, "build-all",
 				"--base", baseRef, "--out", out, "--cache-dir", out+"-base-cache", "--sbom-cache-dir", out+"-sbom-cache", "--stage-cache-dir", out+"-stage-cache", "--version", "bench", "--source-url", "https://example.invalid/src", "--vuln-db", vulnDB,
 				"--services", strings.Join(services, ","), "--platforms", strings.Join(platformList, ","))
 		}, digests: buildAllDigests},
@@ -242,16 +155,13 @@ func run(koVersion string, keep, smoke bool) error {
 			args := append([]string{"build", "--push=false", "--sbom=none", "--base-import-paths", "--oci-layout-path", out,
 				"--platform", strings.Join(platformList, ",")}, mains...)
 			return sh(filepath.Join(repo, "services"), env("GOCACHE="+gocache, "SOURCE_DATE_EPOCH="+epoch,
-				"KO_DOCKER_REPO=bench.invalid/darktower", "KO_CONFIG_PATH="+koConfig), nil, ko, args...)
+				"KO_DOCKER_REPO=bench.invalid/darktower", "KO_CONFIG_PATH="+koConfig), koBin, args...)
 		}, digests: layoutDigests},
 	}
 
 	repoA, repoB := filepath.Join(work, "repo-a"), filepath.Join(work, "repo-b")
 	for _, d := range []string{repoA, repoB} {
-		if err := os.MkdirAll(d, 0o755); err != nil {
-			return err
-		}
-		if err := copyRepo(root, d); err != nil {
+		if err := benchkit.CopyRepo(root, d); err != nil {
 			return err
 		}
 	}
@@ -272,11 +182,11 @@ func run(koVersion string, keep, smoke bool) error {
 			gocache = sharedCache
 		}
 		out := filepath.Join(work, "out-"+strings.ReplaceAll(t.name, " ", "-"))
-		if r.cold, err = timed(func() error { return t.build(repoA, out, gocache) }); err != nil {
+		if r.cold, err = benchkit.Timed(func() error { return t.build(repoA, out, gocache) }); err != nil {
 			return fmt.Errorf("%s cold: %w", t.name, err)
 		}
 		fmt.Printf("  %-10s cold %6.1fs\n", t.name, r.cold.Seconds())
-		if r.warm, err = timed(func() error { return t.build(repoA, out, gocache) }); err != nil {
+		if r.warm, err = benchkit.Timed(func() error { return t.build(repoA, out, gocache) }); err != nil {
 			return fmt.Errorf("%s warm: %w", t.name, err)
 		}
 		fmt.Printf("  %-10s warm %6.1fs\n", t.name, r.warm.Seconds())
