@@ -292,6 +292,15 @@ func TestSyncWritesEachEnvironmentsValue(t *testing.T) {
 			t.Fatalf("%s: %v %v, want %s", env, r, err, want)
 		}
 	}
+	// Without --env the keys go directly under the prefix; the
+	// environments' keys below it are neither changed nor removed.
+	d, err := Sync(ctx, c, SyncOptions{Endpoints: []string{ep}})
+	if err != nil || d.Count("added") != 1 || d.Count("removed") != 0 {
+		t.Fatalf("sync without --env: %+v %v; want 1 added, nothing removed", d, err)
+	}
+	if r, _ := cli.Get(ctx, "/darktower/flags/prod/gc.http3.enabled"); len(r.Kvs) != 1 {
+		t.Fatal("a sync without --env removed prod's key")
+	}
 	if _, err := Sync(ctx, c, SyncOptions{Endpoints: []string{ep}, Env: "Prod!"}); err == nil || !strings.Contains(err.Error(), "--env") {
 		t.Fatalf("a malformed --env: %v", err)
 	}

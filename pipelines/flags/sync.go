@@ -128,6 +128,11 @@ func Sync(ctx context.Context, c *Catalog, o SyncOptions) (Diff, error) {
 	current := map[string]int64{} // key → mod revision
 	old := map[string]string{}
 	for _, kv := range resp.Kvs {
+		if strings.Contains(strings.TrimPrefix(string(kv.Key), prefix), "/") {
+			// Another environment's key (…/flags/prod/x under …/flags/):
+			// not this sync's to change or remove.
+			continue
+		}
 		current[string(kv.Key)] = kv.ModRevision
 		old[string(kv.Key)] = string(kv.Value)
 	}

@@ -396,6 +396,14 @@ func TestAMalformedValueWrittenToEtcdIsRejected(t *testing.T) {
 	for _, c := range cs {
 		c.waitValue(t, flags.AcTokenTtlSeconds, "900", 5*time.Second)
 	}
+	// A key below the prefix's level (another environment's) is not a flag
+	// of this gateway's: nothing is pushed for it.
+	changes := g.Metric("flaggw_changes_total")
+	put(t, cli, "prod/"+flags.AcTokenTtlSeconds, "120")
+	time.Sleep(300 * time.Millisecond)
+	if g.Metric("flaggw_changes_total") != changes || cs[0].Int(flags.AcTokenTtlSeconds) != 900 {
+		t.Fatal("a nested key was pushed as a flag")
+	}
 }
 
 // TestConfigurationErrorsNameTheVariable: the binary refuses to start

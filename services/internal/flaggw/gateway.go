@@ -293,7 +293,10 @@ func (g *Gateway) resync(resp *clientv3.GetResponse) {
 	defer g.mu.Unlock()
 	fresh := map[string]flags.Entry{}
 	for _, kv := range resp.Kvs {
-		name := strings.TrimPrefix(string(kv.Key), g.cfg.Prefix)
+		name, ok := g.flagName(kv.Key)
+		if !ok {
+			continue
+		}
 		fresh[name] = flags.Entry{Name: name, Value: string(kv.Value), ModRevision: kv.ModRevision}
 	}
 	rev := resp.Header.Revision
@@ -341,13 +344,16 @@ func (g *Gateway) applyWatch(wr clientv3.WatchResponse) {
 		if rev <= g.rev {
 			continue // already in the state (a re-sent event after a watch resumed)
 		}
+		name, ok := g.flagName(ev.Kv.Key)
+		if !ok {
+			continue
+		}
 		if cur != nil && cur.Revision != rev {
 			flush()
 		}
 		if cur == nil {
 			cur = &flags.Message{Type: flags.MsgUpdate, Revision: rev, ClusterID: g.clusterID}
 		}
-		name := strings.TrimPrefix(string(ev.Kv.Key), g.cfg.Prefix)
 		e := flags.Entry{Name: name, ModRevision: rev}
 		old, had := g.state[name]
 		if ev.Type == clientv3.EventTypeDelete {
@@ -369,6 +375,13 @@ func (g *Gateway) applyWatch(wr clientv3.WatchResponse) {
 		g.rev = wr.Header.Revision
 		g.m.watchRev.Set(float64(g.rev))
 	}
+}
+
+// flagName is the flag a key holds; a key further down (another
+// environment's, under a shorter prefix) is not one of ours.
+func (g *Gateway) flagName(key []byte) (string, bool) {
+	name := strings.TrimPrefix(string(key), g.cfg.Prefix)
+	return name, name != "" && !strings.Contains(name, "/")
 }
 
 // audit logs every change with its old and new value
