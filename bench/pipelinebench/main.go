@@ -23,8 +23,13 @@
 // scripting the CLIs gives), while ko reuses its build cache and the
 // registry's blobs.
 //
-// goreleaser is not a peer here: see the README's bench-pipeline section
-// for what it could not be made to do offline.
+// goreleaser v2 (also from the proxy) is the third peer, doing what it can
+// do offline: the same binaries, the same images with ko's library (and
+// ko's SPDX SBOM of the Go modules), pushed, and signed with cosign through
+// its docker_signs. It has no CycloneDX or base-package SBOM of an image,
+// no vulnerability gate and no attestations of its own, so its figure is
+// for less work; a release needs a Git repository with a tag and a remote,
+// which the benchmark makes in its copy.
 //
 // --smoke is one service on one platform with the machine's Go build cache:
 // it proves the benchmark still works (the test command runs it); its
@@ -58,6 +63,7 @@ func main() {
 	keep := flag.Bool("keep", false, "keep the work directory")
 	smoke := flag.Bool("smoke", false, "one service, one platform, the machine's Go build cache: checks that the benchmark runs (times are not figures)")
 	koVersion := flag.String("ko-version", "v0.19.1", "ko version to install from the Go module proxy")
+	flag.StringVar(&goreleaserVersion, "goreleaser-version", goreleaserVersion, "goreleaser v2 version to install from the Go module proxy")
 	flag.Parse()
 	services, platforms := benchkit.Services, benchkit.Platforms
 	if *smoke {
@@ -86,6 +92,9 @@ type bench struct {
 
 const keyPassword = "bench"
 
+// goreleaserVersion: v2.18.2 and newer need packages the proxy does not serve.
+var goreleaserVersion = "v2.15.1"
+
 // pinned is the version go.mod pins for a module.
 func pinned(root, module string) (string, error) {
 	out, err := exec.Command("go", "list", "-C", root, "-m", "-f", "{{.Version}}", module).Output()
@@ -100,7 +109,8 @@ func (b *bench) run(koVersion string, keep bool) error {
 	if b.root, err = benchkit.RepoRoot("bench-pipeline"); err != nil {
 		return err
 	}
-	tools := []benchkit.GoTool{{Name: "ko", Package: "github.com/google/ko", Version: koVersion}}
+	tools := []benchkit.GoTool{{Name: "ko", Package: "github.com/google/ko", Version: koVersion},
+		{Name: "goreleaser", Package: "github.com/goreleaser/goreleaser/v2", Version: goreleaserVersion}}
 	for _, t := range []struct{ name, module, pkg string }{
 		{"syft", "github.com/anchore/syft", "github.com/anchore/syft/cmd/syft"},
 		{"trivy", "github.com/aquasecurity/trivy", "github.com/aquasecurity/trivy/cmd/trivy"},
@@ -161,6 +171,9 @@ func (b *bench) run(koVersion string, keep bool) error {
 	if err := benchkit.CopyRepo(b.root, repo); err != nil {
 		return err
 	}
+	if err := b.goreleaserRepo(repo); err != nil {
+		return err
+	}
 	sharedCache := ""
 	if b.smoke {
 		if sharedCache, err = benchkit.GoCache(); err != nil {
@@ -179,6 +192,7 @@ func (b *bench) run(koVersion string, keep bool) error {
 		{name: "go build", run: b.goBuild},
 		{name: "build-all", run: b.buildAll},
 		{name: "chain", run: b.chain},
+		{name: "goreleaser", run: b.goreleaser},
 	}
 	results := map[string][2]benchkit.Usage{}
 	for _, j := range jobs {
@@ -192,18 +206,20 @@ func (b *bench) run(koVersion string, keep bool) error {
 			if r[i], err = j.run(repo, out, gocache); err != nil {
 				return fmt.Errorf("%s %s: %w", j.name, phase, err)
 			}
-			fmt.Printf("  %-9s %s %6.1fs, peak RSS %s\n", j.name, phase, r[i].Wall.Seconds(), benchkit.MiB(r[i].PeakRSS))
+			fmt.Printf("  %-10s %s %6.1fs, peak RSS %s\n", j.name, phase, r[i].Wall.Seconds(), benchkit.MiB(r[i].PeakRSS))
 		}
 		results[j.name] = r
 	}
-	gb, ba, ch := results["go build"], results["build-all"], results["chain"]
-	fmt.Printf("\n| run | go build | build-all | CLI chain | build-all / chain | build-all / go build |\n|---|---:|---:|---:|---:|---:|\n")
+	gb, ba, ch, gr := results["go build"], results["build-all"], results["chain"], results["goreleaser"]
+	fmt.Printf("\n| run | go build | build-all | CLI chain | goreleaser (less work) | build-all / chain | build-all / go build | build-all / goreleaser |\n|---|---:|---:|---:|---:|---:|---:|---:|\n")
 	for i, phase := range []string{"cold", "warm"} {
-		fmt.Printf("| %s | %.1f s | %.1f s | %.1f s | %.2f | %.2f |\n", phase, gb[i].Wall.Seconds(), ba[i].Wall.Seconds(), ch[i].Wall.Seconds(),
-			ba[i].Wall.Seconds()/ch[i].Wall.Seconds(), ba[i].Wall.Seconds()/gb[i].Wall.Seconds())
+		fmt.Printf("| %s | %.1f s | %.1f s | %.1f s | %.1f s | %.2f | %.2f | %.2f |\n", phase, gb[i].Wall.Seconds(), ba[i].Wall.Seconds(), ch[i].Wall.Seconds(), gr[i].Wall.Seconds(),
+			ba[i].Wall.Seconds()/ch[i].Wall.Seconds(), ba[i].Wall.Seconds()/gb[i].Wall.Seconds(), ba[i].Wall.Seconds()/gr[i].Wall.Seconds())
 	}
-	fmt.Printf("| peak RSS (cold) | %s | %s | %s | %.2f | |\n", benchkit.MiB(gb[0].PeakRSS), benchkit.MiB(ba[0].PeakRSS), benchkit.MiB(ch[0].PeakRSS),
-		float64(ba[0].PeakRSS)/float64(ch[0].PeakRSS))
+	for i, phase := range []string{"cold", "warm"} {
+		fmt.Printf("| peak RSS, %s | %s | %s | %s | %s | %.2f | | |\n", phase, benchkit.MiB(gb[i].PeakRSS), benchkit.MiB(ba[i].PeakRSS), benchkit.MiB(ch[i].PeakRSS),
+			benchkit.MiB(gr[i].PeakRSS), float64(ba[i].PeakRSS)/float64(ch[i].PeakRSS))
+	}
 	return nil
 }
 
@@ -420,4 +436,61 @@ func writeJSON(path string, v any) (string, error) {
 		return "", err
 	}
 	return path, os.WriteFile(path, b, 0o644)
+}
+
+// goreleaserRepo makes dir a Git repository with a tag and a remote (what
+// `goreleaser release` insists on) and goreleaser's configuration: the
+// same builds, ko images on the same base pushed to the registry, signed
+// with the same key.
+func (b *bench) goreleaserRepo(dir string) error {
+	var c strings.Builder
+	c.WriteString("version: 2\nproject_name: darktower\nbuilds:\n")
+	var goarch, platforms []string
+	for _, p := range b.platforms {
+		goarch = append(goarch, p.Arch)
+		platforms = append(platforms, p.String())
+	}
+	for _, s := range b.services {
+		fmt.Fprintf(&c, "  - id: %s\n    dir: services\n    main: ./cmd/%s\n    binary: %s\n    env: [CGO_ENABLED=0]\n    goos: [linux]\n    goarch: [%s]\n    flags: [-trimpath]\n    ldflags: [%q]\n",
+			s, s, s, strings.Join(goarch, ", "), benchkit.Ldflags)
+	}
+	c.WriteString("kos:\n")
+	for _, s := range b.services {
+		fmt.Fprintf(&c, "  - id: %s\n    build: %s\n    base_image: %s\n    repositories: [%s/goreleaser]\n    platforms: [%s]\n    base_import_paths: true\n    tags: [bench]\n    sbom: spdx\n",
+			s, s, b.baseRef, b.reg.Host, strings.Join(platforms, ", "))
+	}
+	fmt.Fprintf(&c, `docker_signs:
+  - artifacts: manifests
+    cmd: %s
+    args: ["sign", "--yes", "--key=%s", "--tlog-upload=false", "${artifact}"]
+    env: [COSIGN_PASSWORD=%s]
+archives:
+  - formats: [binary]
+release:
+  disable: true
+changelog:
+  disable: true
+checksum:
+  disable: true
+`, b.bins["cosign"], b.key, keyPassword)
+	if err := os.WriteFile(filepath.Join(dir, ".goreleaser.yaml"), []byte(c.String()), 0o644); err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(dir, ".gitignore"), []byte("dist/\n"), 0o644); err != nil {
+		return err
+	}
+	git := append(os.Environ(), "GIT_AUTHOR_NAME=bench", "GIT_AUTHOR_EMAIL=bench@example.invalid", "GIT_COMMITTER_NAME=bench", "GIT_COMMITTER_EMAIL=bench@example.invalid")
+	for _, args := range [][]string{{"init", "-q"}, {"add", "-A"}, {"commit", "-q", "-m", "bench"}, {"tag", "v0.0.1-bench"},
+		{"remote", "add", "origin", sourceURL + ".git"}} {
+		if _, err := benchkit.Run(dir, git, nil, "git", args...); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// goreleaser is `goreleaser release` of the tagged copy: build, ko images
+// pushed, signed; no GitHub release, no announcement.
+func (b *bench) goreleaser(repo, out, gocache string) (benchkit.Usage, error) {
+	return benchkit.Run(repo, benchkit.Env("GOCACHE="+gocache, "GOFLAGS="), nil, b.bins["goreleaser"], "release", "--clean", "--skip=validate,announce")
 }
