@@ -35,6 +35,11 @@ func NewServiceClient(httpClient *http.Client, tokenURL, clientID string, secret
 	return &ServiceClient{http: httpClient, tokens: cc.TokenSource(ctx)}
 }
 
+// CloseIdleConnections closes the pooled connections that carry no request
+// (the HTTP client's, shared with whoever else uses it): the next call dials
+// afresh.
+func (c *ServiceClient) CloseIdleConnections() { c.http.CloseIdleConnections() }
+
 // Token obtains an access token (from AC, or the cached one while fresh).
 func (c *ServiceClient) Token() (*oauth2.Token, error) { return c.tokens.Token() }
 

@@ -3,6 +3,7 @@ package authn
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"log/slog"
 	"time"
 
@@ -31,6 +32,7 @@ type Heartbeat struct {
 // so an upstream outage does not flood the log.
 func (h Heartbeat) Run(ctx context.Context) {
 	failing := false
+	redial := false // the last beat got no answer
 	retry := h.Retry
 	if retry <= 0 {
 		retry = h.Interval
@@ -38,6 +40,11 @@ func (h Heartbeat) Run(ctx context.Context) {
 	opskit.Every(ctx, h.Interval, retry, func(ctx context.Context) error {
 		body, err := h.Body()
 		if err == nil {
+			if redial {
+				// Here rather than at the failure: the timed-out request
+				// has left the connection by now, so it counts as idle.
+				h.Client.CloseIdleConnections()
+			}
 			bctx, cancel := context.WithTimeout(ctx, h.Interval)
 			var reply json.RawMessage
 			if h.Reply != nil {
@@ -46,6 +53,14 @@ func (h Heartbeat) Run(ctx context.Context) {
 				err = h.Client.PostJSON(bctx, h.URL, body, nil)
 			}
 			cancel()
+			// No answer: the retry must not go to the same pooled
+			// connection. One cut off by a network loss stays in the pool
+			// (HTTP/2 keeps using a connection whose request timed out),
+			// and once the network is back TCP resumes it only at its next
+			// retransmission, by then many seconds away: every beat until
+			// then would time out on it, and the registration lapse,
+			// although the upstream is reachable again.
+			redial = err != nil && !errors.As(err, new(*StatusError))
 			if err == nil && h.Reply != nil {
 				err = h.Reply(reply)
 			}

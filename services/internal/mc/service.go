@@ -183,10 +183,11 @@ func (s *Service) Checks() []opskit.Check {
 }
 
 // warmedUp holds a starting MC out of its Service until a media-handler
-// has registered with it (MHs find a new MC within their heartbeat
-// interval) or MC_MH_WARMUP has passed. Without it a replacement MC was
-// put in service before any MH knew it and answered every ticket "no media
-// handler is admitting" for up to an MH heartbeat interval: the chaos
+// has registered with it (MHs find a new MC within 2 s, MH_MC_PEERS, once
+// it is registered with GC) or MC_MH_WARMUP has passed. Without it a
+// replacement MC was put in service before any MH knew it and answered
+// every ticket "no media handler is admitting" for up to an MH heartbeat
+// interval (MHs then found new MCs once per interval): the chaos
 // stage's error budget caught it (10 % of the load's calls during an MC
 // pod-delete). Once warm it stays warm: an MC that later loses its MHs is
 // not taken out of service for it (signalling outlives media).
@@ -218,12 +219,22 @@ func (s *Service) ready(ctx context.Context) bool {
 
 func (s *Service) pingRedis(ctx context.Context) error { return s.rdb.Ping(ctx).Err() }
 
-// Run keeps AC's JWKS fresh and registers with GC every heartbeat interval.
+// registrationRetry bounds the wait after a failed GC registration (as
+// media-handler's after a failed MC registration). Waiting a whole interval
+// instead let an outage of two intervals (the chaos stage's 20 s
+// pod-network-loss) age the registration past registrationMaxAge several
+// seconds after GC was reachable again: the MC, then not ready, refused
+// every ticket and MH registration 503 meanwhile.
+const registrationRetry = 2 * time.Second
+
+// Run keeps AC's JWKS fresh and registers with GC every heartbeat interval,
+// retrying a failed registration within registrationRetry.
 func (s *Service) Run(ctx context.Context) error {
 	go s.keys.Run(ctx)
 	reg := wire.MCRegistration{ID: s.cfg.ID, Endpoint: s.cfg.AdvertiseURL, Region: s.cfg.Region}
 	authn.Heartbeat{
 		Client: s.gc, URL: s.cfg.GCURL + "/v1/meeting-controllers", Interval: s.cfg.HeartbeatInterval,
+		Retry: min(s.cfg.HeartbeatInterval, registrationRetry),
 		Body: func() (any, error) {
 			if s.draining.Load() {
 				return nil, errDraining
