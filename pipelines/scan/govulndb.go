@@ -10,10 +10,9 @@ import (
 
 	trivydb "github.com/aquasecurity/trivy-db/pkg/db"
 	"github.com/aquasecurity/trivy-db/pkg/metadata"
-	dbTypes "github.com/aquasecurity/trivy-db/pkg/types"
-	"github.com/aquasecurity/trivy-db/pkg/vulndb"
-	"github.com/aquasecurity/trivy-db/pkg/vulnsrc"
 	"github.com/aquasecurity/trivy-db/pkg/vulnsrc/govulndb"
+	"github.com/aquasecurity/trivy-db/pkg/vulnsrc/vulnerability"
+	bolt "go.etcd.io/bbolt"
 )
 
 // The Go vulnerability database as a Go module: its data/osv holds every
@@ -60,11 +59,7 @@ func BuildGoVulnDB(ctx context.Context, out, version string) (*GoVulnDBInfo, err
 	if err := trivydb.Init(out); err != nil {
 		return nil, err
 	}
-	// trivy-db's own build: insert the source, then move the advisories
-	// into the per-package buckets Trivy's detectors read.
-	src := govulndb.NewVulnSrc()
-	build := vulndb.New(root, out, 24*time.Hour, vulndb.WithVulnSrcs(map[dbTypes.SourceID]vulnsrc.VulnSrc{src.Name(): src}))
-	if err := build.Build([]string{string(src.Name())}); err != nil {
+	if err := insertGoVulnDB(root); err != nil {
 		trivydb.Close()
 		return nil, fmt.Errorf("building the Trivy DB from %s@%s: %w", GoVulnDBModule, version, err)
 	}
@@ -76,6 +71,44 @@ func BuildGoVulnDB(ctx context.Context, out, version string) (*GoVulnDBInfo, err
 		return nil, err
 	}
 	return &GoVulnDBInfo{Module: GoVulnDBModule, Version: version, Time: t, Dir: out}, nil
+}
+
+// insertGoVulnDB fills the open DB as trivy-db's build does for one
+// source: the govulndb updater inserts the advisories, then each
+// vulnerability's details are folded into the record Trivy's detectors
+// read and the build-time buckets are dropped. trivy-db's vulndb package
+// would do this too, but it registers every source, and its GHSA source
+// runs `go list std` in an init function: in every start of this CLI
+// (a quarter of a second, and a panic where no suitable go command is on
+// the PATH).
+func insertGoVulnDB(root string) error {
+	if err := govulndb.NewVulnSrc().Update(root); err != nil {
+		return err
+	}
+	dbc := trivydb.Config{}
+	vulns := vulnerability.New(dbc)
+	err := dbc.ForEachVulnerabilityID(func(tx *bolt.Tx, id string) error {
+		details := vulns.GetDetails(id)
+		if vulns.IsRejected(details) {
+			return nil
+		}
+		if err := dbc.SaveAdvisoryDetails(tx, id); err != nil {
+			return fmt.Errorf("%s: saving its advisories: %w", id, err)
+		}
+		if len(details) == 0 {
+			return nil
+		}
+		return dbc.PutVulnerability(tx, id, vulns.Normalize(id, details))
+	})
+	if err != nil {
+		return err
+	}
+	for _, drop := range []func() error{dbc.DeleteVulnerabilityIDBucket, dbc.DeleteVulnerabilityDetailBucket, dbc.DeleteAdvisoryDetailBucket} {
+		if err := drop(); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // execGo is the go command run outside any module (the vulndb module is

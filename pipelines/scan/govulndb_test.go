@@ -7,6 +7,7 @@ import (
 	"time"
 
 	trivydb "github.com/aquasecurity/trivy-db/pkg/db"
+	dbTypes "github.com/aquasecurity/trivy-db/pkg/types"
 )
 
 // The pinned golang.org/x/vulndb, fetched through the Go module proxy,
@@ -48,5 +49,16 @@ func TestBuildGoVulnDBFromTheModuleProxy(t *testing.T) {
 	}
 	if !found {
 		t.Fatalf("golang.org/x/text's advisories do not include GO-2022-1059/CVE-2022-32149: %v", ids)
+	}
+	// The details were folded into the record Trivy's detectors read.
+	var vuln dbTypes.Vulnerability
+	for _, id := range []string{"CVE-2022-32149", "GO-2022-1059"} {
+		if v, err := (trivydb.Config{}).GetVulnerability(id); err == nil && v.Description != "" {
+			vuln = v
+			break
+		}
+	}
+	if vuln.Description == "" {
+		t.Errorf("no vulnerability record with a description for GO-2022-1059/CVE-2022-32149")
 	}
 }
