@@ -43,6 +43,16 @@ func (c *ServiceClient) CloseIdleConnections() { c.http.CloseIdleConnections() }
 // Token obtains an access token (from AC, or the cached one while fresh).
 func (c *ServiceClient) Token() (*oauth2.Token, error) { return c.tokens.Token() }
 
+// BearerToken returns the access token's value (for a client that sets
+// the header itself, e.g. the flag client's WebSocket handshake).
+func (c *ServiceClient) BearerToken(context.Context) (string, error) {
+	tok, err := c.tokens.Token()
+	if err != nil {
+		return "", err
+	}
+	return tok.AccessToken, nil
+}
+
 // StatusError is a non-2xx answer from a peer.
 type StatusError struct {
 	URL  string

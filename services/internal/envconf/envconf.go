@@ -195,6 +195,21 @@ func (l *Loader) HTTPSURL(name, expect string) string {
 	return u.String()
 }
 
+// OptionalURL parses an optional absolute URL whose scheme must be scheme
+// ("" when unset or malformed).
+func (l *Loader) OptionalURL(name, scheme, expect string) string {
+	v, ok := l.raw(name)
+	if !ok {
+		return ""
+	}
+	u, err := url.Parse(v)
+	if err != nil || u.Scheme != scheme || u.Host == "" {
+		l.malformed(name, "an absolute "+scheme+":// URL: "+expect)
+		return ""
+	}
+	return u.String()
+}
+
 // Base64Key decodes a required standard-base64 value of exactly n bytes.
 func (l *Loader) Base64Key(name string, n int) Secret {
 	expect := fmt.Sprintf("%d random bytes, base64-encoded (e.g. `openssl rand -base64 %d`)", n, n)

@@ -132,3 +132,19 @@ func TestOptionalBase64Key(t *testing.T) {
 		t.Fatalf("err = %v", err)
 	}
 }
+
+func TestOptionalURLIsEmptyWhenUnsetAndChecksTheScheme(t *testing.T) {
+	l := FromMap(map[string]string{"GOOD": "wss://gw/v1/flags/watch", "PLAIN": "https://gw/v1/flags/watch", "NOHOST": "wss:///x"})
+	if got := l.OptionalURL("UNSET", "wss", "x"); got != "" {
+		t.Errorf("unset = %q", got)
+	}
+	if got := l.OptionalURL("GOOD", "wss", "x"); got != "wss://gw/v1/flags/watch" {
+		t.Errorf("good = %q", got)
+	}
+	l.OptionalURL("PLAIN", "wss", "x")
+	l.OptionalURL("NOHOST", "wss", "x")
+	err := l.Err()
+	if err == nil || !strings.Contains(err.Error(), "PLAIN is malformed: expected an absolute wss:// URL") || !strings.Contains(err.Error(), "NOHOST is malformed") {
+		t.Fatalf("problems = %v", err)
+	}
+}

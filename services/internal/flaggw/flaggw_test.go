@@ -2,6 +2,9 @@ package flaggw_test
 
 import (
 	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"net/http"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -9,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coder/websocket"
+	"github.com/darktower/delivery/services/internal/authn"
 	"github.com/darktower/delivery/services/internal/flags"
 )
 
@@ -417,5 +422,95 @@ func TestConfigurationErrorsNameTheVariable(t *testing.T) {
 		if code != 2 || !strings.Contains(out, tc.want) {
 			t.Fatalf("env %q: exit %d, output %q; want 2 and %q", tc.env, code, out, tc.want)
 		}
+	}
+}
+
+// TestSubscribersNeedAnACTokenForTheGateway: without a token, with a
+// token for another audience or signed by another key, the gateway
+// answers 401; with a valid token whose subject is not in
+// FLAGS_SUBSCRIBERS, 403. Each refusal is a log line on both sides and
+// the client keeps its values; a valid subscriber gets the live values.
+func TestSubscribersNeedAnACTokenForTheGateway(t *testing.T) {
+	e := startEtcd(t)
+	cli := etcdClient(t, e)
+	put(t, cli, flags.AcTokenTtlSeconds, "300")
+	g := startGateway(t, e.Endpoint(), "FLAGS_SUBSCRIBERS=meeting-controller,media-handler")
+	g.waitReady(200, 15*time.Second)
+
+	// The handshake's status, as the WebSocket dial sees it.
+	dial := func(header http.Header) int {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		conn, resp, err := websocket.Dial(ctx, g.URL(), &websocket.DialOptions{HTTPClient: flags.HTTPClient(tlsConfig(t)), HTTPHeader: header})
+		if err == nil {
+			conn.CloseNow()
+			return http.StatusSwitchingProtocols
+		}
+		if resp == nil {
+			t.Fatalf("dial: %v", err)
+		}
+		return resp.StatusCode
+	}
+	bearer := func(tok string) http.Header { return http.Header{"Authorization": []string{"Bearer " + tok}} }
+	issue := func(s authn.Signer, sub, aud string) string {
+		tok, _, err := s.Issue(sub, aud, time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tok
+	}
+	_, stranger, _ := ed25519.GenerateKey(rand.Reader)
+	forger := ac
+	forger.Key = stranger // same kid, another key: a forged signature
+	for name, c := range map[string]struct {
+		header http.Header
+		want   int
+	}{
+		"no token":           {nil, 401},
+		"basic credentials":  {http.Header{"Authorization": []string{"Basic Zm9vOmJhcg=="}}, 401},
+		"another audience":   {bearer(issue(ac, "meeting-controller", "global-controller")), 401},
+		"forged signature":   {bearer(issue(forger, "meeting-controller", "flag-gateway")), 401},
+		"subject not listed": {bearer(issue(ac, "e2e-tester", "flag-gateway")), 403},
+		"valid":              {bearer(issue(ac, "media-handler", "flag-gateway")), 101},
+	} {
+		if got := dial(c.header); got != c.want {
+			t.Errorf("%s: handshake answered %d, want %d", name, got, c.want)
+		}
+	}
+	logs := g.logs.String()
+	if strings.Count(logs, "flag subscription refused: no valid AC token") < 4 || !strings.Contains(logs, "flag subscription refused: subject not in FLAGS_SUBSCRIBERS") ||
+		!strings.Contains(logs, `"subject":"e2e-tester"`) {
+		t.Errorf("the refusals are not logged as such:\n%s", logs)
+	}
+	if g.Metric(`flaggw_subscriptions_refused_total{code="401"}`) < 4 || g.Metric(`flaggw_subscriptions_refused_total{code="403"}`) != 1 {
+		t.Error("flaggw_subscriptions_refused_total does not count the refusals")
+	}
+
+	// The services' client: refused, it says so and keeps its defaults.
+	anon := startClientWith(t, g.URL(), "", nil)
+	outsider := startClientWith(t, g.URL(), "", tokenFor("e2e-tester", "flag-gateway"))
+	member := startClient(t, g.URL(), "")
+	member.waitValue(t, flags.AcTokenTtlSeconds, "300", 5*time.Second)
+	time.Sleep(300 * time.Millisecond)
+	for name, c := range map[string]*client{"no token": anon, "subject not listed": outsider} {
+		if c.Connected() || c.Int(flags.AcTokenTtlSeconds) != 600 {
+			t.Errorf("%s: connected %v, ttl %d; want refused and the static default 600", name, c.Connected(), c.Int(flags.AcTokenTtlSeconds))
+		}
+	}
+	if !strings.Contains(anon.logs.String(), "flag gateway subscription refused") || !strings.Contains(anon.logs.String(), "(401)") {
+		t.Errorf("no-token client did not log the 401:\n%s", anon.logs)
+	}
+	if !strings.Contains(outsider.logs.String(), "(403)") || !strings.Contains(outsider.logs.String(), "FLAGS_SUBSCRIBERS") {
+		t.Errorf("outsider client did not log the 403:\n%s", outsider.logs)
+	}
+}
+
+// TestAuthenticationIsRequiredByDefault: without FLAGS_AC_JWKS_URL the
+// gateway refuses to start (exit 2) unless told FLAGS_INSECURE_NO_AUTH.
+func TestAuthenticationIsRequiredByDefault(t *testing.T) {
+	out, code := runGatewayOnce(t, []string{"DEV_SELF_SIGNED_TLS=true", "FLAGS_ETCD_ENDPOINTS=http://127.0.0.1:1"})
+	if code != 2 || !strings.Contains(out, "FLAGS_AC_JWKS_URL is required") {
+		t.Fatalf("exit %d, output %q; want 2 and FLAGS_AC_JWKS_URL is required", code, out)
 	}
 }

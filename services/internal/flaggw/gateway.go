@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -20,6 +21,7 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+	"github.com/darktower/delivery/services/internal/authn"
 	"github.com/darktower/delivery/services/internal/envconf"
 	"github.com/darktower/delivery/services/internal/flags"
 	"github.com/darktower/delivery/services/internal/opskit"
@@ -38,7 +40,21 @@ type Config struct {
 	Buffer      int           // FLAGS_SUBSCRIBER_BUFFER: frames queued per subscriber before it is dropped as too slow
 	Heartbeat   time.Duration // FLAGS_HEARTBEAT
 	EtcdTimeout time.Duration // FLAGS_ETCD_TIMEOUT: per etcd request (reads, probes)
+
+	// Subscribers authenticate with an AC access token (as the services'
+	// other internal APIs): signed by a key of AC's JWKS, issued by
+	// Issuer, for Audience, to a subject in Subscribers.
+	JWKSURL     string   // FLAGS_AC_JWKS_URL
+	Issuer      string   // FLAGS_AC_ISSUER
+	Audience    string   // FLAGS_AUDIENCE
+	Subscribers []string // FLAGS_SUBSCRIBERS: token subjects (AC client ids) allowed to subscribe
+	// NoAuth (FLAGS_INSECURE_NO_AUTH=true) serves anyone who reaches the
+	// gateway: for a local benchmark only, never a cluster.
+	NoAuth bool
 }
+
+// DefaultSubscribers are the four services' default AC client ids.
+const DefaultSubscribers = "ac-service,global-controller,meeting-controller,media-handler"
 
 // LoadConfig reads the gateway's variables.
 func LoadConfig(l *envconf.Loader) Config {
@@ -48,6 +64,16 @@ func LoadConfig(l *envconf.Loader) Config {
 		Buffer:      l.Int("FLAGS_SUBSCRIBER_BUFFER", 256, 1, 100_000),
 		Heartbeat:   l.Duration("FLAGS_HEARTBEAT", 10*time.Second, 100*time.Millisecond, 5*time.Minute),
 		EtcdTimeout: l.Duration("FLAGS_ETCD_TIMEOUT", 2*time.Second, 100*time.Millisecond, time.Minute),
+	}
+	c.NoAuth = l.Bool("FLAGS_INSECURE_NO_AUTH", false)
+	c.Issuer = l.String("FLAGS_AC_ISSUER", "https://ac-service")
+	c.Audience = l.String("FLAGS_AUDIENCE", flags.DefaultAudience)
+	c.Subscribers = strings.FieldsFunc(l.String("FLAGS_SUBSCRIBERS", DefaultSubscribers), func(r rune) bool { return r == ',' || r == ' ' })
+	if !c.NoAuth {
+		c.JWKSURL = l.HTTPSURL("FLAGS_AC_JWKS_URL", "AC's JWKS, to verify subscribers' tokens, e.g. https://ac-service/.well-known/jwks.json (FLAGS_INSECURE_NO_AUTH=true serves anyone: local benchmarks only)")
+		if len(c.Subscribers) == 0 {
+			l.Problemf("FLAGS_SUBSCRIBERS is empty: expected the AC client ids allowed to subscribe, e.g. %s", DefaultSubscribers)
+		}
 	}
 	eps := l.RequiredString("FLAGS_ETCD_ENDPOINTS", "etcd's client endpoints, comma-separated, e.g. http://etcd-0.etcd:2379,http://etcd-1.etcd:2379")
 	for _, e := range strings.Split(eps, ",") {
@@ -78,6 +104,10 @@ type Gateway struct {
 
 	etcdUp atomic.Bool
 	m      metrics
+
+	keys     *authn.KeySet   // nil with NoAuth
+	verifier *authn.Verifier // nil with NoAuth
+	refused  *prometheus.CounterVec
 }
 
 type metrics struct {
@@ -131,20 +161,71 @@ func NewGateway(kit *opskit.Kit, cfg Config) (*Gateway, error) {
 		snapshots: prometheus.NewCounter(prometheus.CounterOpts{Name: "flaggw_snapshots_total", Help: "Subscribers started from a full snapshot."}),
 		replays:   prometheus.NewCounter(prometheus.CounterOpts{Name: "flaggw_replays_total", Help: "Subscribers resumed from their revision out of the history."}),
 	}
+	g.refused = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "flaggw_subscriptions_refused_total",
+		Help: "Subscriptions refused: 401 (no valid AC token for FLAGS_AUDIENCE) or 403 (subject not in FLAGS_SUBSCRIBERS)."}, []string{"code"})
 	kit.Registry.MustRegister(g.m.subscribers, g.m.pushes, g.m.dropped, g.m.changes, g.m.etcdUp, g.m.watchRev,
-		g.m.watchRestart, g.m.snapshots, g.m.replays)
+		g.m.watchRestart, g.m.snapshots, g.m.replays, g.refused)
+	if cfg.NoAuth {
+		g.log.Warn("FLAGS_INSECURE_NO_AUTH=true: subscribers are not authenticated; anyone who reaches the gateway reads every flag")
+	} else {
+		g.keys = &authn.KeySet{URL: cfg.JWKSURL, Client: kit.HTTPClient, RefreshInterval: 5 * time.Minute,
+			MinRefetch: 10 * time.Second, Logger: kit.Logger}
+		g.verifier = &authn.Verifier{Keys: g.keys, Issuer: cfg.Issuer, Audience: cfg.Audience, Leeway: 5 * time.Second}
+	}
 	return g, nil
 }
 
-// Routes serves the WebSocket endpoint on the API listener.
+// Routes serves the WebSocket endpoint on the API listener, to
+// authenticated subscribers only.
 func (g *Gateway) Routes(mux *opskit.Mux) {
-	mux.HandleFunc("GET "+flags.WatchPath, g.serveWatch)
+	mux.HandleFunc("GET "+flags.WatchPath, g.authorize(g.serveWatch))
+}
+
+// authorize lets a subscription through only with a valid AC token for
+// FLAGS_AUDIENCE (else 401) whose subject is in FLAGS_SUBSCRIBERS (else
+// 403). Each refusal is logged (why, who, from where; never the token).
+func (g *Gateway) authorize(next http.HandlerFunc) http.HandlerFunc {
+	if g.verifier == nil {
+		return next
+	}
+	return func(w http.ResponseWriter, r *http.Request) {
+		var claims *authn.Claims
+		err := authn.ErrNoToken
+		if raw, ok := bearerToken(r); ok {
+			claims, err = g.verifier.Verify(r.Context(), raw)
+		}
+		if err != nil {
+			g.refused.WithLabelValues("401").Inc()
+			g.log.Warn("flag subscription refused: no valid AC token", "code", 401, "reason", err.Error(),
+				"remote", r.RemoteAddr, "audience", g.cfg.Audience)
+			w.Header().Set("WWW-Authenticate", `Bearer error="invalid_token"`)
+			http.Error(w, `{"error":"invalid_token"}`, http.StatusUnauthorized)
+			return
+		}
+		if !slices.Contains(g.cfg.Subscribers, claims.Subject) {
+			g.refused.WithLabelValues("403").Inc()
+			g.log.Warn("flag subscription refused: subject not in FLAGS_SUBSCRIBERS", "code", 403, "subject", claims.Subject,
+				"remote", r.RemoteAddr)
+			http.Error(w, `{"error":"this client may not subscribe to flags"}`, http.StatusForbidden)
+			return
+		}
+		g.log.Debug("flag subscription authorised", "subject", claims.Subject, "remote", r.RemoteAddr)
+		next(w, r)
+	}
+}
+
+func bearerToken(r *http.Request) (string, bool) {
+	scheme, tok, ok := strings.Cut(r.Header.Get("Authorization"), " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") || strings.TrimSpace(tok) == "" {
+		return "", false
+	}
+	return strings.TrimSpace(tok), true
 }
 
 // Checks: not ready until the prefix has been read and while etcd does not
 // answer (a new subscriber would get stale values from a gateway cut off).
 func (g *Gateway) Checks() []opskit.Check {
-	return []opskit.Check{{Name: "etcd", Func: func(ctx context.Context) error {
+	checks := []opskit.Check{{Name: "etcd", Func: func(ctx context.Context) error {
 		g.mu.Lock()
 		synced := g.synced
 		g.mu.Unlock()
@@ -153,6 +234,15 @@ func (g *Gateway) Checks() []opskit.Check {
 		}
 		return g.probe(ctx)
 	}}}
+	if g.keys != nil {
+		// Not ready until AC's keys have been fetched once (every
+		// subscriber would be refused); after that the keys held keep
+		// verifying while AC is away.
+		checks = append(checks, opskit.Check{Name: "ac_jwks", Func: func(context.Context) error {
+			return g.keys.Fresh(100 * 365 * 24 * time.Hour)
+		}})
+	}
+	return checks
 }
 
 func (g *Gateway) probe(ctx context.Context) error {
@@ -174,6 +264,9 @@ func (g *Gateway) probe(ctx context.Context) error {
 func (g *Gateway) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	wg.Add(2)
+	if g.keys != nil {
+		wg.Go(func() { g.keys.Run(ctx) })
+	}
 	go func() { defer wg.Done(); g.probeLoop(ctx) }()
 	go func() { defer wg.Done(); g.heartbeatLoop(ctx) }()
 	backoff := 100 * time.Millisecond

@@ -3,13 +3,17 @@ package flaggw_test
 import (
 	"bufio"
 	"context"
+	"crypto/ed25519"
+	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -21,6 +25,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/darktower/delivery/services/internal/authn"
 	"github.com/darktower/delivery/services/internal/flags"
 	"github.com/darktower/delivery/services/internal/testenv"
 	"github.com/prometheus/client_golang/prometheus"
@@ -35,6 +40,10 @@ var (
 	pki        *testenv.PKI
 	certFile   string
 	keyFile    string
+	// ac stands in for ac-service: its JWKS (over TLS, from the test CA)
+	// verifies the subscribers' tokens, which it signs.
+	ac      authn.Signer
+	jwksURL string
 )
 
 const prefix = "/darktower/flags/test/"
@@ -59,13 +68,50 @@ func TestMain(m *testing.M) {
 	if pki, err = testenv.NewPKI(dir); err == nil {
 		certFile, keyFile, err = pki.Issue("flag-gateway")
 	}
+	var stopJWKS func()
+	if err == nil {
+		stopJWKS, err = startJWKS()
+	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
 	code := m.Run()
+	stopJWKS()
 	os.RemoveAll(dir)
 	os.Exit(code)
+}
+
+// startJWKS serves ac's public key over TLS with a certificate of the
+// test CA (the gateway trusts it through TLS_CA_FILE).
+func startJWKS() (func(), error) {
+	pub, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	ac = authn.Signer{KeyID: "test-key", Key: priv, Issuer: "https://ac-service", TTL: 5 * time.Minute}
+	set, _ := json.Marshal(authn.JWKS{Keys: []authn.JWK{authn.PublicJWK("test-key", pub)}})
+	cert, key, err := pki.Issue("ac-service")
+	if err != nil {
+		return nil, err
+	}
+	pair, err := tls.LoadX509KeyPair(cert, key)
+	if err != nil {
+		return nil, err
+	}
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write(set) }))
+	srv.TLS = &tls.Config{Certificates: []tls.Certificate{pair}}
+	srv.StartTLS()
+	jwksURL = srv.URL + "/.well-known/jwks.json"
+	return srv.Close, nil
+}
+
+// tokenFor is a token source issuing ac's tokens for subject and audience.
+func tokenFor(subject, audience string) func(context.Context) (string, error) {
+	return func(context.Context) (string, error) {
+		tok, _, err := ac.Issue(subject, audience, time.Now())
+		return tok, err
+	}
 }
 
 func startEtcd(t *testing.T) *testenv.Etcd {
@@ -124,7 +170,7 @@ func startGateway(t *testing.T, etcdEndpoint string, extra ...string) *gateway {
 	g.env = append([]string{"PATH=" + os.Getenv("PATH"), "OPS_ADDR=" + g.opsAddr, "API_ADDR=" + g.apiAddr,
 		"TLS_CERT_FILE=" + certFile, "TLS_KEY_FILE=" + keyFile, "SHUTDOWN_DELAY=0s", "SHUTDOWN_GRACE=5s",
 		"FLAGS_ETCD_ENDPOINTS=" + etcdEndpoint, "FLAGS_PREFIX=" + prefix, "FLAGS_HEARTBEAT=1s", "FLAGS_ETCD_TIMEOUT=500ms",
-		"API_MAX_CONNS_PER_SOURCE=2000"}, extra...)
+		"API_MAX_CONNS_PER_SOURCE=2000", "TLS_CA_FILE=" + pki.CAFile, "FLAGS_AC_JWKS_URL=" + jwksURL}, extra...)
 	g.Start()
 	t.Cleanup(func() {
 		if g.cmd != nil && g.cmd.ProcessState == nil {
@@ -256,10 +302,16 @@ func tlsConfig(t testing.TB) *tls.Config {
 // for none) until the test ends.
 func startClient(t *testing.T, url, cacheFile string) *client {
 	t.Helper()
+	return startClientWith(t, url, cacheFile, tokenFor("meeting-controller", "flag-gateway"))
+}
+
+// startClientWith is startClient subscribing with token (nil: none).
+func startClientWith(t *testing.T, url, cacheFile string, token func(context.Context) (string, error)) *client {
+	t.Helper()
 	c := &client{logs: &testenv.SyncBuffer{}, done: make(chan struct{})}
 	c.Client = flags.New(flags.Options{URL: url, HTTPClient: flags.HTTPClient(tlsConfig(t)), CacheFile: cacheFile,
 		Logger: slog.New(slog.NewJSONHandler(c.logs, nil)), Registry: prometheus.NewRegistry(),
-		MinBackoff: 50 * time.Millisecond, MaxBackoff: 500 * time.Millisecond,
+		MinBackoff: 50 * time.Millisecond, MaxBackoff: 500 * time.Millisecond, Token: token,
 		OnChange: func(name string, v flags.Value, src flags.Source, rev int64) {
 			c.mu.Lock()
 			c.events = append(c.events, event{name, v.Raw, src, rev, time.Now()})

@@ -66,6 +66,22 @@ type Options struct {
 	// OnChange, if set, is called after a value changes (from the
 	// applying goroutine; it must not block).
 	OnChange func(name string, v Value, src Source, revision int64)
+	// Token, if set, returns the bearer token sent with each subscription
+	// (an AC access token for the audience flag-gateway): the gateway
+	// refuses subscribers without a valid one (401) or whose subject it
+	// does not allow (403). Called at every dial.
+	Token func(ctx context.Context) (string, error)
+}
+
+// RefusedError is the gateway refusing a subscription (401: no valid
+// token; 403: the token's subject may not subscribe).
+type RefusedError struct{ Code int }
+
+func (e *RefusedError) Error() string {
+	if e.Code == http.StatusForbidden {
+		return "the flag gateway refused the subscription (403): this service's client id is not in its FLAGS_SUBSCRIBERS"
+	}
+	return fmt.Sprintf("the flag gateway refused the subscription (%d): no valid AC token for its audience (check FLAGS_AUDIENCE and the AC client's audiences)", e.Code)
 }
 
 type entry struct {
@@ -376,8 +392,17 @@ func (c *Client) Run(ctx context.Context) error {
 		}
 		// Jitter spreads the reconnections of many pods after a gateway restart.
 		wait := backoff/2 + rand.N(backoff/2+1)
-		c.log.Warn("flag gateway connection lost; cached values stay in force", "error", err.Error(),
-			"retry_in", wait.String(), "revision", c.Revision())
+		var refused *RefusedError
+		if errors.As(err, &refused) {
+			// Not a network blip: it stays refused until configuration
+			// changes, so it is an error (logged at each attempt, which
+			// backs off to MaxBackoff).
+			c.log.Error("flag gateway subscription refused; cached or default values stay in force", "error", err.Error(),
+				"retry_in", wait.String(), "revision", c.Revision())
+		} else {
+			c.log.Warn("flag gateway connection lost; cached values stay in force", "error", err.Error(),
+				"retry_in", wait.String(), "revision", c.Revision())
+		}
 		select {
 		case <-ctx.Done():
 			return nil
@@ -387,6 +412,8 @@ func (c *Client) Run(ctx context.Context) error {
 	}
 	return nil
 }
+
+var errToken = errors.New("obtaining a token for the flag gateway failed")
 
 // session is one connection: dial with the revision held, apply frames.
 func (c *Client) session(ctx context.Context) error {
@@ -402,9 +429,21 @@ func (c *Client) session(ctx context.Context) error {
 	}
 	u.RawQuery = q.Encode()
 	dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	conn, _, err := websocket.Dial(dctx, u.String(), &websocket.DialOptions{HTTPClient: c.o.HTTPClient})
+	opts := &websocket.DialOptions{HTTPClient: c.o.HTTPClient}
+	if c.o.Token != nil {
+		tok, err := c.o.Token(dctx)
+		if err != nil {
+			cancel()
+			return fmt.Errorf("%w: %v", errToken, err)
+		}
+		opts.HTTPHeader = http.Header{"Authorization": []string{"Bearer " + tok}}
+	}
+	conn, resp, err := websocket.Dial(dctx, u.String(), opts)
 	cancel()
 	if err != nil {
+		if resp != nil && (resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden) {
+			return &RefusedError{Code: resp.StatusCode}
+		}
 		return err
 	}
 	defer conn.CloseNow()
