@@ -27,21 +27,39 @@ const (
 	HardLimitUtilization = 0.80
 )
 
-// StateFor classifies a utilisation ratio.
-func StateFor(utilization float64) BandwidthState {
+// Thresholds are the ratios the states start at. The flags
+// mh.bandwidth.warning_ratio and mh.admission.hard_limit_ratio set them
+// live; their static defaults are the ADR's (DefaultThresholds).
+type Thresholds struct {
+	Warning   float64
+	HardLimit float64
+}
+
+// DefaultThresholds are ADR-0012's.
+var DefaultThresholds = Thresholds{Warning: WarningUtilization, HardLimit: HardLimitUtilization}
+
+// State classifies a utilisation ratio.
+func (th Thresholds) State(utilization float64) BandwidthState {
 	switch {
-	case utilization >= HardLimitUtilization:
+	case utilization >= th.HardLimit:
 		return StateCritical
-	case utilization >= WarningUtilization:
+	case utilization >= th.Warning:
 		return StateWarning
 	default:
 		return StateNormal
 	}
 }
 
+// Admits reports whether a new participant (and so a new session) may
+// join at this utilisation.
+func (th Thresholds) Admits(utilization float64) bool { return th.State(utilization) != StateCritical }
+
+// StateFor classifies a utilisation ratio at the ADR's thresholds.
+func StateFor(utilization float64) BandwidthState { return DefaultThresholds.State(utilization) }
+
 // AdmitsNewParticipants reports whether a new participant (and so a new
-// session) may join at this utilisation.
-func AdmitsNewParticipants(utilization float64) bool { return StateFor(utilization) != StateCritical }
+// session) may join at this utilisation, at the ADR's thresholds.
+func AdmitsNewParticipants(utilization float64) bool { return DefaultThresholds.Admits(utilization) }
 
 // Meter measures throughput over a sliding window of one-second buckets and
 // reports it as a fraction of the configured capacity.

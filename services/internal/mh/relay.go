@@ -303,9 +303,11 @@ type Relay struct {
 	limits  Limits
 	keys    *KeyRing
 	newSess func() bool
-	metrics *relayMetrics
-	cookie  [32]byte
-	seed    maphash.Seed
+	// thresholds: RelayConfig.Thresholds
+	thresholds func() Thresholds
+	metrics    *relayMetrics
+	cookie     [32]byte
+	seed       maphash.Seed
 
 	// Serve goroutine only.
 	rate, joinRate *rateTable
@@ -332,11 +334,21 @@ type RelayConfig struct {
 	// open a session here (existing sessions keep flowing and take
 	// rejoins): MH cannot reach its MC.
 	AdmitNewSessions func() bool
+	// Thresholds, when set, are the bandwidth thresholds in force (read
+	// at each join: a flag change applies at once); nil: the ADR's.
+	Thresholds func() Thresholds
+}
+
+func (r *Relay) currentThresholds() Thresholds {
+	if r.thresholds == nil {
+		return DefaultThresholds
+	}
+	return r.thresholds()
 }
 
 // NewRelay serves on conn.
 func NewRelay(conn *net.UDPConn, meter *Meter, cfg RelayConfig, reg prometheus.Registerer) *Relay {
-	r := &Relay{conn: conn, meter: meter, idle: cfg.Idle, id: cfg.ID, limits: cfg.Limits, keys: cfg.Keys, newSess: cfg.AdmitNewSessions,
+	r := &Relay{conn: conn, meter: meter, idle: cfg.Idle, id: cfg.ID, limits: cfg.Limits, keys: cfg.Keys, newSess: cfg.AdmitNewSessions, thresholds: cfg.Thresholds,
 		metrics: newRelayMetrics(reg), seed: maphash.MakeSeed(),
 		rate:     newRateTable(cfg.Limits.SourceRatePPS, 2*cfg.Limits.SourceRatePPS),
 		joinRate: newRateTable(cfg.Limits.JoinRatePerSource, max(5, 5*cfg.Limits.JoinRatePerSource)),
@@ -497,7 +509,7 @@ func (r *Relay) enroll(sid, pid string, from netip.AddrPort, now time.Time) bool
 		}
 	}
 	if replaced == nil {
-		if !AdmitsNewParticipants(r.meter.Utilization(now)) || int(r.nParticipant.Load()) >= r.limits.MaxParticipants ||
+		if !r.currentThresholds().Admits(r.meter.Utilization(now)) || int(r.nParticipant.Load()) >= r.limits.MaxParticipants ||
 			len(sess.list()) >= r.limits.MaxPerSession || r.perSource[from.Addr()] >= r.limits.MaxPerSourceIP {
 			return false
 		}

@@ -18,6 +18,7 @@ import (
 
 	"github.com/darktower/delivery/services/internal/authn"
 	"github.com/darktower/delivery/services/internal/envconf"
+	"github.com/darktower/delivery/services/internal/flags"
 	"github.com/darktower/delivery/services/internal/mticket"
 	"github.com/darktower/delivery/services/internal/opskit"
 	"github.com/darktower/delivery/services/internal/wire"
@@ -41,6 +42,7 @@ type Config struct {
 	MeterWindow        time.Duration  // MH_BANDWIDTH_WINDOW
 	IdleTimeout        time.Duration  // MH_PARTICIPANT_IDLE_TIMEOUT
 	Limits             Limits         // MH_MAX_* and MH_*_RATE_PPS
+	Flags              flags.Config   // FLAGS_URL, FLAGS_CACHE_FILE, FLAGS_AUDIENCE
 }
 
 // LoadConfig reads media-handler's variables.
@@ -66,6 +68,7 @@ func LoadConfig(l *envconf.Loader) Config {
 			JoinRatePerSource: l.Float("MH_JOIN_RATE_PPS", DefaultLimits.JoinRatePerSource, 0.1, 1e4),
 		},
 	}
+	c.Flags = flags.LoadConfig(l)
 	c.AdvertiseMediaAddr = l.String("MH_ADVERTISE_MEDIA_ADDR", c.MediaAddr)
 	if h, _, err := net.SplitHostPort(c.AdvertiseMediaAddr); err != nil || h == "" {
 		// ":443" is fine to bind but not to hand to a client.
@@ -95,6 +98,7 @@ type Service struct {
 	meter *Meter
 	mcReg opskit.Freshness
 	keys  *KeyRing // ticket keys learned from MC registrations
+	flags *flags.Client
 
 	mu    sync.Mutex
 	relay *Relay // nil until the media port is bound
@@ -119,6 +123,9 @@ func NewService(kit *opskit.Kit, cfg Config) *Service {
 		meter:      NewMeter(cfg.CapacityMbps*1e6, cfg.MeterWindow),
 		lookupHost: net.DefaultResolver.LookupHost,
 		keys:       &KeyRing{},
+		// Its own token source: the gateway's audience, this MH's credentials.
+		flags: flags.ForService(cfg.Flags, kit, authn.NewServiceClient(kit.HTTPClient, cfg.TokenURL, cfg.ClientID,
+			cfg.ClientSecret, cfg.Flags.Audience).BearerToken),
 		beats: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "mh_mc_heartbeats_total",
 			Help: "Registrations/heartbeats sent to MC, by result (ok, error).",
@@ -127,14 +134,21 @@ func NewService(kit *opskit.Kit, cfg Config) *Service {
 	kit.Registry.MustRegister(s.beats,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "mh_bandwidth_utilization_ratio",
-			Help: "Media throughput over the window as a fraction of MH_BANDWIDTH_CAPACITY_MBPS (warning at 0.7, new participants rejected at 0.8).",
+			Help: "Media throughput over the window as a fraction of MH_BANDWIDTH_CAPACITY_MBPS (warning at mh.bandwidth.warning_ratio, 0.7 by default; new participants rejected at mh.admission.hard_limit_ratio, 0.8 by default).",
 		}, func() float64 { return s.meter.Utilization(time.Now()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "mh_bandwidth_state",
-			Help: "0 normal, 1 warning (≥70% of capacity), 2 critical (≥80%: new participants rejected).",
-		}, func() float64 { return float64(StateFor(s.meter.Utilization(time.Now()))) }),
+			Help: "0 normal, 1 warning (≥ mh.bandwidth.warning_ratio of capacity, 70% by default), 2 critical (≥ mh.admission.hard_limit_ratio, 80% by default: new participants rejected).",
+		}, func() float64 { return float64(s.thresholds().State(s.meter.Utilization(time.Now()))) }),
 	)
 	return s
+}
+
+// thresholds are the bandwidth thresholds in force: the flags
+// mh.bandwidth.warning_ratio and mh.admission.hard_limit_ratio, read at
+// each use (live, else cached, else the ADR's 0.7 and 0.8).
+func (s *Service) thresholds() Thresholds {
+	return Thresholds{Warning: s.flags.Float(flags.MhBandwidthWarningRatio), HardLimit: s.flags.Float(flags.MhAdmissionHardLimitRatio)}
 }
 
 func (s *Service) currentRelay() *Relay {
@@ -169,6 +183,7 @@ func (s *Service) Checks() []opskit.Check {
 			}
 			return nil
 		}},
+		s.flags.Check(), // informational: flags never gate readiness
 	}
 }
 
@@ -177,6 +192,7 @@ func (s *Service) Checks() []opskit.Check {
 func (s *Service) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	defer wg.Wait()
+	defer flags.Start(ctx, s.flags)()
 	relayErr := make(chan error, 1)
 	wg.Add(2)
 	go func() {
@@ -221,7 +237,7 @@ func (s *Service) bindAndRelay(ctx context.Context, relayErr chan<- error) {
 			}
 			return err
 		}
-		relay := NewRelay(conn, s.meter, RelayConfig{ID: s.cfg.ID, Idle: s.cfg.IdleTimeout, Limits: s.cfg.Limits, Keys: s.keys, AdmitNewSessions: s.mcFresh}, s.kit.Registry)
+		relay := NewRelay(conn, s.meter, RelayConfig{ID: s.cfg.ID, Idle: s.cfg.IdleTimeout, Limits: s.cfg.Limits, Keys: s.keys, AdmitNewSessions: s.mcFresh, Thresholds: s.thresholds}, s.kit.Registry)
 		s.mu.Lock()
 		s.relay = relay
 		s.mu.Unlock()
@@ -320,7 +336,7 @@ func (s *Service) heartbeatTo(ctx context.Context, client *authn.ServiceClient, 
 			}
 			u := s.meter.Utilization(time.Now())
 			return wire.MHRegistration{ID: s.cfg.ID, MediaAddr: s.cfg.AdvertiseMediaAddr, Endpoint: s.cfg.AdvertiseURL,
-				Utilization: u, Admitting: AdmitsNewParticipants(u)}, nil
+				Utilization: u, Admitting: s.thresholds().Admits(u)}, nil
 		},
 		Reply: func(body json.RawMessage) error {
 			var reply wire.MHRegistrationReply
@@ -383,7 +399,8 @@ type Load struct {
 func (s *Service) Routes(mux *opskit.Mux) {
 	mux.HandleFunc("GET /v1/load", func(w http.ResponseWriter, _ *http.Request) {
 		u := s.meter.Utilization(time.Now())
-		l := Load{Utilization: u, State: StateFor(u).String(), Admitting: AdmitsNewParticipants(u) && s.mcFresh()}
+		th := s.thresholds()
+		l := Load{Utilization: u, State: th.State(u).String(), Admitting: th.Admits(u) && s.mcFresh()}
 		if r := s.currentRelay(); r != nil {
 			l.Sessions, l.Participants = r.Counts()
 		}
