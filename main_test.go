@@ -90,8 +90,8 @@ func TestREADMEAirGappedBuildAll(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s", code, stdout.String(), stderr.String())
 	}
-	for _, want := range []string{"build: ac-service", "build: global-controller", "build: meeting-controller", "build: media-handler",
-		"sbom: 4 document pair(s)", "scan: passed the CRITICAL gate", "sign: signed with this machine's DEVELOPMENT key", "build-all: 4 image(s)"} {
+	for _, want := range []string{"build: ac-service", "build: global-controller", "build: meeting-controller", "build: media-handler", "build: flag-gateway",
+		"sbom: 5 document pair(s)", "scan: passed the CRITICAL gate", "sign: signed with this machine's DEVELOPMENT key", "build-all: 5 image(s)"} {
 		if !strings.Contains(stdout.String(), want) {
 			t.Errorf("no %q in:\n%s", want, stdout.String())
 		}

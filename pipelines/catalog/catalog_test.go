@@ -12,7 +12,7 @@ func TestRepositorySpecsLoad(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []string{"ac-service", "global-controller", "media-handler", "meeting-controller"}
+	want := []string{"ac-service", "flag-gateway", "global-controller", "media-handler", "meeting-controller"}
 	if got := c.Names(); strings.Join(got, ",") != strings.Join(want, ",") {
 		t.Fatalf("names = %v", got)
 	}

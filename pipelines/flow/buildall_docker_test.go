@@ -68,6 +68,8 @@ func serviceEnv(t *testing.T, dir string) map[string][]string {
 			"-e", "MC_AC_TOKEN_URL=https://ac.invalid/v1/oauth/token", "-e", "MC_AC_JWKS_URL=https://ac.invalid/.well-known/jwks.json"),
 		"media-handler": append(common, "-e", "MH_CLIENT_SECRET=x", "-e", "MH_ADVERTISE_URL=https://mh.invalid",
 			"-e", "MH_MC_URL=https://mc.invalid", "-e", "MH_AC_TOKEN_URL=https://ac.invalid/v1/oauth/token"),
+		"flag-gateway": append(common, "-e", "FLAGS_ETCD_ENDPOINTS=http://etcd.invalid:2379",
+			"-e", "FLAGS_AC_JWKS_URL=https://ac.invalid/.well-known/jwks.json"),
 	}
 }
 
