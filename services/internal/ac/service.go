@@ -19,6 +19,7 @@ import (
 
 	"github.com/darktower/delivery/services/internal/authn"
 	"github.com/darktower/delivery/services/internal/envconf"
+	"github.com/darktower/delivery/services/internal/flags"
 	"github.com/darktower/delivery/services/internal/opskit"
 	"github.com/darktower/delivery/services/internal/pgstore"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -37,6 +38,7 @@ type Config struct {
 	KeyReload   time.Duration  // AC_KEY_RELOAD: how often keys are re-read (rotation by another replica)
 	DBMaxConns  int            // AC_DB_MAX_CONNS
 	Guard       GuardConfig    // AC_AUTH_*, AC_TOKEN_RATE_*, AC_FAILURE_LOG_INTERVAL
+	Flags       flags.Config   // FLAGS_URL, FLAGS_CACHE_FILE, FLAGS_AUDIENCE
 }
 
 // LoadConfig reads ac-service's variables.
@@ -59,8 +61,20 @@ func LoadConfig(l *envconf.Loader) Config {
 			ClientRate:        l.Float("AC_TOKEN_RATE_PER_CLIENT", 10, 0.01, 1e5),
 			FailureLogEvery:   l.Duration("AC_FAILURE_LOG_INTERVAL", 10*time.Second, 100*time.Millisecond, time.Hour),
 		},
+		Flags: flags.LoadConfig(l),
 	}
 }
+
+// FlagsSubject is the subject of the tokens AC signs for itself to
+// subscribe to the flag gateway (its FLAGS_SUBSCRIBERS lists it).
+const FlagsSubject = "ac-service"
+
+// Bounds on a token lifetime set by the flag ac.token.ttl_seconds (the
+// catalogue rejects values outside them; clamped here too).
+const (
+	minFlagTTL = 60 * time.Second
+	maxFlagTTL = 900 * time.Second
+)
 
 // Service is a running AC.
 type Service struct {
@@ -74,6 +88,8 @@ type Service struct {
 	mu     sync.RWMutex
 	keys   []SigningKey
 	signer *authn.Signer
+
+	flags *flags.Client
 
 	issued *prometheus.CounterVec
 	// keyInfo is 1 for the active key's kid: the chaos stage counts the
@@ -105,6 +121,10 @@ func NewService(kit *opskit.Kit, cfg Config) (*Service, error) {
 	// A replaced key stays published while a replica may still sign with
 	// it (until its next reload) plus the life of the tokens it signed.
 	store.RetireAfter = cfg.KeyReload + cfg.TokenTTL + time.Minute
+	if cfg.Flags.URL != "" || cfg.Flags.CacheFile != "" {
+		// ac.token.ttl_seconds may raise the lifetime up to 15 minutes.
+		store.RetireAfter = cfg.KeyReload + authn.MaxTokenTTL + time.Minute
+	}
 	g, err := newGuard(cfg.Guard, clients)
 	if err != nil {
 		return nil, err
@@ -121,6 +141,8 @@ func NewService(kit *opskit.Kit, cfg Config) (*Service, error) {
 			Help: "Always 1; kid is the active signing key's id.",
 		}, []string{"kid"}),
 	}
+	// AC subscribes with a token it signs itself: it holds the keys.
+	s.flags = flags.ForService(cfg.Flags, kit, s.flagsToken)
 	kit.Registry.MustRegister(s.issued, s.keyInfo)
 	return s, nil
 }
@@ -139,13 +161,40 @@ func (s *Service) Checks() []opskit.Check {
 			}
 			return nil
 		}},
+		s.flags.Check(), // informational: flags never gate readiness
 	}
+}
+
+// flagsToken signs AC's own token for the flag gateway.
+func (s *Service) flagsToken(context.Context) (string, error) {
+	signer := s.currentSigner()
+	if signer == nil {
+		return "", ErrNoActiveKey
+	}
+	sg := *signer
+	sg.TTL = min(sg.TTL, 5*time.Minute)
+	tok, _, err := sg.Issue(FlagsSubject, s.cfg.Flags.Audience, time.Now())
+	return tok, err
+}
+
+// TokenTTL is the lifetime of the tokens issued now: the flag
+// ac.token.ttl_seconds (read at each issue, clamped to 60–900 s) once it
+// has a value from the gateway or the cache; while it is at its static
+// default (no gateway, no cache, or the key deleted from etcd),
+// AC_TOKEN_TTL as before flags.
+func (s *Service) TokenTTL() time.Duration {
+	v, src, ok := s.flags.Lookup(flags.AcTokenTtlSeconds)
+	if !ok || src == flags.FromDefault {
+		return s.cfg.TokenTTL
+	}
+	return min(max(time.Duration(v.I)*time.Second, minFlagTTL), maxFlagTTL)
 }
 
 // Run migrates, ensures and loads the active key, then reloads keys
 // periodically so a rotation by another replica is picked up.
 func (s *Service) Run(ctx context.Context) error {
 	log := s.kit.Logger
+	defer flags.Start(ctx, s.flags)()
 	logged := make(chan struct{})
 	go func() { defer close(logged); s.guard.logRefusals(ctx, log) }()
 	defer func() { <-logged }()
@@ -309,7 +358,9 @@ func (s *Service) token(w http.ResponseWriter, r *http.Request) {
 		s.tokenError(w, http.StatusServiceUnavailable, "temporarily_unavailable")
 		return
 	}
-	tok, exp, err := signer.Issue(client.ID, audience, time.Now(), client.Instances...)
+	sg := *signer
+	sg.TTL = s.TokenTTL()
+	tok, exp, err := sg.Issue(client.ID, audience, time.Now(), client.Instances...)
 	if err != nil {
 		s.kit.Logger.Error("signing token failed", "error", err.Error())
 		s.tokenError(w, http.StatusInternalServerError, "server_error")
