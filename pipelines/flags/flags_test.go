@@ -19,18 +19,19 @@ import (
 // repoRoot is two levels up from this package.
 const repoRoot = "../.."
 
-func TestTheCatalogueParsesWithTheSevenDocumentedFlags(t *testing.T) {
+func TestTheCatalogueParsesWithTheEightDocumentedFlags(t *testing.T) {
 	c, err := Load(filepath.Join(repoRoot, CatalogPath))
 	if err != nil {
 		t.Fatal(err)
 	}
 	want := map[string]string{ // docs/operations/feature-flags.md's table
 		"gc.http3.enabled":              "bool false",
+		"gc.registry.mc_ttl_seconds":    "int 30",
 		"mc.webtransport.enabled":       "bool false",
 		"mh.admission.hard_limit_ratio": "float 0.8",
 		"mh.bandwidth.warning_ratio":    "float 0.7",
 		"ac.token.ttl_seconds":          "int 600",
-		"mc.mh_selection.strategy":      "string least-loaded",
+		"mc.mh_selection.strategy":      "string rendezvous",
 		"platform.canary.auto_promote":  "bool true",
 	}
 	if len(c.Flags) != len(want) {
@@ -41,12 +42,15 @@ func TestTheCatalogueParsesWithTheSevenDocumentedFlags(t *testing.T) {
 			t.Errorf("%s: %q, want %q", f.Name, got, want[f.Name])
 		}
 	}
-	ttl := c.Flags[4]
+	ttl := c.Flags[5]
 	if ttl.Check("59") == nil || ttl.Check("901") == nil || ttl.Check("900") != nil {
 		t.Errorf("ac.token.ttl_seconds bounds not 60..900: %v %v", *ttl.Min, *ttl.Max)
 	}
-	if c.Flags[5].Check("random") == nil {
-		t.Error("mc.mh_selection.strategy accepts a value outside least-loaded, round-robin")
+	if c.Flags[6].Check("random") == nil || c.Flags[6].Check("least-loaded") != nil {
+		t.Error("mc.mh_selection.strategy accepts a value outside rendezvous, least-loaded, round-robin")
+	}
+	if gc := c.Flags[1]; gc.Check("4") == nil || gc.Check("301") == nil || gc.Check("30") != nil {
+		t.Error("gc.registry.mc_ttl_seconds bounds not 5..300")
 	}
 }
 
@@ -193,7 +197,7 @@ func TestSyncAgainstARealEtcdIsIdempotentAndPrintsTheDiff(t *testing.T) {
 	var out bytes.Buffer
 	d.Print(&out)
 	t.Logf("dry run:\n%s", out.String())
-	if d.Applied || d.Count("added") != 6 || d.Count("changed") != 1 || d.Count("removed") != 1 {
+	if d.Applied || d.Count("added") != 7 || d.Count("changed") != 1 || d.Count("removed") != 1 {
 		t.Fatalf("dry run diff wrong:\n%s", out.String())
 	}
 	if r, _ := cli.Get(ctx, "/darktower/flags/test/gc.http3.enabled"); len(r.Kvs) != 0 {
@@ -208,7 +212,7 @@ func TestSyncAgainstARealEtcdIsIdempotentAndPrintsTheDiff(t *testing.T) {
 	d.Print(&out)
 	t.Logf("sync:\n%s", out.String())
 	for _, line := range []string{"+ /darktower/flags/test/gc.http3.enabled = false", "~ /darktower/flags/test/ac.token.ttl_seconds: 120 -> 600",
-		"- /darktower/flags/test/gc.old.flag (was true)", "6 added, 1 changed, 1 removed, 0 unchanged (applied"} {
+		"- /darktower/flags/test/gc.old.flag (was true)", "7 added, 1 changed, 1 removed, 0 unchanged (applied"} {
 		if !strings.Contains(out.String(), line) {
 			t.Errorf("diff lacks %q", line)
 		}
@@ -235,7 +239,7 @@ func TestSyncAgainstARealEtcdIsIdempotentAndPrintsTheDiff(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if d.Applied || d.Count("unchanged") != 7 || d.Revision != rev {
+	if d.Applied || d.Count("unchanged") != len(c.Flags) || d.Revision != rev {
 		out.Reset()
 		d.Print(&out)
 		t.Fatalf("second sync was not a no-op (revision %d → %d):\n%s", rev, d.Revision, out.String())

@@ -353,7 +353,7 @@ func TestColdStartWithNothingThenLiveValues(t *testing.T) {
 	g.Kill() // its ports are known; nothing listens there now
 	c := startClient(t, g.URL(), filepath.Join(t.TempDir(), "flags.json"))
 	time.Sleep(500 * time.Millisecond)
-	if c.String(flags.McMhSelectionStrategy) != "least-loaded" || !c.Bool(flags.PlatformCanaryAutoPromote) || c.Connected() {
+	if c.String(flags.McMhSelectionStrategy) != "rendezvous" || !c.Bool(flags.PlatformCanaryAutoPromote) || c.Connected() {
 		t.Fatalf("cold start with nothing: %q %v connected %v; want the static defaults", c.String(flags.McMhSelectionStrategy),
 			c.Bool(flags.PlatformCanaryAutoPromote), c.Connected())
 	}

@@ -5,6 +5,7 @@ package flags
 // The catalogue's flag names, for the typed getters.
 const (
 	GcHttp3Enabled            = "gc.http3.enabled"
+	GcRegistryMcTtlSeconds    = "gc.registry.mc_ttl_seconds"
 	McWebtransportEnabled     = "mc.webtransport.enabled"
 	MhAdmissionHardLimitRatio = "mh.admission.hard_limit_ratio"
 	MhBandwidthWarningRatio   = "mh.bandwidth.warning_ratio"
@@ -19,6 +20,15 @@ var catalog = map[string]Spec{
 		Type:    TypeBool,
 		Default: "false",
 		Owner:   "global-controller",
+	},
+	GcRegistryMcTtlSeconds: {
+		Type:    TypeInt,
+		Default: "30",
+		Owner:   "global-controller",
+		HasMin:  true,
+		Min:     5,
+		HasMax:  true,
+		Max:     300,
 	},
 	McWebtransportEnabled: {
 		Type:    TypeBool,
@@ -54,9 +64,9 @@ var catalog = map[string]Spec{
 	},
 	McMhSelectionStrategy: {
 		Type:    TypeString,
-		Default: "least-loaded",
+		Default: "rendezvous",
 		Owner:   "meeting-controller",
-		Allowed: []string{"least-loaded", "round-robin"},
+		Allowed: []string{"rendezvous", "least-loaded", "round-robin"},
 	},
 	PlatformCanaryAutoPromote: {
 		Type:    TypeBool,

@@ -30,7 +30,7 @@ func TestColdStartWithNoCacheServesTheCompiledDefaults(t *testing.T) {
 	c, _ := newClient(t, Options{CacheFile: filepath.Join(t.TempDir(), "flags.json")})
 	if c.Bool(GcHttp3Enabled) || c.Bool(McWebtransportEnabled) || !c.Bool(PlatformCanaryAutoPromote) ||
 		c.Float(MhAdmissionHardLimitRatio) != 0.8 || c.Float(MhBandwidthWarningRatio) != 0.7 ||
-		c.Int(AcTokenTtlSeconds) != 600 || c.String(McMhSelectionStrategy) != "least-loaded" {
+		c.Int(AcTokenTtlSeconds) != 600 || c.String(McMhSelectionStrategy) != "rendezvous" || c.Int(GcRegistryMcTtlSeconds) != 30 {
 		t.Fatal("the static defaults are not the catalogue's")
 	}
 	if _, src, _ := c.Lookup(AcTokenTtlSeconds); src != FromDefault || c.Revision() != 0 {
@@ -62,7 +62,7 @@ func TestValuesOnlyMoveForwardAndMalformedOnesAreRejected(t *testing.T) {
 	} {
 		c.Apply(Message{Type: MsgUpdate, Revision: bad.ModRevision, Flags: []Entry{bad}})
 	}
-	if c.Int(AcTokenTtlSeconds) != 300 || c.String(McMhSelectionStrategy) != "least-loaded" || c.Bool(GcHttp3Enabled) ||
+	if c.Int(AcTokenTtlSeconds) != 300 || c.String(McMhSelectionStrategy) != "rendezvous" || c.Bool(GcHttp3Enabled) ||
 		c.Float(MhAdmissionHardLimitRatio) != 0.8 {
 		t.Fatal("a malformed value replaced the previous one")
 	}

@@ -19,7 +19,7 @@ type liveMCs struct {
 
 func newLiveMCs(s *Service) *liveMCs {
 	return &liveMCs{s: s, desc: prometheus.NewDesc("gc_meeting_controllers_live",
-		"Meeting controllers registered with a heartbeat within GC_MC_TTL (absent when the registry cannot be read).", nil, nil)}
+		"Meeting controllers registered with a heartbeat within gc.registry.mc_ttl_seconds (GC_MC_TTL while the flag is at its static default; absent when the registry cannot be read).", nil, nil)}
 }
 
 func (l *liveMCs) Describe(ch chan<- *prometheus.Desc) { ch <- l.desc }
@@ -32,7 +32,7 @@ func (l *liveMCs) Collect(ch chan<- prometheus.Metric) {
 	defer cancel()
 	var n int
 	if err := l.s.pool.QueryRow(ctx, `SELECT count(*) FROM meeting_controllers
-		WHERE last_heartbeat > now() - make_interval(secs => $1)`, l.s.cfg.MCTTL.Seconds()).Scan(&n); err != nil {
+		WHERE last_heartbeat > now() - make_interval(secs => $1)`, l.s.MCTTL().Seconds()).Scan(&n); err != nil {
 		return
 	}
 	ch <- prometheus.MustNewConstMetric(l.desc, prometheus.GaugeValue, float64(n))

@@ -11,6 +11,7 @@ import (
 
 	"github.com/darktower/delivery/services/internal/authn"
 	"github.com/darktower/delivery/services/internal/envconf"
+	"github.com/darktower/delivery/services/internal/flags"
 	"github.com/darktower/delivery/services/internal/opskit"
 	"github.com/darktower/delivery/services/internal/pgstore"
 	"github.com/darktower/delivery/services/internal/wire"
@@ -26,6 +27,12 @@ type Config struct {
 	JWKSRefresh time.Duration  // GC_JWKS_REFRESH
 	MCTTL       time.Duration  // GC_MC_TTL: an MC without heartbeat for this long is not live
 	DBMaxConns  int            // GC_DB_MAX_CONNS
+	Flags       flags.Config   // FLAGS_URL, FLAGS_CACHE_FILE, FLAGS_AUDIENCE
+	// GC calls no other service; with FLAGS_URL it needs AC credentials
+	// to subscribe to the flag gateway.
+	TokenURL     string         // GC_AC_TOKEN_URL (required with FLAGS_URL)
+	ClientID     string         // GC_CLIENT_ID
+	ClientSecret envconf.Secret // GC_CLIENT_SECRET (required with FLAGS_URL)
 }
 
 // LoadConfig reads global-controller's variables.
@@ -39,6 +46,12 @@ func LoadConfig(l *envconf.Loader) Config {
 		DBMaxConns:  l.Int("GC_DB_MAX_CONNS", 10, 1, 200),
 	}
 	c.JWKSURL = l.HTTPSURL("GC_AC_JWKS_URL", "AC's JWKS, e.g. https://ac-service/.well-known/jwks.json")
+	c.Flags = flags.LoadConfig(l)
+	c.ClientID = l.String("GC_CLIENT_ID", "global-controller")
+	if c.Flags.URL != "" {
+		c.TokenURL = l.HTTPSURL("GC_AC_TOKEN_URL", "AC's token endpoint, to subscribe to the flag gateway (FLAGS_URL is set), e.g. https://ac-service/v1/oauth/token")
+		c.ClientSecret = l.RequiredSecret("GC_CLIENT_SECRET", "GC's client secret registered with AC, to subscribe to the flag gateway (FLAGS_URL is set)")
+	}
 	return c
 }
 
@@ -68,6 +81,7 @@ type Service struct {
 	keys     *authn.KeySet
 	verifier *authn.Verifier
 	migrated opskit.Freshness
+	flags    *flags.Client
 }
 
 // New builds GC.
@@ -82,6 +96,11 @@ func New(_ context.Context, kit *opskit.Kit, cfg Config) (opskit.Service, error)
 		cfg: cfg, kit: kit, pool: pool, keys: keys,
 		verifier: &authn.Verifier{Keys: keys, Issuer: cfg.Issuer, Audience: cfg.Audience, Leeway: 5 * time.Second},
 	}
+	var token func(context.Context) (string, error)
+	if cfg.TokenURL != "" {
+		token = authn.NewServiceClient(kit.HTTPClient, cfg.TokenURL, cfg.ClientID, cfg.ClientSecret, cfg.Flags.Audience).BearerToken
+	}
+	s.flags = flags.ForService(cfg.Flags, kit, token)
 	kit.Registry.MustRegister(newLiveMCs(s))
 	return s, nil
 }
@@ -96,11 +115,26 @@ func (s *Service) Checks() []opskit.Check {
 			return s.pool.Ping(ctx)
 		}},
 		{Name: "ac_jwks", Func: func(context.Context) error { return s.keys.Fresh(s.cfg.jwksMaxAge()) }},
+		s.flags.Check(), // informational: flags never gate readiness
 	}
+}
+
+// MCTTL is how long after its last heartbeat an MC is still listed as
+// live: the flag gc.registry.mc_ttl_seconds (read at each use) once it has
+// a value from the gateway or the cache; GC_MC_TTL while the flag is at
+// its static default (no gateway, no cache, or the key deleted), as
+// before flags.
+func (s *Service) MCTTL() time.Duration {
+	v, src, ok := s.flags.Lookup(flags.GcRegistryMcTtlSeconds)
+	if !ok || src == flags.FromDefault {
+		return s.cfg.MCTTL
+	}
+	return time.Duration(v.I) * time.Second
 }
 
 // Run migrates (retrying until PostgreSQL answers) and keeps the JWKS fresh.
 func (s *Service) Run(ctx context.Context) error {
+	defer flags.Start(ctx, s.flags)()
 	go s.keys.Run(ctx)
 	opskit.Every(ctx, time.Hour, time.Second, func(ctx context.Context) error {
 		if !s.migrated.Last().IsZero() {
@@ -187,7 +221,7 @@ func (s *Service) list(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	rows, err := s.pool.Query(ctx, `
 		SELECT id, endpoint, region, registered_at, last_heartbeat FROM meeting_controllers
-		WHERE last_heartbeat > now() - make_interval(secs => $1) ORDER BY id`, s.cfg.MCTTL.Seconds())
+		WHERE last_heartbeat > now() - make_interval(secs => $1) ORDER BY id`, s.MCTTL().Seconds())
 	if err != nil {
 		wire.WriteJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "registry unavailable"})
 		return
