@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"net/url"
@@ -23,6 +24,7 @@ import (
 
 	"github.com/darktower/delivery/services/internal/authn"
 	"github.com/darktower/delivery/services/internal/envconf"
+	"github.com/darktower/delivery/services/internal/flags"
 	"github.com/darktower/delivery/services/internal/mticket"
 	"github.com/darktower/delivery/services/internal/opskit"
 	"github.com/darktower/delivery/services/internal/wire"
@@ -53,6 +55,7 @@ type Config struct {
 	// MC_MH_WARMUP: a starting MC is not ready until a media-handler has
 	// registered with it, or this long has passed (0: no wait).
 	MHWarmup time.Duration
+	Flags    flags.Config // FLAGS_URL, FLAGS_CACHE_FILE, FLAGS_AUDIENCE
 }
 
 // LoadConfig reads meeting-controller's variables.
@@ -74,6 +77,7 @@ func LoadConfig(l *envconf.Loader) Config {
 		TicketTTL:         l.Duration("MC_TICKET_TTL", time.Minute, 5*time.Second, 10*time.Minute),
 		TicketClients:     strings.FieldsFunc(l.String("MC_TICKET_CLIENTS", ""), func(r rune) bool { return r == ',' || r == ' ' }),
 		MHWarmup:          l.Duration("MC_MH_WARMUP", 30*time.Second, 0, 10*time.Minute),
+		Flags:             flags.LoadConfig(l),
 	}
 	if _, _, err := net.SplitHostPort(c.RedisAddr); c.RedisAddr != "" && err != nil {
 		l.Problemf("MC_REDIS_ADDR is malformed: expected host:port, e.g. redis:6379")
@@ -102,6 +106,8 @@ type Service struct {
 	draining  atomic.Bool // shutting down: no more heartbeats to GC
 	started   time.Time
 	warm      atomic.Bool // a media-handler has registered, or MHWarmup has passed
+	flags     *flags.Client
+	rr        atomic.Uint64 // the round-robin strategy's position
 }
 
 // newRedis connects to one Redis server, or through one node to a Redis
@@ -152,6 +158,9 @@ func NewService(kit *opskit.Kit, cfg Config) *Service {
 		Name: "mc_media_tickets_total",
 		Help: "Media join ticket requests by outcome (issued, forbidden, invalid, no_media_handler, error).",
 	}, []string{"outcome"})
+	// Its own token source: the gateway's audience, this MC's credentials.
+	s.flags = flags.ForService(cfg.Flags, kit, authn.NewServiceClient(kit.HTTPClient, cfg.TokenURL, cfg.ClientID,
+		cfg.ClientSecret, cfg.Flags.Audience).BearerToken)
 	kit.Registry.MustRegister(s.beats, s.tickets)
 	// go-redis reports reconnect attempts through a process-wide logger;
 	// route them into the JSON log at debug level (readiness already says
@@ -179,6 +188,7 @@ func (s *Service) Checks() []opskit.Check {
 			return s.gcReg.Within(s.registrationMaxAge(), time.Now())
 		}},
 		{Name: "media_handler_warmup", Func: s.warmedUp},
+		s.flags.Check(), // informational: flags never gate readiness
 	}
 }
 
@@ -230,6 +240,7 @@ const registrationRetry = 2 * time.Second
 // Run keeps AC's JWKS fresh and registers with GC every heartbeat interval,
 // retrying a failed registration within registrationRetry.
 func (s *Service) Run(ctx context.Context) error {
+	defer flags.Start(ctx, s.flags)()
 	go s.keys.Run(ctx)
 	reg := wire.MCRegistration{ID: s.cfg.ID, Endpoint: s.cfg.AdvertiseURL, Region: s.cfg.Region}
 	authn.Heartbeat{
@@ -415,7 +426,7 @@ func (s *Service) ticket(w http.ResponseWriter, r *http.Request) {
 		wire.WriteJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "registry unavailable"})
 		return
 	}
-	mh, ok := placeSession(req.SessionID, live)
+	mh, ok := s.place(r.Context(), req.SessionID, live)
 	if !ok {
 		s.tickets.WithLabelValues("no_media_handler").Inc()
 		wire.WriteJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "no media handler is admitting"})
@@ -431,6 +442,96 @@ func (s *Service) ticket(w http.ResponseWriter, r *http.Request) {
 	s.tickets.WithLabelValues("issued").Inc()
 	wire.WriteJSON(w, http.StatusOK, wire.MediaTicket{Ticket: base64.RawURLEncoding.EncodeToString(raw),
 		MediaHandler: mh.ID, MediaAddr: mh.MediaAddr, ExpiresAt: exp.UTC()})
+}
+
+// The strategies of the flag mc.mh_selection.strategy.
+const (
+	StrategyRendezvous  = "rendezvous"   // the static default: placeSession, as before flags
+	StrategyLeastLoaded = "least-loaded" // the admitting MH with the lowest utilisation at its last heartbeat
+	StrategyRoundRobin  = "round-robin"  // the admitting MHs in turn (by id), per MC
+)
+
+// sessionPinTTL is how long MC remembers where it placed a session
+// (renewed at each ticket for it).
+const sessionPinTTL = 12 * time.Hour
+
+func (s *Service) sessionKey(sessionID string) string {
+	return "dt:mc:{" + s.cfg.ID + "}:session:" + sessionID
+}
+
+// place picks the admitting MH for a session's ticket by the strategy the
+// flag mc.mh_selection.strategy names now (read at each ticket, so a
+// change applies to the next one). Every participant of a session must
+// reach the same MH, so a strategy picks an MH only for a session not
+// placed yet: MC records each placement in Redis ("<strategy> <mh id>",
+// sessionPinTTL) and a session stays on its MH while that MH is live and
+// admitting. The static default, rendezvous, places exactly as before
+// flags (the hash of the session id, re-evaluated at each ticket); it
+// only honours a placement another strategy made, so that switching
+// back does not split the sessions placed meanwhile. The record is best
+// effort: without Redis answering it, the strategy decides alone.
+func (s *Service) place(ctx context.Context, sessionID string, live []wire.MHRegistration) (wire.MHRegistration, bool) {
+	strategy := s.flags.String(flags.McMhSelectionStrategy)
+	admitting := map[string]wire.MHRegistration{}
+	for _, mh := range live {
+		if mh.Admitting {
+			admitting[mh.ID] = mh
+		}
+	}
+	if len(admitting) == 0 {
+		return wire.MHRegistration{}, false
+	}
+	key := s.sessionKey(sessionID)
+	pin, err := s.rdb.Get(ctx, key).Result()
+	if err != nil && !errors.Is(err, redis.Nil) {
+		s.kit.Logger.Debug("reading a session's placement failed; placing by the strategy alone", "error", err.Error())
+	}
+	pinStrategy, pinned, _ := strings.Cut(pin, " ")
+	if mh, ok := admitting[pinned]; ok && (strategy != StrategyRendezvous || pinStrategy != StrategyRendezvous) {
+		s.rdb.Expire(ctx, key, sessionPinTTL)
+		return mh, true
+	}
+	var mh wire.MHRegistration
+	switch strategy {
+	case StrategyLeastLoaded:
+		mh = leastLoaded(sessionID, admitting)
+	case StrategyRoundRobin:
+		ids := slices.Sorted(maps.Keys(admitting))
+		mh = admitting[ids[(s.rr.Add(1)-1)%uint64(len(ids))]]
+	default: // rendezvous; the catalogue rejects any other value
+		mh, _ = placeSession(sessionID, live)
+	}
+	if pin == "" && strategy != StrategyRendezvous {
+		// Two first participants at once: the first placement wins.
+		if set, err := s.rdb.SetNX(ctx, key, strategy+" "+mh.ID, sessionPinTTL).Result(); err == nil && !set {
+			if again, err := s.rdb.Get(ctx, key).Result(); err == nil {
+				if _, id, _ := strings.Cut(again, " "); admitting[id].ID != "" {
+					return admitting[id], true
+				}
+			}
+		}
+		return mh, true
+	}
+	if err := s.rdb.Set(ctx, key, strategy+" "+mh.ID, sessionPinTTL).Err(); err != nil {
+		s.kit.Logger.Debug("recording a session's placement failed", "error", err.Error())
+	}
+	return mh, true
+}
+
+// leastLoaded is the admitting MH with the lowest utilisation (at its
+// last heartbeat); ties go by rendezvous hashing of the session.
+func leastLoaded(sessionID string, admitting map[string]wire.MHRegistration) wire.MHRegistration {
+	var best []wire.MHRegistration
+	for _, mh := range admitting {
+		switch {
+		case len(best) == 0 || mh.Utilization < best[0].Utilization:
+			best = []wire.MHRegistration{mh}
+		case mh.Utilization == best[0].Utilization:
+			best = append(best, mh)
+		}
+	}
+	mh, _ := placeSession(sessionID, best)
+	return mh
 }
 
 // placeSession picks the admitting MH for a session by rendezvous hashing,
