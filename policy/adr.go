@@ -91,6 +91,12 @@ const (
 	whyMesh     = "the Linkerd proxy talks to its control plane (identity, destination, policy)"
 	whySmoke    = "preview only: the smoke check after each deploy (darktower-smoke) gets tokens from AC and media tickets from MC"
 	whyChaos    = "preview only: the chaos run's probes (Litmus experiment pods in dark-tower-chaos) ask each service's /ready during and after each fault"
+	// The flag system (ADR-0012 §10) postdates the table: every flow to or
+	// from it is an addition (docs/operations/network-policy.md).
+	whyFlags     = "the service's flag client subscribes to the flag gateway (ADR-0012 §10, infra/platform/feature-flags); the ADR's table predates the flag system"
+	whyFlagsJWKS = "the flag gateway verifies its subscribers' AC tokens against AC's JWKS"
+	whyFlagStore = "the flag gateway reads and watches the flags in etcd"
+	whyEtcdPeers = "etcd's members replicate to each other (raft, peer TLS)"
 )
 
 // NetworkIngress and NetworkEgress are ADR-0012's network policy table,
@@ -101,6 +107,7 @@ var (
 			{"global-controller TCP/443", ""},
 			{"meeting-controller TCP/443", whyTokens}, {"media-handler TCP/443", whyTokens},
 			{"prometheus TCP/8080", whyMetrics},
+			{FlagGateway + " TCP/443", whyFlagsJWKS},
 		},
 		"global-controller": {
 			{Any + " TCP/443", ""}, {Any + " UDP/443", ""},
@@ -118,17 +125,20 @@ var (
 		},
 	}
 	NetworkEgress = map[string][]Allow{
-		"ac-service": {{"postgresql TCP/5432", ""}},
+		"ac-service": {{"postgresql TCP/5432", ""}, {FlagGateway + " TCP/8443", whyFlags}},
 		"global-controller": {
 			{"ac-service TCP/443", ""}, {"meeting-controller TCP/443", ""}, {"postgresql TCP/5432", ""},
+			{FlagGateway + " TCP/8443", whyFlags},
 		},
 		"meeting-controller": {
 			{"redis TCP/6379", ""}, {"media-handler TCP/443", ""},
 			{"global-controller TCP/443", whyRegister}, {"ac-service TCP/443", whyTokens},
+			{FlagGateway + " TCP/8443", whyFlags},
 		},
 		"media-handler": {
 			{"meeting-controller TCP/443", ""}, {"media-handler UDP/443", ""},
 			{"ac-service TCP/443", whyTokens},
+			{FlagGateway + " TCP/8443", whyFlags},
 		},
 	}
 	// EveryPodEgress is allowed to every pod of the namespace.
@@ -168,4 +178,65 @@ var (
 var (
 	PostgresClients = []string{"ac-service", "global-controller"}
 	RedisClients    = []string{"meeting-controller"}
+)
+
+// The flag system (ADR-0012 §10: self-hosted etcd, WebSocket push to the
+// services), infra/platform/feature-flags: one per cluster, in its own
+// namespace, serving every services' namespace of the cluster. The ADR
+// gives it no rows of its own: its sizing and its network table below
+// are additions, held here so that changing them is a decision.
+const (
+	FlagsComponent = "platform/feature-flags"
+	FlagsNamespace = "dark-tower-flags"
+	FlagGateway    = "flag-gateway"
+	FlagStore      = "etcd"
+	// FlagGatewayAPIPort is the gateway's TLS API (its API_ADDR default,
+	// images/flag-gateway.yaml), used end to end: Service, container and
+	// NetworkPolicies name the same port.
+	FlagGatewayAPIPort = 8443
+	// FlagGatewayMinReplicas: no single point of failure (a subscriber
+	// reconnects to another replica).
+	FlagGatewayMinReplicas = 2
+	// EtcdMembers and the quorum the disruption budget must keep.
+	EtcdMembers = 3
+	EtcdQuorum  = EtcdMembers/2 + 1
+	// etcd's ports: clients, peers, metrics and health (plain HTTP).
+	EtcdClientPort, EtcdPeerPort, EtcdMetricsPort = 2379, 2380, 2381
+)
+
+// FlagGatewaySizing is the gateway's resources (not an ADR row): the
+// benchmark measured 50–70 KiB of gateway memory per subscriber
+// (docs/operations/feature-flags.md), 1000 subscribers well inside 256 MiB.
+var FlagGatewaySizing = Sizing{Kind: "Deployment", CPURequest: "100m", CPULimit: "1", MemRequest: "128Mi", MemLimit: "256Mi"}
+
+// FlagsIngress and FlagsEgress are the flag system's own table, every row
+// an addition (docs/operations/network-policy.md, "The flag system").
+var (
+	FlagsIngress = map[string][]Allow{
+		FlagGateway: {
+			{"ac-service TCP/8443", whyFlags}, {"global-controller TCP/8443", whyFlags},
+			{"meeting-controller TCP/8443", whyFlags}, {"media-handler TCP/8443", whyFlags},
+			{"prometheus TCP/8080", whyMetrics},
+		},
+		FlagStore: {
+			{FlagGateway + " TCP/2379", whyFlagStore},
+			{FlagStore + " TCP/2380", whyEtcdPeers},
+			{"prometheus TCP/2381", whyMetrics},
+		},
+	}
+	FlagsEgress = map[string][]Allow{
+		FlagGateway: {
+			{FlagStore + " TCP/2379", whyFlagStore},
+			{"ac-service TCP/443", whyFlagsJWKS},
+			{"kube-dns UDP/53", whyDNS}, {"kube-dns TCP/53", whyDNS},
+		},
+		FlagStore: {
+			{FlagStore + " TCP/2380", whyEtcdPeers},
+			{"kube-dns UDP/53", whyDNS}, {"kube-dns TCP/53", whyDNS},
+		},
+	}
+	// FlagStoreClients are the only pods that reach etcd's client port
+	// through the network; `flags sync` reaches it by kubectl port-forward
+	// (into the member's own network namespace).
+	FlagStoreClients = []string{FlagGateway}
 )

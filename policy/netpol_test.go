@@ -40,6 +40,13 @@ func probePeers(t *testing.T, ns string) (services, others []Peer, outside Peer)
 		{Name: "chaos-runner", Namespace: ChaosNamespace, Labels: map[string]string{"app.kubernetes.io/component": "chaos-runner", "app.kubernetes.io/part-of": "litmus"}, IP: netip.MustParseAddr("10.244.5.11")},
 		{Name: "stranger", Namespace: "default", Labels: map[string]string{"app": "stranger"}, IP: netip.MustParseAddr("10.244.4.10")},
 	}
+	// The flag system's pods (their labels as rendered) and a stranger in
+	// its namespace.
+	for i, w := range decoded(t, FlagsComponent).Workloads() {
+		others = append(others, Peer{Name: w.Name, Namespace: FlagsNamespace, Labels: w.Template.Labels,
+			IP: netip.AddrFrom4([4]byte{10, 244, 6, byte(10 + i)})})
+	}
+	others = append(others, Peer{Name: "flags-stranger", Namespace: FlagsNamespace, Labels: map[string]string{"app": "stranger"}, IP: netip.MustParseAddr("10.244.6.30")})
 	outside = Peer{Name: "outside", IP: netip.MustParseAddr("203.0.113.7")}
 	return services, others, outside
 }
@@ -48,7 +55,7 @@ var probePorts = []Port{
 	{corev1.ProtocolTCP, 443}, {corev1.ProtocolUDP, 443}, {corev1.ProtocolTCP, 8080}, {corev1.ProtocolTCP, 8443},
 	{corev1.ProtocolTCP, 5432}, {corev1.ProtocolTCP, 6379}, {corev1.ProtocolUDP, 53}, {corev1.ProtocolTCP, 53},
 	{corev1.ProtocolTCP, 8086}, {corev1.ProtocolTCP, 8090}, {corev1.ProtocolTCP, 22}, {corev1.ProtocolTCP, 16379},
-	{corev1.ProtocolTCP, 9090},
+	{corev1.ProtocolTCP, 9090}, {corev1.ProtocolTCP, EtcdClientPort}, {corev1.ProtocolTCP, EtcdPeerPort}, {corev1.ProtocolTCP, EtcdMetricsPort},
 }
 
 func flows(allows ...[]Allow) []string {

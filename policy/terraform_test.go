@@ -181,7 +181,7 @@ func checkSecretNames(t *testing.T, env string, d *tfDir) {
 	}
 	var want []string
 	seen := map[string]bool{}
-	for _, dir := range []string{"overlays/prod", "platform/database", "platform/observability"} {
+	for _, dir := range []string{"overlays/prod", "platform/database", "platform/observability", FlagsComponent} {
 		for _, o := range decoded(t, dir).Structural {
 			if o.Kind != "ExternalSecret" {
 				continue

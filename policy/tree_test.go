@@ -15,7 +15,7 @@ var adrTree = []string{
 	"services/ac-service/statefulset.yaml", "services/ac-service/service.yaml", "services/ac-service/hpa.yaml",
 	"services/ac-service/pdb.yaml", "services/ac-service/network-policy.yaml", "services/ac-service/service-monitor.yaml",
 	"services/global-controller/", "services/meeting-controller/", "services/media-handler/",
-	"platform/linkerd/", "platform/external-secrets/", "platform/observability/", "platform/database/", "platform/chaos/", "platform/security/",
+	"platform/linkerd/", "platform/external-secrets/", "platform/observability/", "platform/database/", "platform/chaos/", "platform/security/", "platform/feature-flags/",
 	"terraform/modules/kubernetes-cluster/", "terraform/modules/node-pool/", "terraform/modules/secrets-backend/",
 	"terraform/environments/dev/", "terraform/environments/staging/", "terraform/environments/prod/",
 	"local/kind-config.yaml", "local/docker-compose.yml", "local/setup.sh", "local/teardown.sh", "local/restart.sh", "local/status.sh", "local/README.md",
