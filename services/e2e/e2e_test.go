@@ -113,6 +113,8 @@ type env struct {
 	redis          *testenv.Redis
 	ca             *x509.CertPool
 	caFile         string
+	pki            *testenv.PKI
+	gcSecret       string // GC's client secret: it subscribes to the flag gateway (flags_test.go)
 	ac, gc, mc, mh *service
 	mediaAddr      string
 	secrets        []string
@@ -172,19 +174,23 @@ func setup(t *testing.T) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.caFile = pki.CAFile
+	e.caFile, e.pki = pki.CAFile, pki
 	caPEM, _ := os.ReadFile(pki.CAFile)
 	e.ca = x509.NewCertPool()
 	e.ca.AppendCertsFromPEM(caPEM)
 
 	masterKey := base64.StdEncoding.EncodeToString([]byte("e2e-master-key-32-bytes-exactly!"))
 	mcSecret, mhSecret, testerSecret := "mc-secret-e2e-value", "mh-secret-e2e-value", "tester-secret-e2e-value"
-	e.secrets = []string{e.pg.Password, masterKey, mcSecret, mhSecret, testerSecret}
+	e.gcSecret = "gc-secret-e2e-value"
+	e.secrets = []string{e.pg.Password, masterKey, mcSecret, mhSecret, testerSecret, e.gcSecret}
 	clientsFile := filepath.Join(dir, "clients.json")
+	// flag-gateway: the services subscribe to flags with AC tokens for it
+	// (flags_test.go; unused where no FLAGS_URL is set).
 	writeClients(t, clientsFile, map[string][3]string{
-		"meeting-controller": {mcSecret, "global-controller", "mc-e2e"},
-		"media-handler":      {mhSecret, "meeting-controller", "mh-*"},
-		"e2e-tester":         {testerSecret, "global-controller meeting-controller", "e2e-*"},
+		"meeting-controller": {mcSecret, "global-controller flag-gateway", "mc-e2e"},
+		"media-handler":      {mhSecret, "meeting-controller flag-gateway", "mh-*"},
+		"global-controller":  {e.gcSecret, "flag-gateway", ""},
+		"e2e-tester":         {testerSecret, "global-controller meeting-controller flag-gateway", "e2e-*"},
 	})
 
 	newService := func(name string, extra ...string) *service {
