@@ -153,7 +153,9 @@ func NewService(kit *opskit.Kit, cfg Config) (*Service, error) {
 // service whose tokens it issues) out of service. Without a key (first
 // start, wrong master key) it is not ready.
 func (s *Service) Checks() []opskit.Check {
-	return []opskit.Check{
+	// The flag client only when a gateway is configured; informational:
+	// flags never gate readiness.
+	return append([]opskit.Check{
 		{Name: "database", Func: pgstore.Ping(s.pool), Informational: true},
 		{Name: "signing_key", Func: func(context.Context) error {
 			if s.currentSigner() == nil {
@@ -161,8 +163,7 @@ func (s *Service) Checks() []opskit.Check {
 			}
 			return nil
 		}},
-		s.flags.Check(), // informational: flags never gate readiness
-	}
+	}, s.flags.Checks()...)
 }
 
 // flagsToken signs AC's own token for the flag gateway.

@@ -262,6 +262,16 @@ func (c *Client) Revision() int64 { return c.cur.Load().rev }
 // Connected reports whether the client is connected to the gateway now.
 func (c *Client) Connected() bool { return c.connected.Load() }
 
+// Checks is what a service adds to its readiness checks: Check when a
+// gateway is configured, nothing otherwise (a service without FLAGS_URL
+// reports readiness exactly as before flags).
+func (c *Client) Checks() []opskit.Check {
+	if c.o.URL == "" {
+		return nil
+	}
+	return []opskit.Check{c.Check()}
+}
+
 // Check is the flag system's readiness entry: informational, so it shows
 // as dependency_up{dependency="flags"} but never makes the pod not ready.
 func (c *Client) Check() opskit.Check {

@@ -172,3 +172,22 @@ func TestReadinessDoesNotDependOnFlags(t *testing.T) {
 		t.Fatal("no dependency_up{dependency=flags}")
 	}
 }
+
+// TestReadinessEntryOnlyWithAGateway: a service adds Checks() to its
+// readiness: nothing without a gateway (its /ready as before flags), one
+// informational entry with one, unhealthy until connected.
+func TestReadinessEntryOnlyWithAGateway(t *testing.T) {
+	none, _ := newClient(t, Options{})
+	if c := none.Checks(); c != nil {
+		t.Fatalf("checks without a gateway = %v, want none", c)
+	}
+	gw, _ := newClient(t, Options{URL: "wss://127.0.0.1:1/v1/flags/watch"})
+	c := gw.Checks()
+	if len(c) != 1 || c[0].Name != "flags" || !c[0].Informational || c[0].Func(context.Background()) == nil {
+		t.Fatalf("checks with a gateway = %+v, want one informational flags entry, unhealthy while not connected", c)
+	}
+	rep := opskit.NewReadiness(prometheus.NewRegistry(), time.Second, c).Evaluate(context.Background())
+	if !rep.Ready || rep.Components["flags"] {
+		t.Fatalf("readiness = %+v; want ready with flags unhealthy", rep)
+	}
+}

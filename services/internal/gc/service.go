@@ -107,7 +107,9 @@ func New(_ context.Context, kit *opskit.Kit, cfg Config) (opskit.Service, error)
 
 // Checks: database connectivity and a recently fetched AC JWKS (ADR-0012).
 func (s *Service) Checks() []opskit.Check {
-	return []opskit.Check{
+	// The flag client only when a gateway is configured; informational:
+	// flags never gate readiness.
+	return append([]opskit.Check{
 		{Name: "database", Func: func(ctx context.Context) error {
 			if s.migrated.Last().IsZero() {
 				return errors.New("schema not migrated yet")
@@ -115,8 +117,7 @@ func (s *Service) Checks() []opskit.Check {
 			return s.pool.Ping(ctx)
 		}},
 		{Name: "ac_jwks", Func: func(context.Context) error { return s.keys.Fresh(s.cfg.jwksMaxAge()) }},
-		s.flags.Check(), // informational: flags never gate readiness
-	}
+	}, s.flags.Checks()...)
 }
 
 // MCTTL is how long after its last heartbeat an MC is still listed as

@@ -182,14 +182,15 @@ func (s *Service) registrationMaxAge() time.Duration { return 3 * s.cfg.Heartbea
 // Checks: Redis PING and a current GC registration (ADR-0012), and, while
 // it starts, a registered media-handler (warm-up).
 func (s *Service) Checks() []opskit.Check {
-	return []opskit.Check{
+	// The flag client only when a gateway is configured; informational:
+	// flags never gate readiness.
+	return append([]opskit.Check{
 		{Name: "redis", Func: s.pingRedis},
 		{Name: "gc_registration", Func: func(context.Context) error {
 			return s.gcReg.Within(s.registrationMaxAge(), time.Now())
 		}},
 		{Name: "media_handler_warmup", Func: s.warmedUp},
-		s.flags.Check(), // informational: flags never gate readiness
-	}
+	}, s.flags.Checks()...)
 }
 
 // warmedUp holds a starting MC out of its Service until a media-handler

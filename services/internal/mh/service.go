@@ -167,7 +167,9 @@ func (s *Service) mcFresh() bool { return s.mcReg.Within(3*s.cfg.HeartbeatInterv
 // make MH not ready — that would drop the calls it relays — it stops
 // admitting new sessions instead: mc_heartbeat is informational.
 func (s *Service) Checks() []opskit.Check {
-	return []opskit.Check{
+	// The flag client only when a gateway is configured; informational:
+	// flags never gate readiness.
+	return append([]opskit.Check{
 		{Name: "mc_registration", Func: func(context.Context) error {
 			if s.mcReg.Last().IsZero() || s.keys.Len() == 0 {
 				return errors.New("never registered with MC")
@@ -183,8 +185,7 @@ func (s *Service) Checks() []opskit.Check {
 			}
 			return nil
 		}},
-		s.flags.Check(), // informational: flags never gate readiness
-	}
+	}, s.flags.Checks()...)
 }
 
 // Run binds the media port (retrying: a port held by a previous instance is
