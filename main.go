@@ -271,7 +271,8 @@ func runPromote(fs *pflag.FlagSet) action {
 	issuer := fs.String("certificate-oidc-issuer", "https://token.actions.githubusercontent.com", "keyless: the OIDC issuer of that identity")
 	sourceURL := fs.String("source-url", "", "the repository the provenance must name (default: $GITHUB_SERVER_URL/$GITHUB_REPOSITORY, else the origin remote as https)")
 	services := fs.String("services", "", "comma-separated services to promote (default: all in images/)")
-	kustomization := fs.String("kustomization", "infra/overlays/prod/kustomization.yaml", `the overlay whose image pins are rewritten to the promoted digests ("none": no pins)`)
+	kustomizations := fs.StringSlice("kustomization", []string{"infra/overlays/prod/kustomization.yaml", "infra/platform/feature-flags/kustomization.yaml"},
+		`the kustomizations whose image pins are rewritten to the promoted digests (repeat or comma-separate; each promoted image must be pinned by one of them; "none": no pins)`)
 	out := fs.String("out", "dist/promote", "where the pins' patch ("+promote.PatchFile+") and the verification summary ("+promote.SummaryFile+") are written")
 	return func(ctx context.Context, stdout, stderr io.Writer) error {
 		if *tag == "" || *from == "" || *to == "" || (*key == "") == (*identity == "") {
@@ -312,12 +313,14 @@ func runPromote(fs *pflag.FlagSet) action {
 		for _, s := range specs {
 			o.Services = append(o.Services, s.Name)
 		}
-		if *kustomization != "none" {
-			o.Kustomization = *kustomization
-			if o.PatchPath, err = filepath.Rel(root, filepath.Join(root, *kustomization)); err != nil || strings.HasPrefix(o.PatchPath, "..") || filepath.IsAbs(*kustomization) {
-				return usageError{fmt.Sprintf("--kustomization %q: give a path inside the repository (the patch names it)", *kustomization)}
+		if !slices.Equal(*kustomizations, []string{"none"}) {
+			for _, k := range *kustomizations {
+				rel, err := filepath.Rel(root, filepath.Join(root, k))
+				if err != nil || strings.HasPrefix(rel, "..") || filepath.IsAbs(k) {
+					return usageError{fmt.Sprintf("--kustomization %q: give a path inside the repository (the patch names it)", k)}
+				}
+				o.Kustomizations = append(o.Kustomizations, promote.Kustomization{Path: k, PatchPath: filepath.ToSlash(rel)})
 			}
-			o.PatchPath = filepath.ToSlash(o.PatchPath)
 		}
 		_, err = promote.Promote(ctx, o)
 		return err
@@ -396,10 +399,11 @@ func runPlatformCharts(fs *pflag.FlagSet) action {
 
 func runPinImages(fs *pflag.FlagSet) action {
 	manifest := fs.String("manifest", "dist/manifest.json", "the build whose digests to pin")
-	kustomization := fs.String("kustomization", "", "the overlay's kustomization.yaml (required)")
+	kustomizations := fs.StringSlice("kustomization", nil, "a kustomization.yaml whose images: entries to pin (required; repeat it, or comma-separate, for the overlay and e.g. infra/platform/feature-flags: each of the build's images must be pinned by one of them)")
+	services := fs.String("services", "", "comma-separated images of the build to pin (default: all of them)")
 	registryPrefix := fs.String("registry", "", "where the images were pushed, e.g. localhost:5001/darktower (required)")
 	return func(ctx context.Context, stdout, stderr io.Writer) error {
-		if *kustomization == "" || *registryPrefix == "" {
+		if len(*kustomizations) == 0 || *registryPrefix == "" {
 			return usageError{"pin-images needs --kustomization and --registry"}
 		}
 		m, err := build.ReadManifest(*manifest)
@@ -410,11 +414,24 @@ func runPinImages(fs *pflag.FlagSet) action {
 		for _, img := range m.Images {
 			digests[img.Service] = img.Digest
 		}
-		pins := overlay.Pins(*registryPrefix, digests)
-		if err := overlay.PinImages(*kustomization, pins); err != nil {
+		if *services != "" {
+			chosen := map[string]string{}
+			for _, svc := range csv(*services) {
+				d, ok := digests[svc]
+				if !ok {
+					return usageError{fmt.Sprintf("--services: %s is not in %s (it has %s)", svc, *manifest, strings.Join(slices.Sorted(maps.Keys(digests)), ", "))}
+				}
+				chosen[svc] = d
+			}
+			digests = chosen
+		}
+		edits, err := overlay.PinImages(*kustomizations, overlay.Pins(*registryPrefix, digests))
+		if err != nil {
 			return err
 		}
-		fmt.Fprintf(stdout, "pin-images: %d image(s) in %s pinned to build %s\n", len(pins), *kustomization, m.Version)
+		for _, e := range edits {
+			fmt.Fprintf(stdout, "pin-images: %d image(s) in %s pinned to build %s (%s)\n", len(e.Services), e.Path, m.Version, strings.Join(e.Services, ", "))
+		}
 		return nil
 	}
 }

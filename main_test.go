@@ -61,6 +61,12 @@ func TestCLIDispatch(t *testing.T) {
 		{[]string{"promote", "--tag", "v1.0.0", "--from", "a.example/dt", "--to", "b.example/dt", "--certificate-identity", "id", "--source-url", "https://example.com/r", "--services", "nope"}, 1, "", `--services: unknown service "nope"`},
 		{[]string{"promote", "--tag", "v1.0.0", "--from", "a.example/dt", "--to", "b.example/dt", "--certificate-identity", "id", "--source-url", "https://example.com/r", "--services", "ac-service"}, 1, "",
 			"no new image for global-controller"},
+		// Every image of a release is pinned somewhere: the flag gateway is
+		// not in the services' overlay, so that overlay alone is refused
+		// (before anything is fetched; the default pins it in the flag
+		// system's platform component too).
+		{[]string{"promote", "--tag", "v1.0.0", "--from", "a.example/dt", "--to", "b.example/dt", "--certificate-identity", "id", "--source-url", "https://example.com/r",
+			"--kustomization", "infra/overlays/prod/kustomization.yaml"}, 1, "", "no images: entry for flag-gateway in infra/overlays/prod/kustomization.yaml"},
 		{[]string{"verify"}, 2, "", "verify needs --image REF and either --key cosign.pub or --certificate-identity"},
 	} {
 		var stdout, stderr bytes.Buffer

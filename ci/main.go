@@ -540,7 +540,8 @@ func (m *Darktower) Release(
 // the gate passed; the provenance names the repository and the tag),
 // then copies them by digest with their signatures and attestations to
 // the production registry and tags them. Returns summary.md (what was
-// verified) and prod-pins.patch (infra/overlays/prod pinned to the
+// verified) and prod-pins.patch (infra/overlays/prod and
+// infra/platform/feature-flags pinned to the
 // promoted digests). Same as `go run . promote`.
 //
 // +cache="never"

@@ -83,6 +83,7 @@ say "images: build-all, pushed to the local registry"
 (cd "$root" && go run . build-all --base "${DARKTOWER_BASE:-locked}" --platforms "linux/$(go env GOARCH)" \
   --push "localhost:$registry_port/darktower" --out "$root/dist/local")
 (cd "$root" && go run . pin-images --manifest dist/local/manifest.json --kustomization infra/overlays/local/common/kustomization.yaml \
+  --services ac-service,global-controller,meeting-controller,media-handler \
   --registry "localhost:$registry_port/darktower")
 
 say "services, both regions"

@@ -33,26 +33,89 @@ func Pins(prefix string, digests map[string]string) map[string]Pin {
 	return pins
 }
 
-// PinImages sets the images of path (a kustomization.yaml) to pins, keyed
-// by service. Every pinned service must have an entry and every entry a
-// pin; nothing is written otherwise.
-func PinImages(path string, pins map[string]Pin) error {
+// Edit is one kustomization's pins rewritten.
+type Edit struct {
+	Path          string
+	Before, After []byte
+	Services      []string // the services it pins, sorted
+}
+
+// Changed reports whether the edit changes the file.
+func (e Edit) Changed() bool { return !bytes.Equal(e.Before, e.After) }
+
+// PinImages sets the images of the kustomizations at paths to pins, keyed
+// by service: every entry must have a pin, and every pin an entry in at
+// least one of them (a release's image that no kustomization deploys is
+// refused, not silently dropped). Nothing is written unless all of them
+// can be pinned.
+func PinImages(paths []string, pins map[string]Pin) ([]Edit, error) {
+	edits, err := PlanPins(paths, pins)
+	if err != nil {
+		return nil, err
+	}
+	for _, e := range edits {
+		if !e.Changed() {
+			continue
+		}
+		tmp := e.Path + ".tmp"
+		if err := os.WriteFile(tmp, e.After, 0o644); err != nil {
+			return nil, err
+		}
+		if err := os.Rename(tmp, e.Path); err != nil {
+			return nil, err
+		}
+	}
+	return edits, nil
+}
+
+// PlanPins is PinImages without writing: the edits it would make.
+func PlanPins(paths []string, pins map[string]Pin) ([]Edit, error) {
+	if len(paths) == 0 {
+		return nil, fmt.Errorf("no kustomization to pin")
+	}
+	var edits []Edit
+	covered := map[string]bool{}
+	for _, path := range paths {
+		e, err := planPins(path, pins)
+		if err != nil {
+			return nil, err
+		}
+		for _, svc := range e.Services {
+			covered[svc] = true
+		}
+		edits = append(edits, e)
+	}
+	var missing []string
+	for svc := range pins {
+		if !covered[svc] {
+			missing = append(missing, svc)
+		}
+	}
+	if len(missing) > 0 {
+		sort.Strings(missing)
+		return nil, fmt.Errorf("no images: entry for %s in %s", strings.Join(missing, ", "), strings.Join(paths, " or "))
+	}
+	return edits, nil
+}
+
+func planPins(path string, pins map[string]Pin) (Edit, error) {
+	e := Edit{Path: path}
 	raw, err := os.ReadFile(path)
 	if err != nil {
-		return err
+		return e, err
 	}
+	e.Before = raw
 	var doc yaml.Node
 	if err := yaml.Unmarshal(raw, &doc); err != nil {
-		return fmt.Errorf("%s: %w", path, err)
+		return e, fmt.Errorf("%s: %w", path, err)
 	}
 	if len(doc.Content) != 1 || doc.Content[0].Kind != yaml.MappingNode {
-		return fmt.Errorf("%s: not a kustomization", path)
+		return e, fmt.Errorf("%s: not a kustomization", path)
 	}
 	images := field(doc.Content[0], "images")
 	if images == nil || images.Kind != yaml.SequenceNode {
-		return fmt.Errorf("%s: no images: list to pin", path)
+		return e, fmt.Errorf("%s: no images: list to pin", path)
 	}
-	seen := map[string]bool{}
 	for _, entry := range images.Content {
 		name := field(entry, "name")
 		if name == nil || !strings.HasPrefix(name.Value, ImagePrefix) {
@@ -61,36 +124,24 @@ func PinImages(path string, pins map[string]Pin) error {
 		svc := strings.TrimPrefix(name.Value, ImagePrefix)
 		pin, ok := pins[svc]
 		if !ok {
-			return fmt.Errorf("%s: no new image for %s (the manifest does not have it)", path, svc)
+			return e, fmt.Errorf("%s: no new image for %s (the manifest does not have it)", path, svc)
 		}
 		if !strings.HasPrefix(pin.Digest, "sha256:") || len(pin.Digest) != len("sha256:")+64 {
-			return fmt.Errorf("%s: %q is not a sha256 digest", svc, pin.Digest)
+			return e, fmt.Errorf("%s: %q is not a sha256 digest", svc, pin.Digest)
 		}
 		set(entry, "newName", pin.NewName)
 		set(entry, "digest", pin.Digest)
-		seen[svc] = true
+		e.Services = append(e.Services, svc)
 	}
-	var missing []string
-	for svc := range pins {
-		if !seen[svc] {
-			missing = append(missing, svc)
-		}
-	}
-	if len(missing) > 0 {
-		sort.Strings(missing)
-		return fmt.Errorf("%s: no images: entry for %s", path, strings.Join(missing, ", "))
-	}
+	sort.Strings(e.Services)
 	var out bytes.Buffer
 	enc := yaml.NewEncoder(&out)
 	enc.SetIndent(2)
 	if err := enc.Encode(&doc); err != nil {
-		return err
+		return e, err
 	}
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, out.Bytes(), 0o644); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
+	e.After = out.Bytes()
+	return e, nil
 }
 
 func field(m *yaml.Node, key string) *yaml.Node {

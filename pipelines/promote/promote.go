@@ -66,11 +66,22 @@ type Options struct {
 	Services []string // the images to promote (<prefix>/<service>:<tag>)
 	Policy   Policy
 	Keychain authn.Keychain // credentials for both registries
-	// Kustomization is the overlay whose pins are rewritten ("" = none);
-	// PatchPath is its path in the patch (relative to the repository root).
-	Kustomization, PatchPath string
+	// Kustomizations are the overlays whose pins are rewritten (none: no
+	// pins): every promoted image must be pinned by one of them.
+	Kustomizations []Kustomization
 	Out                      string // where the patch and the summary are written ("" = nowhere)
 	Progress                 io.Writer
+}
+
+// Kustomization is one kustomization.yaml to pin; PatchPath is its path
+// in the patch (relative to the repository root; "" = Path).
+type Kustomization struct{ Path, PatchPath string }
+
+func (k Kustomization) patchPath() string {
+	if k.PatchPath != "" {
+		return k.PatchPath
+	}
+	return filepath.ToSlash(k.Path)
 }
 
 // Image is one promoted image and what was verified of it.
@@ -105,10 +116,10 @@ type Provenance struct {
 type Result struct {
 	Tag     string
 	Images  []*Image
-	Patch   string // the overlay's change ("" when it was already pinned, or no overlay)
+	Patch   string // the overlays' change ("" when they were already pinned, or no overlay)
 	Summary string // markdown
 	Took    time.Duration
-	Pinned  string // the kustomization rewritten
+	Pinned  []string // the kustomizations pinned (their patch paths)
 	Files   []string
 }
 
@@ -188,14 +199,14 @@ func Promote(ctx context.Context, o Options) (*Result, error) {
 	res := &Result{Tag: o.Tag, Images: images}
 
 	// 5. The overlay's pins, as a patch.
-	if o.Kustomization != "" {
+	if len(o.Kustomizations) > 0 {
 		if err := o.pin(res); err != nil {
 			return res, err
 		}
 		if res.Patch == "" {
-			say("%s already pins these digests", o.Kustomization)
+			say("%s already pin these digests", strings.Join(res.Pinned, ", "))
 		} else {
-			say("%s pinned to %s's digests", o.Kustomization, o.Tag)
+			say("%s pinned to %s's digests", strings.Join(res.Pinned, ", "), o.Tag)
 		}
 	}
 	res.Took = time.Since(start)
@@ -249,7 +260,7 @@ func (o Options) check() error {
 	if len(o.Services) == 0 {
 		problems = append(problems, errors.New("no services to promote"))
 	}
-	if o.Kustomization != "" {
+	if len(o.Kustomizations) > 0 {
 		if err := o.checkPins(); err != nil {
 			problems = append(problems, err)
 		}
@@ -257,32 +268,26 @@ func (o Options) check() error {
 	return errors.Join(problems...)
 }
 
-// checkPins pins a copy of the overlay (to a placeholder digest): an
-// overlay the promoted images cannot pin is refused before anything is
+// checkPins plans the pins (to a placeholder digest) without writing:
+// overlays the promoted images cannot pin are refused before anything is
 // copied.
 func (o Options) checkPins() error {
-	raw, err := os.ReadFile(o.Kustomization)
-	if err != nil {
-		return fmt.Errorf("--kustomization: %w", err)
-	}
-	dir, err := os.MkdirTemp("", "promote-pins-")
-	if err != nil {
-		return err
-	}
-	defer os.RemoveAll(dir)
-	tmp := filepath.Join(dir, "kustomization.yaml")
-	if err := os.WriteFile(tmp, raw, 0o644); err != nil {
-		return err
-	}
 	digests := map[string]string{}
 	for _, svc := range o.Services {
 		digests[svc] = "sha256:" + strings.Repeat("0", 64)
 	}
-	if err := overlay.PinImages(tmp, overlay.Pins(o.To, digests)); err != nil {
-		return fmt.Errorf("--kustomization %s cannot be pinned to the promoted images: %s (promote every service it pins, or --kustomization none)",
-			o.Kustomization, strings.ReplaceAll(err.Error(), tmp, o.Kustomization))
+	if _, err := overlay.PlanPins(o.kustomizationPaths(), overlay.Pins(o.To, digests)); err != nil {
+		return fmt.Errorf("--kustomization cannot be pinned to the promoted images: %s (promote every service they pin, pin every promoted image in one of them, or --kustomization none)", err)
 	}
 	return nil
+}
+
+func (o Options) kustomizationPaths() []string {
+	var paths []string
+	for _, k := range o.Kustomizations {
+		paths = append(paths, k.Path)
+	}
+	return paths
 }
 
 // verify checks one image of the tag against the policy, reading every
@@ -603,30 +608,26 @@ func tagImage(im *Image, o Options, ropts []remote.Option) (bool, error) {
 	return true, remote.Put(tag, desc, ropts...)
 }
 
-// pin rewrites the overlay's pins to the promoted digests and records
+// pin rewrites the overlays' pins to the promoted digests and records
 // the change as a patch.
 func (o Options) pin(res *Result) error {
-	before, err := os.ReadFile(o.Kustomization)
-	if err != nil {
-		return fmt.Errorf("--kustomization: %w", err)
-	}
 	digests := map[string]string{}
 	for _, im := range res.Images {
 		digests[im.Service] = im.Digest
 	}
-	if err := overlay.PinImages(o.Kustomization, overlay.Pins(o.To, digests)); err != nil {
-		return fmt.Errorf("pinning %s: %w (the images are promoted; only the pins are not written)", o.Kustomization, err)
-	}
-	after, err := os.ReadFile(o.Kustomization)
+	edits, err := overlay.PinImages(o.kustomizationPaths(), overlay.Pins(o.To, digests))
 	if err != nil {
-		return err
+		return fmt.Errorf("pinning %s: %w (the images are promoted; only the pins are not written)", strings.Join(o.kustomizationPaths(), ", "), err)
 	}
-	path := o.PatchPath
-	if path == "" {
-		path = filepath.ToSlash(o.Kustomization)
+	var patch strings.Builder
+	for i, e := range edits {
+		path := o.Kustomizations[i].patchPath()
+		res.Pinned = append(res.Pinned, path)
+		if e.Changed() {
+			patch.WriteString(unifiedDiff(path, string(e.Before), string(e.After)))
+		}
 	}
-	res.Pinned = o.Kustomization
-	res.Patch = unifiedDiff(path, string(before), string(after))
+	res.Patch = patch.String()
 	return nil
 }
 
@@ -680,15 +681,12 @@ func summary(o Options, res *Result) string {
 			im.Service, im.Digest, im.Signatures, predicateCounts(im.Attestations), im.Provenance.Repository, short(im.Provenance.Revision), im.Provenance.Version,
 			im.Provenance.Builder, im.Gate, im.Scanned, im.Blobs, float64(im.Bytes)/1e6, copied, ok)
 	}
-	if res.Pinned != "" {
-		pinned := res.Pinned
-		if o.PatchPath != "" {
-			pinned = o.PatchPath
-		}
+	if len(res.Pinned) > 0 {
+		pinned := "`" + strings.Join(res.Pinned, "`, `") + "`"
 		if res.Patch == "" {
-			fmt.Fprintf(&b, "\n`%s` already pins these digests: no change.\n", pinned)
+			fmt.Fprintf(&b, "\n%s already pin these digests: no change.\n", pinned)
 		} else {
-			fmt.Fprintf(&b, "\n`%s` is pinned to these digests: the change is `%s` (`git apply %s`).\n", pinned, PatchFile, PatchFile)
+			fmt.Fprintf(&b, "\n%s pinned to these digests: the change is `%s` (`git apply %s`).\n", pinned, PatchFile, PatchFile)
 		}
 	}
 	return b.String()

@@ -271,7 +271,7 @@ func TestPromoteVerifiesEverythingThenCopiesWithSignaturesAndPins(t *testing.T) 
 		t.Fatal(err)
 	}
 	o = options(src + "/release")
-	o.Kustomization, o.PatchPath, o.Out = kpath, "kustomization.yaml", filepath.Join(dir, "out")
+	o.Kustomizations, o.Out = []Kustomization{{Path: kpath, PatchPath: "kustomization.yaml"}}, filepath.Join(dir, "out")
 	var progress bytes.Buffer
 	o.Progress = &progress
 	res, err := Promote(ctx, o)

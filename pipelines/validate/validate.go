@@ -30,7 +30,7 @@ var Overlays = []string{"overlays/local", "overlays/preview", "overlays/staging"
 var PlatformComponents = []string{
 	"platform/security", "platform/linkerd", "platform/external-secrets/stores/local",
 	"platform/external-secrets/service-secrets", "platform/observability", "platform/database",
-	"platform/chaos/operator", "platform/chaos",
+	"platform/chaos/operator", "platform/chaos", "platform/feature-flags",
 }
 
 // Options are the stage's inputs.
