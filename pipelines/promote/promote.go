@@ -69,8 +69,8 @@ type Options struct {
 	// Kustomizations are the overlays whose pins are rewritten (none: no
 	// pins): every promoted image must be pinned by one of them.
 	Kustomizations []Kustomization
-	Out                      string // where the patch and the summary are written ("" = nowhere)
-	Progress                 io.Writer
+	Out            string // where the patch and the summary are written ("" = nowhere)
+	Progress       io.Writer
 }
 
 // Kustomization is one kustomization.yaml to pin; PatchPath is its path
