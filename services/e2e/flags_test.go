@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/tls"
 	"encoding/base64"
 	"encoding/json"
@@ -246,8 +247,8 @@ func TestFeatureFlagsEndToEnd(t *testing.T) {
 			t.Fatalf("round-robin placements %v, want 3 each", seen)
 		}
 		applied(e.mc, put(flags.McMhSelectionStrategy, "least-loaded"))
-		for i := range 6 {
-			if mt := ticket("ll-"+strconv.Itoa(i), "alice"); mt.MediaHandler != "mh-e2e" {
+		for range 6 { // random ids: rendezvous hashing would spread them over both
+			if mt := ticket(rand.Text()[:16], "alice"); mt.MediaHandler != "mh-e2e" {
 				t.Fatalf("least-loaded placed a session on %s, want mh-e2e (utilisation ~0 against 0.5)", mt.MediaHandler)
 			}
 		}

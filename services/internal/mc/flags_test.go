@@ -100,8 +100,13 @@ func TestPlacementFollowsTheStrategyFlagAtEachTicket(t *testing.T) {
 	}
 
 	setStrategy(StrategyLeastLoaded)
-	for i := range 10 {
-		if got := ticket(fmt.Sprint("least-", i), "alice"); got != "mh-b" {
+	// Random ids: rendezvous hashing would spread them over the three.
+	least := make([]string, 10)
+	for i := range least {
+		least[i] = rand.Text()[:16]
+	}
+	for _, sid := range least {
+		if got := ticket(sid, "alice"); got != "mh-b" {
 			t.Fatalf("least-loaded placed a new session on %s, want mh-b (utilisation 0.1)", got)
 		}
 	}
@@ -132,7 +137,7 @@ func TestPlacementFollowsTheStrategyFlagAtEachTicket(t *testing.T) {
 	// A pinned MH that stops admitting: the session goes elsewhere.
 	setStrategy(StrategyLeastLoaded)
 	register("mh-b", 0.95, false)
-	if got := ticket("least-0", "erin"); got != "mh-c" {
+	if got := ticket(least[0], "erin"); got != "mh-c" {
 		t.Fatalf("session on a non-admitting MH placed on %s, want mh-c (now the least loaded)", got)
 	}
 	rep := opskit.NewReadiness(prometheus.NewRegistry(), time.Second, svc.Checks()).Evaluate(context.Background())
