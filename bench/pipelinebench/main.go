@@ -218,7 +218,7 @@ func (b *bench) run(koVersion string, keep bool) error {
 		if r[0], err = j.run(repo, out, gocache); err != nil {
 			return fmt.Errorf("%s cold: %w", j.name, err)
 		}
-		fmt.Printf("  %-10s cold %6.1fs, peak RSS %s\n", j.name, r[0].Wall.Seconds(), benchkit.MiB(r[0].PeakRSS))
+		fmt.Printf("  %-10s cold %6.1fs (CPU %6.1fs), peak RSS %s\n", j.name, r[0].Wall.Seconds(), r[0].CPU.Seconds(), benchkit.MiB(r[0].PeakRSS))
 		// Warm runs are short, so a neighbour's burst of load skews one:
 		// the median of warmRounds.
 		var warm []benchkit.Usage
@@ -231,7 +231,7 @@ func (b *bench) run(koVersion string, keep bool) error {
 		}
 		slices.SortFunc(warm, func(a, b benchkit.Usage) int { return cmp.Compare(a.Wall, b.Wall) })
 		r[1] = warm[len(warm)/2]
-		fmt.Printf("  %-10s warm %6.1fs (median of %d: %s), peak RSS %s\n", j.name, r[1].Wall.Seconds(), len(warm), walls(warm), benchkit.MiB(r[1].PeakRSS))
+		fmt.Printf("  %-10s warm %6.1fs (median of %d: %s; CPU %.1fs), peak RSS %s\n", j.name, r[1].Wall.Seconds(), len(warm), walls(warm), r[1].CPU.Seconds(), benchkit.MiB(r[1].PeakRSS))
 		results[j.name] = r
 	}
 	gb, ba, ch, gr := results["go build"], results["build-all"], results["chain"], results["goreleaser"]
@@ -239,6 +239,12 @@ func (b *bench) run(koVersion string, keep bool) error {
 	for i, phase := range []string{"cold", "warm"} {
 		fmt.Printf("| %s | %.1f s | %.1f s | %.1f s | %.1f s | %.2f | %.2f | %.2f |\n", phase, gb[i].Wall.Seconds(), ba[i].Wall.Seconds(), ch[i].Wall.Seconds(), gr[i].Wall.Seconds(),
 			ba[i].Wall.Seconds()/ch[i].Wall.Seconds(), ba[i].Wall.Seconds()/gb[i].Wall.Seconds(), ba[i].Wall.Seconds()/gr[i].Wall.Seconds())
+	}
+	// CPU time moves far less than wall time when other work shares the
+	// cores: the steadier comparison on a busy machine.
+	for i, phase := range []string{"cold", "warm"} {
+		fmt.Printf("| CPU, %s | %.1f s | %.1f s | %.1f s | %.1f s | %.2f | %.2f | %.2f |\n", phase, gb[i].CPU.Seconds(), ba[i].CPU.Seconds(), ch[i].CPU.Seconds(), gr[i].CPU.Seconds(),
+			ba[i].CPU.Seconds()/ch[i].CPU.Seconds(), ba[i].CPU.Seconds()/gb[i].CPU.Seconds(), ba[i].CPU.Seconds()/gr[i].CPU.Seconds())
 	}
 	for i, phase := range []string{"cold", "warm"} {
 		fmt.Printf("| peak RSS, %s | %s | %s | %s | %s | %.2f | | |\n", phase, benchkit.MiB(gb[i].PeakRSS), benchkit.MiB(ba[i].PeakRSS), benchkit.MiB(ch[i].PeakRSS),

@@ -44,13 +44,15 @@ func Env(extra ...string) []string {
 // Usage is what one command cost.
 type Usage struct {
 	Wall    time.Duration
-	PeakRSS int64 // bytes: the largest resident set of the process and the children it waited for
+	CPU     time.Duration // user + system time of the process and the children it waited for
+	PeakRSS int64         // bytes: the largest resident set of the process and the children it waited for
 }
 
 // Add accumulates a step into a sequence: walls add up, the peak is the
 // largest step's.
 func (u *Usage) Add(o Usage) {
 	u.Wall += o.Wall
+	u.CPU += o.CPU
 	u.PeakRSS = max(u.PeakRSS, o.PeakRSS)
 }
 
@@ -71,6 +73,7 @@ func Run(dir string, environ []string, stdout io.Writer, name string, args ...st
 		if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
 			u.PeakRSS = ru.Maxrss * 1024 // Linux reports KiB
 		}
+		u.CPU = cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
 	}
 	if err != nil {
 		return u, fmt.Errorf("%s %s: %v\n%s", filepath.Base(name), strings.Join(args, " "), err, tail(errBuf.String(), 4000))
