@@ -75,11 +75,13 @@ func (f targetFlags) client(cmd string) (*cluster.Client, error) {
 	return client, err
 }
 
-// runCanaryInstall is `canary install`: Flagger, Traefik and the Canaries
-// (infra/overlays/preview/canary) into a preview's kind cluster.
+// runCanaryInstall is `canary install`: Flagger, Traefik, the Canaries
+// (infra/overlays/preview/canary) and their load into a preview's kind
+// cluster.
 func runCanaryInstall(fs *pflag.FlagSet) action {
 	cf := declareTargetFlags(fs)
 	namespace := fs.String("namespace", "preview", "the services' namespace")
+	workers := fs.Int("load-workers", 300, "API rounds the canaries' load makes at once, each every 2 s, once a Canary's pre-rollout webhook starts it")
 	return func(ctx context.Context, stdout, _ io.Writer) error {
 		c, err := cf.kind("canary install")
 		if err != nil {
@@ -93,11 +95,15 @@ func runCanaryInstall(fs *pflag.FlagSet) action {
 		if err != nil {
 			return err
 		}
-		in, err := canary.Install(ctx, canary.InstallOptions{Root: root, Cluster: c, Client: client, Namespace: *namespace, Progress: stdout})
+		if *workers < 1 || *workers > 1024 {
+			return usageError{fmt.Sprintf("--load-workers %d: want 1 to 1024", *workers)}
+		}
+		in, err := canary.Install(ctx, canary.InstallOptions{Root: root, Cluster: c, Client: client, Namespace: *namespace, LoadWorkers: *workers, Progress: stdout})
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(stdout, "canary: Flagger %s and Traefik %s (Gateway API %s) run in %s; canaries: %v\n", in.FlaggerVersion, in.TraefikVersion, in.GatewayAPIVersion, c.Name, in.Canaries)
+		fmt.Fprintf(stdout, "canary: Flagger %s and Traefik %s (Gateway API %s) run in %s; canaries: %v; their load (%s/%s) waits for each analysis's pre-rollout webhook\n",
+			in.FlaggerVersion, in.TraefikVersion, in.GatewayAPIVersion, c.Name, in.Canaries, *namespace, canary.LoadDeployment)
 		return nil
 	}
 }

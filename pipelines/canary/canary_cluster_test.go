@@ -16,6 +16,7 @@ import (
 	"github.com/darktower/delivery/pipelines/kindcluster"
 	"github.com/darktower/delivery/pipelines/preview"
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
 // The fault knobs of a canaryfault test build (services/internal/opskit):
@@ -130,21 +131,32 @@ func TestCanaryReleasesOnARealCluster(t *testing.T) {
 	t.Logf("FIGURE canary install (Flagger %s, Traefik %s, Gateway API %s; canaries %s) in %s", in.FlaggerVersion, in.TraefikVersion,
 		in.GatewayAPIVersion, strings.Join(in.Canaries, ", "), time.Since(start).Round(100*time.Millisecond))
 
-	// The load, through the Gateways: 150 rounds a second (each a call to
-	// global-controller and one to meeting-controller; 3 pods of 100
-	// workers, every 2 s each: a round takes 0.8-2 s at the floors above),
-	// so the 5% step still sees 7.5 calls a second: at its first check, 10 s
-	// after the shift, the samples Prometheus has hold 3-8 s of it, 20-60
-	// calls. Three pods renewing tokens every 2 s stay well inside
-	// ac-service's per-client token rate.
-	stop, err := preview.StartLoadWith(ctx, c, client, root, ns, preview.LoadOptions{Name: "darktower-canary-load", Component: "canary-load",
-		Replicas: 3, Interval: 2 * time.Second, Env: []corev1.EnvVar{
-			{Name: "SMOKE_GATEWAY", Value: "traefik." + canary.GatewayNamespace + ".svc:443"},
-			{Name: "SMOKE_LOAD_WORKERS", Value: "100"}, {Name: "SMOKE_LOAD_MEDIA", Value: "false"}}}, log)
-	if err != nil {
-		t.Fatal(err)
+	// The load (Install's: 300 workers every 2 s through the Gateways,
+	// 150 rounds a second, so the 5% step still sees 7.5 calls a second:
+	// at its first check, 10 s after the shift, the samples Prometheus has
+	// hold 3-8 s of it, 20-60 calls) is idle until a Canary's pre-rollout
+	// webhook starts it.
+	defer in.StopLoad()
+	loadStarts := func() string {
+		pods, err := client.Typed.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/component=" + canary.LoadComponent})
+		if err != nil || len(pods.Items) != 1 {
+			t.Fatalf("the canary load's pod: %v (%d pods)", err, len(pods.Items))
+		}
+		logs, err := client.Typed.CoreV1().Pods(ns).GetLogs(pods.Items[0].Name, &corev1.PodLogOptions{}).DoRaw(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var starts []string
+		for _, line := range strings.Split(string(logs), "\n") {
+			if strings.Contains(line, "pre-rollout webhook") {
+				starts = append(starts, line)
+			}
+		}
+		return strings.Join(starts, "\n")
 	}
-	defer stop()
+	if got := loadStarts(); got != "" {
+		t.Fatalf("the load started before any release:\n%s", got)
+	}
 
 	results := map[string][]*canary.Result{}
 	var wg sync.WaitGroup
@@ -166,6 +178,15 @@ func TestCanaryReleasesOnARealCluster(t *testing.T) {
 		}()
 	}
 	wg.Wait()
+
+	// Every analysis started the load through its pre-rollout webhook.
+	starts := loadStarts()
+	t.Logf("the load's starts:\n%s", starts)
+	for _, svc := range services {
+		if n := strings.Count(starts, "started by "+ns+"/"+svc+"'s pre-rollout webhook"); n < len(scenarios) {
+			t.Errorf("%s: the load was started by %d pre-rollout webhook call(s), want one for each of its %d releases", svc, n, len(scenarios))
+		}
+	}
 
 	for _, svc := range services {
 		var lines []string

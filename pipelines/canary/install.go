@@ -23,12 +23,14 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"text/template"
 	"time"
 
 	"github.com/darktower/delivery/pipelines/cluster"
 	"github.com/darktower/delivery/pipelines/kindcluster"
+	"github.com/darktower/delivery/pipelines/preview"
 	"github.com/darktower/delivery/pipelines/upstream"
 	"github.com/darktower/delivery/pipelines/validate"
 	corev1 "k8s.io/api/core/v1"
@@ -72,8 +74,19 @@ type InstallOptions struct {
 	Client    *cluster.Client
 	Namespace string        // the services' (default preview)
 	Wait      time.Duration // for Flagger, Traefik and the Canaries' initialization (default 5 min)
-	Progress  io.Writer
+	// LoadWorkers is how many API rounds the canary load makes at once,
+	// each every LoadInterval (default 300, every 2 s: 150 rounds a second).
+	LoadWorkers int
+	Progress    io.Writer
 }
+
+// The canaries' load (infra/overlays/preview/canary/load.yaml): one pod,
+// since each Canary's webhooks reach one pod through the Service.
+const (
+	LoadDeployment = "darktower-canary-load"
+	LoadComponent  = "canary-load"
+	LoadInterval   = 2 * time.Second
+)
 
 // Installed is what Install put in.
 type Installed struct {
@@ -82,6 +95,9 @@ type Installed struct {
 	TraefikVersion             string
 	GatewayAPIVersion          string
 	Canaries                   []string
+	// StopLoad deletes the canaries' load, logging its last lines (the
+	// install leaves it running for the Canaries' webhooks).
+	StopLoad func()
 }
 
 // Install builds and loads Flagger and Traefik, applies the CRDs, RBAC,
@@ -155,7 +171,24 @@ func Install(ctx context.Context, o InstallOptions) (*Installed, error) {
 			return nil, err
 		}
 	}
-	say("Flagger, Traefik and %d Canaries ready in %s", len(in.Canaries), time.Since(start).Round(time.Second))
+	// The load the analysis judges, through the Gateways, idle until a
+	// Canary's pre-rollout webhook starts it. At 150 rounds a second the
+	// 5% step still sees 7.5 calls a second of each service; one pod
+	// renewing its tokens every 2 s stays well inside ac-service's
+	// per-client token rate.
+	workers := o.LoadWorkers
+	if workers == 0 {
+		workers = 300
+	}
+	if in.StopLoad, err = preview.StartLoadWith(ctx, o.Cluster, o.Client, o.Root, o.Namespace, preview.LoadOptions{Name: LoadDeployment, Component: LoadComponent,
+		Replicas: 1, Interval: LoadInterval, CPULimit: "1500m", Env: []corev1.EnvVar{
+			{Name: "SMOKE_GATEWAY", Value: "traefik." + GatewayNamespace + ".svc:443"},
+			{Name: "SMOKE_LOAD_WORKERS", Value: strconv.Itoa(workers)}, {Name: "SMOKE_LOAD_MEDIA", Value: "false"},
+			{Name: "SMOKE_LOAD_ON_DEMAND", Value: "true"}}}, o.Progress); err != nil {
+		return nil, fmt.Errorf("the canaries' load: %w", err)
+	}
+	say("Flagger, Traefik, %d Canaries and their load (%d workers every %s, started by each Canary's pre-rollout webhook) ready in %s",
+		len(in.Canaries), workers, LoadInterval, time.Since(start).Round(time.Second))
 	return in, nil
 }
 

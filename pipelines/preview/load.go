@@ -14,6 +14,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
@@ -42,6 +43,7 @@ type LoadOptions struct {
 	Replicas  int32         // default 1
 	Interval  time.Duration // default LoadInterval
 	Env       []corev1.EnvVar
+	CPULimit  string // the container's CPU limit (default the smoke pod's, 500m)
 }
 
 // StartLoadWith is StartLoad with o's shape.
@@ -74,6 +76,13 @@ func StartLoadWith(ctx context.Context, c *kindcluster.Cluster, client *cluster.
 		corev1.EnvVar{Name: "SMOKE_UDP_TIMEOUT", Value: "1s"})
 	spec.Containers[0].Env = append(spec.Containers[0].Env, o.Env...)
 	spec.Containers[0].Ports = []corev1.ContainerPort{{Name: "ops", ContainerPort: 8080, Protocol: corev1.ProtocolTCP}}
+	if o.CPULimit != "" {
+		q, err := resource.ParseQuantity(o.CPULimit)
+		if err != nil {
+			return nil, fmt.Errorf("load CPU limit %q: %w", o.CPULimit, err)
+		}
+		spec.Containers[0].Resources.Limits[corev1.ResourceCPU] = q
+	}
 	d := &appsv1.Deployment{
 		ObjectMeta: metav1.ObjectMeta{Name: o.Name, Namespace: namespace, Labels: pod.Labels},
 		Spec: appsv1.DeploymentSpec{Replicas: &o.Replicas, Selector: &metav1.LabelSelector{MatchLabels: map[string]string{

@@ -522,6 +522,85 @@ func (e *env) smokeCommand(t *testing.T) {
 		t.Fatalf("darktower-smoke with an unknown mode: exit %d\n%s", code, out)
 	}
 	e.smokeLoad(t, bin, append(base, "SMOKE_CLIENT_SECRET=tester-secret-e2e-value"))
+	e.smokeLoadOnDemand(t, bin, append(base, "SMOKE_CLIENT_SECRET=tester-secret-e2e-value"))
+}
+
+// smokeLoadOnDemand runs the canary proof's load (SMOKE_LOAD_ON_DEMAND):
+// no API round until Flagger's pre-rollout webhook starts them, the rollout
+// gate refusing until calls are answered, a malformed start refused.
+func (e *env) smokeLoadOnDemand(t *testing.T, bin string, env []string) {
+	port, err := testenv.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	cmd := exec.Command(bin)
+	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "SMOKE_MODE=load", "SMOKE_LOAD_INTERVAL=200ms", "SMOKE_LOAD_MEDIA=false",
+		"SMOKE_LOAD_ON_DEMAND=true", "SMOKE_METRICS_ADDR=" + addr}, env...)
+	var out testenv.SyncBuffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	post := func(path, body string) (int, string) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			resp, err := http.Post("http://"+addr+path, "application/json", strings.NewReader(body))
+			if err == nil {
+				b, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				return resp.StatusCode, string(b)
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("POST %s: %v\n%s", path, err, out.String())
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	answered := func() string {
+		t.Helper()
+		m := get(t, "http://"+addr+"/metrics")
+		var lines []string
+		for _, l := range strings.Split(m, "\n") {
+			if strings.HasPrefix(l, "darktower_load_requests_total") && strings.Contains(l, `outcome="ok"`) && !strings.Contains(l, "ac-service") {
+				lines = append(lines, l)
+			}
+		}
+		return strings.Join(lines, "\n")
+	}
+	const hook = `{"name":"global-controller","namespace":"preview","phase":"Progressing","metadata":{"duration":"1m"}}`
+	if code, body := post("/v1/load/gate", hook); code != http.StatusPreconditionFailed || !strings.Contains(body, "not started") {
+		t.Errorf("gate before any start: %d %q, want 412 naming the missing start", code, body)
+	}
+	time.Sleep(time.Second)
+	if got := answered(); strings.Contains(got, "} 1") || !strings.Contains(got, "} 0") {
+		t.Errorf("API rounds before the start webhook:\n%s", got)
+	}
+	if code, body := post("/v1/load/start", `{"name":"global-controller","metadata":{"duration":"soon"}}`); code != http.StatusBadRequest || !strings.Contains(body, "soon") {
+		t.Errorf("a malformed duration: %d %q, want 400 naming it", code, body)
+	}
+	if code, body := post("/v1/load/start", hook); code != http.StatusOK || !strings.Contains(body, "load on until") {
+		t.Fatalf("start: %d %q\n%s", code, body, out.String())
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		code, body := post("/v1/load/gate", hook)
+		if code == http.StatusOK {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("gate after the start: %d %q\n%s", code, body, out.String())
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if got := answered(); strings.Contains(got, "} 0\n") || strings.HasSuffix(got, "} 0") {
+		t.Errorf("no API round answered after the start:\n%s", got)
+	}
+	if !strings.Contains(out.String(), "started by preview/global-controller's pre-rollout webhook") {
+		t.Errorf("the start is not logged:\n%s", out.String())
+	}
 }
 
 // smokeLoad runs darktower-smoke as the chaos stage's load for a few

@@ -4,7 +4,10 @@
 //
 // With SMOKE_MODE=load it is instead a steady client of the services (the
 // chaos stage's load): it runs until stopped, serving its counters on
-// SMOKE_METRICS_ADDR (:8080) /metrics for Prometheus.
+// SMOKE_METRICS_ADDR (:8080) /metrics for Prometheus. With
+// SMOKE_LOAD_ON_DEMAND=true its API rounds wait for Flagger: the same
+// address serves the canaries' pre-rollout and rollout webhooks
+// (POST /v1/load/start, /v1/load/gate; see smoke.Load.Webhooks).
 package main
 
 import (
@@ -30,8 +33,9 @@ func main() {
 	interval := l.Duration("SMOKE_LOAD_INTERVAL", 500*time.Millisecond, 50*time.Millisecond, time.Minute)
 	// The canary proof's load: many API rounds at once, and no media
 	// session (whose joins take tokens of their own).
-	workers := l.Int("SMOKE_LOAD_WORKERS", 1, 1, 256)
+	workers := l.Int("SMOKE_LOAD_WORKERS", 1, 1, 1024)
 	media := l.Bool("SMOKE_LOAD_MEDIA", true)
+	onDemand := l.Bool("SMOKE_LOAD_ON_DEMAND", false)
 	addr := l.String("SMOKE_METRICS_ADDR", ":8080")
 	if err := l.Err(); err != nil {
 		fmt.Fprintln(os.Stderr, "darktower-smoke:", err)
@@ -41,7 +45,7 @@ func main() {
 	defer stop()
 	switch mode {
 	case "load":
-		os.Exit(load(ctx, cfg, interval, workers, media, addr))
+		os.Exit(load(ctx, cfg, interval, workers, media, onDemand, addr))
 	case "check":
 	default:
 		fmt.Fprintf(os.Stderr, "darktower-smoke: SMOKE_MODE=%q: use check (the default) or load\n", mode)
@@ -59,12 +63,18 @@ func main() {
 	}
 }
 
-func load(ctx context.Context, cfg smoke.Config, interval time.Duration, workers int, media bool, addr string) int {
+func load(ctx context.Context, cfg smoke.Config, interval time.Duration, workers int, media, onDemand bool, addr string) int {
 	reg := prometheus.NewRegistry()
 	l := smoke.NewLoad(cfg, interval, reg)
-	l.Workers, l.Media = workers, media
+	l.Workers, l.Media, l.OnDemand = workers, media, onDemand
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	if onDemand {
+		hooks := l.Webhooks(os.Stdout)
+		mux.Handle("POST "+smoke.StartPath, hooks)
+		mux.Handle("POST "+smoke.GatePath, hooks)
+		fmt.Printf("darktower-smoke: API rounds on demand: POST %s (Flagger's pre-rollout webhook) starts them\n", smoke.StartPath)
+	}
 	srv := &http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() {
 		if err := srv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {

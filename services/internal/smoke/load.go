@@ -43,10 +43,16 @@ type Load struct {
 	TokenEvery int  // rounds between fresh tokens
 	Workers    int  // rounds made at once, each every Interval (default 1)
 	Media      bool // keep the media session (default true)
+	// OnDemand: the API rounds run only while started (Start, or Flagger's
+	// pre-rollout webhook through Webhooks), not from the start.
+	OnDemand bool
 
+	until    atomic.Int64 // OnDemand: unix nanoseconds the rounds run until
+	lastOK   atomic.Int64 // unix nanoseconds of the last answered API call
 	requests *prometheus.CounterVec
 	dgrams   *prometheus.CounterVec
 	rejoins  prometheus.Counter
+	webhooks *prometheus.CounterVec
 }
 
 // NewLoad registers the load's metrics with reg.
@@ -58,6 +64,8 @@ func NewLoad(c Config, interval time.Duration, reg prometheus.Registerer) *Load 
 			Help: "Datagrams the load sent through its media session, by outcome (relayed, lost)."}, []string{"outcome"}),
 		rejoins: prometheus.NewCounter(prometheus.CounterOpts{Name: "darktower_load_media_rejoins_total",
 			Help: "Times the load's media session was joined again after its media-handler stopped relaying."}),
+		webhooks: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "darktower_load_webhooks_total",
+			Help: "Flagger's webhook calls to the load (SMOKE_LOAD_ON_DEMAND), by hook (start, gate), canary and result (ok, refused)."}, []string{"hook", "canary", "result"}),
 	}
 	// Zero series from the start: a rate over them is 0, not absent.
 	for _, t := range []string{"ac-service", "global-controller", "meeting-controller"} {
@@ -67,7 +75,7 @@ func NewLoad(c Config, interval time.Duration, reg prometheus.Registerer) *Load 
 	}
 	l.dgrams.WithLabelValues("relayed")
 	l.dgrams.WithLabelValues("lost")
-	reg.MustRegister(l.requests, l.dgrams, l.rejoins)
+	reg.MustRegister(l.requests, l.dgrams, l.rejoins, l.webhooks)
 	return l
 }
 
@@ -117,7 +125,7 @@ func (l *Load) Run(ctx context.Context, log io.Writer) error {
 				case <-ctx.Done():
 					return
 				case <-t.C:
-					if c := clients.Load(); c != nil {
+					if c := clients.Load(); c != nil && l.Active() {
 						l.round(ctx, c[0], c[1], log)
 					}
 				}
@@ -173,6 +181,9 @@ func (l *Load) count(target string, err error, log io.Writer) bool {
 		return false
 	}
 	l.requests.WithLabelValues(target, "ok").Inc()
+	if target != "ac-service" {
+		l.lastOK.Store(time.Now().UnixNano())
+	}
 	return true
 }
 
