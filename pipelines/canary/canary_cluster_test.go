@@ -148,7 +148,7 @@ func TestCanaryReleasesOnARealCluster(t *testing.T) {
 		}
 		var starts []string
 		for _, line := range strings.Split(string(logs), "\n") {
-			if strings.Contains(line, "pre-rollout webhook") {
+			if strings.Contains(line, "load: started by ") {
 				starts = append(starts, line)
 			}
 		}
