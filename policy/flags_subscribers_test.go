@@ -77,7 +77,7 @@ func externalSecretSources(r *Rendered) (map[string]string, error) {
 			Spec struct {
 				Target struct{ Name string }
 				Data   []struct {
-					SecretKey string `json:"secretKey"`
+					SecretKey string                         `json:"secretKey"`
 					RemoteRef struct{ Key, Property string } `json:"remoteRef"`
 				}
 			}
