@@ -93,12 +93,13 @@ type Result struct {
 	symbols map[binKey]*symbolsLink // by service and platform (Options.SymbolsDir)
 }
 
-// symbolsLink is one compile group's link with symbols, done at most once,
-// on the first request for any of its binaries.
+// symbolsLink is one compile group's link with symbols, done on the first
+// request for any of its binaries (again only after a cancelled attempt).
 type symbolsLink struct {
 	o    Options
 	g    *compileGroup
-	once sync.Once
+	mu   sync.Mutex
+	done bool
 	err  error
 }
 
@@ -202,12 +203,17 @@ func (r *Result) SymbolsBinary(ctx context.Context, service string, p catalog.Pl
 	if !ok {
 		return "", fmt.Errorf("build: no binary with symbols for %s %s (Options.SymbolsDir unset, or not built)", service, p)
 	}
-	link.once.Do(func() {
+	link.mu.Lock()
+	defer link.mu.Unlock()
+	if !link.done {
 		t := time.Now()
-		if link.err = linkWithSymbols(ctx, link.o, link.g); link.err == nil {
+		link.err = linkWithSymbols(ctx, link.o, link.g)
+		// A cancelled caller's attempt is not the group's result.
+		link.done = ctx.Err() == nil
+		if link.err == nil {
 			link.o.progress("build: %s linked %s with symbols (for the scan) in %s", link.g.p, strings.Join(link.g.names(), ", "), time.Since(t).Round(time.Millisecond))
 		}
-	})
+	}
 	if link.err != nil {
 		return "", link.err
 	}

@@ -53,16 +53,29 @@ func PinImages(paths []string, pins map[string]Pin) ([]Edit, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Every new file is written before any replaces its original, so a
+	// failed write leaves all of them as they were.
+	var written []string
+	defer func() {
+		for _, tmp := range written {
+			os.Remove(tmp) // those not renamed
+		}
+	}()
 	for _, e := range edits {
 		if !e.Changed() {
 			continue
 		}
 		tmp := e.Path + ".tmp"
+		written = append(written, tmp)
 		if err := os.WriteFile(tmp, e.After, 0o644); err != nil {
 			return nil, err
 		}
-		if err := os.Rename(tmp, e.Path); err != nil {
-			return nil, err
+	}
+	for _, e := range edits {
+		if e.Changed() {
+			if err := os.Rename(e.Path+".tmp", e.Path); err != nil {
+				return nil, err
+			}
 		}
 	}
 	return edits, nil

@@ -219,8 +219,8 @@ func TestDebianPackagesAreMatchedBySourcePackage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(res.Images) != 4 {
-		t.Fatalf("%d images scanned, want the 4 services", len(res.Images))
+	if len(res.Images) != 5 {
+		t.Fatalf("%d images scanned, want the 5 of images/ (the four services and the flag gateway)", len(res.Images))
 	}
 	for _, im := range res.Images {
 		if len(im.Findings) != 1 || im.Findings[0].ID != "CVE-2099-0004" || im.Findings[0].Package != "libssl3" || im.Findings[0].Class != "os-pkgs" {

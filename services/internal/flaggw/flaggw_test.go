@@ -195,7 +195,10 @@ func TestGatewayCutOffFromEtcdCatchesUpOnMissedRevisions(t *testing.T) {
 	cli := etcdClient(t, e)
 	put(t, cli, flags.AcTokenTtlSeconds, "300")
 	proxy := startProxy(t, "127.0.0.1:"+strconv.Itoa(e.ClientPort))
-	g := startGateway(t, "http://"+proxy.addr)
+	// A history longer than the burst: a subscriber dropped as too slow
+	// resumes from its revision (with the default 1024, one dropped early
+	// in the 1100 writes would get a snapshot, and only the last value).
+	g := startGateway(t, "http://"+proxy.addr, "FLAGS_HISTORY=4096")
 	g.waitReady(200, 10*time.Second)
 	c := startClient(t, g.URL(), filepath.Join(t.TempDir(), "flags.json"))
 	c.waitValue(t, flags.AcTokenTtlSeconds, "300", 5*time.Second)
@@ -478,9 +481,16 @@ func TestSubscribersNeedAnACTokenForTheGateway(t *testing.T) {
 			t.Errorf("%s: handshake answered %d, want %d", name, got, c.want)
 		}
 	}
-	logs := g.logs.String()
-	if strings.Count(logs, "flag subscription refused: no valid AC token") < 4 || !strings.Contains(logs, "flag subscription refused: subject not in FLAGS_SUBSCRIBERS") ||
-		!strings.Contains(logs, `"subject":"e2e-tester"`) {
+	// The gateway's log comes through a pipe: a line may land just after
+	// the handshake's answer.
+	refusalsLogged := func(logs string) bool {
+		return strings.Count(logs, "flag subscription refused: no valid AC token") >= 4 && strings.Contains(logs, "flag subscription refused: subject not in FLAGS_SUBSCRIBERS") &&
+			strings.Contains(logs, `"subject":"e2e-tester"`)
+	}
+	for deadline := time.Now().Add(5 * time.Second); !refusalsLogged(g.logs.String()) && time.Now().Before(deadline); {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if logs := g.logs.String(); !refusalsLogged(logs) {
 		t.Errorf("the refusals are not logged as such:\n%s", logs)
 	}
 	if g.Metric(`flaggw_subscriptions_refused_total{code="401"}`) < 4 || g.Metric(`flaggw_subscriptions_refused_total{code="403"}`) != 1 {

@@ -59,10 +59,12 @@ const DefaultSubscribers = "ac-service,global-controller,meeting-controller,medi
 // LoadConfig reads the gateway's variables.
 func LoadConfig(l *envconf.Loader) Config {
 	c := Config{
-		Prefix:      l.String("FLAGS_PREFIX", "/darktower/flags/"),
-		History:     l.Int("FLAGS_HISTORY", 1024, 1, 1_000_000),
-		Buffer:      l.Int("FLAGS_SUBSCRIBER_BUFFER", 256, 1, 100_000),
-		Heartbeat:   l.Duration("FLAGS_HEARTBEAT", 10*time.Second, 100*time.Millisecond, 5*time.Minute),
+		Prefix:  l.String("FLAGS_PREFIX", "/darktower/flags/"),
+		History: l.Int("FLAGS_HISTORY", 1024, 1, 1_000_000),
+		Buffer:  l.Int("FLAGS_SUBSCRIBER_BUFFER", 256, 1, 100_000),
+		// At most 30 s: a client takes 35 s of silence for a dead
+		// connection (flags.Options.StaleAfter) and redials.
+		Heartbeat:   l.Duration("FLAGS_HEARTBEAT", 10*time.Second, 100*time.Millisecond, 30*time.Second),
 		EtcdTimeout: l.Duration("FLAGS_ETCD_TIMEOUT", 2*time.Second, 100*time.Millisecond, time.Minute),
 	}
 	c.NoAuth = l.Bool("FLAGS_INSECURE_NO_AUTH", false)
@@ -271,9 +273,13 @@ func (g *Gateway) Run(ctx context.Context) error {
 	go func() { defer wg.Done(); g.heartbeatLoop(ctx) }()
 	backoff := 100 * time.Millisecond
 	for ctx.Err() == nil {
+		began := time.Now()
 		err := g.follow(ctx)
 		if ctx.Err() != nil {
 			break
+		}
+		if time.Since(began) > 10*time.Second {
+			backoff = 100 * time.Millisecond // a watch that ran a while: start over
 		}
 		g.m.watchRestart.Inc()
 		g.log.Warn("etcd watch ended; re-reading the prefix", "error", err.Error(), "retry_in", backoff.String())

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -47,8 +48,8 @@ type Load struct {
 	// pre-rollout webhook through Webhooks), not from the start.
 	OnDemand bool
 
-	until    atomic.Int64 // OnDemand: unix nanoseconds the rounds run until
-	lastOK   atomic.Int64 // unix nanoseconds of the last answered API call
+	until    atomic.Int64    // OnDemand: unix nanoseconds the rounds run until
+	lastOK   [2]atomic.Int64 // unix nanoseconds of the last answered call, by apiTargets
 	requests *prometheus.CounterVec
 	dgrams   *prometheus.CounterVec
 	rejoins  prometheus.Counter
@@ -65,7 +66,7 @@ func NewLoad(c Config, interval time.Duration, reg prometheus.Registerer) *Load 
 		rejoins: prometheus.NewCounter(prometheus.CounterOpts{Name: "darktower_load_media_rejoins_total",
 			Help: "Times the load's media session was joined again after its media-handler stopped relaying."}),
 		webhooks: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "darktower_load_webhooks_total",
-			Help: "Flagger's webhook calls to the load (SMOKE_LOAD_ON_DEMAND), by hook (start, gate), canary and result (ok, refused)."}, []string{"hook", "canary", "result"}),
+			Help: "Flagger's webhook calls to the load (SMOKE_LOAD_ON_DEMAND), by hook (start, gate) and result (ok, refused)."}, []string{"hook", "result"}),
 	}
 	// Zero series from the start: a rate over them is 0, not absent.
 	for _, t := range []string{"ac-service", "global-controller", "meeting-controller"} {
@@ -181,8 +182,8 @@ func (l *Load) count(target string, err error, log io.Writer) bool {
 		return false
 	}
 	l.requests.WithLabelValues(target, "ok").Inc()
-	if target != "ac-service" {
-		l.lastOK.Store(time.Now().UnixNano())
+	if i := slices.Index(apiTargets, target); i >= 0 {
+		l.lastOK[i].Store(time.Now().UnixNano())
 	}
 	return true
 }

@@ -5,13 +5,21 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
+	"strings"
 	"time"
 )
 
 // DefaultStartFor is how long a start keeps the rounds running when the
 // webhook names no duration: longer than an analysis (Flagger calls the
-// pre-rollout hook at the start of each).
-const DefaultStartFor = 15 * time.Minute
+// pre-rollout hook at the start of each). MaxStartFor bounds a start.
+const (
+	DefaultStartFor = 15 * time.Minute
+	MaxStartFor     = time.Hour
+)
+
+// apiTargets are the services the rounds call, each a canary's target.
+var apiTargets = []string{"global-controller", "meeting-controller"}
 
 // Active reports whether the API rounds run now: always, unless OnDemand.
 func (l *Load) Active() bool {
@@ -30,19 +38,28 @@ func (l *Load) Start(d time.Duration) time.Time {
 	}
 }
 
-// Flowing says why the load is not sending answered calls now (nil when
-// it is): not started, or no call answered within the last three rounds'
-// time.
-func (l *Load) Flowing() error {
+// Flowing says why the load is not sending answered calls to target now
+// (nil when it is): not started, or no call to it answered within the
+// last three rounds' time. A target the rounds do not call (a canary of
+// another service) is judged on any of them.
+func (l *Load) Flowing(target string) error {
 	if !l.Active() {
 		return fmt.Errorf("the load is not started (POST %s first: Flagger's pre-rollout webhook)", StartPath)
 	}
-	last := l.lastOK.Load()
+	var last int64
+	if i := slices.Index(apiTargets, target); i >= 0 {
+		last = l.lastOK[i].Load()
+	} else {
+		target = strings.Join(apiTargets, " or ")
+		for i := range l.lastOK {
+			last = max(last, l.lastOK[i].Load())
+		}
+	}
 	if last == 0 {
-		return fmt.Errorf("no call answered yet since the load started")
+		return fmt.Errorf("no call to %s answered yet", target)
 	}
 	if age := time.Since(time.Unix(0, last)); age > 3*l.Interval {
-		return fmt.Errorf("no call answered for %s (rounds every %s)", age.Round(time.Millisecond), l.Interval)
+		return fmt.Errorf("no call to %s answered for %s (rounds every %s)", target, age.Round(time.Millisecond), l.Interval)
 	}
 	return nil
 }
@@ -65,41 +82,42 @@ type hookPayload struct {
 // Webhooks serves Flagger's webhooks, so that Flagger drives the traffic
 // its analysis judges:
 //   - POST StartPath (a pre-rollout hook): starts the rounds for the
-//     metadata's duration (default DefaultStartFor), extending a running
-//     start; 200 with when they stop.
+//     metadata's duration (default DefaultStartFor, at most MaxStartFor),
+//     extending a running start; 200 with when they stop.
 //   - POST GatePath (a rollout hook, before each check): 200 while the
-//     load's calls are answered, 412 with the reason otherwise, which
-//     Flagger counts as a failed check rather than judging no traffic.
+//     load's calls to the canary's service (the payload's name) are
+//     answered, 412 with the reason otherwise, which Flagger counts as a
+//     failed check rather than judging no traffic.
 func (l *Load) Webhooks(log io.Writer) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST "+StartPath, func(w http.ResponseWriter, r *http.Request) {
 		p, err := readHook(r)
 		d := DefaultStartFor
 		if err == nil && p.Metadata["duration"] != "" {
-			if d, err = time.ParseDuration(p.Metadata["duration"]); err == nil && d <= 0 {
-				err = fmt.Errorf("metadata.duration %q: want a positive duration like 10m", p.Metadata["duration"])
+			if d, err = time.ParseDuration(p.Metadata["duration"]); err == nil && (d <= 0 || d > MaxStartFor) {
+				err = fmt.Errorf("metadata.duration %q: want a positive duration up to %s, like 10m", p.Metadata["duration"], MaxStartFor)
 			}
 		}
 		if err != nil {
-			l.webhooks.WithLabelValues("start", p.canary(), "refused").Inc()
+			l.webhooks.WithLabelValues("start", "refused").Inc()
 			http.Error(w, err.Error(), http.StatusBadRequest)
 			return
 		}
 		until := l.Start(d)
-		l.webhooks.WithLabelValues("start", p.canary(), "ok").Inc()
+		l.webhooks.WithLabelValues("start", "ok").Inc()
 		fmt.Fprintf(log, "%s load: started by %s's %s webhook (phase %s) until %s\n", time.Now().UTC().Format(time.RFC3339), p.canary(), "pre-rollout",
 			p.Phase, until.UTC().Format(time.RFC3339))
 		fmt.Fprintf(w, "load on until %s\n", until.UTC().Format(time.RFC3339))
 	})
 	mux.HandleFunc("POST "+GatePath, func(w http.ResponseWriter, r *http.Request) {
 		p, _ := readHook(r)
-		if err := l.Flowing(); err != nil {
-			l.webhooks.WithLabelValues("gate", p.canary(), "refused").Inc()
+		if err := l.Flowing(p.Name); err != nil {
+			l.webhooks.WithLabelValues("gate", "refused").Inc()
 			fmt.Fprintf(log, "%s load: gate refused for %s: %v\n", time.Now().UTC().Format(time.RFC3339), p.canary(), err)
 			http.Error(w, err.Error(), http.StatusPreconditionFailed)
 			return
 		}
-		l.webhooks.WithLabelValues("gate", p.canary(), "ok").Inc()
+		l.webhooks.WithLabelValues("gate", "ok").Inc()
 		fmt.Fprintln(w, "load flowing")
 	})
 	return mux
