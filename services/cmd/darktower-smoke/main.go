@@ -36,6 +36,9 @@ func main() {
 	workers := l.Int("SMOKE_LOAD_WORKERS", 1, 1, 1024)
 	media := l.Bool("SMOKE_LOAD_MEDIA", true)
 	onDemand := l.Bool("SMOKE_LOAD_ON_DEMAND", false)
+	// ac-service's key set fetched this many times a second, each on a new
+	// connection (the traffic its partitioned rollout is judged on).
+	keySetRate := l.Int("SMOKE_LOAD_KEYSET_RATE", 0, 0, 200)
 	addr := l.String("SMOKE_METRICS_ADDR", ":8080")
 	if err := l.Err(); err != nil {
 		fmt.Fprintln(os.Stderr, "darktower-smoke:", err)
@@ -45,7 +48,7 @@ func main() {
 	defer stop()
 	switch mode {
 	case "load":
-		os.Exit(load(ctx, cfg, interval, workers, media, onDemand, addr))
+		os.Exit(load(ctx, cfg, interval, workers, media, onDemand, keySetRate, addr))
 	case "check":
 	default:
 		fmt.Fprintf(os.Stderr, "darktower-smoke: SMOKE_MODE=%q: use check (the default) or load\n", mode)
@@ -63,10 +66,10 @@ func main() {
 	}
 }
 
-func load(ctx context.Context, cfg smoke.Config, interval time.Duration, workers int, media, onDemand bool, addr string) int {
+func load(ctx context.Context, cfg smoke.Config, interval time.Duration, workers int, media, onDemand bool, keySetRate int, addr string) int {
 	reg := prometheus.NewRegistry()
 	l := smoke.NewLoad(cfg, interval, reg)
-	l.Workers, l.Media, l.OnDemand = workers, media, onDemand
+	l.Workers, l.Media, l.OnDemand, l.KeySetRate = workers, media, onDemand, keySetRate
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	if onDemand {

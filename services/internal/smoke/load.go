@@ -47,9 +47,16 @@ type Load struct {
 	// OnDemand: the API rounds run only while started (Start, or Flagger's
 	// pre-rollout webhook through Webhooks), not from the start.
 	OnDemand bool
+	// KeySetRate, if above 0, is how many times a second (while the API
+	// rounds run) the load fetches ac-service's key set, as a verifier of
+	// its tokens does: the traffic ac-service's partitioned rollout is
+	// judged on. Each fetch is a new connection, so that the fetches
+	// spread over ac-service's pods as new connections to its Service do
+	// (one kept-alive connection would reach one pod only).
+	KeySetRate int
 
-	until    atomic.Int64    // OnDemand: unix nanoseconds the rounds run until
-	lastOK   [2]atomic.Int64 // unix nanoseconds of the last answered call, by apiTargets
+	until    atomic.Int64                   // OnDemand: unix nanoseconds the rounds run until
+	lastOK   [len(apiTargets)]atomic.Int64 // unix nanoseconds of the last answered call, by apiTargets
 	requests *prometheus.CounterVec
 	dgrams   *prometheus.CounterVec
 	rejoins  prometheus.Counter
@@ -99,6 +106,12 @@ func (l *Load) Run(ctx context.Context, log io.Writer) error {
 		}
 		fmt.Fprintf(log, "%s load: global-controller and meeting-controller through the Gateway at %s\n", time.Now().UTC().Format(time.RFC3339), l.Gateway)
 	}
+	keys := make(chan struct{})
+	if l.KeySetRate > 0 {
+		go func() { defer close(keys); l.fetchKeySets(ctx, log) }()
+	} else {
+		close(keys)
+	}
 	done := make(chan struct{})
 	if l.Media {
 		go func() { defer close(done); l.media(ctx, hc, log) }()
@@ -140,6 +153,7 @@ func (l *Load) Run(ctx context.Context, log io.Writer) error {
 		case <-ctx.Done():
 			wg.Wait()
 			<-done
+			<-keys
 			return nil
 		case <-tokens.C:
 			renew()
@@ -175,6 +189,49 @@ func (l *Load) round(ctx context.Context, gc, mc *authn.ServiceClient, log io.Wr
 		wire.MediaTicketRequest{SessionID: "load-" + randomHex(4), ParticipantID: "probe"}, &mt), log)
 }
 
+// fetchKeySets gets ac-service's key set KeySetRate times a second while
+// the rounds run, each on a connection of its own.
+func (l *Load) fetchKeySets(ctx context.Context, log io.Writer) {
+	hc, err := httpClient(l.CAFile)
+	if err != nil {
+		fmt.Fprintf(log, "%s load: ac-service's key set: %v\n", time.Now().UTC().Format(time.RFC3339), err)
+		return
+	}
+	hc.Transport.(*http.Transport).DisableKeepAlives = true
+	u := strings.TrimSuffix(l.ACURL, "/") + "/.well-known/jwks.json"
+	t := time.NewTicker(time.Second / time.Duration(l.KeySetRate))
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if l.Active() {
+				go func() { l.count("ac-service", getKeySet(ctx, hc, u), log) }()
+			}
+		}
+	}
+}
+
+func getKeySet(ctx context.Context, hc *http.Client, u string) error {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20))
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET %s: %s", u, resp.Status)
+	}
+	return nil
+}
+
 func (l *Load) count(target string, err error, log io.Writer) bool {
 	if err != nil {
 		l.requests.WithLabelValues(target, "error").Inc()
@@ -182,7 +239,7 @@ func (l *Load) count(target string, err error, log io.Writer) bool {
 		return false
 	}
 	l.requests.WithLabelValues(target, "ok").Inc()
-	if i := slices.Index(apiTargets, target); i >= 0 {
+	if i := slices.Index(apiTargets[:], target); i >= 0 {
 		l.lastOK[i].Store(time.Now().UnixNano())
 	}
 	return true

@@ -18,8 +18,10 @@ const (
 	MaxStartFor     = time.Hour
 )
 
-// apiTargets are the services the rounds call, each a canary's target.
-var apiTargets = []string{"global-controller", "meeting-controller"}
+// apiTargets are the services the load calls, each a canary's target:
+// the rounds call global-controller and meeting-controller, the token
+// renewals and key-set fetches (KeySetRate) ac-service.
+var apiTargets = [...]string{"global-controller", "meeting-controller", "ac-service"}
 
 // Active reports whether the API rounds run now: always, unless OnDemand.
 func (l *Load) Active() bool {
@@ -47,10 +49,10 @@ func (l *Load) Flowing(target string) error {
 		return fmt.Errorf("the load is not started (POST %s first: Flagger's pre-rollout webhook)", StartPath)
 	}
 	var last int64
-	if i := slices.Index(apiTargets, target); i >= 0 {
+	if i := slices.Index(apiTargets[:], target); i >= 0 {
 		last = l.lastOK[i].Load()
 	} else {
-		target = strings.Join(apiTargets, " or ")
+		target = strings.Join(apiTargets[:], " or ")
 		for i := range l.lastOK {
 			last = max(last, l.lastOK[i].Load())
 		}
