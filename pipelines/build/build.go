@@ -346,6 +346,9 @@ func (o Options) ldflags() string {
 func compile(ctx context.Context, o Options, g *compileGroup) error {
 	modDir := filepath.Join(o.Root, g.module)
 	for _, s := range g.specs {
+		if !s.Relative() {
+			continue // a dependency's package: go build resolves it through the module's go.mod
+		}
 		if _, err := os.Stat(filepath.Join(modDir, s.Main)); err != nil {
 			return fmt.Errorf("%s: main package %s not found in %s (spec %s)", s.Name, s.Main, modDir, s.File)
 		}

@@ -1,6 +1,11 @@
 // Package catalog loads the declarative image specs in images/: what each
 // Dark Tower image is built from and how it is assembled. It is the first
 // stage of the pipeline; every later stage takes its Specs.
+//
+// images/ is build-all's default set (the services); images/platform/
+// holds the third-party programs the clusters run (Flagger, Traefik),
+// built from a tool module under tools/ whose main package is one of that
+// module's dependencies (main: an import path rather than ./cmd/NAME).
 package catalog
 
 import (
@@ -21,7 +26,11 @@ type Spec struct {
 	Name        string            `json:"name"`
 	Description string            `json:"description"`
 	Module      string            `json:"module"`
-	Main        string            `json:"main"`
+	// Main is the main package: relative to the module (./cmd/NAME), or
+	// the import path of a package of one of its dependencies (a tool
+	// module pinning a third-party program, e.g.
+	// github.com/fluxcd/flagger/cmd/flagger).
+	Main string `json:"main"`
 	Binary      string            `json:"binary"`
 	Ports       []string          `json:"ports"`
 	Base        string            `json:"base"`
@@ -63,6 +72,7 @@ func (p Platform) MarshalJSON() ([]byte, error) { return []byte(strconv.Quote(p.
 
 // Port is an exposed port "N/tcp" or "N/udp".
 var portPattern = regexp.MustCompile(`^([0-9]{1,5})/(tcp|udp)$`)
+var importPath = regexp.MustCompile(`^[a-z0-9.-]+\.[a-z]+(/[A-Za-z0-9._~-]+)+$`)
 var namePattern = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
 
 func (s *Spec) validate() error {
@@ -74,8 +84,8 @@ func (s *Spec) validate() error {
 	if s.Module == "" || filepath.IsAbs(s.Module) || strings.Contains(s.Module, "..") {
 		bad("module must be a directory inside the repository, e.g. services")
 	}
-	if !strings.HasPrefix(s.Main, "./") {
-		bad("main must be a package path relative to the module, e.g. ./cmd/%s", s.Name)
+	if !strings.HasPrefix(s.Main, "./") && (!importPath.MatchString(s.Main) || strings.Contains(s.Main, "..")) {
+		bad("main must be a package path relative to the module, e.g. ./cmd/%s, or a dependency's package import path, e.g. example.com/%s/cmd/%s", s.Name, s.Name, s.Name)
 	}
 	if !strings.HasPrefix(s.Binary, "/") || strings.HasSuffix(s.Binary, "/") {
 		bad("binary must be an absolute file path, e.g. /usr/local/bin/%s", s.Name)
@@ -148,6 +158,10 @@ func Load(dir string) (*Catalog, error) {
 	}
 	return c, nil
 }
+
+// Relative reports whether the main package is the module's own
+// (./cmd/NAME) rather than a dependency's import path.
+func (s *Spec) Relative() bool { return strings.HasPrefix(s.Main, "./") }
 
 // Names lists the services, sorted.
 func (c *Catalog) Names() []string {

@@ -27,6 +27,11 @@ import (
 type BuildAllOptions struct {
 	Root      string   // repository root
 	Services  []string // empty: all
+	// Images is the directory of image specs to build, relative to Root
+	// (or absolute): "" is DefaultImages (the services). The platform's
+	// third-party programs (Flagger, Traefik) are PlatformImages. The base
+	// lock is always images/base.lock.json.
+	Images string
 	Platforms []string // empty: each spec's own
 	Out       string   // output directory (dist)
 	Base      string   // "auto" (default: locked, else skeleton), "locked", "skeleton", "oci-layout:PATH" or an image reference
@@ -91,7 +96,7 @@ func BuildAll(ctx context.Context, o BuildAllOptions) (*build.Manifest, error) {
 	if err := errors.Join(publishProblems(ctx, o)...); err != nil {
 		return nil, err
 	}
-	cat, err := catalog.Load(filepath.Join(o.Root, "images"))
+	cat, err := catalog.Load(o.imagesDir())
 	if err != nil {
 		return nil, err
 	}
@@ -278,8 +283,7 @@ func BuildAll(ctx context.Context, o BuildAllOptions) (*build.Manifest, error) {
 		signedRes, err := sign.Sign(ctx, sign.Options{Images: res.Images, Documents: sboms.Documents, Scan: scanned, ScanDB: dbInfo, Key: key,
 			Out: o.Out, Repository: o.Push, Progress: o.Progress, CacheDir: stageDir(o.StageCacheDir, "sign"), Provenance: sign.Provenance{
 				BuilderID: builderID(env), SourceURL: o.SourceURL, Revision: src.Revision, Started: start, Finished: time.Now(),
-				Parameters: map[string]string{"services": strings.Join(o.Services, ","), "platforms": strings.Join(o.Platforms, ","),
-					"version": src.Version, "base": o.Base, "severity": scanned.Threshold}}})
+				Parameters: o.provenanceParameters(src.Version, scanned.Threshold)}})
 		if err != nil {
 			return nil, err
 		}
@@ -328,6 +332,37 @@ func BuildAll(ctx context.Context, o BuildAllOptions) (*build.Manifest, error) {
 	say("build-all: %d image(s) in %s, total %s; see %s", len(m.Images), filepath.Join(o.Out, build.LayoutDir),
 		time.Since(start).Round(time.Millisecond), filepath.Join(o.Out, build.SummaryFile))
 	return m, nil
+}
+
+// The image spec sets: build-all's default (the services) and the
+// platform's third-party programs the clusters run (Flagger, Traefik).
+const (
+	DefaultImages  = "images"
+	PlatformImages = "images/platform"
+)
+
+// imagesDir is the spec directory o builds.
+func (o BuildAllOptions) imagesDir() string {
+	switch {
+	case o.Images == "":
+		return filepath.Join(o.Root, DefaultImages)
+	case filepath.IsAbs(o.Images):
+		return o.Images
+	default:
+		return filepath.Join(o.Root, o.Images)
+	}
+}
+
+// provenanceParameters are the build parameters the provenance records;
+// the spec set only when it is not the default (so the services'
+// statements, and their cached signatures, are as before).
+func (o BuildAllOptions) provenanceParameters(version, severity string) map[string]string {
+	p := map[string]string{"services": strings.Join(o.Services, ","), "platforms": strings.Join(o.Platforms, ","),
+		"version": version, "base": o.Base, "severity": severity}
+	if o.Images != "" && filepath.Clean(o.Images) != DefaultImages {
+		p["images"] = filepath.ToSlash(o.Images)
+	}
+	return p
 }
 
 // signingKey is the key to sign with: --key; else keyless where the job

@@ -55,7 +55,7 @@ type Load struct {
 	// (one kept-alive connection would reach one pod only).
 	KeySetRate int
 
-	until    atomic.Int64                   // OnDemand: unix nanoseconds the rounds run until
+	until    atomic.Int64                  // OnDemand: unix nanoseconds the rounds run until
 	lastOK   [len(apiTargets)]atomic.Int64 // unix nanoseconds of the last answered call, by apiTargets
 	requests *prometheus.CounterVec
 	dgrams   *prometheus.CounterVec
