@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/darktower/delivery/pipelines/canary"
@@ -131,6 +132,49 @@ func runCanaryWatch(fs *pflag.FlagSet) action {
 			return err
 		}
 		fmt.Fprintf(stdout, "canary %s: promoted (%s)\n", *service, out.Phase)
+		return nil
+	}
+}
+
+// runCanaryRoll is `canary roll --service S`: the partitioned rollout of
+// a StatefulSet Flagger cannot target (ac-service), each step judged by
+// the analysis of a Canary (--analysis-of); exit 0 on promotion, 1 on
+// rollback (the failing check named).
+func runCanaryRoll(fs *pflag.FlagSet) action {
+	cf := declareTargetFlags(fs)
+	service := fs.String("service", "ac-service", "the StatefulSet (and its container) to roll out")
+	namespace := fs.String("namespace", "preview", "the services' namespace")
+	image := fs.String("image", "", "the release: the container's new image (a digest reference, e.g. registry/darktower/ac-service@sha256:...)")
+	release := fs.String("release", "", "the release's name on the pod template (default: the image's digest or tag)")
+	analysisOf := fs.String("analysis-of", "global-controller", "the Canary whose analysis (interval, threshold, webhooks, MetricTemplates) judges each step")
+	return func(ctx context.Context, stdout, _ io.Writer) error {
+		if *image == "" {
+			return usageError{"canary roll needs --image REF: the release to roll out (e.g. the digest build-all pushed)"}
+		}
+		name := *release
+		if name == "" {
+			name = *image
+			if i := strings.LastIndexAny(name, "@:"); i >= 0 {
+				name = name[i+1:]
+			}
+		}
+		client, err := cf.client("canary roll")
+		if err != nil {
+			return err
+		}
+		a, err := canary.ReadAnalysis(ctx, client, *namespace, *analysisOf)
+		if err != nil {
+			return err
+		}
+		res, err := canary.RollStatefulSet(ctx, canary.RollOptions{Client: client, Namespace: *namespace, Analysis: a, Progress: stdout,
+			Release: canary.Release{Service: *service, Name: name, Image: *image}})
+		if err != nil {
+			return err
+		}
+		if !res.Promoted {
+			return &canary.RolledBackError{Canary: *service, Reason: res.Reason}
+		}
+		fmt.Fprintf(stdout, "canary %s: promoted (%s)\n", *service, res.Summary())
 		return nil
 	}
 }

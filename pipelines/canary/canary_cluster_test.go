@@ -2,6 +2,7 @@ package canary_test
 
 import (
 	"context"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -56,6 +57,28 @@ var (
 		{name: "p99-1.9x", errors: "0.7", floor: "760ms", promoted: true},
 	}
 )
+
+// ac-service's releases (a StatefulSet: `canary roll`, partition by
+// partition under global-controller's analysis): its baseline is the
+// preview's, fault-free; the faulty release fails half the key-set
+// fetches, the route the load calls it on.
+const acService = "ac-service"
+
+var (
+	keySetRoute = "GET /.well-known/jwks.json"
+	acScenarios = []scenario{
+		{name: "good", promoted: true},
+		{name: "errors", errors: "0.5", promoted: false},
+	}
+)
+
+func (s scenario) acRelease() canary.Release {
+	r := canary.Release{Service: acService, Name: s.name, Routes: []string{keySetRoute}}
+	if s.errors != "" {
+		r.Env = map[string]string{knobErrors: s.errors, knobRoutes: keySetRoute}
+	}
+	return r
+}
 
 func (s scenario) release(service string) canary.Release {
 	return canary.Release{Service: service, Name: s.name, Env: map[string]string{knobErrors: s.errors, knobFloor: s.floor, knobRoutes: loadRoutes},
@@ -177,16 +200,70 @@ func TestCanaryReleasesOnARealCluster(t *testing.T) {
 			}
 		}()
 	}
+	// ac-service at the same time: the pipeline's own partitioned rollout,
+	// under global-controller's analysis (its MetricTemplates, thresholds
+	// and webhooks), read from the cluster as Flagger reads them.
+	var acResults []*canary.RollResult
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		a, err := canary.ReadAnalysis(ctx, client, ns, "global-controller")
+		if err != nil {
+			t.Errorf("%s: %v", acService, err)
+			return
+		}
+		for _, s := range acScenarios {
+			r, err := canary.RollStatefulSet(ctx, canary.RollOptions{Client: client, Namespace: ns, Release: s.acRelease(), Analysis: a, Progress: log})
+			if err != nil {
+				t.Errorf("%s %s: %v", acService, s.name, err)
+				return
+			}
+			acResults = append(acResults, r)
+		}
+	}()
 	wg.Wait()
 
 	// Every analysis started the load through its pre-rollout webhook.
 	starts := loadStarts()
 	t.Logf("the load's starts:\n%s", starts)
-	for _, svc := range services {
-		if n := strings.Count(starts, "started by "+ns+"/"+svc+"'s pre-rollout webhook"); n < len(scenarios) {
-			t.Errorf("%s: the load was started by %d pre-rollout webhook call(s), want one for each of its %d releases", svc, n, len(scenarios))
+	for _, svc := range append(services, acService) {
+		want := len(scenarios)
+		if svc == acService {
+			want = len(acScenarios)
+		}
+		if n := strings.Count(starts, "started by "+ns+"/"+svc+"'s pre-rollout webhook"); n < want {
+			t.Errorf("%s: the load was started by %d pre-rollout webhook call(s), want one for each of its %d releases", svc, n, want)
 		}
 	}
+	// And every check was gated on the load's calls being answered: the
+	// rollout webhook ran (at least once per release) and passed.
+	gate := loadWebhooks(ctx, t, client, ns)
+	t.Logf("FIGURE the load's webhook calls: %v", gate)
+	if releases := 2*len(scenarios) + len(acScenarios); gate[`hook="gate",result="ok"`] < float64(releases) {
+		t.Errorf("the rollout gate passed %v times, want at least once for each of the %d releases", gate[`hook="gate",result="ok"`], releases)
+	}
+
+	var acLines []string
+	for i, r := range acResults {
+		s := acScenarios[i]
+		acLines = append(acLines, r.Summary())
+		if r.Promoted != s.promoted {
+			t.Errorf("%s %s: promoted = %v, want %v (%s)", acService, s.name, r.Promoted, s.promoted, r.Reason)
+		}
+		if s.promoted {
+			continue
+		}
+		if d := r.RollbackTime(); r.FirstTraffic.IsZero() || r.TrafficBack.IsZero() || d > 60*time.Second {
+			t.Errorf("%s %s: no release pod serving %.1f s after the first one did (%s → %s), want ≤ 60 s", acService, s.name, d.Seconds(), r.FirstTraffic, r.TrafficBack)
+		}
+		if d := r.ServedTime(); r.ServedFirst.IsZero() || d > 60*time.Second {
+			t.Errorf("%s %s: the release's pod served from %s to %s (%.0f s), want some and ≤ 60 s", acService, s.name, r.ServedFirst, r.ServedLast, d.Seconds())
+		}
+		if !strings.Contains(r.Reason, "error-rate-vs-baseline") {
+			t.Errorf("%s %s: rolled back for %q, want error-rate-vs-baseline named", acService, s.name, r.Reason)
+		}
+	}
+	t.Logf("FIGURE partitioned rollouts of %s:\n  %s", acService, strings.Join(acLines, "\n  "))
 
 	for _, svc := range services {
 		var lines []string
@@ -221,6 +298,34 @@ func TestCanaryReleasesOnARealCluster(t *testing.T) {
 		}
 		t.Logf("FIGURE canary releases of %s:\n  %s", svc, strings.Join(lines, "\n  "))
 	}
+}
+
+// loadWebhooks reads the canary load's darktower_load_webhooks_total from
+// its /metrics, through the API server's pod proxy: labels → count.
+func loadWebhooks(ctx context.Context, t *testing.T, client *cluster.Client, ns string) map[string]float64 {
+	t.Helper()
+	pods, err := client.Typed.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/component=" + canary.LoadComponent})
+	if err != nil || len(pods.Items) != 1 {
+		t.Fatalf("the canary load's pod: %v", err)
+	}
+	raw, err := client.Typed.CoreV1().Pods(ns).ProxyGet("http", pods.Items[0].Name, "8080", "/metrics", nil).DoRaw(ctx)
+	if err != nil {
+		t.Fatalf("the canary load's /metrics: %v", err)
+	}
+	out := map[string]float64{}
+	for _, line := range strings.Split(string(raw), "\n") {
+		rest, ok := strings.CutPrefix(line, "darktower_load_webhooks_total{")
+		if !ok {
+			continue
+		}
+		labels, value, _ := strings.Cut(rest, "} ")
+		v, err := strconv.ParseFloat(value, 64)
+		if err != nil {
+			t.Fatalf("%q: %v", line, err)
+		}
+		out[labels] = v
+	}
+	return out
 }
 
 // prefixOf: got starts with want.

@@ -86,6 +86,10 @@ const (
 	LoadDeployment = "darktower-canary-load"
 	LoadComponent  = "canary-load"
 	LoadInterval   = 2 * time.Second
+	// LoadKeySetRate is how many times a second the load fetches
+	// ac-service's key set while started: 20, so each of its 2 pods serves
+	// about 200 in the analysis's 20 s window (request-volume wants 20).
+	LoadKeySetRate = 20
 )
 
 // Installed is what Install put in.
@@ -184,11 +188,14 @@ func Install(ctx context.Context, o InstallOptions) (*Installed, error) {
 		Replicas: 1, Interval: LoadInterval, CPULimit: "1500m", Env: []corev1.EnvVar{
 			{Name: "SMOKE_GATEWAY", Value: "traefik." + GatewayNamespace + ".svc:443"},
 			{Name: "SMOKE_LOAD_WORKERS", Value: strconv.Itoa(workers)}, {Name: "SMOKE_LOAD_MEDIA", Value: "false"},
-			{Name: "SMOKE_LOAD_ON_DEMAND", Value: "true"}}}, o.Progress); err != nil {
+			{Name: "SMOKE_LOAD_ON_DEMAND", Value: "true"},
+			// ac-service's rollout traffic (canary roll): its key set, each
+			// fetch a new connection, so half reach a pod of two.
+			{Name: "SMOKE_LOAD_KEYSET_RATE", Value: strconv.Itoa(LoadKeySetRate)}}}, o.Progress); err != nil {
 		return nil, fmt.Errorf("the canaries' load: %w", err)
 	}
-	say("Flagger, Traefik, %d Canaries and their load (%d workers every %s, started by each Canary's pre-rollout webhook) ready in %s",
-		len(in.Canaries), workers, LoadInterval, time.Since(start).Round(time.Second))
+	say("Flagger, Traefik, %d Canaries and their load (%d workers every %s and ac-service's key set %d times a second, started by each Canary's pre-rollout webhook) ready in %s",
+		len(in.Canaries), workers, LoadInterval, LoadKeySetRate, time.Since(start).Round(time.Second))
 	return in, nil
 }
 

@@ -27,6 +27,7 @@ type Release struct {
 	Service string            // the Deployment (and Canary) name
 	Name    string            // the release's name (ReleaseAnnotation)
 	Env     map[string]string // container environment to set
+	Image   string            // if set, the container's new image
 	// Routes, if set, are the routes the router carries to the service
 	// (as its metrics name them): when the canary served is read from
 	// those alone, since the services' calls to each other (heartbeats,
@@ -98,6 +99,21 @@ func (r *Result) Summary() string {
 // Apply patches the service's Deployment with the release: its name on
 // the pod template and its environment on the service's container.
 func Apply(ctx context.Context, client *cluster.Client, namespace string, r Release) error {
+	raw, err := json.Marshal(releasePatch(r))
+	if err != nil {
+		return err
+	}
+	_, err = client.Typed.AppsV1().Deployments(namespace).Patch(ctx, r.Service, types.StrategicMergePatchType, raw, metav1.PatchOptions{FieldManager: "darktower-canary"})
+	if err != nil {
+		return fmt.Errorf("releasing %s to %s: %w", r.Name, r.Service, err)
+	}
+	return nil
+}
+
+// releasePatch is the strategic merge patch of a workload's pod template
+// that makes the release: its name, its image, environment and CPU
+// request on the container named after the service.
+func releasePatch(r Release) map[string]any {
 	env := make([]map[string]string, 0, len(r.Env))
 	keys := make([]string, 0, len(r.Env))
 	for k := range r.Env {
@@ -108,22 +124,16 @@ func Apply(ctx context.Context, client *cluster.Client, namespace string, r Rele
 		env = append(env, map[string]string{"name": k, "value": r.Env[k]})
 	}
 	container := map[string]any{"name": r.Service, "env": env}
+	if r.Image != "" {
+		container["image"] = r.Image
+	}
 	if r.CPURequest != "" {
 		container["resources"] = map[string]any{"requests": map[string]string{"cpu": r.CPURequest}}
 	}
-	patch := map[string]any{"spec": map[string]any{"template": map[string]any{
+	return map[string]any{"spec": map[string]any{"template": map[string]any{
 		"metadata": map[string]any{"annotations": map[string]string{ReleaseAnnotation: r.Name}},
 		"spec":     map[string]any{"containers": []map[string]any{container}},
 	}}}
-	raw, err := json.Marshal(patch)
-	if err != nil {
-		return err
-	}
-	_, err = client.Typed.AppsV1().Deployments(namespace).Patch(ctx, r.Service, types.StrategicMergePatchType, raw, metav1.PatchOptions{FieldManager: "darktower-canary"})
-	if err != nil {
-		return fmt.Errorf("releasing %s to %s: %w", r.Name, r.Service, err)
-	}
-	return nil
 }
 
 // Run applies the release and watches Flagger analyse it to the end.
@@ -155,7 +165,7 @@ func Run(ctx context.Context, client *cluster.Client, namespace string, r Releas
 			last = o.RouteCanary
 		}
 	}
-	res.ServedFirst, res.ServedLast, err = servedWindow(ctx, client, namespace, r.Service, r.Routes, res.Applied)
+	res.ServedFirst, res.ServedLast, err = servedWindow(ctx, client, namespace, r.Service+deploymentPods, r.Routes, res.Applied, time.Time{})
 	if err != nil {
 		upstream.Say(progress, "canary %s: when the canary served, from Prometheus: %v", r.Service, err)
 	}
@@ -172,11 +182,13 @@ func (r *Result) ServedTime() time.Duration {
 	return r.ServedLast.Sub(r.ServedFirst)
 }
 
-// servedWindow reads, from the canary's pods' request totals since a
-// time, the first and last scrape at which one had grown over a scrape
-// interval wholly after it (the previous release's canary pods, still
-// terminating, served before it).
-func servedWindow(ctx context.Context, client *cluster.Client, namespace, service string, routes []string, since time.Time) (first, last time.Time, err error) {
+// servedWindow reads, from the request totals of the canary's pods (a
+// regexp of their names) since a time, the first and last scrape at
+// which one had grown over a scrape interval wholly after it (the
+// previous release's canary pods, still terminating, served before it),
+// and, if until is set, that ended by it (a StatefulSet's pod comes back
+// under its name at the previous revision).
+func servedWindow(ctx context.Context, client *cluster.Client, namespace, pods string, routes []string, since, until time.Time) (first, last time.Time, err error) {
 	route := ".*"
 	if len(routes) > 0 {
 		quoted := make([]string, len(routes))
@@ -185,8 +197,8 @@ func servedWindow(ctx context.Context, client *cluster.Client, namespace, servic
 		}
 		route = strings.Join(quoted, "|")
 	}
-	series, err := deploy.PrometheusSamples(ctx, client, fmt.Sprintf(`http_requests_total{namespace=%q, pod=~"%s-[a-z0-9]+-[a-z0-9]+", listener="api", route=~%q}`,
-		namespace, service, route), time.Since(since)+10*time.Second)
+	series, err := deploy.PrometheusSamples(ctx, client, fmt.Sprintf(`http_requests_total{namespace=%q, pod=~%q, listener="api", route=~%q}`,
+		namespace, pods, route), time.Since(since)+10*time.Second)
 	if err != nil {
 		return first, last, err
 	}
@@ -201,7 +213,7 @@ func servedWindow(ctx context.Context, client *cluster.Client, namespace, servic
 			} else {
 				grew = !s.Samples[i-1].Time.Before(since) && s.Samples[i].Value > s.Samples[i-1].Value
 			}
-			if !grew {
+			if !grew || (!until.IsZero() && s.Samples[i].Time.After(until)) {
 				continue
 			}
 			if t := s.Samples[i].Time; first.IsZero() || t.Before(first) {

@@ -37,8 +37,14 @@ type promResponse struct {
 // service proxy (no port-forward, no host port: the caller only needs the
 // cluster's kubeconfig). The query must yield a vector.
 func PrometheusQuery(ctx context.Context, c *cluster.Client, query string) ([]Sample, error) {
-	body, err := c.Typed.CoreV1().Services(MonitoringNamespace).
-		ProxyGet("http", "prometheus", "9090", "/api/v1/query", map[string]string{"query": query}).DoRaw(ctx)
+	return PrometheusQueryAt(ctx, c, MonitoringNamespace, "prometheus", "9090", query)
+}
+
+// PrometheusQueryAt is PrometheusQuery against the Prometheus behind
+// Service namespace/service:port (a MetricTemplate's address, say).
+func PrometheusQueryAt(ctx context.Context, c *cluster.Client, namespace, service, port, query string) ([]Sample, error) {
+	body, err := c.Typed.CoreV1().Services(namespace).
+		ProxyGet("http", service, port, "/api/v1/query", map[string]string{"query": query}).DoRaw(ctx)
 	var r promResponse
 	if jerr := json.Unmarshal(body, &r); jerr != nil || r.Status == "" {
 		// Not Prometheus answering (the proxy's own error, no pod yet).

@@ -1,0 +1,424 @@
+package canary
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/darktower/delivery/pipelines/cluster"
+	"github.com/darktower/delivery/pipelines/upstream"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+)
+
+// A StatefulSet (ac-service) cannot be Flagger's target: its pods keep
+// their names and identities, so there is no primary to copy it to. The
+// pipeline rolls it out itself, by its partition: a release reaches the
+// highest ordinal first (partition replicas-1), then one more pod at each
+// step, each step judged by the same analysis Flagger runs for the
+// Deployments (ReadAnalysis: a Canary's interval, threshold, webhooks and
+// MetricTemplates), with the release's pods as the canary and the pods
+// below the partition as the baseline. Traffic is shared by the
+// Service, in proportion to the pods: with 2 replicas the one step is
+// half. A rollback puts the previous pod template back, so the
+// StatefulSet controller replaces the release's pods with the previous
+// revision's.
+
+// RollOptions say which StatefulSet takes which release, judged how.
+type RollOptions struct {
+	Client    *cluster.Client
+	Namespace string
+	Release   Release   // Release.Service is the StatefulSet's name
+	Analysis  *Analysis // ReadAnalysis of the Canary whose analysis it runs
+	Poll      time.Duration
+	Progress  io.Writer
+}
+
+// RollStep is one partition the rollout went through.
+type RollStep struct {
+	Partition int32
+	Updated   int32     // pods at the release
+	Ready     time.Time // when the release's pods of the step were all ready
+	Checks    []string  // each check's readings, in order
+}
+
+// RollResult is how a partitioned rollout went, timed.
+type RollResult struct {
+	Release
+	Replicas int32
+	Promoted bool
+	Reason   string // why it was rolled back
+	Applied  time.Time
+	Done     time.Time
+	Steps    []RollStep
+	// FirstTraffic is when the first of the release's pods was ready (in
+	// the Service's endpoints): where a faulty release's regression
+	// starts. TrafficBack is when, after a rollback, none was serving.
+	FirstTraffic, TrafficBack time.Time
+	// ServedFirst and ServedLast: the first and last scrape of the
+	// release's pods that counted new API requests (as Result's).
+	ServedFirst, ServedLast time.Time
+
+	revision string // the release's ControllerRevision
+}
+
+// RollbackTime is from the regression's start to no release pod serving.
+func (r *RollResult) RollbackTime() time.Duration {
+	if r.FirstTraffic.IsZero() || r.TrafficBack.IsZero() {
+		return 0
+	}
+	return r.TrafficBack.Sub(r.FirstTraffic)
+}
+
+// ServedTime is from the first to the last scrape that saw the release's
+// pods serve.
+func (r *RollResult) ServedTime() time.Duration {
+	if r.ServedFirst.IsZero() {
+		return 0
+	}
+	return r.ServedLast.Sub(r.ServedFirst)
+}
+
+// Summary is one line: outcome, steps with times, rollback time.
+func (r *RollResult) Summary() string {
+	var steps []string
+	for _, s := range r.Steps {
+		at := "never ready"
+		if !s.Ready.IsZero() {
+			at = fmt.Sprintf("%.0fs", s.Ready.Sub(r.Applied).Seconds())
+		}
+		steps = append(steps, fmt.Sprintf("%d/%d pods@%s (%d checks)", s.Updated, r.Replicas, at, len(s.Checks)))
+	}
+	end := "promoted"
+	if !r.Promoted {
+		end = "rolled back (" + r.Reason + ")"
+	}
+	s := fmt.Sprintf("%s %s: %s after %.0fs; partition steps %s", r.Service, r.Name, end, r.Done.Sub(r.Applied).Seconds(), strings.Join(steps, " → "))
+	if !r.Promoted && !r.FirstTraffic.IsZero() && !r.TrafficBack.IsZero() {
+		s += fmt.Sprintf("; regression start → no release pod serving: %.1fs by the endpoints", r.RollbackTime().Seconds())
+		if !r.ServedFirst.IsZero() {
+			s += fmt.Sprintf(", %.0fs by the release pods' scrapes", r.ServedTime().Seconds())
+		}
+	}
+	return s
+}
+
+// statefulPods is the Prometheus pod regexp of the StatefulSet's pods
+// with ordinals [from, to).
+func statefulPods(name string, from, to int32) string {
+	var ords []string
+	for i := from; i < to; i++ {
+		ords = append(ords, strconv.Itoa(int(i)))
+	}
+	return name + "-(" + strings.Join(ords, "|") + ")"
+}
+
+// RollStatefulSet releases o.Release to a StatefulSet partition by
+// partition, judging each step by o.Analysis, and promotes it (partition
+// 0, every pod at the release) or rolls it back. A rollback is a
+// RollResult with Promoted false, not an error: the error is for a
+// release that could not be applied or followed.
+func RollStatefulSet(ctx context.Context, o RollOptions) (*RollResult, error) {
+	if o.Poll == 0 {
+		o.Poll = 500 * time.Millisecond
+	}
+	if o.Analysis == nil {
+		return nil, fmt.Errorf("rolling %s: no analysis (ReadAnalysis of a Canary)", o.Release.Service)
+	}
+	name, ns, a := o.Release.Service, o.Namespace, o.Analysis
+	say := func(format string, args ...any) { upstream.Say(o.Progress, "canary "+name+": "+format, args...) }
+	sets := o.Client.Typed.AppsV1().StatefulSets(ns)
+	sts, err := sets.Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("rolling %s: %w", name, err)
+	}
+	n := int32(1)
+	if sts.Spec.Replicas != nil {
+		n = *sts.Spec.Replicas
+	}
+	if n < 2 {
+		return nil, fmt.Errorf("rolling %s: %d replica: a partitioned rollout needs a pod at the release and one before it (scale it to 2 or more)", name, n)
+	}
+	if sts.Status.UpdateRevision != sts.Status.CurrentRevision {
+		return nil, fmt.Errorf("rolling %s: a rollout is under way (revision %s on %d of %d pods); let it finish or roll it back first",
+			name, sts.Status.UpdateRevision, sts.Status.UpdatedReplicas, n)
+	}
+	previous := sts.Spec.Template.DeepCopy()
+	res := &RollResult{Release: o.Release, Replicas: n, Applied: time.Now()}
+	say("releasing %s (%s), partition %d of %d replicas; analysis of Canary %s: a check every %s, rollback at %d failed",
+		o.Release.Name, envString(o.Release.Env), n-1, n, a.From, a.Interval, a.Threshold)
+	patch := releasePatch(o.Release)
+	patch["spec"].(map[string]any)["updateStrategy"] = map[string]any{"type": "RollingUpdate", "rollingUpdate": map[string]any{"partition": n - 1}}
+	if err := patchStatefulSet(ctx, o.Client, ns, name, patch); err != nil {
+		return nil, err
+	}
+	if res.revision, err = observedRevision(ctx, o); err != nil {
+		return nil, err
+	}
+	if err := a.CallWebhooks(ctx, o.Client, "pre-rollout", ns, name, PhaseProgressing); err != nil {
+		// As Flagger: a failed pre-rollout hook is a failed check.
+		say("pre-rollout: %v", err)
+		return res, rollBack(ctx, o, res, previous, n-1, "pre-rollout webhook failed: "+err.Error(), say)
+	}
+	failed := 0
+	for p := n - 1; p >= 1; p-- {
+		if p < n-1 {
+			if err := patchStatefulSet(ctx, o.Client, ns, name, map[string]any{"spec": map[string]any{
+				"updateStrategy": map[string]any{"rollingUpdate": map[string]any{"partition": p}}}}); err != nil {
+				return nil, err
+			}
+		}
+		step := RollStep{Partition: p, Updated: n - p}
+		ready, err := waitPartition(ctx, o, p, n, a.Deadline, func(t time.Time) {
+			if res.FirstTraffic.IsZero() {
+				res.FirstTraffic = t
+			}
+		})
+		if err != nil {
+			return nil, err
+		}
+		if ready.IsZero() {
+			res.Steps = append(res.Steps, step)
+			return res, rollBack(ctx, o, res, previous, p, fmt.Sprintf("the release's pods were not ready within %s (progressDeadlineSeconds)", a.Deadline), say)
+		}
+		step.Ready = ready
+		say("partition %d: %d of %d pods at the release, ready", p, n-p, n)
+		pods := Pods{Canary: statefulPods(name, p, n), Baseline: statefulPods(name, 0, p)}
+		for passed := false; !passed; {
+			select {
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			case <-time.After(a.Interval):
+			}
+			var why string
+			if err := a.CallWebhooks(ctx, o.Client, "rollout", ns, name, PhaseProgressing); err != nil {
+				why = "external check: " + err.Error()
+				step.Checks = append(step.Checks, why)
+			} else {
+				results, err := a.Check(ctx, o.Client, ns, name, pods)
+				if err != nil {
+					return nil, err
+				}
+				var line []string
+				passed = true
+				for _, r := range results {
+					line = append(line, r.String())
+					if !r.Passed && why == "" {
+						passed, why = false, r.Metric+" "+r.Why
+					}
+				}
+				step.Checks = append(step.Checks, strings.Join(line, "; "))
+			}
+			if passed {
+				say("partition %d check passed: %s", p, step.Checks[len(step.Checks)-1])
+				continue
+			}
+			failed++
+			say("partition %d check failed (%d of %d): %s", p, failed, a.Threshold, why)
+			if failed >= a.Threshold {
+				res.Steps = append(res.Steps, step)
+				return res, rollBack(ctx, o, res, previous, p, why, say)
+			}
+		}
+		res.Steps = append(res.Steps, step)
+	}
+	// Promotion: every pod to the release.
+	if err := patchStatefulSet(ctx, o.Client, ns, name, map[string]any{"spec": map[string]any{
+		"updateStrategy": map[string]any{"rollingUpdate": map[string]any{"partition": 0}}}}); err != nil {
+		return nil, err
+	}
+	ready, err := waitPartition(ctx, o, 0, n, a.Deadline, nil)
+	if err != nil {
+		return nil, err
+	}
+	if ready.IsZero() {
+		return res, rollBack(ctx, o, res, previous, 0, fmt.Sprintf("promotion: the release's pods were not all ready within %s", a.Deadline), say)
+	}
+	res.Steps = append(res.Steps, RollStep{Partition: 0, Updated: n, Ready: ready})
+	res.Promoted, res.Done = true, time.Now()
+	res.ServedFirst, res.ServedLast = servedFrom(ctx, o, res)
+	say("promoted: %s", res.Summary())
+	return res, nil
+}
+
+// rollBack puts the previous pod template back (the controller replaces
+// the release's pods at and above the partition), notes when none of the
+// release's pods serves any more, waits for the previous revision's to
+// be ready, then clears the partition.
+func rollBack(ctx context.Context, o RollOptions, res *RollResult, previous *corev1.PodTemplateSpec, partition int32, why string, say func(string, ...any)) error {
+	res.Reason = why
+	say("rolling back: %s", why)
+	raw, err := json.Marshal([]map[string]any{{"op": "replace", "path": "/spec/template", "value": previous}})
+	if err != nil {
+		return err
+	}
+	if _, err := o.Client.Typed.AppsV1().StatefulSets(o.Namespace).Patch(ctx, o.Release.Service, types.JSONPatchType, raw,
+		metav1.PatchOptions{FieldManager: "darktower-canary"}); err != nil {
+		return fmt.Errorf("rolling %s back: %w", o.Release.Service, err)
+	}
+	if !res.FirstTraffic.IsZero() {
+		for res.TrafficBack.IsZero() {
+			pods, err := o.Client.Typed.CoreV1().Pods(o.Namespace).List(ctx, metav1.ListOptions{LabelSelector: appsv1.ControllerRevisionHashLabelKey + "=" + res.revision})
+			if err != nil {
+				return err
+			}
+			if !slices.ContainsFunc(pods.Items, servingPod) {
+				res.TrafficBack = time.Now()
+				break
+			}
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(o.Poll):
+			}
+		}
+	}
+	ready, err := waitPartition(ctx, o, partition, res.Replicas, o.Analysis.Deadline, nil)
+	if err != nil {
+		return err
+	}
+	if ready.IsZero() {
+		return fmt.Errorf("rolling %s back: the previous revision's pods were not ready within %s", o.Release.Service, o.Analysis.Deadline)
+	}
+	if err := patchStatefulSet(ctx, o.Client, o.Namespace, o.Release.Service, map[string]any{"spec": map[string]any{
+		"updateStrategy": map[string]any{"rollingUpdate": map[string]any{"partition": 0}}}}); err != nil {
+		return err
+	}
+	res.Done = time.Now()
+	res.ServedFirst, res.ServedLast = servedFrom(ctx, o, res)
+	say("rolled back: %s", res.Summary())
+	return nil
+}
+
+// observedRevision is the StatefulSet's update revision once its
+// controller has seen the latest spec: the release's revision, right
+// after it was applied.
+func observedRevision(ctx context.Context, o RollOptions) (string, error) {
+	for {
+		sts, err := o.Client.Typed.AppsV1().StatefulSets(o.Namespace).Get(ctx, o.Release.Service, metav1.GetOptions{})
+		if err != nil {
+			return "", err
+		}
+		if sts.Status.ObservedGeneration >= sts.Generation && sts.Status.UpdateRevision != "" {
+			return sts.Status.UpdateRevision, nil
+		}
+		select {
+		case <-ctx.Done():
+			return "", ctx.Err()
+		case <-time.After(o.Poll):
+		}
+	}
+}
+
+// waitPartition waits until every pod at or above the partition runs the
+// StatefulSet's update revision and all n are ready; it returns when (the
+// zero time if not within deadline). firstReady, if set, is told when a
+// pod at the update revision first serves. After a rollback the update
+// revision is the previous one again, so the same wait also sees the
+// release's pods go.
+func waitPartition(ctx context.Context, o RollOptions, partition, n int32, deadline time.Duration, firstReady func(time.Time)) (time.Time, error) {
+	end := time.Now().Add(deadline)
+	for time.Now().Before(end) {
+		sts, err := o.Client.Typed.AppsV1().StatefulSets(o.Namespace).Get(ctx, o.Release.Service, metav1.GetOptions{})
+		if err != nil {
+			return time.Time{}, err
+		}
+		pods, err := o.Client.Typed.CoreV1().Pods(o.Namespace).List(ctx, metav1.ListOptions{LabelSelector: metav1.FormatLabelSelector(sts.Spec.Selector)})
+		if err != nil {
+			return time.Time{}, err
+		}
+		if sts.Status.ObservedGeneration >= sts.Generation {
+			done, anyUpdatedServing := partitionDone(sts, pods.Items, partition, n)
+			if anyUpdatedServing && firstReady != nil {
+				firstReady(time.Now())
+				firstReady = nil
+			}
+			if done {
+				return time.Now(), nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return time.Time{}, ctx.Err()
+		case <-time.After(o.Poll):
+		}
+	}
+	return time.Time{}, nil
+}
+
+// partitionDone: all n pods serving, those at or above the partition at
+// the update revision, those below it not (the controller leaves them).
+func partitionDone(sts *appsv1.StatefulSet, pods []corev1.Pod, partition, n int32) (done, anyUpdatedServing bool) {
+	serving := 0
+	done = true
+	for _, p := range pods {
+		ord, err := strconv.Atoi(strings.TrimPrefix(p.Name, sts.Name+"-"))
+		if err != nil {
+			continue
+		}
+		updated := p.Labels[appsv1.ControllerRevisionHashLabelKey] == sts.Status.UpdateRevision
+		up := servingPod(p)
+		if up {
+			serving++
+		}
+		if updated && up && sts.Status.UpdateRevision != sts.Status.CurrentRevision {
+			anyUpdatedServing = true
+		}
+		if int32(ord) >= partition && (!updated || !up) {
+			done = false
+		}
+	}
+	return done && serving == int(n), anyUpdatedServing
+}
+
+// servingPod: ready and not being deleted (a deleted pod leaves the
+// Service's ready endpoints at once).
+func servingPod(p corev1.Pod) bool {
+	if p.DeletionTimestamp != nil {
+		return false
+	}
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
+}
+
+func patchStatefulSet(ctx context.Context, client *cluster.Client, namespace, name string, patch map[string]any) error {
+	raw, err := json.Marshal(patch)
+	if err != nil {
+		return err
+	}
+	if _, err := client.Typed.AppsV1().StatefulSets(namespace).Patch(ctx, name, types.StrategicMergePatchType, raw, metav1.PatchOptions{FieldManager: "darktower-canary"}); err != nil {
+		return fmt.Errorf("patching StatefulSet %s/%s: %w", namespace, name, err)
+	}
+	return nil
+}
+
+// servedFrom reads when the release's pods (the highest ordinals of the
+// first step) served, from their scrapes.
+func servedFrom(ctx context.Context, o RollOptions, res *RollResult) (first, last time.Time) {
+	if len(res.Steps) == 0 {
+		return first, last
+	}
+	s := res.Steps[0]
+	var until time.Time
+	if !res.TrafficBack.IsZero() {
+		// The pods come back under their names at the previous revision:
+		// count up to the first scrape after the release's left.
+		until = res.TrafficBack.Add(5 * time.Second)
+	}
+	first, last, err := servedWindow(ctx, o.Client, o.Namespace, statefulPods(o.Release.Service, s.Partition, res.Replicas), o.Release.Routes, res.Applied, until)
+	if err != nil {
+		upstream.Say(o.Progress, "canary %s: when the release served, from Prometheus: %v", o.Release.Service, err)
+	}
+	return first, last
+}
