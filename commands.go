@@ -32,7 +32,7 @@ type group struct {
 // functions' and the scripts', so they do not change.
 var topLevel = []leaf{
 	{name: "version", summary: "print the pipeline's version and build information", declare: runVersion, noArgs: "version takes no arguments"},
-	{name: "build-all", summary: "build the services' OCI images into dist/ (the main job)", declare: runBuildAll},
+	{name: "build-all", summary: "build the services' OCI images into dist/ (the main job); --images images/platform: Flagger and Traefik's", declare: runBuildAll},
 	{name: "node-image", summary: "build (or reuse) the kind node image from Debian and the Go module proxy", declare: runNodeImage},
 	{name: "validate", summary: "validate --server: apply every infra/ overlay to the simulated cluster (or --kubeconfig) and run it", declare: runValidate},
 	{name: "release", summary: "release --tag vX.Y.Z --push REGISTRY: build-all for a release tag; signed (never with the development key) and published", declare: runRelease},

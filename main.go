@@ -62,7 +62,8 @@ func csv(s string) []string {
 // buildAllFlags declares build-all's flags on fs (release shares them)
 // and returns a function giving their values as options, after parsing.
 func buildAllFlags(fs *pflag.FlagSet) func(root string, progress io.Writer) flow.BuildAllOptions {
-	services := fs.String("services", "", "comma-separated services to build (default: all in images/)")
+	services := fs.String("services", "", "comma-separated services to build (default: all in --images)")
+	images := fs.String("images", flow.DefaultImages, "the directory of image specs to build, relative to the repository: "+flow.DefaultImages+" (the services), or "+flow.PlatformImages+" (Flagger and Traefik, the canaries' third-party programs, built from their tool modules)")
 	platforms := fs.String("platforms", "", "comma-separated platforms, e.g. linux/amd64 (default: each spec's own)")
 	out := fs.String("out", "dist", "output directory")
 	base := fs.String("base", build.BaseAuto, `base image: "auto" (locked; when that is neither cached nor fetchable and nothing is published, skeleton, announced), "locked" (the specs' base at the digest in images/base.lock.json), "skeleton" (built in, offline), oci-layout:PATH, or an image reference`)
@@ -91,7 +92,7 @@ func buildAllFlags(fs *pflag.FlagSet) func(root string, progress io.Writer) flow
 	rekorURL := fs.String("rekor-url", sign.DefaultRekorURL, "keyless signing: the Rekor transparency log")
 	goTags := fs.String("go-tags", "", "comma-separated Go build tags for a test build, e.g. chaosfragile or canaryfault (the services' fault knobs); such a build is never pushed or released")
 	return func(root string, progress io.Writer) flow.BuildAllOptions {
-		return flow.BuildAllOptions{Root: root, Services: csv(*services), Platforms: csv(*platforms),
+		return flow.BuildAllOptions{Root: root, Services: csv(*services), Images: *images, Platforms: csv(*platforms),
 			Out: *out, Base: *base, CacheDir: *cacheDir, SBOMCacheDir: *sbomCache, StageCacheDir: *stageCache, CABundle: *caBundle, Version: *version, SourceURL: *sourceURL, Push: *push, Load: *load, Jobs: *jobs,
 			VulnDB: *vulnDB, VulnSource: *vulnSource, DBCacheDir: *dbCache, DBRepository: *dbRepository, Severity: *severity, Exceptions: *exceptions, DBMaxAge: *dbMaxAge,
 			Key: *key, DevKeyDir: *devKeyDir, NoSign: *noSign, Keyless: sign.KeylessOptions{FulcioURL: *fulcioURL, RekorURL: *rekorURL}, GoTags: csv(*goTags), Progress: progress}

@@ -26,11 +26,7 @@ type Spec struct {
 	Name        string            `json:"name"`
 	Description string            `json:"description"`
 	Module      string            `json:"module"`
-	// Main is the main package: relative to the module (./cmd/NAME), or
-	// the import path of a package of one of its dependencies (a tool
-	// module pinning a third-party program, e.g.
-	// github.com/fluxcd/flagger/cmd/flagger).
-	Main string `json:"main"`
+	Main        string            `json:"main"` // ./cmd/NAME (the module's), or a dependency's import path (Spec.Relative)
 	Binary      string            `json:"binary"`
 	Ports       []string          `json:"ports"`
 	Base        string            `json:"base"`
@@ -160,7 +156,9 @@ func Load(dir string) (*Catalog, error) {
 }
 
 // Relative reports whether the main package is the module's own
-// (./cmd/NAME) rather than a dependency's import path.
+// (./cmd/NAME) rather than the import path of a package of one of its
+// dependencies (a tool module pinning a third-party program, e.g.
+// github.com/fluxcd/flagger/cmd/flagger).
 func (s *Spec) Relative() bool { return strings.HasPrefix(s.Main, "./") }
 
 // Names lists the services, sorted.

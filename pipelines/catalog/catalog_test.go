@@ -77,3 +77,33 @@ func TestSelectUnknownServiceNamesTheKnownOnes(t *testing.T) {
 		t.Fatalf("err = %v", err)
 	}
 }
+
+// images/platform: the third-party programs the clusters run, each from a
+// tool module whose dependency holds the main package.
+func TestPlatformSpecsLoad(t *testing.T) {
+	c, err := Load("../../images/platform")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{"flagger": "github.com/fluxcd/flagger/cmd/flagger", "traefik": "github.com/traefik/traefik/v3/cmd/traefik"}
+	if got := c.Names(); strings.Join(got, ",") != "flagger,traefik" {
+		t.Fatalf("names = %v", got)
+	}
+	specs, _ := c.Select(nil)
+	for _, s := range specs {
+		if s.Main != want[s.Name] || s.Relative() || s.Module != "tools/canary/"+s.Name || s.Binary != "/usr/local/bin/"+s.Name {
+			t.Errorf("%s: %+v", s.Name, s)
+		}
+		if _, err := os.Stat(filepath.Join("../..", s.Module, "go.mod")); err != nil {
+			t.Errorf("%s: tool module missing: %v", s.Name, err)
+		}
+	}
+	for name, main := range map[string]string{"parent": "../cmd/svc", "no host": "cmd/svc", "dot-dot": "example.com/a/../b"} {
+		if err := loadOne(t, map[string]string{"a.yaml": strings.Replace(good, "./cmd/svc", main, 1)}); err == nil || !strings.Contains(err.Error(), "main must be") {
+			t.Errorf("%s: main %q: err = %v", name, main, err)
+		}
+	}
+	if err := loadOne(t, map[string]string{"a.yaml": strings.Replace(good, "./cmd/svc", "example.com/svc/cmd/svc", 1)}); err != nil {
+		t.Errorf("a dependency's main package: %v", err)
+	}
+}

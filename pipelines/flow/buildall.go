@@ -27,11 +27,7 @@ import (
 type BuildAllOptions struct {
 	Root      string   // repository root
 	Services  []string // empty: all
-	// Images is the directory of image specs to build, relative to Root
-	// (or absolute): "" is DefaultImages (the services). The platform's
-	// third-party programs (Flagger, Traefik) are PlatformImages. The base
-	// lock is always images/base.lock.json.
-	Images string
+	Images    string   // the specs' directory, relative to Root or absolute ("" = DefaultImages: the services; PlatformImages: Flagger, Traefik); the base lock is always images/'s
 	Platforms []string // empty: each spec's own
 	Out       string   // output directory (dist)
 	Base      string   // "auto" (default: locked, else skeleton), "locked", "skeleton", "oci-layout:PATH" or an image reference
