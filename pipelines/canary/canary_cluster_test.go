@@ -147,7 +147,10 @@ func TestCanaryReleasesOnARealCluster(t *testing.T) {
 	}
 
 	start = time.Now()
-	in, err := canary.Install(ctx, canary.InstallOptions{Root: root, Cluster: c, Client: client, Namespace: ns, Progress: log})
+	// Flagger's and Traefik's images go through the pipeline judged like
+	// the services' build above (its vulnerability DB and base).
+	in, err := canary.Install(ctx, canary.InstallOptions{Root: root, Cluster: c, Client: client, Namespace: ns, Progress: log,
+		Images: flow.BuildAllOptions{Base: build.BaseSkeleton, SourceURL: "https://example.com/src", VulnDB: dbDir, DevKeyDir: t.TempDir()}})
 	if err != nil {
 		t.Fatal(err)
 	}

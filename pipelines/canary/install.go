@@ -5,7 +5,9 @@
 // and times it (the canary proof, `canary check`).
 //
 // Flagger and Traefik are built from the Go module proxy by the tool
-// modules under tools/canary (their versions pinned there) and loaded
+// modules under tools/canary (their versions pinned there), through the
+// pipeline like the services (build-all over images/platform: image,
+// SBOMs, the vulnerability gate, signature and attestations), and loaded
 // into the nodes like the services; their CRDs and Flagger's RBAC are
 // read from those same module versions, so what runs and what defines
 // its API cannot drift apart.
@@ -28,7 +30,9 @@ import (
 	"text/template"
 	"time"
 
+	"github.com/darktower/delivery/pipelines/build"
 	"github.com/darktower/delivery/pipelines/cluster"
+	"github.com/darktower/delivery/pipelines/flow"
 	"github.com/darktower/delivery/pipelines/kindcluster"
 	"github.com/darktower/delivery/pipelines/preview"
 	"github.com/darktower/delivery/pipelines/upstream"
@@ -58,14 +62,13 @@ const (
 // The tool modules that pin Flagger and Traefik, and what is built from
 // and read out of each.
 var (
-	flaggerTool = tool{Dir: "tools/canary/flagger", Module: "github.com/fluxcd/flagger",
-		Package: "github.com/fluxcd/flagger/cmd/flagger", Name: "flagger"}
-	traefikTool = tool{Dir: "tools/canary/traefik", Module: "github.com/traefik/traefik/v3",
-		Package: "github.com/traefik/traefik/v3/cmd/traefik", Name: "traefik"}
-	gatewayAPI = tool{Dir: "tools/canary/traefik", Module: "sigs.k8s.io/gateway-api"}
+	// Name is the image's spec in images/platform (its main package is there).
+	flaggerTool = tool{Dir: "tools/canary/flagger", Module: "github.com/fluxcd/flagger", Name: "flagger"}
+	traefikTool = tool{Dir: "tools/canary/traefik", Module: "github.com/traefik/traefik/v3", Name: "traefik"}
+	gatewayAPI  = tool{Dir: "tools/canary/traefik", Module: "sigs.k8s.io/gateway-api"}
 )
 
-type tool struct{ Dir, Module, Package, Name string }
+type tool struct{ Dir, Module, Name string }
 
 // InstallOptions say which cluster gets the canaries.
 type InstallOptions struct {
@@ -77,7 +80,16 @@ type InstallOptions struct {
 	// LoadWorkers is how many API rounds the canary load makes at once,
 	// each every LoadInterval (default 300, every 2 s: 150 rounds a second).
 	LoadWorkers int
-	Progress    io.Writer
+	// Images are build-all's options for Flagger's and Traefik's images
+	// (flow.PlatformImages), built for the nodes' platform. The zero value
+	// is build-all's defaults (its vulnerability source, base and signing
+	// key), with the machine's SBOM and stage caches (an unchanged image is
+	// not cataloged, scanned or signed again) and a temporary output
+	// directory removed once the images are loaded (Images.Out keeps it).
+	// Give the services' build's vulnerability DB (VulnDB) so that both
+	// are judged alike.
+	Images   flow.BuildAllOptions
+	Progress io.Writer
 }
 
 // The canaries' load (infra/overlays/preview/canary/load.yaml): one pod,
@@ -99,6 +111,9 @@ type Installed struct {
 	TraefikVersion             string
 	GatewayAPIVersion          string
 	Canaries                   []string
+	// Images is the platform images' build (images/platform): each
+	// image's digests, SBOMs, scan counts and signature, and the gate.
+	Images *build.Manifest
 	// StopLoad deletes the canaries' load, logging its last lines (the
 	// install leaves it running for the Canaries' webhooks).
 	StopLoad func()
@@ -121,17 +136,16 @@ func Install(ctx context.Context, o InstallOptions) (*Installed, error) {
 	var flaggerDir string
 	for _, t := range []struct {
 		tool
-		ref, version, dir *string
-	}{{flaggerTool, &in.FlaggerImage, &in.FlaggerVersion, &flaggerDir}, {traefikTool, &in.TraefikImage, &in.TraefikVersion, new(string)}} {
-		step := time.Now()
+		version, dir *string
+	}{{flaggerTool, &in.FlaggerVersion, &flaggerDir}, {traefikTool, &in.TraefikVersion, new(string)}} {
 		if *t.version, *t.dir, err = moduleDir(ctx, o.Root, t.tool); err != nil {
 			return nil, err
 		}
-		*t.ref, err = o.Cluster.LoadGoProgram(ctx, kindcluster.GoProgram{ModuleDir: filepath.Join(o.Root, t.Dir), Package: t.Package, Name: t.Name})
-		if err != nil {
-			return nil, err
-		}
-		say("%s %s built from the module proxy and loaded as %s (%s)", t.Name, *t.version, *t.ref, time.Since(step).Round(100*time.Millisecond))
+	}
+	// Their images, through the pipeline like the services' (build, SBOMs,
+	// the vulnerability gate, signature), loaded like the services'.
+	if in.Images, err = loadPlatformImages(ctx, o, in, say); err != nil {
+		return nil, err
 	}
 	objs, err := upstreamObjects(ctx, o.Root, flaggerDir, in)
 	if err != nil {

@@ -113,31 +113,8 @@ func Up(ctx context.Context, o Options) (*Result, error) {
 
 	// The build's images, host platform, straight into the nodes.
 	start = time.Now()
-	platform := "linux/" + runtime.GOARCH
-	for _, img := range m.Images {
-		var digest string
-		for _, p := range img.Platforms {
-			if p.Platform.String() == platform {
-				digest = p.Digest
-			}
-		}
-		if digest == "" {
-			return nil, fmt.Errorf("the build in %s has no %s image of %s (build-all --platforms %s)", o.Dist, platform, img.Service, platform)
-		}
-		ref := o.Localized + "/" + img.Tag // the tag is repository:tag
-		err := o.Cluster.LoadArchive(kindcluster.Streamed(func(w io.Writer) error {
-			return build.ExportTar(build.ExportOptions{Out: o.Dist, Service: img.Service, Platform: platform, RefName: ref}, w)
-		}))
-		if err != nil {
-			return nil, fmt.Errorf("loading %s: %w", img.Service, err)
-		}
-		pinned := fmt.Sprintf("%s/%s@%s", o.Localized, img.Service, digest)
-		// The pods are pinned by digest: containerd finds a loaded image
-		// under that name only once it is tagged so.
-		if err := o.Cluster.Tag(ref, pinned); err != nil {
-			return nil, err
-		}
-		r.Images[img.Service] = pinned
+	if r.Images, err = LoadImages(o.Cluster, o.Dist, m, NodePlatform(), o.Localized); err != nil {
+		return nil, err
 	}
 	r.timed(fmt.Sprintf("%d images of build %s loaded into the nodes", len(m.Images), m.Version), start, o.Progress)
 
@@ -250,6 +227,47 @@ func Up(ctx context.Context, o Options) (*Result, error) {
 	}
 	r.timed(fmt.Sprintf("%d workloads Ready", len(r.Workloads)), start, o.Progress)
 	return r, nil
+}
+
+// NodePlatform is the platform of the kind nodes (the host's).
+func NodePlatform() string { return "linux/" + runtime.GOARCH }
+
+// LoadImages loads the platform images of the build in dist (m is its
+// manifest.json) straight into every node of c, each as
+// <localized>/<repository:tag> and, since pods are pinned by digest,
+// tagged <localized>/<service>@<digest> too; it returns that pinned
+// reference per service.
+func LoadImages(c *kindcluster.Cluster, dist string, m *build.Manifest, platform, localized string) (map[string]string, error) {
+	if localized == "" {
+		localized = "darktower.local"
+	}
+	images := map[string]string{}
+	for _, img := range m.Images {
+		var digest string
+		for _, p := range img.Platforms {
+			if p.Platform.String() == platform {
+				digest = p.Digest
+			}
+		}
+		if digest == "" {
+			return nil, fmt.Errorf("the build in %s has no %s image of %s (build-all --platforms %s)", dist, platform, img.Service, platform)
+		}
+		ref := localized + "/" + img.Tag // the tag is repository:tag
+		err := c.LoadArchive(kindcluster.Streamed(func(w io.Writer) error {
+			return build.ExportTar(build.ExportOptions{Out: dist, Service: img.Service, Platform: platform, RefName: ref}, w)
+		}))
+		if err != nil {
+			return nil, fmt.Errorf("loading %s: %w", img.Service, err)
+		}
+		pinned := fmt.Sprintf("%s/%s@%s", localized, img.Service, digest)
+		// The pods are pinned by digest: containerd finds a loaded image
+		// under that name only once it is tagged so.
+		if err := c.Tag(ref, pinned); err != nil {
+			return nil, err
+		}
+		images[img.Service] = pinned
+	}
+	return images, nil
 }
 
 // pinImages points each container at the build's image of its service,
