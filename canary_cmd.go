@@ -10,8 +10,10 @@ import (
 
 	"github.com/darktower/delivery/pipelines/canary"
 	"github.com/darktower/delivery/pipelines/cluster"
+	"github.com/darktower/delivery/pipelines/flow"
 	"github.com/darktower/delivery/pipelines/kindcluster"
 	"github.com/darktower/delivery/pipelines/preview"
+	"github.com/darktower/delivery/pipelines/scan"
 	"github.com/spf13/pflag"
 	"k8s.io/client-go/tools/clientcmd"
 )
@@ -83,6 +85,11 @@ func runCanaryInstall(fs *pflag.FlagSet) action {
 	cf := declareTargetFlags(fs)
 	namespace := fs.String("namespace", "preview", "the services' namespace")
 	workers := fs.Int("load-workers", 300, "API rounds the canaries' load makes at once, each every 2 s, once a Canary's pre-rollout webhook starts it")
+	// Flagger's and Traefik's images come from build-all --images
+	// images/platform (judged and signed as build-all does by default).
+	vulnDB := fs.String("vuln-db", "", "the Flagger and Traefik images' vulnerability gate: a prepared Trivy DB, as build-all's --vuln-db (default: build-all's source)")
+	vulnSource := fs.String("vuln-source", scan.SourceAuto, "the Flagger and Traefik images' vulnerability source, as build-all's --vuln-source")
+	imagesOut := fs.String("images-out", "", "keep the Flagger and Traefik images' build-all output (OCI layout, SBOMs, scan reports, signatures, summary.md) in this directory (default: a temporary one, removed once they are loaded)")
 	return func(ctx context.Context, stdout, _ io.Writer) error {
 		c, err := cf.kind("canary install")
 		if err != nil {
@@ -99,7 +106,8 @@ func runCanaryInstall(fs *pflag.FlagSet) action {
 		if *workers < 1 || *workers > 1024 {
 			return usageError{fmt.Sprintf("--load-workers %d: want 1 to 1024", *workers)}
 		}
-		in, err := canary.Install(ctx, canary.InstallOptions{Root: root, Cluster: c, Client: client, Namespace: *namespace, LoadWorkers: *workers, Progress: stdout})
+		in, err := canary.Install(ctx, canary.InstallOptions{Root: root, Cluster: c, Client: client, Namespace: *namespace, LoadWorkers: *workers, Progress: stdout,
+			Images: flow.BuildAllOptions{VulnDB: *vulnDB, VulnSource: *vulnSource, Out: *imagesOut}})
 		if err != nil {
 			return err
 		}
