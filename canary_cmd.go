@@ -144,23 +144,21 @@ func runCanaryWatch(fs *pflag.FlagSet) action {
 	}
 }
 
-// runCanaryRoll is `canary roll --service S`: the partitioned rollout of
-// a StatefulSet Flagger cannot target (ac-service), each step judged by
-// the analysis of a Canary (--analysis-of); exit 0 on promotion, 1 on
-// rollback (the failing check named).
+// runCanaryRoll is `canary roll --service S [--image REF]`: the
+// partitioned rollout of a StatefulSet Flagger cannot target
+// (ac-service), of a new image or of the release it holds, each step
+// judged by the analysis of a Canary (--analysis-of); exit 0 on
+// promotion, 1 on rollback (the failing check named).
 func runCanaryRoll(fs *pflag.FlagSet) action {
 	cf := declareTargetFlags(fs)
 	service := fs.String("service", "ac-service", "the StatefulSet (and its container) to roll out")
 	namespace := fs.String("namespace", "preview", "the services' namespace")
-	image := fs.String("image", "", "the release: the container's new image (a digest reference, e.g. registry/darktower/ac-service@sha256:...)")
+	image := fs.String("image", "", "the release: the container's new image (a digest reference, e.g. registry/darktower/ac-service@sha256:...); without it, the release the StatefulSet holds (applied with its partition at the replicas) is rolled on")
 	release := fs.String("release", "", "the release's name on the pod template (default: the image's digest or tag)")
 	analysisOf := fs.String("analysis-of", "global-controller", "the Canary whose analysis (interval, threshold, webhooks, MetricTemplates) judges each step")
 	return func(ctx context.Context, stdout, _ io.Writer) error {
-		if *image == "" {
-			return usageError{"canary roll needs --image REF: the release to roll out (e.g. the digest build-all pushed)"}
-		}
 		name := *release
-		if name == "" {
+		if name == "" && *image != "" {
 			name = *image
 			if i := strings.LastIndexAny(name, "@:"); i >= 0 {
 				name = name[i+1:]

@@ -68,6 +68,8 @@ func TestCLIDispatch(t *testing.T) {
 		{[]string{"promote", "--tag", "v1.0.0", "--from", "a.example/dt", "--to", "b.example/dt", "--certificate-identity", "id", "--source-url", "https://example.com/r",
 			"--kustomization", "infra/overlays/prod/kustomization.yaml"}, 1, "", "no images: entry for flag-gateway in infra/overlays/prod/kustomization.yaml"},
 		{[]string{"verify"}, 2, "", "verify needs --image REF and either --key cosign.pub or --certificate-identity"},
+		{[]string{"canary", "roll"}, 2, "", "canary roll needs the cluster: --pr N (a preview) or --cluster NAME (a kind cluster)"},
+		{[]string{"canary", "roll", "--pr", "7", "--cluster", "x"}, 2, "", "canary roll: give --pr N or --cluster NAME, not both"},
 	} {
 		var stdout, stderr bytes.Buffer
 		if code := run(context.Background(), c.args, &stdout, &stderr); code != c.code {

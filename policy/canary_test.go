@@ -9,6 +9,7 @@ import (
 	flaggerv1beta1 "github.com/fluxcd/flagger/pkg/apis/flagger/v1beta1"
 	monitoringv1 "github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring/v1"
 	appsv1 "k8s.io/api/apps/v1"
+	autoscalingv2 "k8s.io/api/autoscaling/v2"
 	"sigs.k8s.io/yaml"
 )
 
@@ -130,5 +131,54 @@ func TestTrivyGateBlocksCritical(t *testing.T) {
 	}
 	if !slices.Equal(cfg.Severity, []string{"CRITICAL"}) || cfg.ExitCode == 0 {
 		t.Fatalf("image-scan.yaml: severity %v exit-code %d; ADR-0012 §7: CRITICAL blocks", cfg.Severity, cfg.ExitCode)
+	}
+}
+
+// ac-service is rolled out by the pipeline (`canary roll`), never by
+// applying staging's or prod's overlay: there its StatefulSet's partition
+// holds every ordinal the autoscaler may create at the current revision,
+// and the preview (which the pipeline releases into with --image) holds
+// none.
+func TestACServiceRolloutIsHeldForThePipeline(t *testing.T) {
+	for _, c := range []struct {
+		overlay string
+		held    bool
+	}{{"overlays/prod", true}, {"overlays/staging", true}, {"overlays/preview", false}} {
+		r := decoded(t, c.overlay)
+		var sts *appsv1.StatefulSet
+		for _, s := range All[*appsv1.StatefulSet](r) {
+			if s.Name == "ac-service" {
+				sts = s
+			}
+		}
+		if sts == nil {
+			t.Fatalf("%s: no ac-service StatefulSet", c.overlay)
+		}
+		var partition int32
+		if ru := sts.Spec.UpdateStrategy.RollingUpdate; ru != nil && ru.Partition != nil {
+			partition = *ru.Partition
+		}
+		if !c.held {
+			if partition != 0 {
+				t.Errorf("%s: ac-service's partition is %d: a preview takes its releases from the pipeline's patch", c.overlay, partition)
+			}
+			continue
+		}
+		if sts.Spec.UpdateStrategy.Type != appsv1.RollingUpdateStatefulSetStrategyType {
+			t.Errorf("%s: ac-service's update strategy is %q, want RollingUpdate (a partition needs it)", c.overlay, sts.Spec.UpdateStrategy.Type)
+		}
+		maxReplicas := int32(0)
+		for _, h := range All[*autoscalingv2.HorizontalPodAutoscaler](r) {
+			if h.Spec.ScaleTargetRef.Kind == "StatefulSet" && h.Spec.ScaleTargetRef.Name == "ac-service" {
+				maxReplicas = h.Spec.MaxReplicas
+			}
+		}
+		if maxReplicas == 0 {
+			t.Fatalf("%s: no HorizontalPodAutoscaler of ac-service", c.overlay)
+		}
+		if partition < maxReplicas {
+			t.Errorf("%s: ac-service's partition %d is below its autoscaler's maxReplicas %d: ordinals %d..%d would take a new template without the pipeline's analysis",
+				c.overlay, partition, maxReplicas, partition, maxReplicas-1)
+		}
 	}
 }

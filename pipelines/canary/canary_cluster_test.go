@@ -2,6 +2,7 @@ package canary_test
 
 import (
 	"context"
+	"fmt"
 	"strconv"
 	"strings"
 	"sync"
@@ -18,6 +19,7 @@ import (
 	"github.com/darktower/delivery/pipelines/preview"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 )
 
 // The fault knobs of a canaryfault test build (services/internal/opskit):
@@ -215,8 +217,21 @@ func TestCanaryReleasesOnARealCluster(t *testing.T) {
 			t.Errorf("%s: %v", acService, err)
 			return
 		}
-		for _, s := range acScenarios {
-			r, err := canary.RollStatefulSet(ctx, canary.RollOptions{Client: client, Namespace: ns, Release: s.acRelease(), Analysis: a, Progress: log})
+		for i, s := range acScenarios {
+			release := s.acRelease()
+			if i == 0 {
+				// The first as production delivers it: applied with the
+				// partition held at the replicas (no pod takes it), then
+				// rolled on by the pipeline with no release named.
+				patch := fmt.Sprintf(`{"spec":{"updateStrategy":{"rollingUpdate":{"partition":2}},"template":{"metadata":{"annotations":{%q:%q}}}}}`,
+					canary.ReleaseAnnotation, s.name)
+				if _, err := client.Typed.AppsV1().StatefulSets(ns).Patch(ctx, acService, types.StrategicMergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
+					t.Errorf("%s: holding %s: %v", acService, s.name, err)
+					return
+				}
+				release = canary.Release{Service: acService, Routes: release.Routes}
+			}
+			r, err := canary.RollStatefulSet(ctx, canary.RollOptions{Client: client, Namespace: ns, Release: release, Analysis: a, Progress: log})
 			if err != nil {
 				t.Errorf("%s %s: %v", acService, s.name, err)
 				return

@@ -146,15 +146,36 @@ func RollStatefulSet(ctx context.Context, o RollOptions) (*RollResult, error) {
 	if n < 2 {
 		return nil, fmt.Errorf("rolling %s: %d replica: a partitioned rollout needs a pod at the release and one before it (scale it to 2 or more)", name, n)
 	}
-	if sts.Status.UpdateRevision != sts.Status.CurrentRevision {
-		return nil, fmt.Errorf("rolling %s: a rollout is under way (revision %s on %d of %d pods); let it finish or roll it back first",
+	held := o.Release.held()
+	pending := sts.Status.UpdateRevision != sts.Status.CurrentRevision
+	switch {
+	case held && !pending:
+		return nil, fmt.Errorf("rolling %s: no release given and none held: every pod runs revision %s (give the release, e.g. --image REF, or apply it with the partition held at the replicas)",
+			name, sts.Status.CurrentRevision)
+	case !held && pending:
+		return nil, fmt.Errorf("rolling %s: a rollout is under way (revision %s on %d of %d pods); let it finish, roll it back, or roll it on without a new release",
 			name, sts.Status.UpdateRevision, sts.Status.UpdatedReplicas, n)
 	}
 	previous := sts.Spec.Template.DeepCopy()
+	if held {
+		// Applied already (GitOps, with the partition at or above the
+		// replicas so that no pod took it): the previous template is the
+		// current revision's.
+		if previous, err = revisionTemplate(ctx, o.Client, ns, sts.Status.CurrentRevision); err != nil {
+			return nil, fmt.Errorf("rolling %s: %w", name, err)
+		}
+		o.Release.Name = sts.Status.UpdateRevision
+	}
 	res := &RollResult{Release: o.Release, Replicas: n, Applied: time.Now()}
-	say("releasing %s (%s), partition %d of %d replicas; analysis of Canary %s: a check every %s, rollback at %d failed",
-		o.Release.Name, envString(o.Release.Env), n-1, n, a.From, a.Interval, a.Threshold)
-	patch := releasePatch(o.Release)
+	patch := map[string]any{"spec": map[string]any{}}
+	if held {
+		say("rolling on the held release (revision %s over %s), partition %d of %d replicas; analysis of Canary %s: a check every %s, rollback at %d failed",
+			sts.Status.UpdateRevision, sts.Status.CurrentRevision, n-1, n, a.From, a.Interval, a.Threshold)
+	} else {
+		say("releasing %s (%s), partition %d of %d replicas; analysis of Canary %s: a check every %s, rollback at %d failed",
+			o.Release.Name, envString(o.Release.Env), n-1, n, a.From, a.Interval, a.Threshold)
+		patch = releasePatch(o.Release)
+	}
 	patch["spec"].(map[string]any)["updateStrategy"] = map[string]any{"type": "RollingUpdate", "rollingUpdate": map[string]any{"partition": n - 1}}
 	if err := patchStatefulSet(ctx, o.Client, ns, name, patch); err != nil {
 		return nil, err
@@ -295,6 +316,30 @@ func rollBack(ctx context.Context, o RollOptions, res *RollResult, previous *cor
 	res.ServedFirst, res.ServedLast = servedFrom(ctx, o, res)
 	say("rolled back: %s", res.Summary())
 	return nil
+}
+
+// held: the release names no change, so it is the one the StatefulSet
+// holds (applied, no pod at it yet).
+func (r Release) held() bool {
+	return r.Name == "" && r.Image == "" && len(r.Env) == 0 && r.CPURequest == ""
+}
+
+// revisionTemplate is the pod template a StatefulSet's ControllerRevision
+// records (its data is the patch {"spec":{"template":{…}}}).
+func revisionTemplate(ctx context.Context, client *cluster.Client, namespace, revision string) (*corev1.PodTemplateSpec, error) {
+	cr, err := client.Typed.AppsV1().ControllerRevisions(namespace).Get(ctx, revision, metav1.GetOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("the previous revision %s: %w", revision, err)
+	}
+	var data struct {
+		Spec struct {
+			Template corev1.PodTemplateSpec `json:"template"`
+		} `json:"spec"`
+	}
+	if err := json.Unmarshal(cr.Data.Raw, &data); err != nil || len(data.Spec.Template.Spec.Containers) == 0 {
+		return nil, fmt.Errorf("the previous revision %s holds no pod template (%v)", revision, err)
+	}
+	return &data.Spec.Template, nil
 }
 
 // observedRevision is the StatefulSet's update revision once its
