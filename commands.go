@@ -69,9 +69,10 @@ var groups = []group{
 		{name: "list", summary: "list the previews, their age, commit and expiry", declare: runPreviewList},
 		{name: "reap", summary: "reap --ttl 72h: delete the previews older than the TTL", declare: runPreviewReap},
 	}},
-	{name: "canary", summary: "canary install --pr N | watch --service S: Flagger and the Gateway into a preview; follow a service's canary to promotion (exit 0) or rollback (exit 1)", subs: []leaf{
+	{name: "canary", summary: "canary install --pr N | watch --service S | roll --service ac-service: Flagger and the Gateway into a preview; follow a service's canary, or roll a StatefulSet out by partition under the same analysis, to promotion (exit 0) or rollback (exit 1)", subs: []leaf{
 		{name: "install", summary: "install --pr N: Flagger v1.36.1, Traefik (the Gateway) and the Canaries into preview pr-N", declare: runCanaryInstall},
 		{name: "watch", summary: "watch --service S [--pr N | --cluster NAME | --kubeconfig F]: follow the service's Canary; exit 0 on promotion, 1 on rollback", declare: runCanaryWatch},
+		{name: "roll", summary: "roll --service ac-service [--image REF] [--pr N | --cluster NAME | --kubeconfig F]: a StatefulSet's partitioned rollout (of REF, or of the release it holds), each step judged by a Canary's analysis; exit 0 on promotion, 1 on rollback", declare: runCanaryRoll},
 	}},
 	{name: "flags", summary: "the feature-flag catalogue (infra/flags/catalog.yaml): flags sync --etcd ENDPOINTS [--dry-run] | generate", subs: []leaf{
 		{name: "sync", summary: "sync --etcd ENDPOINTS [--prefix P] [--env E] [--dry-run]: make etcd's flags equal the catalogue, printing the diff", declare: runFlagsSync},
