@@ -164,8 +164,12 @@ func (m *Darktower) BuildAll(
 	// Do not sign or attest.
 	// +optional
 	noSign bool,
+	// The image specs to build (default: images, the services;
+	// images/platform: Flagger and Traefik, from their tool modules).
+	// +optional
+	images string,
 ) (*dagger.Directory, error) {
-	b := cli.BuildAll{Services: services, Platforms: platforms, Base: base, Version: version, Severity: severity, NoSign: noSign}
+	b := cli.BuildAll{Services: services, Images: images, Platforms: platforms, Base: base, Version: version, Severity: severity, NoSign: noSign}
 	return m.reports(ctx, b, vulnDb, signing{key: key, password: keyPassword}, true)
 }
 

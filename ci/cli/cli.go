@@ -72,6 +72,7 @@ func CallID() string {
 // zero value of each leaves the CLI's default.
 type BuildAll struct {
 	Services  []string
+	Images    string // the specs' directory (the CLI's default: images; images/platform: Flagger and Traefik)
 	Platforms []string
 	Base      string
 	Version   string
@@ -96,6 +97,7 @@ func (b BuildAll) Args() []string {
 		}
 	}
 	add("--services", strings.Join(b.Services, ","))
+	add("--images", b.Images)
 	add("--platforms", strings.Join(b.Platforms, ","))
 	add("--base", b.Base)
 	add("--version", b.Version)

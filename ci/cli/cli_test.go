@@ -76,7 +76,7 @@ func TestEveryFlagIsOneTheCLIAccepts(t *testing.T) {
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("building the CLI: %v\n%s", err, out)
 	}
-	every := BuildAll{Services: []string{"s"}, Platforms: []string{"linux/amd64"}, Base: "b", Version: "v", Severity: "HIGH",
+	every := BuildAll{Services: []string{"s"}, Images: "images/platform", Platforms: []string{"linux/amd64"}, Base: "b", Version: "v", Severity: "HIGH",
 		Push: "r/p", SourceURL: "https://example.com/r", VulnDB: true, SignKey: true, NoSign: true, Jobs: 1, RecordVerdict: true}
 	for _, cmd := range [][]string{
 		BuildAllCmd(every), ReleaseCmd("v1.0.0", every), CICmd(every), CIVerdictCmd(OutDir),
