@@ -1,7 +1,7 @@
 # Thin aliases; the work lives in Go (pipelines/, services/, ci/) and scripts/.
 export GOTOOLCHAIN := go1.27.3
 
-.PHONY: test build-all bench-build bench-pipeline bench-cluster bench-flags services lint dagger-check sim-up sim-down validate-server node-image cluster-up cluster-down preview-up preview-down chaos canary-check canary-install canary-watch
+.PHONY: test build-all build-platform bench-build bench-pipeline bench-cluster bench-flags services lint dagger-check sim-up sim-down validate-server node-image cluster-up cluster-down preview-up preview-down chaos canary-check canary-install canary-watch
 
 ## test: install what the tests need, then gofmt, go vet, every test and dagger-check (the README's test command)
 test:
@@ -12,6 +12,11 @@ test:
 ## or with a prepared Trivy DB: make build-all ARGS="--base skeleton --vuln-db DIR" (see the README)
 build-all:
 	go run . build-all $(ARGS)
+
+## build-platform: Flagger's and Traefik's images (images/platform) through the same stages into dist/platform
+## (canary install builds them itself for its cluster); e.g. make build-platform ARGS="--platforms linux/amd64 --vuln-db DIR"
+build-platform:
+	go run . build-all --images images/platform --out dist/platform $(ARGS)
 
 ## bench-build: build-all vs ko vs go build, cold and warm, sizes and reproducibility (installs ko from the module proxy into ~/.cache)
 bench-build:
