@@ -176,9 +176,45 @@ func TestACServiceRolloutIsHeldForThePipeline(t *testing.T) {
 		if maxReplicas == 0 {
 			t.Fatalf("%s: no HorizontalPodAutoscaler of ac-service", c.overlay)
 		}
+		// It runs global-controller's analysis on its own series: scraped
+		// often enough for that analysis's windows.
+		for _, sm := range All[*monitoringv1.ServiceMonitor](r) {
+			if sm.Name != "ac-service" || len(sm.Spec.Endpoints) != 1 {
+				continue
+			}
+			scrape, err := time.ParseDuration(string(sm.Spec.Endpoints[0].Interval))
+			if err != nil || time.Duration(scrapesPerWindow)*scrape > analysisWindow(t, "global-controller") {
+				t.Errorf("%s: ac-service scraped every %s (%v): global-controller's analysis windows of %s need %d scrapes", c.overlay,
+					sm.Spec.Endpoints[0].Interval, err, analysisWindow(t, "global-controller"), scrapesPerWindow)
+			}
+		}
 		if partition < maxReplicas {
 			t.Errorf("%s: ac-service's partition %d is below its autoscaler's maxReplicas %d: ordinals %d..%d would take a new template without the pipeline's analysis",
 				c.overlay, partition, maxReplicas, partition, maxReplicas-1)
 		}
 	}
+}
+
+// analysisWindow is the shortest metric window of a Canary in infra/ci.
+func analysisWindow(t *testing.T, canary string) time.Duration {
+	t.Helper()
+	var shortest time.Duration
+	for _, c := range All[*flaggerv1beta1.Canary](decoded(t, "ci")) {
+		if c.Name != canary {
+			continue
+		}
+		for _, m := range c.GetAnalysis().Metrics {
+			w, err := time.ParseDuration(m.Interval)
+			if err != nil {
+				t.Fatalf("canary %s metric %s: %v", canary, m.Name, err)
+			}
+			if shortest == 0 || w < shortest {
+				shortest = w
+			}
+		}
+	}
+	if shortest == 0 {
+		t.Fatalf("no Canary %s with metrics in infra/ci", canary)
+	}
+	return shortest
 }
