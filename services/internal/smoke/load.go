@@ -132,18 +132,11 @@ func (l *Load) Run(ctx context.Context, log io.Writer) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			t := time.NewTicker(l.Interval)
-			defer t.Stop()
-			for {
-				select {
-				case <-ctx.Done():
-					return
-				case <-t.C:
-					if c := clients.Load(); c != nil && l.Active() {
-						l.round(ctx, c[0], c[1], log)
-					}
+			l.whileActive(ctx, l.Interval, func() {
+				if c := clients.Load(); c != nil {
+					l.round(ctx, c[0], c[1], log)
 				}
-			}
+			})
 		}()
 	}
 	tokens := time.NewTicker(time.Duration(l.TokenEvery) * l.Interval)
@@ -199,7 +192,15 @@ func (l *Load) fetchKeySets(ctx context.Context, log io.Writer) {
 	}
 	hc.Transport.(*http.Transport).DisableKeepAlives = true
 	u := strings.TrimSuffix(l.ACURL, "/") + "/.well-known/jwks.json"
-	t := time.NewTicker(time.Second / time.Duration(l.KeySetRate))
+	l.whileActive(ctx, time.Second/time.Duration(l.KeySetRate), func() {
+		go func() { l.count("ac-service", getKeySet(ctx, hc, u), log) }()
+	})
+}
+
+// whileActive calls f every period while the load is Active, until ctx
+// ends.
+func (l *Load) whileActive(ctx context.Context, period time.Duration, f func()) {
+	t := time.NewTicker(period)
 	defer t.Stop()
 	for {
 		select {
@@ -207,7 +208,7 @@ func (l *Load) fetchKeySets(ctx context.Context, log io.Writer) {
 			return
 		case <-t.C:
 			if l.Active() {
-				go func() { l.count("ac-service", getKeySet(ctx, hc, u), log) }()
+				f()
 			}
 		}
 	}
