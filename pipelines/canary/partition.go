@@ -134,8 +134,9 @@ func RollStatefulSet(ctx context.Context, o RollOptions) (*RollResult, error) {
 	}
 	name, ns, a := o.Release.Service, o.Namespace, o.Analysis
 	say := func(format string, args ...any) { upstream.Say(o.Progress, "canary "+name+": "+format, args...) }
-	sets := o.Client.Typed.AppsV1().StatefulSets(ns)
-	sts, err := sets.Get(ctx, name, metav1.GetOptions{})
+	// The StatefulSet as its controller has seen it: a release applied
+	// just now (held) has no update revision until then.
+	sts, err := observed(ctx, o)
 	if err != nil {
 		return nil, fmt.Errorf("rolling %s: %w", name, err)
 	}
@@ -342,24 +343,34 @@ func revisionTemplate(ctx context.Context, client *cluster.Client, namespace, re
 	return &data.Spec.Template, nil
 }
 
+// observed is the StatefulSet once its controller has seen its latest
+// spec (status.observedGeneration), so that its revisions are current.
+func observed(ctx context.Context, o RollOptions) (*appsv1.StatefulSet, error) {
+	for {
+		sts, err := o.Client.Typed.AppsV1().StatefulSets(o.Namespace).Get(ctx, o.Release.Service, metav1.GetOptions{})
+		if err != nil {
+			return nil, err
+		}
+		if sts.Status.ObservedGeneration >= sts.Generation && sts.Status.UpdateRevision != "" {
+			return sts, nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(o.Poll):
+		}
+	}
+}
+
 // observedRevision is the StatefulSet's update revision once its
 // controller has seen the latest spec: the release's revision, right
 // after it was applied.
 func observedRevision(ctx context.Context, o RollOptions) (string, error) {
-	for {
-		sts, err := o.Client.Typed.AppsV1().StatefulSets(o.Namespace).Get(ctx, o.Release.Service, metav1.GetOptions{})
-		if err != nil {
-			return "", err
-		}
-		if sts.Status.ObservedGeneration >= sts.Generation && sts.Status.UpdateRevision != "" {
-			return sts.Status.UpdateRevision, nil
-		}
-		select {
-		case <-ctx.Done():
-			return "", ctx.Err()
-		case <-time.After(o.Poll):
-		}
+	sts, err := observed(ctx, o)
+	if err != nil {
+		return "", err
 	}
+	return sts.Status.UpdateRevision, nil
 }
 
 // waitPartition waits until every pod at or above the partition runs the
