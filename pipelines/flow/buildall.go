@@ -246,6 +246,9 @@ func BuildAll(ctx context.Context, o BuildAllOptions) (*build.Manifest, error) {
 		return nil, gateErr
 	}
 	m.Stages = append(m.Stages, stageTime("scan", scanned.Took))
+	if rel, err := filepath.Rel(o.Root, o.imagesDir()); err == nil && !strings.HasPrefix(rel, "..") {
+		scanned.SpecDir = filepath.ToSlash(rel)
+	}
 	reports, err := scan.WriteReports(o.Out, scanned)
 	if err != nil {
 		return nil, err

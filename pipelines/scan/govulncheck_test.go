@@ -216,4 +216,25 @@ func TestGoVulnDBSourceGatesOnReachability(t *testing.T) {
 	if nc, _ := props["notCovered"].(map[string][]string); props["source"] != SourceGoVulnDB || len(nc["calls linux/amd64"]) != 1 || log.Runs[0].Tool.Driver.Name != "govulncheck" {
 		t.Errorf("SARIF run: %s %v", log.Runs[0].Tool.Driver.Name, props)
 	}
+	// Each finding is located at its image's spec, in the set's directory.
+	locations := func(r *Result) []string {
+		log, err := SARIF(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, result := range log.Runs[0].Results {
+			for _, l := range result.Locations {
+				out = append(out, *l.PhysicalLocation.ArtifactLocation.URI)
+			}
+		}
+		return out
+	}
+	if got := locations(res); len(got) == 0 || got[0] != "images/calls.yaml" {
+		t.Errorf("SARIF locations %v, want images/calls.yaml", got)
+	}
+	res.SpecDir = "images/platform"
+	if got := locations(res); len(got) == 0 || got[0] != "images/platform/calls.yaml" {
+		t.Errorf("SARIF locations of another spec set %v, want images/platform/calls.yaml", got)
+	}
 }

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"path"
 	"path/filepath"
 	"strings"
 	"time"
@@ -94,6 +95,10 @@ func SARIF(res *Result) (*sarif.Report, error) {
 	// Which source judged the build, its data's date, and what it left out.
 	props := sarif.Properties{"source": res.Source, "sourceVersion": res.SourceVersion, "sourceDate": res.SourceDate.UTC().Format(time.RFC3339), "gate": res.Gate}
 	notCovered := map[string][]string{}
+	specDir := res.SpecDir
+	if specDir == "" {
+		specDir = "images"
+	}
 	for _, im := range res.Images {
 		if len(im.NotCovered) > 0 {
 			notCovered[im.Service+" "+im.Platform] = im.NotCovered
@@ -138,7 +143,7 @@ func SARIF(res *Result) (*sarif.Report, error) {
 			}
 			result.
 				AddLocation(sarif.NewLocationWithPhysicalLocation(sarif.NewPhysicalLocation().
-					WithArtifactLocation(sarif.NewSimpleArtifactLocation("images/" + im.Service + ".yaml"))))
+					WithArtifactLocation(sarif.NewSimpleArtifactLocation(path.Join(specDir, im.Service+".yaml")))))
 		}
 	}
 	log.AddRun(run)

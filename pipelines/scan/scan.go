@@ -121,8 +121,11 @@ type Result struct {
 	SourceVersion string    `json:"sourceVersion,omitempty"`
 	SourceDate    time.Time `json:"sourceDate"`
 	Images        []*Image  `json:"images"`
-	Started       time.Time
-	Took          time.Duration
+	// SpecDir is where the images' specs are, relative to the repository
+	// ("" = images): SARIF locates each finding at its image's spec.
+	SpecDir string `json:"-"`
+	Started time.Time
+	Took    time.Duration
 	// Reused counts the images whose findings came from the cache (they
 	// were judged again all the same).
 	Reused int `json:"-"`
