@@ -1,6 +1,7 @@
 package canary
 
 import (
+	"fmt"
 	"math"
 	"path/filepath"
 	"strings"
@@ -9,6 +10,9 @@ import (
 
 	"github.com/darktower/delivery/pipelines/deploy"
 	"github.com/darktower/delivery/pipelines/validate"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 )
 
@@ -145,5 +149,51 @@ func TestAnalysisRefusesWhatItCannotRun(t *testing.T) {
 		if _, _, err := parseAnalysis(canary(c.analysis)); err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%v: %v, want an error with %q", c.analysis, err, c.want)
 		}
+	}
+}
+
+// A partition step is done when every pod at or above it runs the update
+// revision and all pods serve; a pod being deleted does not serve.
+func TestPartitionDone(t *testing.T) {
+	sts := &appsv1.StatefulSet{ObjectMeta: metav1.ObjectMeta{Name: "ac-service"},
+		Status: appsv1.StatefulSetStatus{CurrentRevision: "old", UpdateRevision: "new"}}
+	pod := func(ord int, rev string, ready, deleting bool) corev1.Pod {
+		p := corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("ac-service-%d", ord), Labels: map[string]string{appsv1.ControllerRevisionHashLabelKey: rev}}}
+		status := corev1.ConditionFalse
+		if ready {
+			status = corev1.ConditionTrue
+		}
+		p.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodReady, Status: status}}
+		if deleting {
+			now := metav1.Now()
+			p.DeletionTimestamp = &now
+		}
+		return p
+	}
+	for _, c := range []struct {
+		name             string
+		pods             []corev1.Pod
+		partition        int32
+		done, newServing bool
+	}{
+		{"release pod not yet created", []corev1.Pod{pod(0, "old", true, false)}, 1, false, false},
+		{"release pod starting", []corev1.Pod{pod(0, "old", true, false), pod(1, "new", false, false)}, 1, false, false},
+		{"release pod serving", []corev1.Pod{pod(0, "old", true, false), pod(1, "new", true, false)}, 1, true, true},
+		{"old pod still above the partition", []corev1.Pod{pod(0, "old", true, false), pod(1, "old", true, false)}, 1, false, false},
+		{"release pod being deleted", []corev1.Pod{pod(0, "old", true, false), pod(1, "new", true, true)}, 1, false, false},
+		{"promotion half way", []corev1.Pod{pod(0, "old", true, false), pod(1, "new", true, false)}, 0, false, true},
+		{"promoted", []corev1.Pod{pod(0, "new", true, false), pod(1, "new", true, false)}, 0, true, true},
+		{"a pod not of the set", []corev1.Pod{pod(0, "old", true, false), pod(1, "new", true, false), {ObjectMeta: metav1.ObjectMeta{Name: "ac-service-x"}}}, 1, true, true},
+	} {
+		done, serving := partitionDone(sts, c.pods, c.partition, 2)
+		if done != c.done || serving != c.newServing {
+			t.Errorf("%s: done %v, release serving %v; want %v, %v", c.name, done, serving, c.done, c.newServing)
+		}
+	}
+	// Once every pod runs one revision (after promotion or a rollback)
+	// none is "the release serving": the regression's clock stops.
+	sts.Status.UpdateRevision = "old"
+	if _, serving := partitionDone(sts, []corev1.Pod{pod(0, "old", true, false), pod(1, "old", true, false)}, 1, 2); serving {
+		t.Error("one revision everywhere, yet a release pod is counted as serving")
 	}
 }
