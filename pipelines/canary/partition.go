@@ -212,6 +212,11 @@ func RollStatefulSet(ctx context.Context, o RollOptions) (*RollResult, error) {
 		}
 		step.Ready = ready
 		say("partition %d: %d of %d pods at the release, ready", p, n-p, n)
+		// The release's pods are those at or above the partition, up to
+		// the replicas now (the autoscaler may have added some).
+		if cur, err := o.Client.Typed.AppsV1().StatefulSets(ns).Get(ctx, name, metav1.GetOptions{}); err == nil && cur.Spec.Replicas != nil && *cur.Spec.Replicas > n {
+			n = *cur.Spec.Replicas
+		}
 		pods := Pods{Canary: statefulPods(name, p, n), Baseline: statefulPods(name, 0, p)}
 		for passed := false; !passed; {
 			select {
@@ -389,6 +394,10 @@ func waitPartition(ctx context.Context, o RollOptions, partition, n int32, deadl
 		pods, err := o.Client.Typed.CoreV1().Pods(o.Namespace).List(ctx, metav1.ListOptions{LabelSelector: metav1.FormatLabelSelector(sts.Spec.Selector)})
 		if err != nil {
 			return time.Time{}, err
+		}
+		if sts.Spec.Replicas != nil {
+			// The autoscaler may have scaled it since the rollout began.
+			n = *sts.Spec.Replicas
 		}
 		if sts.Status.ObservedGeneration >= sts.Generation {
 			done, anyUpdatedServing := partitionDone(sts, pods.Items, partition, n)
