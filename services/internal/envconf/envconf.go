@@ -92,6 +92,12 @@ func (l *Loader) String(name, def string) string {
 	return def
 }
 
+// List returns the variable (def when unset) split at commas and spaces,
+// empty items dropped: "a, b c" is [a b c].
+func (l *Loader) List(name, def string) []string {
+	return strings.FieldsFunc(l.String(name, def), func(r rune) bool { return r == ',' || r == ' ' })
+}
+
 // RequiredString returns the variable or records that it is missing.
 func (l *Loader) RequiredString(name, expect string) string {
 	v, ok := l.raw(name)

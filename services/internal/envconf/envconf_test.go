@@ -83,6 +83,12 @@ func TestValidValuesParse(t *testing.T) {
 	if x := l.Float("X", 0, 0, 10); x != 2.5 {
 		t.Errorf("float = %g", x)
 	}
+	if got := FromMap(map[string]string{"L": " a, b c,,"}).List("L", "x"); strings.Join(got, "|") != "a|b|c" {
+		t.Errorf("list = %q", got)
+	}
+	if got := l.List("UNSET", "x,y"); strings.Join(got, "|") != "x|y" {
+		t.Errorf("list default = %q", got)
+	}
 	if l.String("UNSET", "def") != "def" || l.Duration("UNSET", time.Second, 0, time.Hour) != time.Second {
 		t.Error("defaults not applied")
 	}

@@ -70,7 +70,7 @@ func LoadConfig(l *envconf.Loader) Config {
 	c.NoAuth = l.Bool("FLAGS_INSECURE_NO_AUTH", false)
 	c.Issuer = l.String("FLAGS_AC_ISSUER", "https://ac-service")
 	c.Audience = l.String("FLAGS_AUDIENCE", flags.DefaultAudience)
-	c.Subscribers = strings.FieldsFunc(l.String("FLAGS_SUBSCRIBERS", DefaultSubscribers), func(r rune) bool { return r == ',' || r == ' ' })
+	c.Subscribers = l.List("FLAGS_SUBSCRIBERS", DefaultSubscribers)
 	if !c.NoAuth {
 		c.JWKSURL = l.HTTPSURL("FLAGS_AC_JWKS_URL", "AC's JWKS, to verify subscribers' tokens, e.g. https://ac-service/.well-known/jwks.json (FLAGS_INSECURE_NO_AUTH=true serves anyone: local benchmarks only)")
 		if len(c.Subscribers) == 0 {

@@ -75,7 +75,7 @@ func LoadConfig(l *envconf.Loader) Config {
 		HeartbeatInterval: l.Duration("MC_HEARTBEAT_INTERVAL", 10*time.Second, 100*time.Millisecond, 10*time.Minute),
 		MHTTL:             l.Duration("MC_MH_TTL", 30*time.Second, time.Second, time.Hour),
 		TicketTTL:         l.Duration("MC_TICKET_TTL", time.Minute, 5*time.Second, 10*time.Minute),
-		TicketClients:     strings.FieldsFunc(l.String("MC_TICKET_CLIENTS", ""), func(r rune) bool { return r == ',' || r == ' ' }),
+		TicketClients:     l.List("MC_TICKET_CLIENTS", ""),
 		MHWarmup:          l.Duration("MC_MH_WARMUP", 30*time.Second, 0, 10*time.Minute),
 		Flags:             flags.LoadConfig(l),
 	}
