@@ -159,10 +159,7 @@ func runCanaryRoll(fs *pflag.FlagSet) action {
 	return func(ctx context.Context, stdout, _ io.Writer) error {
 		name := *release
 		if name == "" && *image != "" {
-			name = *image
-			if i := strings.LastIndexAny(name, "@:"); i >= 0 {
-				name = name[i+1:]
-			}
+			name = releaseName(*image)
 		}
 		client, err := cf.client("canary roll")
 		if err != nil {
@@ -183,4 +180,16 @@ func runCanaryRoll(fs *pflag.FlagSet) action {
 		fmt.Fprintf(stdout, "canary %s: promoted (%s)\n", *service, res.Summary())
 		return nil
 	}
+}
+
+// releaseName names a release after its image reference: the digest, else
+// the tag (a registry's port is neither), else the whole reference.
+func releaseName(ref string) string {
+	if _, digest, ok := strings.Cut(ref, "@"); ok {
+		return digest
+	}
+	if i := strings.LastIndex(ref, ":"); i > strings.LastIndex(ref, "/") {
+		return ref[i+1:]
+	}
+	return ref
 }

@@ -81,6 +81,19 @@ func TestCLIDispatch(t *testing.T) {
 	}
 }
 
+func TestCanaryRollReleaseName(t *testing.T) {
+	for ref, want := range map[string]string{
+		"localhost:5001/darktower/ac-service@sha256:abc": "sha256:abc",
+		"registry.example:5000/ac-service:v1.2.3":        "v1.2.3",
+		"registry.example:5000/ac-service":               "registry.example:5000/ac-service",
+		"ac-service:v1":                                  "v1",
+	} {
+		if got := releaseName(ref); got != want {
+			t.Errorf("releaseName(%q) = %q, want %q", ref, got, want)
+		}
+	}
+}
+
 // TestREADMEAirGappedBuildAll runs the README's air-gapped main job through
 // the CLI, on this repository (one platform, to keep it quick): with a
 // prepared vulnerability DB it builds, writes SBOMs and passes the gate;

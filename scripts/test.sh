@@ -51,7 +51,10 @@ done
 
 log=$(mktemp)
 cluster_log=$(mktemp)
-trap 'rm -f "$log" "$cluster_log"' EXIT
+cluster_pid=
+# An interrupted run stops the cluster lane too (its tests then delete
+# their clusters as they end).
+trap '[[ -n $cluster_pid ]] && kill "$cluster_pid" 2>/dev/null; rm -f "$log" "$cluster_log"' EXIT
 status=0
 
 # Two lanes at once. The real-cluster proofs (one kind cluster at a time:
@@ -82,6 +85,11 @@ other_lane() {
     if [[ $m == . ]]; then
       # -race on the packages; services/e2e builds and runs the real binaries.
       mapfile -t pkgs < <(go list ./... | grep -vE '/pipelines/(kindcluster|preview|canary|chaos)$')
+      if ((${#pkgs[@]} < 10)); then
+        echo "--- FAIL: listing the root module's packages gave ${#pkgs[@]}" | tee -a "$log"
+        status=1
+        continue
+      fi
     fi
     (cd "$m" && go test -race -count=1 -timeout 40m -v "${pkgs[@]}" 2>&1) | tee -a "$log" || status=1
     echo "($m: $((SECONDS - start)) s)"

@@ -81,7 +81,8 @@ func ReadAnalysis(ctx context.Context, client *cluster.Client, namespace, name s
 // parseAnalysis reads spec.analysis; refs are the metrics' templateRefs
 // ("namespace/name", namespace empty for the Canary's own).
 func parseAnalysis(c *unstructured.Unstructured) (*Analysis, []string, error) {
-	a := &Analysis{From: c.GetNamespace() + "/" + c.GetName(), Threshold: 5, Deadline: 600 * time.Second}
+	// Flagger's defaults: threshold 1, progressDeadlineSeconds 600.
+	a := &Analysis{From: c.GetNamespace() + "/" + c.GetName(), Threshold: 1, Deadline: 600 * time.Second}
 	bad := func(field string, err error) error {
 		return fmt.Errorf("Canary %s: spec.%s: %v", a.From, field, err)
 	}
@@ -160,6 +161,13 @@ func parseAnalysis(c *unstructured.Unstructured) (*Analysis, []string, error) {
 		if h.Type == "" {
 			h.Type = "rollout" // Flagger's default
 		}
+		switch h.Type {
+		case "pre-rollout", "rollout", "post-rollout":
+		default:
+			// A confirmation or rollback hook the pipeline skipped would be
+			// a gate bypassed without a word.
+			return nil, nil, bad("analysis.webhooks["+w.Name+"].type", fmt.Errorf("%q: the pipeline runs pre-rollout, rollout and post-rollout hooks only", h.Type))
+		}
 		// Flagger takes a timeout shorter than two characters as unset.
 		if len(w.Timeout) > 1 {
 			if h.Timeout, err = time.ParseDuration(w.Timeout); err != nil {
@@ -197,7 +205,9 @@ type Pods struct{ Canary, Baseline string }
 
 // Render is the metric's query for target's pods: the template rendered
 // as Flagger renders it (its functions namespace, name, target, service,
-// interval), then its selectors of the canary's and the primary's pods
+// interval; a StatefulSet has no Canary or Service of Flagger's, so name,
+// target and service are all its name; a template using any other, such
+// as variables, is refused), then its selectors of the canary's and the primary's pods
 // (pod=~"<target>-…" and pod=~"<target>-primary-…") swapped for pods'.
 // A query that selects the canary some other way is refused: run as is,
 // it would judge pods that are not the release's.
@@ -222,6 +232,26 @@ func (m Metric) Render(namespace, target string, pods Pods) (string, error) {
 	return strings.ReplaceAll(q, canary, fmt.Sprintf(`pod=~%q`, pods.Canary)), nil
 }
 
+// Validate renders every metric for target and reads every address, so
+// that a template the pipeline cannot run is refused before anything is
+// released, not at the first check with a release pod serving.
+func (a *Analysis) Validate(namespace, target string, pods Pods) error {
+	for _, m := range a.Metrics {
+		if _, err := m.Render(namespace, target, pods); err != nil {
+			return err
+		}
+		if _, _, _, err := serviceOf(m.Address, namespace); err != nil {
+			return fmt.Errorf("MetricTemplate %s: %w", m.Template, err)
+		}
+	}
+	for _, h := range a.Webhooks {
+		if _, _, _, err := serviceOf(h.URL, namespace); err != nil {
+			return fmt.Errorf("webhook %s: %w", h.Name, err)
+		}
+	}
+	return nil
+}
+
 // CheckResult is one metric's reading at one check.
 type CheckResult struct {
 	Metric string
@@ -234,6 +264,9 @@ func (r CheckResult) String() string { return r.Metric + " " + r.Why }
 
 // judge holds a reading to the metric's range as Flagger does: no series
 // or NaN is a failed check (never a pass), a value outside min/max fails.
+// Stricter than Flagger, which takes the last of several series: more
+// than one fails (a query that does not sum to one number is not judging
+// what its name says).
 func (m Metric) judge(samples []deploy.Sample) CheckResult {
 	r := CheckResult{Metric: m.Name, Value: math.NaN()}
 	switch {
@@ -329,4 +362,13 @@ func (a *Analysis) CallWebhooks(ctx context.Context, client *cluster.Client, hoo
 		}
 	}
 	return nil
+}
+
+// postRollout calls the post-rollout hooks once the rollout ended, as
+// Flagger does after promotion or rollback: a failure is reported, not
+// acted on (there is nothing left to gate).
+func (a *Analysis) postRollout(ctx context.Context, client *cluster.Client, namespace, target, phase string, say func(string, ...any)) {
+	if err := a.CallWebhooks(ctx, client, "post-rollout", namespace, target, phase); err != nil {
+		say("post-rollout: %v", err)
+	}
 }

@@ -100,6 +100,18 @@ func TestAnalysisOfACanaryForAStatefulSet(t *testing.T) {
 	if _, err := other.Render("preview", "ac-service", pods); err == nil || !strings.Contains(err.Error(), "does not select the canary's pods") {
 		t.Errorf("a query with no canary pod selector: %v", err)
 	}
+	// Validate refuses, before anything is released, what Check could not
+	// run: a template function the pipeline has no value for, an address
+	// that is not a Service.
+	withVars := *a
+	withVars.Metrics = append([]Metric{{Name: "v", Template: "preview/v", Interval: "20s", Address: "http://prometheus.monitoring:9090",
+		Query: `sum(rate(x{pod=~"{{ target }}-[a-z0-9]+-[a-z0-9]+", le="{{ variables.le }}"}[{{ interval }}]))`}}, a.Metrics...)
+	if err := withVars.Validate("preview", "ac-service", pods); err == nil || !strings.Contains(err.Error(), "variables") {
+		t.Errorf("a template using variables: %v", err)
+	}
+	if err := a.Validate("preview", "ac-service", pods); err != nil {
+		t.Errorf("global-controller's analysis for ac-service: %v", err)
+	}
 }
 
 // The judgement is Flagger's: no series and NaN fail, a value past a
@@ -145,6 +157,8 @@ func TestAnalysisRefusesWhatItCannotRun(t *testing.T) {
 		{map[string]any{"interval": "10s"}, "an analysis without a metric judges nothing"},
 		{map[string]any{"interval": "10s", "metrics": []any{map[string]any{"name": "request-success-rate", "thresholdRange": map[string]any{"min": 99}}}}, "no templateRef"},
 		{map[string]any{"interval": "10s", "metrics": []any{map[string]any{"name": "m", "templateRef": map[string]any{"name": "t"}}}}, "could not fail"},
+		{map[string]any{"interval": "10s", "metrics": []any{map[string]any{"name": "m", "templateRef": map[string]any{"name": "t"}, "thresholdRange": map[string]any{"max": 1}}},
+			"webhooks": []any{map[string]any{"name": "approve", "type": "confirm-promotion", "url": "http://gate.ns:8080/"}}}, `"confirm-promotion": the pipeline runs pre-rollout, rollout and post-rollout hooks only`},
 	} {
 		if _, _, err := parseAnalysis(canary(c.analysis)); err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%v: %v, want an error with %q", c.analysis, err, c.want)

@@ -157,6 +157,24 @@ func RollStatefulSet(ctx context.Context, o RollOptions) (*RollResult, error) {
 		return nil, fmt.Errorf("rolling %s: a rollout is under way (revision %s on %d of %d pods); let it finish, roll it back, or roll it on without a new release",
 			name, sts.Status.UpdateRevision, sts.Status.UpdatedReplicas, n)
 	}
+	// The first step: the highest ordinal; or, rolling on a release some
+	// pods already run (an interrupted roll), from the lowest of them, so
+	// that the baseline holds none of the release's pods.
+	start := n - 1
+	if held {
+		low, err := lowestOrdinalAt(ctx, o, sts, sts.Status.UpdateRevision)
+		if err != nil {
+			return nil, fmt.Errorf("rolling %s: %w", name, err)
+		}
+		if low == 0 {
+			return nil, fmt.Errorf("rolling %s: pod %s-0 already runs the release %s, so no pod is left to judge it against: promote it (partition 0) or put the previous template back",
+				name, name, sts.Status.UpdateRevision)
+		}
+		start = min(start, low)
+	}
+	if err := a.Validate(ns, name, Pods{Canary: statefulPods(name, start, n), Baseline: statefulPods(name, 0, start)}); err != nil {
+		return nil, fmt.Errorf("rolling %s with the analysis of Canary %s: %w", name, a.From, err)
+	}
 	previous := sts.Spec.Template.DeepCopy()
 	if held {
 		// Applied already (GitOps, with the partition at or above the
@@ -171,31 +189,69 @@ func RollStatefulSet(ctx context.Context, o RollOptions) (*RollResult, error) {
 	patch := map[string]any{"spec": map[string]any{}}
 	if held {
 		say("rolling on the held release (revision %s over %s), partition %d of %d replicas; analysis of Canary %s: a check every %s, rollback at %d failed",
-			sts.Status.UpdateRevision, sts.Status.CurrentRevision, n-1, n, a.From, a.Interval, a.Threshold)
+			sts.Status.UpdateRevision, sts.Status.CurrentRevision, start, n, a.From, a.Interval, a.Threshold)
 	} else {
 		say("releasing %s (%s), partition %d of %d replicas; analysis of Canary %s: a check every %s, rollback at %d failed",
-			o.Release.Name, envString(o.Release.Env), n-1, n, a.From, a.Interval, a.Threshold)
+			o.Release.Name, envString(o.Release.Env), start, n, a.From, a.Interval, a.Threshold)
 		patch = releasePatch(o.Release)
 	}
-	patch["spec"].(map[string]any)["updateStrategy"] = map[string]any{"type": "RollingUpdate", "rollingUpdate": map[string]any{"partition": n - 1}}
+	patch["spec"].(map[string]any)["updateStrategy"] = map[string]any{"type": "RollingUpdate", "rollingUpdate": map[string]any{"partition": start}}
 	if err := patchStatefulSet(ctx, o.Client, ns, name, patch); err != nil {
 		return nil, err
 	}
-	if res.revision, err = observedRevision(ctx, o); err != nil {
-		return nil, err
+	// From here the release may serve: a failure to follow it (an API
+	// error, a cancelled run: Ctrl-C, a CI job's SIGTERM) puts the previous
+	// template back rather than leave it half-rolled.
+	partition := start
+	err = roll(ctx, o, res, previous, &partition, say)
+	if err == nil {
+		return res, nil
 	}
-	if err := a.CallWebhooks(ctx, o.Client, "pre-rollout", ns, name, PhaseProgressing); err != nil {
-		// As Flagger: a failed pre-rollout hook is a failed check.
-		say("pre-rollout: %v", err)
-		return res, rollBack(ctx, o, res, previous, n-1, "pre-rollout webhook failed: "+err.Error(), say)
+	if res.Reason != "" {
+		return nil, err // the rollback itself failed
+	}
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), a.Deadline)
+	defer cancel()
+	if rerr := rollBack(rctx, o, res, previous, partition, "interrupted: "+err.Error(), say); rerr != nil {
+		return nil, fmt.Errorf("%w; and putting the previous template back failed: %v", err, rerr)
+	}
+	return nil, fmt.Errorf("%w (the previous template was put back)", err)
+}
+
+// roll runs the steps from *partition down (keeping *partition where the
+// rollout is), then promotes, or rolls back at the threshold.
+func roll(ctx context.Context, o RollOptions, res *RollResult, previous *corev1.PodTemplateSpec, partition *int32, say func(string, ...any)) error {
+	name, ns, a, n := o.Release.Service, o.Namespace, o.Analysis, res.Replicas
+	var err error
+	if res.revision, err = observedRevision(ctx, o); err != nil {
+		return err
 	}
 	failed := 0
-	for p := n - 1; p >= 1; p-- {
-		if p < n-1 {
+	// As Flagger: the pre-rollout hooks run until they pass, each failure
+	// a failed check.
+	for {
+		err := a.CallWebhooks(ctx, o.Client, "pre-rollout", ns, name, PhaseProgressing)
+		if err == nil {
+			break
+		}
+		failed++
+		say("pre-rollout check failed (%d of %d): %v", failed, a.Threshold, err)
+		if failed >= a.Threshold {
+			return rollBack(ctx, o, res, previous, *partition, "pre-rollout webhook failed: "+err.Error(), say)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(a.Interval):
+		}
+	}
+	for p := *partition; p >= 1; p-- {
+		if p < *partition {
 			if err := patchStatefulSet(ctx, o.Client, ns, name, map[string]any{"spec": map[string]any{
 				"updateStrategy": map[string]any{"rollingUpdate": map[string]any{"partition": p}}}}); err != nil {
-				return nil, err
+				return err
 			}
+			*partition = p
 		}
 		step := RollStep{Partition: p, Updated: n - p}
 		ready, err := waitPartition(ctx, o, p, n, a.Deadline, func(t time.Time) {
@@ -204,24 +260,25 @@ func RollStatefulSet(ctx context.Context, o RollOptions) (*RollResult, error) {
 			}
 		})
 		if err != nil {
-			return nil, err
+			return err
 		}
 		if ready.IsZero() {
 			res.Steps = append(res.Steps, step)
-			return res, rollBack(ctx, o, res, previous, p, fmt.Sprintf("the release's pods were not ready within %s (progressDeadlineSeconds)", a.Deadline), say)
+			return rollBack(ctx, o, res, previous, p, fmt.Sprintf("the release's pods were not ready within %s (progressDeadlineSeconds)", a.Deadline), say)
 		}
 		step.Ready = ready
-		say("partition %d: %d of %d pods at the release, ready", p, n-p, n)
 		// The release's pods are those at or above the partition, up to
 		// the replicas now (the autoscaler may have added some).
 		if cur, err := o.Client.Typed.AppsV1().StatefulSets(ns).Get(ctx, name, metav1.GetOptions{}); err == nil && cur.Spec.Replicas != nil && *cur.Spec.Replicas > n {
 			n = *cur.Spec.Replicas
 		}
+		step.Updated = n - p
+		say("partition %d: %d of %d pods at the release, ready", p, n-p, n)
 		pods := Pods{Canary: statefulPods(name, p, n), Baseline: statefulPods(name, 0, p)}
 		for passed := false; !passed; {
 			select {
 			case <-ctx.Done():
-				return nil, ctx.Err()
+				return ctx.Err()
 			case <-time.After(a.Interval):
 			}
 			var why string
@@ -231,7 +288,7 @@ func RollStatefulSet(ctx context.Context, o RollOptions) (*RollResult, error) {
 			} else {
 				results, err := a.Check(ctx, o.Client, ns, name, pods)
 				if err != nil {
-					return nil, err
+					return err
 				}
 				var line []string
 				passed = true
@@ -251,7 +308,7 @@ func RollStatefulSet(ctx context.Context, o RollOptions) (*RollResult, error) {
 			say("partition %d check failed (%d of %d): %s", p, failed, a.Threshold, why)
 			if failed >= a.Threshold {
 				res.Steps = append(res.Steps, step)
-				return res, rollBack(ctx, o, res, previous, p, why, say)
+				return rollBack(ctx, o, res, previous, p, why, say)
 			}
 		}
 		res.Steps = append(res.Steps, step)
@@ -259,20 +316,22 @@ func RollStatefulSet(ctx context.Context, o RollOptions) (*RollResult, error) {
 	// Promotion: every pod to the release.
 	if err := patchStatefulSet(ctx, o.Client, ns, name, map[string]any{"spec": map[string]any{
 		"updateStrategy": map[string]any{"rollingUpdate": map[string]any{"partition": 0}}}}); err != nil {
-		return nil, err
+		return err
 	}
+	*partition = 0
 	ready, err := waitPartition(ctx, o, 0, n, a.Deadline, nil)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	if ready.IsZero() {
-		return res, rollBack(ctx, o, res, previous, 0, fmt.Sprintf("promotion: the release's pods were not all ready within %s", a.Deadline), say)
+		return rollBack(ctx, o, res, previous, 0, fmt.Sprintf("promotion: the release's pods were not all ready within %s", a.Deadline), say)
 	}
 	res.Steps = append(res.Steps, RollStep{Partition: 0, Updated: n, Ready: ready})
 	res.Promoted, res.Done = true, time.Now()
 	res.ServedFirst, res.ServedLast = servedFrom(ctx, o, res)
+	a.postRollout(ctx, o.Client, ns, name, PhaseSucceeded, say)
 	say("promoted: %s", res.Summary())
-	return res, nil
+	return nil
 }
 
 // rollBack puts the previous pod template back (the controller replaces
@@ -291,7 +350,14 @@ func rollBack(ctx context.Context, o RollOptions, res *RollResult, previous *cor
 		return fmt.Errorf("rolling %s back: %w", o.Release.Service, err)
 	}
 	if !res.FirstTraffic.IsZero() {
+		end := time.Now().Add(o.Analysis.Deadline)
 		for res.TrafficBack.IsZero() {
+			if time.Now().After(end) {
+				// Something re-applies the release (a GitOps sync during
+				// the roll re-applies its template): say so, do not spin.
+				return fmt.Errorf("rolling %s back: the release's pods (revision %s) still serve %s after the previous template was put back; is something re-applying it?",
+					o.Release.Service, res.revision, o.Analysis.Deadline)
+			}
 			pods, err := o.Client.Typed.CoreV1().Pods(o.Namespace).List(ctx, metav1.ListOptions{LabelSelector: appsv1.ControllerRevisionHashLabelKey + "=" + res.revision})
 			if err != nil {
 				return err
@@ -320,8 +386,28 @@ func rollBack(ctx context.Context, o RollOptions, res *RollResult, previous *cor
 	}
 	res.Done = time.Now()
 	res.ServedFirst, res.ServedLast = servedFrom(ctx, o, res)
+	o.Analysis.postRollout(ctx, o.Client, o.Namespace, o.Release.Service, PhaseFailed, say)
 	say("rolled back: %s", res.Summary())
 	return nil
+}
+
+// lowestOrdinalAt is the lowest ordinal of the StatefulSet's pods at a
+// revision (its replicas when none is).
+func lowestOrdinalAt(ctx context.Context, o RollOptions, sts *appsv1.StatefulSet, revision string) (int32, error) {
+	pods, err := o.Client.Typed.CoreV1().Pods(o.Namespace).List(ctx, metav1.ListOptions{LabelSelector: appsv1.ControllerRevisionHashLabelKey + "=" + revision})
+	if err != nil {
+		return 0, err
+	}
+	low := int32(1 << 30)
+	if sts.Spec.Replicas != nil {
+		low = *sts.Spec.Replicas
+	}
+	for _, p := range pods.Items {
+		if ord, err := strconv.Atoi(strings.TrimPrefix(p.Name, sts.Name+"-")); err == nil && int32(ord) < low {
+			low = int32(ord)
+		}
+	}
+	return low, nil
 }
 
 // held: the release names no change, so it is the one the StatefulSet

@@ -133,7 +133,7 @@ func TestPreviewEngines(t *testing.T) {
 	prom := "http://prometheus." + deploy.MonitoringNamespace + ".svc:9090"
 	if len(ac.Probes) != 3 || ac.Probes[1].Type != "promProbe" || ac.Probes[1].Mode != EOT || ac.Probes[1].Endpoint != prom ||
 		!strings.Contains(ac.Probes[1].Query, "ac_signing_key_info") || ac.Probes[1].Comparator != "==" || ac.Probes[1].Value != "1" ||
-		ac.Probes[1].Run.InitialDelay < 20*time.Second {
+		ac.Probes[1].Run.InitialDelay < 30*time.Second {
 		t.Errorf("ac-service's kid probe %+v", ac.Probes)
 	}
 	mc, _ := byEngine(exps, "meeting-controller-pod-delete")

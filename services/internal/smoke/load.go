@@ -192,8 +192,24 @@ func (l *Load) fetchKeySets(ctx context.Context, log io.Writer) {
 	}
 	hc.Transport.(*http.Transport).DisableKeepAlives = true
 	u := strings.TrimSuffix(l.ACURL, "/") + "/.well-known/jwks.json"
+	// At most a second's worth in flight (each times out after 5 s): a
+	// slow ac-service is counted as failed fetches, not met with ever
+	// more connections.
+	inFlight := make(chan struct{}, l.KeySetRate)
+	var wg sync.WaitGroup
+	defer wg.Wait()
 	l.whileActive(ctx, time.Second/time.Duration(l.KeySetRate), func() {
-		go func() { l.count("ac-service", getKeySet(ctx, hc, u), log) }()
+		select {
+		case inFlight <- struct{}{}:
+		default:
+			l.count("ac-service", fmt.Errorf("GET %s: %d fetches still in flight", u, l.KeySetRate), log)
+			return
+		}
+		wg.Add(1)
+		go func() {
+			defer func() { <-inFlight; wg.Done() }()
+			l.count("ac-service", getKeySet(ctx, hc, u), log)
+		}()
 	})
 }
 
