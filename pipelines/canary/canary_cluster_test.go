@@ -229,6 +229,24 @@ func TestCanaryReleasesOnARealCluster(t *testing.T) {
 					t.Errorf("%s: holding %s: %v", acService, s.name, err)
 					return
 				}
+				// Held: once the controller has seen it, no pod took it.
+				var held bool
+				for end := time.Now().Add(30 * time.Second); time.Now().Before(end) && !held; time.Sleep(500 * time.Millisecond) {
+					sts, err := client.Typed.AppsV1().StatefulSets(ns).Get(ctx, acService, metav1.GetOptions{})
+					if err != nil {
+						t.Errorf("%s: %v", acService, err)
+						return
+					}
+					held = sts.Status.ObservedGeneration >= sts.Generation && sts.Status.UpdateRevision != sts.Status.CurrentRevision
+					if held && sts.Status.UpdatedReplicas != 0 {
+						t.Errorf("%s: the held release reached %d pod(s) before the pipeline rolled it", acService, sts.Status.UpdatedReplicas)
+						return
+					}
+				}
+				if !held {
+					t.Errorf("%s: the held release never became the StatefulSet's update revision", acService)
+					return
+				}
 				release = canary.Release{Service: acService, Routes: release.Routes}
 			}
 			r, err := canary.RollStatefulSet(ctx, canary.RollOptions{Client: client, Namespace: ns, Release: release, Analysis: a, Progress: log})
