@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/darktower/delivery/pipelines/cluster"
+	"github.com/darktower/delivery/pipelines/kindcluster"
 	"github.com/darktower/delivery/pipelines/upstream"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -222,10 +223,12 @@ func RollStatefulSet(ctx context.Context, o RollOptions) (*RollResult, error) {
 // rollout is), then promotes, or rolls back at the threshold.
 func roll(ctx context.Context, o RollOptions, res *RollResult, previous *corev1.PodTemplateSpec, partition *int32, say func(string, ...any)) error {
 	name, ns, a, n := o.Release.Service, o.Namespace, o.Analysis, res.Replicas
-	var err error
-	if res.revision, err = observedRevision(ctx, o); err != nil {
+	// The release's revision, once the controller has seen it.
+	sts, err := observed(ctx, o)
+	if err != nil {
 		return err
 	}
+	res.revision = sts.Status.UpdateRevision
 	failed := 0
 	// As Flagger: the pre-rollout hooks run until they pass, each failure
 	// a failed check.
@@ -453,17 +456,6 @@ func observed(ctx context.Context, o RollOptions) (*appsv1.StatefulSet, error) {
 	}
 }
 
-// observedRevision is the StatefulSet's update revision once its
-// controller has seen the latest spec: the release's revision, right
-// after it was applied.
-func observedRevision(ctx context.Context, o RollOptions) (string, error) {
-	sts, err := observed(ctx, o)
-	if err != nil {
-		return "", err
-	}
-	return sts.Status.UpdateRevision, nil
-}
-
 // waitPartition waits until every pod at or above the partition runs the
 // StatefulSet's update revision and all n are ready; it returns when (the
 // zero time if not within deadline). firstReady, if set, is told when a
@@ -532,15 +524,7 @@ func partitionDone(sts *appsv1.StatefulSet, pods []corev1.Pod, partition, n int3
 // servingPod: ready and not being deleted (a deleted pod leaves the
 // Service's ready endpoints at once).
 func servingPod(p corev1.Pod) bool {
-	if p.DeletionTimestamp != nil {
-		return false
-	}
-	for _, c := range p.Status.Conditions {
-		if c.Type == corev1.PodReady {
-			return c.Status == corev1.ConditionTrue
-		}
-	}
-	return false
+	return p.DeletionTimestamp == nil && kindcluster.Ready(&p)
 }
 
 func patchStatefulSet(ctx context.Context, client *cluster.Client, namespace, name string, patch map[string]any) error {
