@@ -197,6 +197,12 @@ func (r *testRelay) ticket(t *testing.T, sid, pid string) []byte {
 }
 
 func startRelay(t *testing.T, capacityBits float64, limits Limits) *testRelay {
+	return startRelayWith(t, capacityBits, RelayConfig{Limits: limits}, prometheus.NewRegistry())
+}
+
+// startRelayWith serves a relay with cfg (its ID, Idle and Keys filled in)
+// whose metrics go to reg.
+func startRelayWith(t *testing.T, capacityBits float64, cfg RelayConfig, reg prometheus.Registerer) *testRelay {
 	conn, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
 		t.Fatal(err)
@@ -207,8 +213,8 @@ func startRelay(t *testing.T, capacityBits float64, limits Limits) *testRelay {
 	}
 	ring := &KeyRing{}
 	ring.Add(key, time.Now())
-	r := NewRelay(conn, NewMeter(capacityBits, 5*time.Second),
-		RelayConfig{ID: testMH, Idle: time.Minute, Limits: limits, Keys: ring}, prometheus.NewRegistry())
+	cfg.ID, cfg.Idle, cfg.Keys = testMH, time.Minute, ring
+	r := NewRelay(conn, NewMeter(capacityBits, 5*time.Second), cfg, reg)
 	done := make(chan error, 1)
 	go func() { done <- r.Serve() }()
 	t.Cleanup(func() {

@@ -9,6 +9,7 @@ import (
 	"hash/maphash"
 	"net"
 	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -306,6 +307,7 @@ type Relay struct {
 	// thresholds: RelayConfig.Thresholds
 	thresholds func() Thresholds
 	metrics    *relayMetrics
+	fault      mediaFault // RelayConfig.fault; its drop accumulator is the Serve goroutine's
 	cookie     [32]byte
 	seed       maphash.Seed
 
@@ -337,6 +339,8 @@ type RelayConfig struct {
 	// Thresholds, when set, are the bandwidth thresholds in force (read
 	// at each join: a flag change applies at once); nil: the ADR's.
 	Thresholds func() Thresholds
+	// fault degrades forwarding in a canaryfault test build (fault_on.go).
+	fault mediaFault
 }
 
 func (r *Relay) currentThresholds() Thresholds {
@@ -349,7 +353,7 @@ func (r *Relay) currentThresholds() Thresholds {
 // NewRelay serves on conn.
 func NewRelay(conn *net.UDPConn, meter *Meter, cfg RelayConfig, reg prometheus.Registerer) *Relay {
 	r := &Relay{conn: conn, meter: meter, idle: cfg.Idle, id: cfg.ID, limits: cfg.Limits, keys: cfg.Keys, newSess: cfg.AdmitNewSessions, thresholds: cfg.Thresholds,
-		metrics: newRelayMetrics(reg), seed: maphash.MakeSeed(),
+		metrics: newRelayMetrics(reg), fault: cfg.fault, seed: maphash.MakeSeed(),
 		rate:     newRateTable(cfg.Limits.SourceRatePPS, 2*cfg.Limits.SourceRatePPS),
 		joinRate: newRateTable(cfg.Limits.JoinRatePerSource, max(5, 5*cfg.Limits.JoinRatePerSource)),
 		sessions: map[string]*session{}, perSource: map[netip.Addr]int{}}
@@ -427,14 +431,30 @@ func (r *Relay) media(d []byte, from netip.AddrPort, received time.Time, peers [
 			peers = append(peers, m.addr)
 		}
 	}
-	for _, a := range peers {
-		if _, err := r.conn.WriteToUDPAddrPort(d, a); err == nil {
-			r.meter.Add(received, len(d))
+	// A canaryfault build may drop or delay the datagram (fault_on.go);
+	// either way it is counted as forwarded.
+	drop := r.fault.drop()
+	if wait := r.fault.wait(); wait > 0 {
+		d, to := slices.Clone(d), slices.Clone(peers)
+		time.AfterFunc(wait, func() { r.forward(d, to, received, drop) })
+		return peers
+	}
+	r.forward(d, peers, received, drop)
+	return peers
+}
+
+// forward sends d to peers (unless dropped) and counts it as forwarded.
+func (r *Relay) forward(d []byte, peers []netip.AddrPort, received time.Time, drop bool) {
+	if !drop {
+		for _, a := range peers {
+			if _, err := r.conn.WriteToUDPAddrPort(d, a); err == nil {
+				r.meter.Add(received, len(d))
+			}
 		}
 	}
-	r.metrics.datagrams.WithLabelValues(resForwarded).Inc()
+	// Observed before counted: a count of n means n observations.
 	r.metrics.latency.Observe(time.Since(received).Seconds())
-	return peers
+	r.metrics.datagrams.WithLabelValues(resForwarded).Inc()
 }
 
 func (r *Relay) cookieFor(from netip.AddrPort, ticketMAC []byte, epoch int64) []byte {

@@ -43,6 +43,9 @@ type Config struct {
 	IdleTimeout        time.Duration  // MH_PARTICIPANT_IDLE_TIMEOUT
 	Limits             Limits         // MH_MAX_* and MH_*_RATE_PPS
 	Flags              flags.Config   // FLAGS_URL, FLAGS_CACHE_FILE, FLAGS_AUDIENCE
+	// fault degrades the media path in a canaryfault test build
+	// (DT_FAULT_MEDIA_*, fault_on.go); nothing in a real build.
+	fault mediaFault
 }
 
 // LoadConfig reads media-handler's variables.
@@ -69,6 +72,7 @@ func LoadConfig(l *envconf.Loader) Config {
 		},
 	}
 	c.Flags = flags.LoadConfig(l)
+	c.fault = loadMediaFault(l)
 	c.AdvertiseMediaAddr = l.String("MH_ADVERTISE_MEDIA_ADDR", c.MediaAddr)
 	if h, _, err := net.SplitHostPort(c.AdvertiseMediaAddr); err != nil || h == "" {
 		// ":443" is fine to bind but not to hand to a client.
@@ -141,6 +145,7 @@ func NewService(kit *opskit.Kit, cfg Config) *Service {
 			Help: "0 normal, 1 warning (≥ mh.bandwidth.warning_ratio of capacity, 70% by default), 2 critical (≥ mh.admission.hard_limit_ratio, 80% by default: new participants rejected).",
 		}, func() float64 { return float64(s.thresholds().State(s.meter.Utilization(time.Now()))) }),
 	)
+	s.cfg.fault.announce(kit.Logger)
 	return s
 }
 
@@ -238,7 +243,8 @@ func (s *Service) bindAndRelay(ctx context.Context, relayErr chan<- error) {
 			}
 			return err
 		}
-		relay := NewRelay(conn, s.meter, RelayConfig{ID: s.cfg.ID, Idle: s.cfg.IdleTimeout, Limits: s.cfg.Limits, Keys: s.keys, AdmitNewSessions: s.mcFresh, Thresholds: s.thresholds}, s.kit.Registry)
+		relay := NewRelay(conn, s.meter, RelayConfig{ID: s.cfg.ID, Idle: s.cfg.IdleTimeout, Limits: s.cfg.Limits, Keys: s.keys, AdmitNewSessions: s.mcFresh, Thresholds: s.thresholds,
+			fault: s.cfg.fault}, s.kit.Registry)
 		s.mu.Lock()
 		s.relay = relay
 		s.mu.Unlock()
