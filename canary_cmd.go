@@ -111,8 +111,8 @@ func runCanaryInstall(fs *pflag.FlagSet) action {
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(stdout, "canary: Flagger %s and Traefik %s (Gateway API %s) run in %s; canaries: %v; their load (%s/%s) waits for each analysis's pre-rollout webhook\n",
-			in.FlaggerVersion, in.TraefikVersion, in.GatewayAPIVersion, c.Name, in.Canaries, *namespace, canary.LoadDeployment)
+		fmt.Fprintf(stdout, "canary: Flagger %s and Traefik %s (Gateway API %s) run in %s; canaries: %v; suspended (canary roll runs their analysis): %v; their load (%s/%s) waits for each analysis's pre-rollout webhook\n",
+			in.FlaggerVersion, in.TraefikVersion, in.GatewayAPIVersion, c.Name, in.Canaries, in.Suspended, *namespace, canary.LoadDeployment)
 		return nil
 	}
 }
@@ -145,17 +145,20 @@ func runCanaryWatch(fs *pflag.FlagSet) action {
 }
 
 // runCanaryRoll is `canary roll --service S [--image REF]`: the
-// partitioned rollout of a StatefulSet Flagger cannot target
-// (ac-service), of a new image or of the release it holds, each step
-// judged by the analysis of a Canary (--analysis-of); exit 0 on
-// promotion, 1 on rollback (the failing check named).
+// pipeline's own rollout of a workload Flagger cannot canary, each step
+// judged by the analysis of a Canary (--analysis-of): a StatefulSet
+// (ac-service) partition by partition, of a new image or of the release
+// it holds; a Deployment whose traffic no HTTP route can weight
+// (media-handler) as a pod-weighted canary beside it (--steps canary
+// pods). Exit 0 on promotion, 1 on rollback (the failing check named).
 func runCanaryRoll(fs *pflag.FlagSet) action {
 	cf := declareTargetFlags(fs)
-	service := fs.String("service", "ac-service", "the StatefulSet (and its container) to roll out")
+	service := fs.String("service", "ac-service", "the StatefulSet or Deployment (and its container) to roll out: ac-service or media-handler")
 	namespace := fs.String("namespace", "preview", "the services' namespace")
-	image := fs.String("image", "", "the release: the container's new image (a digest reference, e.g. registry/darktower/ac-service@sha256:...); without it, the release the StatefulSet holds (applied with its partition at the replicas) is rolled on")
+	image := fs.String("image", "", "the release: the container's new image (a digest reference, e.g. registry/darktower/ac-service@sha256:...); without it, the release a StatefulSet holds (applied with its partition at the replicas) is rolled on")
 	release := fs.String("release", "", "the release's name on the pod template (default: the image's digest or tag)")
-	analysisOf := fs.String("analysis-of", "global-controller", "the Canary whose analysis (interval, threshold, webhooks, MetricTemplates) judges each step")
+	analysisOf := fs.String("analysis-of", "", "the Canary whose analysis (interval, threshold, webhooks, MetricTemplates) judges each step (default: global-controller's for a StatefulSet, the Deployment's own suspended Canary for a Deployment)")
+	steps := fs.Int32Slice("steps", []int32{1}, "a Deployment's canary pods at each step, e.g. 1,2 (new sessions reach them in proportion to the pods)")
 	return func(ctx context.Context, stdout, _ io.Writer) error {
 		name := *release
 		if name == "" && *image != "" {
@@ -165,12 +168,28 @@ func runCanaryRoll(fs *pflag.FlagSet) action {
 		if err != nil {
 			return err
 		}
-		a, err := canary.ReadAnalysis(ctx, client, *namespace, *analysisOf)
+		kind, err := canary.RolloutKind(ctx, client, *namespace, *service)
 		if err != nil {
 			return err
 		}
-		res, err := canary.RollStatefulSet(ctx, canary.RollOptions{Client: client, Namespace: *namespace, Analysis: a, Progress: stdout,
-			Release: canary.Release{Service: *service, Name: name, Image: *image}})
+		of := *analysisOf
+		if of == "" {
+			of = "global-controller"
+			if kind == "Deployment" {
+				of = *service
+			}
+		}
+		a, err := canary.ReadAnalysis(ctx, client, *namespace, of)
+		if err != nil {
+			return err
+		}
+		o := canary.RollOptions{Client: client, Namespace: *namespace, Analysis: a, Progress: stdout, Steps: *steps,
+			Release: canary.Release{Service: *service, Name: name, Image: *image}}
+		roll := canary.RollStatefulSet
+		if kind == "Deployment" {
+			roll = canary.RollDeployment
+		}
+		res, err := roll(ctx, o)
 		if err != nil {
 			return err
 		}

@@ -208,7 +208,9 @@ type Pods struct{ Canary, Baseline string }
 // interval; a StatefulSet has no Canary or Service of Flagger's, so name,
 // target and service are all its name; a template using any other, such
 // as variables, is refused), then its selectors of the canary's and the primary's pods
-// (pod=~"<target>-…" and pod=~"<target>-primary-…") swapped for pods'.
+// (=~"<target>-…" and =~"<target>-primary-…", on whichever label names
+// a pod: pod for the service's own series, media_handler for the load's
+// datagrams by media-handler) swapped for pods'.
 // A query that selects the canary some other way is refused: run as is,
 // it would judge pods that are not the release's.
 func (m Metric) Render(namespace, target string, pods Pods) (string, error) {
@@ -223,13 +225,14 @@ func (m Metric) Render(namespace, target string, pods Pods) (string, error) {
 		return "", fmt.Errorf("MetricTemplate %s: %w", m.Template, err)
 	}
 	q := b.String()
-	primary := fmt.Sprintf(`pod=~%q`, target+"-primary"+deploymentPods)
-	canary := fmt.Sprintf(`pod=~%q`, target+deploymentPods)
+	primary := fmt.Sprintf(`=~%q`, target+"-primary"+deploymentPods)
+	canary := fmt.Sprintf(`=~%q`, target+deploymentPods)
 	if !strings.Contains(q, canary) {
-		return "", fmt.Errorf("MetricTemplate %s does not select the canary's pods as %s: the pipeline cannot point it at %s's pods", m.Template, canary, target)
+		return "", fmt.Errorf("MetricTemplate %s does not select the canary's pods as pod%s: the pipeline cannot point it at %s's pods", m.Template, canary, target)
 	}
-	q = strings.ReplaceAll(q, primary, fmt.Sprintf(`pod=~%q`, pods.Baseline))
-	return strings.ReplaceAll(q, canary, fmt.Sprintf(`pod=~%q`, pods.Canary)), nil
+	// One pass: a baseline's regex may read like the canary's template
+	// selector (media-handler's own pods are <target>-<hash>-<id>).
+	return strings.NewReplacer(primary, fmt.Sprintf(`=~%q`, pods.Baseline), canary, fmt.Sprintf(`=~%q`, pods.Canary)).Replace(q), nil
 }
 
 // Validate renders every metric for target and reads every address, so

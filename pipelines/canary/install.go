@@ -102,6 +102,13 @@ const (
 	// ac-service's key set while started: 20, so each of its 2 pods serves
 	// about 200 in the analysis's 20 s window (request-volume wants 20).
 	LoadKeySetRate = 20
+	// LoadMediaSessions media sessions at once, each replaced by a new one
+	// (placed anew by meeting-controller) after LoadMediaLifetime: within
+	// a lifetime of a media-handler canary registering, it carries its
+	// pods' share of them (1 of 3 pods: about 10 sessions, 10 datagrams a
+	// second, 200 in the analysis's 20 s window; media-volume wants 20).
+	LoadMediaSessions = 30
+	LoadMediaLifetime = 10 * time.Second
 )
 
 // Installed is what Install put in.
@@ -110,7 +117,10 @@ type Installed struct {
 	FlaggerVersion             string
 	TraefikVersion             string
 	GatewayAPIVersion          string
-	Canaries                   []string
+	Canaries                   []string // Flagger's: it initializes and runs them
+	// Suspended are the Canaries Flagger leaves alone (spec.suspend):
+	// their analysis is the pipeline's (media-handler's, `canary roll`).
+	Suspended []string
 	// Images is the platform images' build (images/platform): each
 	// image's digests, SBOMs, scan counts and signature, and the gate.
 	Images *build.Manifest
@@ -165,10 +175,15 @@ func Install(ctx context.Context, o InstallOptions) (*Installed, error) {
 			return nil, fmt.Errorf("infra/%s renders %s into namespace %s; the services run in %s", Overlay, cluster.ID(obj), obj.GetNamespace(), o.Namespace)
 		}
 		if obj.GetKind() == "Canary" {
-			in.Canaries = append(in.Canaries, obj.GetName())
+			if suspended, _, _ := unstructured.NestedBool(obj.Object, "spec", "suspend"); suspended {
+				in.Suspended = append(in.Suspended, obj.GetName())
+			} else {
+				in.Canaries = append(in.Canaries, obj.GetName())
+			}
 		}
 	}
 	sort.Strings(in.Canaries)
+	sort.Strings(in.Suspended)
 	ca, err := internalCA(ctx, o.Client, o.Namespace)
 	if err != nil {
 		return nil, err
@@ -178,7 +193,8 @@ func Install(ctx context.Context, o InstallOptions) (*Installed, error) {
 	if err := applyAll(ctx, o.Client, objs); err != nil {
 		return nil, err
 	}
-	say("applied %d objects: Gateway API %s and Flagger CRDs, Flagger, Traefik, the Gateways and the Canaries %s", len(objs), in.GatewayAPIVersion, strings.Join(in.Canaries, ", "))
+	say("applied %d objects: Gateway API %s and Flagger CRDs, Flagger, Traefik, the Gateways and the Canaries %s (suspended, run by canary roll: %s)",
+		len(objs), in.GatewayAPIVersion, strings.Join(in.Canaries, ", "), strings.Join(in.Suspended, ", "))
 	for _, w := range []struct{ ns, name string }{{FlaggerNamespace, "flagger"}, {GatewayNamespace, "traefik"}} {
 		if err := kindcluster.WaitPodsReady(ctx, o.Client.Typed, w.ns, "app.kubernetes.io/name="+w.name, o.Wait); err != nil {
 			return nil, fmt.Errorf("%s in %s: %w", w.name, w.ns, err)
@@ -201,15 +217,20 @@ func Install(ctx context.Context, o InstallOptions) (*Installed, error) {
 	if in.StopLoad, err = preview.StartLoadWith(ctx, o.Cluster, o.Client, o.Root, o.Namespace, preview.LoadOptions{Name: LoadDeployment, Component: LoadComponent,
 		Replicas: 1, Interval: LoadInterval, CPULimit: "1500m", Env: []corev1.EnvVar{
 			{Name: "SMOKE_GATEWAY", Value: "traefik." + GatewayNamespace + ".svc:443"},
-			{Name: "SMOKE_LOAD_WORKERS", Value: strconv.Itoa(workers)}, {Name: "SMOKE_LOAD_MEDIA", Value: "false"},
+			{Name: "SMOKE_LOAD_WORKERS", Value: strconv.Itoa(workers)},
 			{Name: "SMOKE_LOAD_ON_DEMAND", Value: "true"},
+			// media-handler's rollout traffic (canary roll): sessions
+			// placed anew every lifetime, a datagram lost after 1 s.
+			{Name: "SMOKE_LOAD_MEDIA_SESSIONS", Value: strconv.Itoa(LoadMediaSessions)},
+			{Name: "SMOKE_LOAD_MEDIA_LIFETIME", Value: LoadMediaLifetime.String()},
+			{Name: "SMOKE_UDP_TIMEOUT", Value: "1s"},
 			// ac-service's rollout traffic (canary roll): its key set, each
 			// fetch a new connection, so half reach a pod of two.
 			{Name: "SMOKE_LOAD_KEYSET_RATE", Value: strconv.Itoa(LoadKeySetRate)}}}, o.Progress); err != nil {
 		return nil, fmt.Errorf("the canaries' load: %w", err)
 	}
-	say("Flagger, Traefik, %d Canaries and their load (%d workers every %s and ac-service's key set %d times a second, started by each Canary's pre-rollout webhook) ready in %s",
-		len(in.Canaries), workers, LoadInterval, LoadKeySetRate, time.Since(start).Round(time.Second))
+	say("Flagger, Traefik, %d Canaries and their load (%d workers every %s, ac-service's key set %d times a second and %d media sessions renewed every %s, started by each Canary's pre-rollout webhook) ready in %s",
+		len(in.Canaries), workers, LoadInterval, LoadKeySetRate, LoadMediaSessions, LoadMediaLifetime, time.Since(start).Round(time.Second))
 	return in, nil
 }
 

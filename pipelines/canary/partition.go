@@ -38,14 +38,19 @@ type RollOptions struct {
 	Namespace string
 	Release   Release   // Release.Service is the StatefulSet's name
 	Analysis  *Analysis // ReadAnalysis of the Canary whose analysis it runs
-	Poll      time.Duration
-	Progress  io.Writer
+	// Steps are a Deployment's canary pods at each step (RollDeployment;
+	// default one); a StatefulSet steps one pod at a time.
+	Steps    []int32
+	Poll     time.Duration
+	Progress io.Writer
 }
 
-// RollStep is one partition the rollout went through.
+// RollStep is one step the rollout went through: a partition of a
+// StatefulSet, or a number of canary pods beside a Deployment.
 type RollStep struct {
 	Partition int32
 	Updated   int32     // pods at the release
+	Of        int32     // pods serving in all (the release's and the others)
 	Ready     time.Time // when the release's pods of the step were all ready
 	Checks    []string  // each check's readings, in order
 }
@@ -95,13 +100,13 @@ func (r *RollResult) Summary() string {
 		if !s.Ready.IsZero() {
 			at = fmt.Sprintf("%.0fs", s.Ready.Sub(r.Applied).Seconds())
 		}
-		steps = append(steps, fmt.Sprintf("%d/%d pods@%s (%d checks)", s.Updated, r.Replicas, at, len(s.Checks)))
+		steps = append(steps, fmt.Sprintf("%d/%d pods@%s (%d checks)", s.Updated, s.Of, at, len(s.Checks)))
 	}
 	end := "promoted"
 	if !r.Promoted {
 		end = "rolled back (" + r.Reason + ")"
 	}
-	s := fmt.Sprintf("%s %s: %s after %.0fs; partition steps %s", r.Service, r.Name, end, r.Done.Sub(r.Applied).Seconds(), strings.Join(steps, " → "))
+	s := fmt.Sprintf("%s %s: %s after %.0fs; steps %s", r.Service, r.Name, end, r.Done.Sub(r.Applied).Seconds(), strings.Join(steps, " → "))
 	if !r.Promoted && !r.FirstTraffic.IsZero() && !r.TrafficBack.IsZero() {
 		s += fmt.Sprintf("; regression start → no release pod serving: %.1fs by the endpoints", r.RollbackTime().Seconds())
 		if !r.ServedFirst.IsZero() {
@@ -230,23 +235,10 @@ func roll(ctx context.Context, o RollOptions, res *RollResult, previous *corev1.
 	}
 	res.revision = sts.Status.UpdateRevision
 	failed := 0
-	// As Flagger: the pre-rollout hooks run until they pass, each failure
-	// a failed check.
-	for {
-		err := a.CallWebhooks(ctx, o.Client, "pre-rollout", ns, name, PhaseProgressing)
-		if err == nil {
-			break
-		}
-		failed++
-		say("pre-rollout check failed (%d of %d): %v", failed, a.Threshold, err)
-		if failed >= a.Threshold {
-			return rollBack(ctx, o, res, previous, *partition, "pre-rollout webhook failed: "+err.Error(), say)
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(a.Interval):
-		}
+	if why, err := preRollout(ctx, o, &failed, say); err != nil {
+		return err
+	} else if why != "" {
+		return rollBack(ctx, o, res, previous, *partition, why, say)
 	}
 	for p := *partition; p >= 1; p-- {
 		if p < *partition {
@@ -256,7 +248,7 @@ func roll(ctx context.Context, o RollOptions, res *RollResult, previous *corev1.
 			}
 			*partition = p
 		}
-		step := RollStep{Partition: p, Updated: n - p}
+		step := RollStep{Partition: p, Updated: n - p, Of: n}
 		ready, err := waitPartition(ctx, o, p, n, a.Deadline, func(t time.Time) {
 			if res.FirstTraffic.IsZero() {
 				res.FirstTraffic = t
@@ -275,46 +267,17 @@ func roll(ctx context.Context, o RollOptions, res *RollResult, previous *corev1.
 		if cur, err := o.Client.Typed.AppsV1().StatefulSets(ns).Get(ctx, name, metav1.GetOptions{}); err == nil && cur.Spec.Replicas != nil && *cur.Spec.Replicas > n {
 			n = *cur.Spec.Replicas
 		}
-		step.Updated = n - p
+		step.Updated, step.Of = n-p, n
 		say("partition %d: %d of %d pods at the release, ready", p, n-p, n)
 		pods := Pods{Canary: statefulPods(name, p, n), Baseline: statefulPods(name, 0, p)}
-		for passed := false; !passed; {
-			select {
-			case <-ctx.Done():
-				return ctx.Err()
-			case <-time.After(a.Interval):
-			}
-			var why string
-			if err := a.CallWebhooks(ctx, o.Client, "rollout", ns, name, PhaseProgressing); err != nil {
-				why = "external check: " + err.Error()
-				step.Checks = append(step.Checks, why)
-			} else {
-				results, err := a.Check(ctx, o.Client, ns, name, pods)
-				if err != nil {
-					return err
-				}
-				var line []string
-				passed = true
-				for _, r := range results {
-					line = append(line, r.String())
-					if !r.Passed && why == "" {
-						passed, why = false, r.Metric+" "+r.Why
-					}
-				}
-				step.Checks = append(step.Checks, strings.Join(line, "; "))
-			}
-			if passed {
-				say("partition %d check passed: %s", p, step.Checks[len(step.Checks)-1])
-				continue
-			}
-			failed++
-			say("partition %d check failed (%d of %d): %s", p, failed, a.Threshold, why)
-			if failed >= a.Threshold {
-				res.Steps = append(res.Steps, step)
-				return rollBack(ctx, o, res, previous, p, why, say)
-			}
-		}
+		why, err := judgeStep(ctx, o, &step, pods, &failed, fmt.Sprintf("partition %d", p), say)
 		res.Steps = append(res.Steps, step)
+		if err != nil {
+			return err
+		}
+		if why != "" {
+			return rollBack(ctx, o, res, previous, p, why, say)
+		}
 	}
 	// Promotion: every pod to the release.
 	if err := patchStatefulSet(ctx, o.Client, ns, name, map[string]any{"spec": map[string]any{
@@ -329,12 +292,80 @@ func roll(ctx context.Context, o RollOptions, res *RollResult, previous *corev1.
 	if ready.IsZero() {
 		return rollBack(ctx, o, res, previous, 0, fmt.Sprintf("promotion: the release's pods were not all ready within %s", a.Deadline), say)
 	}
-	res.Steps = append(res.Steps, RollStep{Partition: 0, Updated: n, Ready: ready})
+	res.Steps = append(res.Steps, RollStep{Partition: 0, Updated: n, Of: n, Ready: ready})
 	res.Promoted, res.Done = true, time.Now()
 	res.ServedFirst, res.ServedLast = servedFrom(ctx, o, res)
 	a.postRollout(ctx, o.Client, ns, name, PhaseSucceeded, say)
 	say("promoted: %s", res.Summary())
 	return nil
+}
+
+// preRollout calls the pre-rollout hooks until they pass, as Flagger
+// does, each failure a failed check (counted in *failed); why is the
+// reason to roll back once the threshold is reached.
+func preRollout(ctx context.Context, o RollOptions, failed *int, say func(string, ...any)) (why string, err error) {
+	a := o.Analysis
+	for {
+		err := a.CallWebhooks(ctx, o.Client, "pre-rollout", o.Namespace, o.Release.Service, PhaseProgressing)
+		if err == nil {
+			return "", nil
+		}
+		*failed++
+		say("pre-rollout check failed (%d of %d): %v", *failed, a.Threshold, err)
+		if *failed >= a.Threshold {
+			return "pre-rollout webhook failed: " + err.Error(), nil
+		}
+		select {
+		case <-ctx.Done():
+			return "", ctx.Err()
+		case <-time.After(a.Interval):
+		}
+	}
+}
+
+// judgeStep checks a step every interval until a check passes (the step
+// is done: "") or the failed checks, counted across steps in *failed,
+// reach the threshold (the reason to roll back). Each check calls the
+// rollout hooks first, as Flagger does; a hook that fails is a failed
+// check.
+func judgeStep(ctx context.Context, o RollOptions, step *RollStep, pods Pods, failed *int, label string, say func(string, ...any)) (string, error) {
+	a, ns, name := o.Analysis, o.Namespace, o.Release.Service
+	for {
+		select {
+		case <-ctx.Done():
+			return "", ctx.Err()
+		case <-time.After(a.Interval):
+		}
+		var why string
+		passed := false
+		if err := a.CallWebhooks(ctx, o.Client, "rollout", ns, name, PhaseProgressing); err != nil {
+			why = "external check: " + err.Error()
+			step.Checks = append(step.Checks, why)
+		} else {
+			results, err := a.Check(ctx, o.Client, ns, name, pods)
+			if err != nil {
+				return "", err
+			}
+			var line []string
+			passed = true
+			for _, r := range results {
+				line = append(line, r.String())
+				if !r.Passed && why == "" {
+					passed, why = false, r.Metric+" "+r.Why
+				}
+			}
+			step.Checks = append(step.Checks, strings.Join(line, "; "))
+		}
+		if passed {
+			say("%s check passed: %s", label, step.Checks[len(step.Checks)-1])
+			return "", nil
+		}
+		*failed++
+		say("%s check failed (%d of %d): %s", label, *failed, a.Threshold, why)
+		if *failed >= a.Threshold {
+			return why, nil
+		}
+	}
 }
 
 // rollBack puts the previous pod template back (the controller replaces

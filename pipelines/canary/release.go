@@ -197,8 +197,14 @@ func servedWindow(ctx context.Context, client *cluster.Client, namespace, pods s
 		}
 		route = strings.Join(quoted, "|")
 	}
-	series, err := deploy.PrometheusSamples(ctx, client, fmt.Sprintf(`http_requests_total{namespace=%q, pod=~%q, listener="api", route=~%q}`,
-		namespace, pods, route), time.Since(since)+10*time.Second)
+	return counterGrew(ctx, client, fmt.Sprintf(`http_requests_total{namespace=%q, pod=~%q, listener="api", route=~%q}`,
+		namespace, pods, route), since, until)
+}
+
+// counterGrew is when the counters a series selector names first and last
+// grew, by their scrapes after since (and, unless zero, up to until).
+func counterGrew(ctx context.Context, client *cluster.Client, selector string, since, until time.Time) (first, last time.Time, err error) {
+	series, err := deploy.PrometheusSamples(ctx, client, selector, time.Since(since)+10*time.Second)
 	if err != nil {
 		return first, last, err
 	}
