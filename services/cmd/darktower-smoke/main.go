@@ -5,9 +5,9 @@
 // With SMOKE_MODE=load it is instead a steady client of the services (the
 // chaos stage's load): it runs until stopped, serving its counters on
 // SMOKE_METRICS_ADDR (:8080) /metrics for Prometheus. With
-// SMOKE_LOAD_ON_DEMAND=true its API rounds wait for Flagger: the same
-// address serves the canaries' pre-rollout and rollout webhooks
-// (POST /v1/load/start, /v1/load/gate; see smoke.Load.Webhooks).
+// SMOKE_LOAD_ON_DEMAND=true its API rounds and media sessions wait for
+// Flagger: the same address serves the canaries' pre-rollout and rollout
+// webhooks (POST /v1/load/start, /v1/load/gate; see smoke.Load.Webhooks).
 package main
 
 import (
@@ -35,6 +35,14 @@ func main() {
 	// session (whose joins take tokens of their own).
 	workers := l.Int("SMOKE_LOAD_WORKERS", 1, 1, 1024)
 	media := l.Bool("SMOKE_LOAD_MEDIA", true)
+	// Media sessions kept at once, and how long each lives before a new
+	// one (a new session id, placed anew by meeting-controller) replaces
+	// it: 0 keeps a session until its media-handler stops relaying.
+	mediaSessions := l.Int("SMOKE_LOAD_MEDIA_SESSIONS", 1, 1, 256)
+	mediaLifetime := l.Duration("SMOKE_LOAD_MEDIA_LIFETIME", 0, 0, time.Hour)
+	if mediaLifetime > 0 && mediaLifetime < time.Second {
+		l.Problemf("SMOKE_LOAD_MEDIA_LIFETIME is malformed: expected 0 (keep each session) or a duration between 1s and 1h")
+	}
 	onDemand := l.Bool("SMOKE_LOAD_ON_DEMAND", false)
 	// ac-service's key set fetched this many times a second, each on a new
 	// connection (the traffic its partitioned rollout is judged on).
@@ -48,7 +56,7 @@ func main() {
 	defer stop()
 	switch mode {
 	case "load":
-		os.Exit(load(ctx, cfg, interval, workers, media, onDemand, keySetRate, addr))
+		os.Exit(load(ctx, cfg, interval, workers, media, onDemand, keySetRate, mediaSessions, mediaLifetime, addr))
 	case "check":
 	default:
 		fmt.Fprintf(os.Stderr, "darktower-smoke: SMOKE_MODE=%q: use check (the default) or load\n", mode)
@@ -66,10 +74,12 @@ func main() {
 	}
 }
 
-func load(ctx context.Context, cfg smoke.Config, interval time.Duration, workers int, media, onDemand bool, keySetRate int, addr string) int {
+func load(ctx context.Context, cfg smoke.Config, interval time.Duration, workers int, media, onDemand bool, keySetRate, mediaSessions int,
+	mediaLifetime time.Duration, addr string) int {
 	reg := prometheus.NewRegistry()
 	l := smoke.NewLoad(cfg, interval, reg)
 	l.Workers, l.Media, l.OnDemand, l.KeySetRate = workers, media, onDemand, keySetRate
+	l.MediaSessions, l.MediaLifetime = mediaSessions, mediaLifetime
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	if onDemand {

@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
+	mrand "math/rand/v2"
 	"net"
 	"net/http"
 	"net/url"
@@ -32,18 +33,34 @@ import (
 // token rate, which a token per call would exceed: by design, it throttles
 // a client that does not cache its tokens). Each call's outcome is counted
 // in darktower_load_requests_total{target,outcome}; and, unless Media is
-// off (the canary proof's load, SMOKE_LOAD_MEDIA=false), it keeps one media
-// session of two participants on a media-handler, relaying a datagram
-// each way per Interval (darktower_load_datagrams_total{outcome}). After
-// three lost datagrams in a row it joins the session again with new
-// tickets (darktower_load_media_rejoins_total): the media-handler it was
-// on is gone.
+// off (the canary proof's load, SMOKE_LOAD_MEDIA=false), it keeps
+// MediaSessions media sessions of two participants each, each on the
+// media-handler meeting-controller placed it on, relaying a datagram each
+// way per Interval (darktower_load_datagrams_total{media_handler,outcome}:
+// the loss per media-handler a canary of it is judged on). After three
+// lost datagrams in a row a session is joined again with new tickets
+// (darktower_load_media_rejoins_total): the media-handler it was on is
+// gone. With a MediaLifetime, a session is closed after it and a new one
+// (a new session id, placed anew) joined, so that a newly registered
+// media-handler receives its share of sessions.
+//
+// OnDemand, the media sessions run only while the load is Active, like the
+// API rounds: none is opened before a start, and each is closed (its
+// participants leave) at its first Interval after the start runs out.
 type Load struct {
 	Config
 	Interval   time.Duration
 	TokenEvery int  // rounds between fresh tokens
 	Workers    int  // rounds made at once, each every Interval (default 1)
-	Media      bool // keep the media session (default true)
+	Media      bool // keep the media sessions (default true)
+	// MediaSessions is how many media sessions are kept at once, each in
+	// a goroutine of its own (default 1).
+	MediaSessions int
+	// MediaLifetime, if above 0, is how long a media session lives before
+	// it is closed and a new one joined; the sessions' first lifetimes
+	// are random in [0, MediaLifetime), so that they do not all rotate at
+	// once. 0: a session is kept until its media-handler stops relaying.
+	MediaLifetime time.Duration
 	// OnDemand: the API rounds run only while started (Start, or Flagger's
 	// pre-rollout webhook through Webhooks), not from the start.
 	OnDemand bool
@@ -57,6 +74,8 @@ type Load struct {
 
 	until    atomic.Int64                  // OnDemand: unix nanoseconds the rounds run until
 	lastOK   [len(apiTargets)]atomic.Int64 // unix nanoseconds of the last answered call, by apiTargets
+	relayed  atomic.Int64                  // unix nanoseconds of the last relayed media datagram
+	mediaLog atomic.Int64                  // unix nanoseconds of the last media log line
 	requests *prometheus.CounterVec
 	dgrams   *prometheus.CounterVec
 	rejoins  prometheus.Counter
@@ -65,13 +84,13 @@ type Load struct {
 
 // NewLoad registers the load's metrics with reg.
 func NewLoad(c Config, interval time.Duration, reg prometheus.Registerer) *Load {
-	l := &Load{Config: c, Interval: interval, TokenEvery: max(1, int(2*time.Second/interval)), Workers: 1, Media: true,
+	l := &Load{Config: c, Interval: interval, TokenEvery: max(1, int(2*time.Second/interval)), Workers: 1, Media: true, MediaSessions: 1,
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "darktower_load_requests_total",
 			Help: "The load's API calls by the service that answered them and outcome (ok, error)."}, []string{"target", "outcome"}),
 		dgrams: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "darktower_load_datagrams_total",
-			Help: "Datagrams the load sent through its media session, by outcome (relayed, lost)."}, []string{"outcome"}),
+			Help: "Datagrams the load sent through its media sessions, by the media-handler relaying them (its id, the pod name, as meeting-controller's ticket names it) and outcome (relayed, lost): a media-handler's loss is lost/(lost+relayed). Both series of a media-handler exist (at 0) from the first session placed on it."}, []string{"media_handler", "outcome"}),
 		rejoins: prometheus.NewCounter(prometheus.CounterOpts{Name: "darktower_load_media_rejoins_total",
-			Help: "Times the load's media session was joined again after its media-handler stopped relaying."}),
+			Help: "Times one of the load's media sessions was joined again after its media-handler stopped relaying."}),
 		webhooks: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "darktower_load_webhooks_total",
 			Help: "Flagger's webhook calls to the load (SMOKE_LOAD_ON_DEMAND), by hook (start, gate) and result (ok, refused)."}, []string{"hook", "result"}),
 	}
@@ -81,8 +100,6 @@ func NewLoad(c Config, interval time.Duration, reg prometheus.Registerer) *Load 
 			l.requests.WithLabelValues(t, o)
 		}
 	}
-	l.dgrams.WithLabelValues("relayed")
-	l.dgrams.WithLabelValues("lost")
 	reg.MustRegister(l.requests, l.dgrams, l.rejoins, l.webhooks)
 	return l
 }
@@ -262,49 +279,144 @@ func (l *Load) count(target string, err error, log io.Writer) bool {
 	return true
 }
 
-// media keeps one session relaying, joining again when it stops.
+// media keeps MediaSessions sessions relaying, each in a goroutine of its
+// own, sharing one meeting-controller client (its token is reused until it
+// expires: joins do not each take a token from ac-service).
 func (l *Load) media(ctx context.Context, hc *http.Client, log io.Writer) {
+	mc := client(l.Config, hc, "meeting-controller")
+	var wg sync.WaitGroup
+	for range max(1, l.MediaSessions) {
+		wg.Go(func() { l.mediaSession(ctx, mc, log) })
+	}
+	wg.Wait()
+}
+
+// mediaSession keeps one session relaying while the load is Active:
+// joining, joining again when it stops relaying, and replacing it with a
+// new one after each MediaLifetime.
+func (l *Load) mediaSession(ctx context.Context, mc *authn.ServiceClient, log io.Writer) {
+	first := true
+	rotated := false
 	for ctx.Err() == nil {
-		s, err := l.join(ctx, hc)
-		if err != nil {
-			fmt.Fprintf(log, "%s load: media: %v\n", time.Now().UTC().Format(time.RFC3339), err)
-			select {
-			case <-ctx.Done():
-			case <-time.After(l.Interval):
-			}
+		if !l.Active() {
+			sleep(ctx, l.Interval)
 			continue
 		}
-		fmt.Fprintf(log, "%s load: media: session %s on %s\n", time.Now().UTC().Format(time.RFC3339), s.id, s.to)
-		lost := 0
-		t := time.NewTicker(l.Interval)
-		for lost < 3 && ctx.Err() == nil {
-			select {
-			case <-ctx.Done():
-			case <-t.C:
-				err := s.p.relay(s.id, s.alice, s.bob, "alice", "bob")
-				if err == nil {
-					err = s.p.relay(s.id, s.bob, s.alice, "bob", "alice")
-				}
-				if err != nil {
-					lost++
-					l.dgrams.WithLabelValues("lost").Inc()
-					continue
-				}
-				lost = 0
-				l.dgrams.WithLabelValues("relayed").Add(2)
+		s, err := l.join(ctx, mc)
+		if err != nil {
+			l.mediaLogf(log, "media: %v", err)
+			sleep(ctx, l.Interval)
+			continue
+		}
+		// Both series from the first session on a media-handler: a rate
+		// over them is 0, not absent.
+		l.dgrams.WithLabelValues(s.mh, "relayed")
+		l.dgrams.WithLabelValues(s.mh, "lost")
+		if !rotated {
+			l.mediaLogf(log, "media: session %s on %s (%s)", s.id, s.mh, s.to)
+		}
+		var (
+			expire <-chan time.Time
+			timer  *time.Timer
+		)
+		if life := l.MediaLifetime; life > 0 {
+			if first {
+				life = mrand.N(life) // staggered: not every session rotates at once
 			}
+			timer = time.NewTimer(life)
+			expire = timer.C
 		}
-		t.Stop()
-		s.close()
-		if ctx.Err() == nil {
+		first = false
+		end := l.relaySession(ctx, s, expire)
+		if timer != nil {
+			timer.Stop()
+		}
+		switch end {
+		case sessionLost:
 			l.rejoins.Inc()
-			fmt.Fprintf(log, "%s load: media: session %s stopped relaying on %s; joining again\n", time.Now().UTC().Format(time.RFC3339), s.id, s.to)
+			l.mediaLogf(log, "media: session %s stopped relaying on %s; joining again", s.id, s.mh)
+			rotated = false
+		case sessionExpired:
+			rotated = true
+		case sessionInactive:
+			l.mediaLogf(log, "media: the load is no longer started: session %s on %s closed", s.id, s.mh)
+			rotated = false
 		}
+	}
+}
+
+type sessionEnd int
+
+const (
+	sessionDone     sessionEnd = iota // ctx ended
+	sessionLost                       // three datagrams lost in a row
+	sessionExpired                    // its MediaLifetime passed
+	sessionInactive                   // the load is no longer Active
+)
+
+// relaySession relays a datagram each way every Interval until the
+// session ends, and closes it.
+func (l *Load) relaySession(ctx context.Context, s *session, expire <-chan time.Time) sessionEnd {
+	defer s.close()
+	t := time.NewTicker(l.Interval)
+	defer t.Stop()
+	lost := 0
+	for {
+		select {
+		case <-ctx.Done():
+			return sessionDone
+		case <-expire:
+			return sessionExpired
+		case <-t.C:
+			if !l.Active() {
+				return sessionInactive
+			}
+			err := s.p.relay(s.id, s.alice, s.bob, "alice", "bob")
+			if err == nil {
+				l.relayed.Store(time.Now().UnixNano())
+				err = s.p.relay(s.id, s.bob, s.alice, "bob", "alice")
+				if err == nil {
+					l.dgrams.WithLabelValues(s.mh, "relayed").Add(2)
+				} else {
+					l.dgrams.WithLabelValues(s.mh, "relayed").Inc()
+				}
+			}
+			if err != nil {
+				l.dgrams.WithLabelValues(s.mh, "lost").Inc()
+				if lost++; lost >= 3 {
+					return sessionLost
+				}
+				continue
+			}
+			l.relayed.Store(time.Now().UnixNano())
+			lost = 0
+		}
+	}
+}
+
+// mediaLogf logs a media line, at most one per Interval across the
+// sessions (many sessions failing at once say it once).
+func (l *Load) mediaLogf(log io.Writer, format string, args ...any) {
+	now := time.Now().UnixNano()
+	last := l.mediaLog.Load()
+	if now-last < int64(l.Interval) || !l.mediaLog.CompareAndSwap(last, now) {
+		return
+	}
+	fmt.Fprintf(log, "%s load: %s\n", time.Now().UTC().Format(time.RFC3339), fmt.Sprintf(format, args...))
+}
+
+func sleep(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
 	}
 }
 
 type session struct {
 	id         string
+	mh         string // the media-handler's id (MediaTicket.MediaHandler)
 	to         *net.UDPAddr
 	p          participants
 	alice, bob *net.UDPConn
@@ -312,11 +424,10 @@ type session struct {
 
 func (s *session) close() { s.alice.Close(); s.bob.Close() }
 
-func (l *Load) join(ctx context.Context, hc *http.Client) (*session, error) {
+func (l *Load) join(ctx context.Context, mc *authn.ServiceClient) (*session, error) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	id := "load-" + randomHex(6)
-	mc := client(l.Config, hc, "meeting-controller")
 	ticket := func(who string) (wire.MediaTicket, []byte, error) {
 		var mt wire.MediaTicket
 		if err := mc.PostJSON(ctx, strings.TrimSuffix(l.MCURL, "/")+"/v1/media-tickets", wire.MediaTicketRequest{SessionID: id, ParticipantID: who}, &mt); err != nil {
@@ -337,7 +448,7 @@ func (l *Load) join(ctx context.Context, hc *http.Client) (*session, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &session{id: id, to: to, p: participants{timeout: l.Timeout, to: to}}
+	s := &session{id: id, mh: a.MediaHandler, to: to, p: participants{timeout: l.Timeout, to: to}}
 	if s.alice, err = s.p.join("alice", aRaw); err != nil {
 		return nil, err
 	}

@@ -2,6 +2,7 @@ package smoke
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -23,7 +24,11 @@ const (
 // renewals and key-set fetches (KeySetRate) ac-service.
 var apiTargets = [...]string{"global-controller", "meeting-controller", "ac-service"}
 
-// Active reports whether the API rounds run now: always, unless OnDemand.
+// mediaTarget is the canary target judged on the media sessions.
+const mediaTarget = "media-handler"
+
+// Active reports whether the API rounds and the media sessions run now:
+// always, unless OnDemand.
 func (l *Load) Active() bool {
 	return !l.OnDemand || time.Now().UnixNano() < l.until.Load()
 }
@@ -42,11 +47,25 @@ func (l *Load) Start(d time.Duration) time.Time {
 
 // Flowing says why the load is not sending answered calls to target now
 // (nil when it is): not started, or no call to it answered within the
-// last three rounds' time. A target the rounds do not call (a canary of
-// another service) is judged on any of them.
+// last three rounds' time. media-handler is judged on the media sessions
+// (a datagram relayed within the last three Intervals). Another target
+// the rounds do not call is judged on any of them.
 func (l *Load) Flowing(target string) error {
 	if !l.Active() {
 		return fmt.Errorf("the load is not started (POST %s first: Flagger's pre-rollout webhook)", StartPath)
+	}
+	if target == mediaTarget {
+		if !l.Media {
+			return errors.New("the load keeps no media sessions (SMOKE_LOAD_MEDIA=false): nothing to judge media-handler on")
+		}
+		last := l.relayed.Load()
+		if last == 0 {
+			return errors.New("no media datagram relayed by media-handler yet")
+		}
+		if age := time.Since(time.Unix(0, last)); age > 3*l.Interval {
+			return fmt.Errorf("no media datagram relayed by media-handler for %s (one each way every %s per session)", age.Round(time.Millisecond), l.Interval)
+		}
+		return nil
 	}
 	var last int64
 	if i := slices.Index(apiTargets[:], target); i >= 0 {
@@ -88,7 +107,8 @@ type hookPayload struct {
 //     extending a running start; 200 with when they stop.
 //   - POST GatePath (a rollout hook, before each check): 200 while the
 //     load's calls to the canary's service (the payload's name) are
-//     answered, 412 with the reason otherwise, which Flagger counts as a
+//     answered (for media-handler: its media sessions' datagrams are
+//     relayed), 412 with the reason otherwise, which Flagger counts as a
 //     failed check rather than judging no traffic.
 func (l *Load) Webhooks(log io.Writer) http.Handler {
 	mux := http.NewServeMux()

@@ -36,8 +36,11 @@ func TestGatePerCanaryTarget(t *testing.T) {
 	if err := l.Flowing("meeting-controller"); err == nil || !strings.Contains(err.Error(), "meeting-controller") {
 		t.Errorf("meeting-controller never answered, gate open: %v", err)
 	}
-	if err := l.Flowing("media-handler"); err != nil {
+	if err := l.Flowing("flag-gateway"); err != nil {
 		t.Errorf("a canary the rounds do not call is judged on any answer: %v", err)
+	}
+	if err := l.Flowing("media-handler"); err == nil || !strings.Contains(err.Error(), "no media datagram relayed") {
+		t.Errorf("media-handler is judged on the media sessions, none relayed: %v", err)
 	}
 	time.Sleep(350 * time.Millisecond) // more than three rounds
 	if err := l.Flowing("global-controller"); err == nil || !strings.Contains(err.Error(), "answered for") {
