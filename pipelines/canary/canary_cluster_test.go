@@ -74,6 +74,26 @@ var (
 	}
 )
 
+// media-handler's releases (a pod-weighted canary: `canary roll`, one
+// canary pod beside the service's two, under its own suspended Canary's
+// analysis): the faulty ones drop half the datagrams they should forward
+// (the clients' loss), or hold each 25 ms (its forwarding p99).
+const (
+	mediaHandler   = "media-handler"
+	knobMediaDrop  = "DT_FAULT_MEDIA_DROP_RATIO"
+	knobMediaDelay = "DT_FAULT_MEDIA_DELAY"
+)
+
+var mhScenarios = []struct {
+	name, knob, value string
+	promoted          bool
+	metric            string // the check a rollback must name
+}{
+	{name: "good", promoted: true},
+	{name: "loss", knob: knobMediaDrop, value: "0.5", metric: "media-loss-vs-baseline"},
+	{name: "slow", knob: knobMediaDelay, value: "25ms", metric: "forwarding-p99-vs-baseline"},
+}
+
 func (s scenario) acRelease() canary.Release {
 	r := canary.Release{Service: acService, Name: s.name, Routes: []string{keySetRoute}}
 	if s.errors != "" {
@@ -144,6 +164,11 @@ func TestCanaryReleasesOnARealCluster(t *testing.T) {
 		}
 		ws = append(ws, cluster.Workload{Kind: "Deployment", Namespace: ns, Name: svc})
 	}
+	// media-handler's pods, and its canary's, fit beside them at 40m too.
+	if err := canary.Apply(ctx, client, ns, canary.Release{Service: mediaHandler, Name: "baseline", CPURequest: "40m"}); err != nil {
+		t.Fatal(err)
+	}
+	ws = append(ws, cluster.Workload{Kind: "Deployment", Namespace: ns, Name: mediaHandler})
 	if err := client.WaitReady(ctx, ws, 5*time.Minute); err != nil {
 		t.Fatal(err)
 	}
@@ -257,15 +282,42 @@ func TestCanaryReleasesOnARealCluster(t *testing.T) {
 			acResults = append(acResults, r)
 		}
 	}()
+	// media-handler at the same time: the pod-weighted canary, under its
+	// own Canary's analysis, which Flagger (suspended) leaves alone.
+	var mhResults []*canary.RollResult
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		a, err := canary.ReadAnalysis(ctx, client, ns, mediaHandler)
+		if err != nil {
+			t.Errorf("%s: %v", mediaHandler, err)
+			return
+		}
+		for _, s := range mhScenarios {
+			r := canary.Release{Service: mediaHandler, Name: s.name, CPURequest: "40m", Env: map[string]string{}}
+			if s.knob != "" {
+				r.Env[s.knob] = s.value
+			}
+			res, err := canary.RollDeployment(ctx, canary.RollOptions{Client: client, Namespace: ns, Release: r, Analysis: a, Progress: log})
+			if err != nil {
+				t.Errorf("%s %s: %v", mediaHandler, s.name, err)
+				return
+			}
+			mhResults = append(mhResults, res)
+		}
+	}()
 	wg.Wait()
 
 	// Every analysis started the load through its pre-rollout webhook.
 	starts := loadStarts()
 	t.Logf("the load's starts:\n%s", starts)
-	for _, svc := range append(services, acService) {
+	for _, svc := range append(services, acService, mediaHandler) {
 		want := len(scenarios)
-		if svc == acService {
+		switch svc {
+		case acService:
 			want = len(acScenarios)
+		case mediaHandler:
+			want = len(mhScenarios)
 		}
 		if n := strings.Count(starts, "started by "+ns+"/"+svc+"'s pre-rollout webhook"); n < want {
 			t.Errorf("%s: the load was started by %d pre-rollout webhook call(s), want one for each of its %d releases", svc, n, want)
@@ -275,7 +327,7 @@ func TestCanaryReleasesOnARealCluster(t *testing.T) {
 	// rollout webhook ran (at least once per release) and passed.
 	gate := loadWebhooks(ctx, t, client, ns)
 	t.Logf("FIGURE the load's webhook calls: %v", gate)
-	if releases := 2*len(scenarios) + len(acScenarios); gate[`hook="gate",result="ok"`] < float64(releases) {
+	if releases := 2*len(scenarios) + len(acScenarios) + len(mhScenarios); gate[`hook="gate",result="ok"`] < float64(releases) {
 		t.Errorf("the rollout gate passed %v times, want at least once for each of the %d releases", gate[`hook="gate",result="ok"`], releases)
 	}
 
@@ -300,6 +352,39 @@ func TestCanaryReleasesOnARealCluster(t *testing.T) {
 		}
 	}
 	t.Logf("FIGURE partitioned rollouts of %s:\n  %s", acService, strings.Join(acLines, "\n  "))
+
+	var mhLines []string
+	for i, r := range mhResults {
+		s := mhScenarios[i]
+		line := r.Summary()
+		if !r.ServedFirst.IsZero() {
+			line += fmt.Sprintf("; the clients' datagrams through the canary: %s to %s after the release", r.ServedFirst.Sub(r.Applied).Round(time.Second), r.ServedLast.Sub(r.Applied).Round(time.Second))
+		}
+		mhLines = append(mhLines, line)
+		if r.Promoted != s.promoted {
+			t.Errorf("%s %s: promoted = %v, want %v (%s)", mediaHandler, s.name, r.Promoted, s.promoted, r.Reason)
+		}
+		if r.ServedFirst.IsZero() {
+			t.Errorf("%s %s: no client's datagram went through the canary: its analysis judged nothing", mediaHandler, s.name)
+		}
+		if s.promoted {
+			continue
+		}
+		if d := r.RollbackTime(); r.FirstTraffic.IsZero() || r.TrafficBack.IsZero() || d > 60*time.Second {
+			t.Errorf("%s %s: the canary's pods gone %.1f s after the first one served (%s → %s), want ≤ 60 s", mediaHandler, s.name, d.Seconds(), r.FirstTraffic, r.TrafficBack)
+		}
+		if !strings.Contains(r.Reason, s.metric) {
+			t.Errorf("%s %s: rolled back for %q, want %s named", mediaHandler, s.name, r.Reason, s.metric)
+		}
+	}
+	t.Logf("FIGURE pod-weighted canaries of %s:\n  %s", mediaHandler, strings.Join(mhLines, "\n  "))
+	// Flagger left its suspended Canary alone: no primary, no phase.
+	if _, err := client.Typed.AppsV1().Deployments(ns).Get(ctx, mediaHandler+"-primary", metav1.GetOptions{}); err == nil {
+		t.Errorf("Flagger made %s-primary of a suspended Canary", mediaHandler)
+	}
+	if st, err := canary.Read(ctx, client, ns, mediaHandler); err != nil || st.Phase != "" {
+		t.Errorf("%s's suspended Canary: %v (%v), want no phase (Flagger never ran it)", mediaHandler, st, err)
+	}
 
 	for _, svc := range services {
 		var lines []string

@@ -108,7 +108,7 @@ const (
 	// pods' share of them (1 of 3 pods: about 10 sessions, 10 datagrams a
 	// second, 200 in the analysis's 20 s window; media-volume wants 20).
 	LoadMediaSessions = 30
-	LoadMediaLifetime = 10 * time.Second
+	LoadMediaLifetime = 6 * time.Second
 )
 
 // Installed is what Install put in.
