@@ -114,11 +114,12 @@ other_lane() {
   (cd services && go vet -tags chaosfragile ./... && go test -race -count=1 -tags chaosfragile -v -run 'TestRedisCheckAfterAnOutage|TestSigningKeySurvivesARestart' ./internal/mc/ ./internal/ac/ 2>&1) | tee -a "$log" || status=1
   echo "(chaosfragile: $((SECONDS - start)) s)"
 
-  # The canaryfault knob (test builds only, never released): 5xx and delay
-  # injected on the API listener, counted by the RED metrics.
+  # The canaryfault knobs (test builds only, never released): 5xx and delay
+  # injected on the API listener, counted by the RED metrics; media-handler's
+  # dropped and delayed datagrams.
   step "go vet and go test (services, -tags canaryfault)"
   start=$SECONDS
-  (cd services && go vet -tags canaryfault ./... && go test -race -count=1 -tags canaryfault -v -run 'Fault' ./internal/opskit/ 2>&1) | tee -a "$log" || status=1
+  (cd services && go vet -tags canaryfault ./... && go test -race -count=1 -tags canaryfault -v -run 'Fault' ./internal/opskit/ ./internal/mh/ 2>&1) | tee -a "$log" || status=1
   echo "(canaryfault: $((SECONDS - start)) s)"
 
   # The benchmarks' smoke runs (one service, one platform; no kind cluster):
