@@ -1,8 +1,10 @@
 package policy
 
 import (
+	"maps"
 	"os"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -24,6 +26,28 @@ var (
 	// A rate window holds at least this many scrapes, so one missed scrape
 	// still leaves a rate (docs/operations/canary.md).
 	scrapesPerWindow = 4
+)
+
+// analysisChecks names the MetricTemplates a Canary's analysis must judge
+// a release by, each against the ADR's bound: a minimum volume, an error
+// fraction at most errorRateVsBaseline× the primary's, a p99 at most
+// p99VsBaseline× the primary's.
+type analysisChecks struct{ volume, errorRate, p99 string }
+
+var (
+	// The HTTP services: their own RED metrics (services/internal/opskit).
+	httpChecks = analysisChecks{volume: "request-volume", errorRate: "error-rate-vs-baseline", p99: "p99-latency-vs-baseline"}
+	// media-handler: its media is UDP, which has no 5xx or request latency.
+	// Its "error rate" is the datagrams its clients lost, its p99 the time
+	// it takes to forward one, its volume the datagrams it relayed.
+	mediaChecks = analysisChecks{volume: "media-volume", errorRate: "media-loss-vs-baseline", p99: "forwarding-p99-vs-baseline"}
+	// canaryChecks is each Canary's checks, by target; httpChecks if not here.
+	canaryChecks = map[string]analysisChecks{"media-handler": mediaChecks}
+	// suspendedCanaries are the Canaries Flagger must leave alone (its
+	// advanceCanary returns for spec.suspend before anything else): their
+	// releases are the pipeline's pod-weighted canaries (`canary roll`),
+	// which read the Canary's analysis from the cluster.
+	suspendedCanaries = map[string]bool{"media-handler": true}
 )
 
 // rollbackBound is the worst case from a regression starting to Flagger
@@ -50,6 +74,14 @@ func TestCanariesRollBackAtTheADRThresholds(t *testing.T) {
 	for _, m := range All[*flaggerv1beta1.MetricTemplate](r) {
 		templates[m.Name] = m
 	}
+	// media-handler's loss and volume are its clients' counts: the canary
+	// load's (the preview's darktower-canary-load), scraped on its own.
+	var loadScrape time.Duration
+	for _, m := range All[*monitoringv1.ServiceMonitor](decoded(t, "overlays/preview")) {
+		if m.Name == "darktower-canary-load" && len(m.Spec.Endpoints) == 1 {
+			loadScrape, _ = time.ParseDuration(string(m.Spec.Endpoints[0].Interval))
+		}
+	}
 	canaries := All[*flaggerv1beta1.Canary](r)
 	var names []string
 	for _, c := range canaries {
@@ -60,6 +92,12 @@ func TestCanariesRollBackAtTheADRThresholds(t *testing.T) {
 		// Flagger's Gateway API router refuses a canary without a parent.
 		if c.Spec.Provider != "gatewayapi:v1" || len(c.Spec.Service.GatewayRefs) == 0 {
 			t.Errorf("canary %s: provider %q with %d gatewayRefs, want gatewayapi:v1 with a parent", c.Name, c.Spec.Provider, len(c.Spec.Service.GatewayRefs))
+		}
+		switch target := c.Spec.TargetRef.Name; {
+		case suspendedCanaries[target] && !c.Spec.Suspend:
+			t.Errorf("canary %s is not suspended: Flagger would weight its TCP 443 and promote it by its own steps while the pipeline rolls the same release out by canary pods (its media is UDP, which an HTTP route cannot weight): two controllers, one release", c.Name)
+		case !suspendedCanaries[target] && c.Spec.Suspend:
+			t.Errorf("canary %s is suspended: Flagger leaves it alone, so a release of %s would reach every pod without a canary or an analysis, and nothing would fail", c.Name, target)
 		}
 		a := c.Spec.Analysis
 		if a == nil {
@@ -92,6 +130,14 @@ func TestCanariesRollBackAtTheADRThresholds(t *testing.T) {
 				continue
 			}
 			limits[m.TemplateRef.Name] = *m.ThresholdRange
+			scrape := scrape
+			if strings.Contains(templates[m.TemplateRef.Name].Spec.Query, "darktower_load_") {
+				if loadScrape <= 0 {
+					t.Errorf("canary %s metric %s reads the canary load's series, and no ServiceMonitor darktower-canary-load with one endpoint and an interval scrapes it (overlays/preview)", c.Name, m.Name)
+					continue
+				}
+				scrape = max(scrape, loadScrape)
+			}
 			window, err := time.ParseDuration(m.Interval)
 			if err != nil {
 				t.Errorf("canary %s metric %s: window %q: %v", c.Name, m.Name, m.Interval, err)
@@ -105,10 +151,15 @@ func TestCanariesRollBackAtTheADRThresholds(t *testing.T) {
 					c.Name, m.Name, scrape, window, threshold, interval, b, rollbackWithin)
 			}
 		}
-		errRate, p99, volume := limits["error-rate-vs-baseline"], limits["p99-latency-vs-baseline"], limits["request-volume"]
+		want, ok := canaryChecks[c.Spec.TargetRef.Name]
+		if !ok {
+			want = httpChecks
+		}
+		errRate, p99, volume := limits[want.errorRate], limits[want.p99], limits[want.volume]
 		if len(limits) != 3 || errRate.Max == nil || *errRate.Max != errorRateVsBaseline || p99.Max == nil || *p99.Max != p99VsBaseline ||
 			volume.Min == nil || *volume.Min <= 0 {
-			t.Errorf("canary %s: want error rate ≤ %v× and p99 ≤ %v× the primary's, and a minimum request volume", c.Name, errorRateVsBaseline, p99VsBaseline)
+			t.Errorf("canary %s: want exactly %s ≤ %v× and %s ≤ %v× the primary's, and a minimum %s (ADR-0012 §9's rollback thresholds); has %v",
+				c.Name, want.errorRate, errorRateVsBaseline, want.p99, p99VsBaseline, want.volume, slices.Sorted(maps.Keys(limits)))
 		}
 	}
 	slices.Sort(names)
