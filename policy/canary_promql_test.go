@@ -8,6 +8,9 @@ import (
 	"math"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -226,10 +229,104 @@ func flaggerPrimaryName(c *flaggerv1beta1.Canary) string {
 	return c.Spec.TargetRef.Name + "-primary"
 }
 
+// side is what one side (canary or primary) of a case writes into the
+// promqltest load block: traffic for the HTTP services, media for
+// media-handler.
+type side interface {
+	series(t *testing.T, b *strings.Builder, ns string, pods []string, scrape time.Duration, steps int)
+}
+
+// mhForwardingBuckets reads the classic buckets of media-handler's
+// mh_forwarding_latency_seconds from its source (services/internal/mh),
+// so that the series below are cut where media-handler cuts them.
+func mhForwardingBuckets(t *testing.T) []float64 {
+	t.Helper()
+	src, err := os.ReadFile("../services/internal/mh/relay.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`Name:\s+"mh_forwarding_latency_seconds",(?s:[^}]*?)Buckets:\s+\[\]float64\{([^}]*)\}`).FindSubmatch(src)
+	if m == nil {
+		t.Fatal("services/internal/mh/relay.go: no mh_forwarding_latency_seconds with literal Buckets")
+	}
+	var out []float64
+	for _, f := range strings.Split(string(m[1]), ",") {
+		v, err := strconv.ParseFloat(strings.TrimSpace(f), 64)
+		if err != nil {
+			t.Fatalf("mh_forwarding_latency_seconds bucket %q: %v", f, err)
+		}
+		out = append(out, v)
+	}
+	return out
+}
+
+// canaryLoadPod is the pod of the canary load (darktower-smoke, component
+// canary-load) whose scrape carries darktower_load_datagrams_total: its
+// own pod label, which the templates must not read as a media-handler.
+const canaryLoadPod = "darktower-smoke-canary-load-5d8f7c9b4-q2x7z"
+
+// media is one media-handler side as the canary load's clients and
+// media-handler's own pods count it, per second, split evenly over its
+// pods: datagrams the clients had relayed and lost through it
+// (darktower_load_datagrams_total{media_handler,outcome}, both outcomes
+// created at 0 when the load joins a media-handler), and its forwarding
+// latencies (seconds → observations per second; nil means the histogram
+// series do not exist).
+type media struct {
+	relayed, lost float64
+	latency       map[float64]float64
+	absent        bool // the load never joined it and it was never scraped: no series at all
+	buckets       []float64
+}
+
+// series writes the promqltest load lines of one media-handler side: the
+// load's darktower_load_datagrams_total by media_handler (the load's scrape
+// adds its own pod label), and media-handler's classic histogram
+// mh_forwarding_latency_seconds_bucket{le} (its _sum and _count are not
+// read by the templates, so not written). The load's ServiceMonitor scrapes
+// at the media-handler's interval (checked by the test), so one block
+// holds both.
+func (m media) series(t *testing.T, b *strings.Builder, ns string, pods []string, scrape time.Duration, steps int) {
+	if m.absent {
+		return
+	}
+	perStep := func(perSec float64) string {
+		return strconv.FormatFloat(perSec/float64(len(pods))*scrape.Seconds(), 'g', -1, 64)
+	}
+	for _, pod := range pods {
+		for _, o := range []struct {
+			outcome string
+			perSec  float64
+		}{{"relayed", m.relayed}, {"lost", m.lost}} {
+			fmt.Fprintf(b, "  darktower_load_datagrams_total{namespace=%q, pod=%q, media_handler=%q, outcome=%q} 0+%sx%d\n",
+				ns, canaryLoadPod, pod, o.outcome, perStep(o.perSec), steps)
+		}
+		if m.latency == nil {
+			continue
+		}
+		if len(m.buckets) == 0 {
+			t.Fatal("media side without media-handler's buckets")
+		}
+		for _, le := range append(slices.Clone(m.buckets), math.Inf(1)) {
+			cum := 0.0
+			for v, n := range m.latency {
+				if v <= le {
+					cum += n
+				}
+			}
+			leLabel := "+Inf"
+			if !math.IsInf(le, 1) {
+				leLabel = strconv.FormatFloat(le, 'g', -1, 64)
+			}
+			fmt.Fprintf(b, "  mh_forwarding_latency_seconds_bucket{namespace=%q, pod=%q, le=%q} 0+%sx%d\n", ns, pod, leLabel, perStep(cum), steps)
+		}
+	}
+}
+
 // canaryCase is one synthetic state of the canary and its primary.
 type canaryCase struct {
 	name            string
-	canary, primary traffic
+	canary, primary side
 	want            map[string]bool    // template → Flagger passes the check
 	exact           map[string]float64 // template → the value the case must hit (a bound)
 	near            map[string]float64 // template → a value the case must come within 5% of
@@ -322,8 +419,106 @@ func TestCanaryTemplatesPromQLBoundaries(t *testing.T) {
 			want: map[string]bool{"p99-latency-vs-baseline": false}},
 	}
 
-	var figure []string
+	// media-handler, per second: datagrams relayed and lost through a side
+	// as the load's clients count them, and the forwarding latencies of the
+	// datagrams it forwarded (its classic buckets). The primary loses 1/32
+	// of its datagrams, above the template's 2% floor, so that 1.5× is a
+	// float the engine can hit exactly; it forwards in 8 ms, under the 10 ms
+	// floor of both p99s. A canary whose p99 is exactly 20 ms (99 of each
+	// 100 datagrams in (10, 20] ms, the rest in (20, 30] ms) is then 2× the
+	// floored primary exactly. Classic buckets cannot tell 21 from 29 ms:
+	// within a bucket a p99 reads as the same place in it.
+	mh := mhForwardingBuckets(t)
+	forwarding := func(v, perSec float64) map[float64]float64 { return map[float64]float64{v: perSec} }
+	mediaPrimary := media{relayed: 62, lost: 2, latency: forwarding(0.008, 62), buckets: mh} // loss 1/32
+	withLoss := func(l float64) media {
+		return media{relayed: 64 - l, lost: l, latency: forwarding(0.008, 64-l), buckets: mh}
+	}
+	forwardingIn := func(l map[float64]float64) media { return media{relayed: 100, latency: l, buckets: mh} }
+	allMedia := func(pass bool) map[string]bool {
+		return map[string]bool{"media-volume": pass, "media-loss-vs-baseline": pass, "forwarding-p99-vs-baseline": pass}
+	}
+	cases = append(cases, []canaryCase{
+		{name: "loss ratio 1.4", canary: withLoss(2.8), primary: mediaPrimary,
+			want: allMedia(true),
+			near: map[string]float64{"media-loss-vs-baseline": 1.4}, exact: map[string]float64{"forwarding-p99-vs-baseline": 1}},
+		{name: "loss ratio 1.5 (at the bound)", canary: withLoss(3), primary: mediaPrimary,
+			want:  map[string]bool{"media-loss-vs-baseline": true},
+			exact: map[string]float64{"media-loss-vs-baseline": 1.5}},
+		{name: "loss ratio 1.55 (just above the bound)", canary: withLoss(3.1), primary: mediaPrimary,
+			want: map[string]bool{"media-loss-vs-baseline": false},
+			near: map[string]float64{"media-loss-vs-baseline": 1.55}},
+		{name: "clean primary, canary 2% loss (the 2% floor)", canary: withLoss(1.28), primary: withLoss(0),
+			want: map[string]bool{"media-loss-vs-baseline": true},
+			near: map[string]float64{"media-loss-vs-baseline": 1}},
+		{name: "clean primary, canary 4% loss", canary: withLoss(2.56), primary: withLoss(0),
+			want: map[string]bool{"media-loss-vs-baseline": false},
+			near: map[string]float64{"media-loss-vs-baseline": 2}},
+		{name: "zero loss on both (lost series at 0)", canary: withLoss(0), primary: withLoss(0),
+			want:  allMedia(true),
+			exact: map[string]float64{"media-loss-vs-baseline": 0}},
+		{name: "both forwarding under 10 ms (p99 floor)", canary: forwardingIn(forwarding(0.008, 100)), primary: forwardingIn(forwarding(0.0001, 100)), // 80× unfloored
+			want:  map[string]bool{"forwarding-p99-vs-baseline": true},
+			exact: map[string]float64{"forwarding-p99-vs-baseline": 1}},
+		{name: "forwarding p99 ratio 2 (at the bound: 20 ms vs the 10 ms floor)", canary: forwardingIn(map[float64]float64{0.015: 99, 0.025: 1}), primary: forwardingIn(forwarding(0.001, 100)),
+			want:  map[string]bool{"forwarding-p99-vs-baseline": true},
+			exact: map[string]float64{"forwarding-p99-vs-baseline": 2}},
+		{name: "canary forwarding in 20–30 ms, primary in 1 ms", canary: forwardingIn(forwarding(0.025, 100)), primary: forwardingIn(forwarding(0.001, 100)),
+			want: map[string]bool{"forwarding-p99-vs-baseline": false},
+			near: map[string]float64{"forwarding-p99-vs-baseline": 2.99}},
+		{name: "canary at 1 datagram/s (20 in the window, at the bound)", canary: media{relayed: 1, latency: forwarding(0.008, 1), buckets: mh}, primary: mediaPrimary,
+			want:  map[string]bool{"media-volume": true},
+			exact: map[string]float64{"media-volume": 20}},
+		{name: "canary at 0.5 datagram/s (10 in the window)", canary: media{relayed: 0.5, latency: forwarding(0.008, 0.5), buckets: mh}, primary: mediaPrimary,
+			want: map[string]bool{"media-volume": false}},
+		{name: "no datagrams through the canary (joined: flat series)", canary: media{latency: map[float64]float64{}, buckets: mh}, primary: mediaPrimary,
+			want: allMedia(false)},
+		{name: "canary never joined nor scraped (missing series)", canary: media{absent: true}, primary: mediaPrimary,
+			want: allMedia(false)},
+		{name: "primary never joined nor scraped (missing series)", canary: mediaPrimary, primary: media{absent: true},
+			want: map[string]bool{"media-volume": true, "media-loss-vs-baseline": false, "forwarding-p99-vs-baseline": false}},
+		{name: "no forwarding histogram on the canary", canary: media{relayed: 64, buckets: mh}, primary: mediaPrimary,
+			want: map[string]bool{"forwarding-p99-vs-baseline": false}},
+	}...)
+	// The canary load is scraped on its own (the preview's
+	// darktower-canary-load ServiceMonitor).
+	var loadScrape time.Duration
+	for _, m := range All[*monitoringv1.ServiceMonitor](decoded(t, "overlays/preview")) {
+		if m.Name == "darktower-canary-load" && len(m.Spec.Endpoints) == 1 {
+			loadScrape, _ = time.ParseDuration(string(m.Spec.Endpoints[0].Interval))
+		}
+	}
+
+	// One figure per set of checks: the first canary judged by it, and the
+	// others alike.
+	type figure struct {
+		canary string
+		alike  []string
+		rows   []string
+	}
+	var figures []*figure
+	figureOf := map[string]*figure{}
 	for _, c := range canaries {
+		var checks []string
+		readsLoad := false
+		for _, m := range c.Spec.Analysis.Metrics {
+			checks = append(checks, m.TemplateRef.Name)
+			if tmpl := templates[m.TemplateRef.Name]; tmpl != nil && strings.Contains(tmpl.Spec.Query, "darktower_load_") {
+				readsLoad = true
+			}
+		}
+		key := strings.Join(checks, ",")
+		fig := figureOf[key]
+		if fig == nil {
+			fig = &figure{canary: c.Name}
+			figureOf[key] = fig
+			figures = append(figures, fig)
+		} else {
+			fig.alike = append(fig.alike, c.Name)
+			fig = nil // the first canary's rows stand for its alike
+		}
+		covered := map[string]bool{}
+
 		sm := monitors[c.Spec.TargetRef.Name]
 		if sm == nil || len(sm.Spec.Endpoints) != 1 {
 			t.Fatalf("%s: no ServiceMonitor with one endpoint in the prod overlay", c.Name)
@@ -331,6 +526,10 @@ func TestCanaryTemplatesPromQLBoundaries(t *testing.T) {
 		scrape, err := time.ParseDuration(string(sm.Spec.Endpoints[0].Interval))
 		if err != nil {
 			t.Fatalf("%s: ServiceMonitor interval: %v", c.Name, err)
+		}
+		if readsLoad && loadScrape != scrape {
+			t.Fatalf("%s: its analysis reads the canary load's series, scraped every %v (darktower-canary-load, overlays/preview), and its own, every %s: this test writes both in one block of one interval",
+				c.Name, loadScrape, scrape)
 		}
 		target := deployments[c.Spec.TargetRef.Name]
 		if target == nil {
@@ -348,11 +547,21 @@ func TestCanaryTemplatesPromQLBoundaries(t *testing.T) {
 		steps := 12 // one minute of samples; evaluated at the last
 		at := time.Unix(0, 0).Add(time.Duration(steps) * scrape)
 		for _, cs := range cases {
+			judged := false
+			for _, m := range c.Spec.Analysis.Metrics {
+				if _, ok := cs.want[m.TemplateRef.Name]; ok {
+					judged, covered[m.TemplateRef.Name] = true, true
+				}
+			}
+			if !judged {
+				continue // a case of another canary's checks
+			}
 			var b strings.Builder
 			fmt.Fprintf(&b, "load %s\n", scrape)
 			cs.canary.series(t, &b, c.Namespace, canaryPods, scrape, steps)
 			cs.primary.series(t, &b, c.Namespace, primaryPods, scrape, steps)
 			traffic{ok: 1, errors: 99, latency: map[float64]float64{10: 100}}.series(t, &b, c.Namespace, neighbourPods, scrape, steps)
+			media{relayed: 1, lost: 99, latency: map[float64]float64{0.09: 100}, buckets: mh}.series(t, &b, c.Namespace, neighbourPods, scrape, steps)
 			st := promqltest.LoadedStorage(t, b.String())
 			srv := promQueryAPI(t, st, at)
 			for _, m := range c.Spec.Analysis.Metrics {
@@ -377,7 +586,7 @@ func TestCanaryTemplatesPromQLBoundaries(t *testing.T) {
 				if x, ok := cs.near[m.TemplateRef.Name]; ok && (err != nil || math.Abs(v/x-1) > 0.05) {
 					t.Errorf("%s / %s / %s: value %v (err %v), want within 5%% of %v", c.Name, cs.name, m.Name, v, err, x)
 				}
-				if c.Name == canaries[0].Name {
+				if fig != nil {
 					bound := ""
 					if tr := m.ThresholdRange; tr.Max != nil {
 						bound = fmt.Sprintf("max %v", *tr.Max)
@@ -388,14 +597,25 @@ func TestCanaryTemplatesPromQLBoundaries(t *testing.T) {
 					if !got {
 						verdict = "FAIL (counts toward rollback)"
 					}
-					figure = append(figure, fmt.Sprintf("| %s | %s | %s | %s | %s |", cs.name, m.Name, bound, result, verdict))
+					fig.rows = append(fig.rows, fmt.Sprintf("| %s | %s | %s | %s | %s |", cs.name, m.Name, bound, result, verdict))
 				}
 			}
 			if err := st.Close(); err != nil {
 				t.Fatal(err)
 			}
 		}
+		for _, m := range c.Spec.Analysis.Metrics {
+			if !covered[m.TemplateRef.Name] {
+				t.Errorf("%s: no case judges its check %s (template %s): add its cases here", c.Name, m.Name, m.TemplateRef.Name)
+			}
+		}
 	}
-	t.Logf("FIGURE canary checks on synthetic series (Prometheus engine, Flagger RenderQuery + Prometheus provider), for %s and alike for the others:\n| case | check | bound | value | Flagger |\n|---|---|---|---|---|\n%s",
-		canaries[0].Name, strings.Join(figure, "\n"))
+	for _, fig := range figures {
+		alike := ""
+		if len(fig.alike) > 0 {
+			alike = " and alike for " + strings.Join(fig.alike, ", ")
+		}
+		t.Logf("FIGURE canary checks on synthetic series (Prometheus engine, Flagger RenderQuery + Prometheus provider), for %s%s:\n| case | check | bound | value | Flagger |\n|---|---|---|---|---|\n%s",
+			fig.canary, alike, strings.Join(fig.rows, "\n"))
+	}
 }
