@@ -3,8 +3,9 @@
 // rewritten them. It reads YAML documents on stdin (Deployments, Services,
 // HorizontalPodAutoscalers, Canaries), takes each Canary through the steps
 // of Flagger's scheduler (pkg/controller/scheduler.go, advanceCanary) up to
-// its first traffic step, and writes every Deployment, Service,
-// HorizontalPodAutoscaler and HTTPRoute as YAML on stdout.
+// its first traffic step, leaving a suspended one alone as advanceCanary
+// does, and writes every Deployment, Service, HorizontalPodAutoscaler and
+// HTTPRoute as YAML on stdout.
 //
 // It is its own module because Flagger's pkg/canary and clientset import
 // k8s.io/api/autoscaling/v2beta2, which policy/'s k8s.io/api (v0.37) no
@@ -97,6 +98,13 @@ func run(in io.Reader, out io.Writer) error {
 	factory := canary.NewFactory(kube, flagger, &canary.NopTracker{}, selectorLabels, includeLabelPrefix, log)
 	routers := router.NewFactory(nil, kube, flagger, "", "", log, flagger, true)
 	for _, cd := range canaries {
+		// advanceCanary returns for a suspended Canary before it touches
+		// anything (pkg/controller/scheduler.go: "skipping canary run as
+		// object is suspended"): no primary, no Services or route of its
+		// own, the target as it was.
+		if cd.Spec.Suspend {
+			continue
+		}
 		if err := initialize(factory, routers, cd); err != nil {
 			return fmt.Errorf("canary %s: %w", cd.Name, err)
 		}
