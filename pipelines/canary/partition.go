@@ -73,6 +73,7 @@ type RollResult struct {
 	ServedFirst, ServedLast time.Time
 
 	revision string // the release's ControllerRevision
+	weighted bool   // a pod-weighted canary's (RollDeployment)
 }
 
 // RollbackTime is from the regression's start to no release pod serving.
@@ -107,7 +108,12 @@ func (r *RollResult) Summary() string {
 		end = "rolled back (" + r.Reason + ")"
 	}
 	s := fmt.Sprintf("%s %s: %s after %.0fs; steps %s", r.Service, r.Name, end, r.Done.Sub(r.Applied).Seconds(), strings.Join(steps, " → "))
-	if !r.Promoted && !r.FirstTraffic.IsZero() && !r.TrafficBack.IsZero() {
+	if !r.Promoted && !r.FirstTraffic.IsZero() && !r.TrafficBack.IsZero() && r.weighted {
+		s += fmt.Sprintf("; regression start (first canary pod ready) → no canary pod left: %.1fs", r.RollbackTime().Seconds())
+		if !r.ServedFirst.IsZero() {
+			s += fmt.Sprintf(", %.0fs by the clients' datagrams through it", r.ServedTime().Seconds())
+		}
+	} else if !r.Promoted && !r.FirstTraffic.IsZero() && !r.TrafficBack.IsZero() {
 		s += fmt.Sprintf("; regression start → no release pod serving: %.1fs by the endpoints", r.RollbackTime().Seconds())
 		if !r.ServedFirst.IsZero() {
 			s += fmt.Sprintf(", %.0fs by the release pods' scrapes", r.ServedTime().Seconds())

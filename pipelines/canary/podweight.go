@@ -153,7 +153,7 @@ func RollDeployment(ctx context.Context, o RollOptions) (*RollResult, error) {
 	}
 	say("releasing %s (%s) as %d pod(s) of Deployment %s beside %d of %s; analysis of Canary %s: a check every %s, rollback at %d failed",
 		o.Release.Name, envString(o.Release.Env), steps[0], canaryName, n, name, a.From, a.Interval, a.Threshold)
-	res := &RollResult{Release: o.Release, Replicas: n, Applied: time.Now()}
+	res := &RollResult{Release: o.Release, Replicas: n, Applied: time.Now(), weighted: true}
 	if _, err := o.Client.Typed.AppsV1().Deployments(ns).Create(ctx, d, metav1.CreateOptions{FieldManager: "darktower-canary"}); err != nil {
 		return nil, fmt.Errorf("rolling %s: creating %s: %w", name, canaryName, err)
 	}
