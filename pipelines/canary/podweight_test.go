@@ -183,3 +183,22 @@ func TestCanaryDeploymentIsCoveredLikeTheService(t *testing.T) {
 		t.Error("a release for another container was accepted")
 	}
 }
+
+// What RollDeployment refuses before it touches the cluster (no client
+// here): a release that names no change, and steps that do not grow.
+func TestRollDeploymentRefusesBadInput(t *testing.T) {
+	a := &Analysis{From: "preview/media-handler"}
+	for _, c := range []struct {
+		o    RollOptions
+		want string
+	}{
+		{RollOptions{Release: Release{Service: "media-handler"}, Analysis: a}, "no release given"},
+		{RollOptions{Release: Release{Service: "media-handler", Image: "x"}}, "no analysis"},
+		{RollOptions{Release: Release{Service: "media-handler", Image: "x"}, Analysis: a, Steps: []int32{0}}, "steps [0]"},
+		{RollOptions{Release: Release{Service: "media-handler", Image: "x"}, Analysis: a, Steps: []int32{2, 1}}, "each above the one before"},
+	} {
+		if _, err := RollDeployment(t.Context(), c.o); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%+v: %v, want %q", c.o.Steps, err, c.want)
+		}
+	}
+}
