@@ -89,7 +89,7 @@ var mhScenarios = []struct {
 	promoted          bool
 	metric            string // the check a rollback must name
 }{
-	{name: "good", promoted: true},
+	{name: "good", promoted: true}, // held by the paused Deployment, then rolled
 	{name: "loss", knob: knobMediaDrop, value: "0.5", metric: "media-loss-vs-baseline"},
 	{name: "slow", knob: knobMediaDelay, value: "25ms", metric: "forwarding-p99-vs-baseline"},
 }
@@ -293,10 +293,27 @@ func TestCanaryReleasesOnARealCluster(t *testing.T) {
 			t.Errorf("%s: %v", mediaHandler, err)
 			return
 		}
-		for _, s := range mhScenarios {
+		for i, s := range mhScenarios {
 			r := canary.Release{Service: mediaHandler, Name: s.name, CPURequest: "40m", Env: map[string]string{}}
 			if s.knob != "" {
 				r.Env[s.knob] = s.value
+			}
+			if i == 0 {
+				// The first as staging and prod deliver it: applied to the
+				// paused Deployment (no pod takes it), then rolled by the
+				// pipeline with no release named.
+				patch := fmt.Sprintf(`{"spec":{"paused":true,"template":{"metadata":{"annotations":{%q:%q}}}}}`, canary.ReleaseAnnotation, s.name)
+				if _, err := client.Typed.AppsV1().Deployments(ns).Patch(ctx, mediaHandler, types.StrategicMergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
+					t.Errorf("%s: holding %s: %v", mediaHandler, s.name, err)
+					return
+				}
+				time.Sleep(5 * time.Second)
+				d, err := client.Typed.AppsV1().Deployments(ns).Get(ctx, mediaHandler, metav1.GetOptions{})
+				if err != nil || d.Status.ObservedGeneration < d.Generation || d.Status.UpdatedReplicas != 0 {
+					t.Errorf("%s: the held release reached pods or was not observed: %v, %+v", mediaHandler, err, d.Status)
+					return
+				}
+				r = canary.Release{Service: mediaHandler}
 			}
 			res, err := canary.RollDeployment(ctx, canary.RollOptions{Client: client, Namespace: ns, Release: r, Analysis: a, Progress: log})
 			if err != nil {

@@ -74,6 +74,9 @@ type RollResult struct {
 
 	revision string // the release's ControllerRevision
 	weighted bool   // a pod-weighted canary's (RollDeployment)
+	// heldPrevious: a held Deployment's running template (RollDeployment
+	// of the release a paused Deployment holds), put back on rollback.
+	heldPrevious *corev1.PodTemplateSpec
 }
 
 // RollbackTime is from the regression's start to no release pod serving.

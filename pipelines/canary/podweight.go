@@ -12,6 +12,7 @@ import (
 	"github.com/darktower/delivery/pipelines/upstream"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	apiequality "k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -116,9 +117,6 @@ func RollDeployment(ctx context.Context, o RollOptions) (*RollResult, error) {
 	if a == nil {
 		return nil, fmt.Errorf("rolling %s: no analysis (ReadAnalysis of a Canary)", name)
 	}
-	if o.Release.held() {
-		return nil, fmt.Errorf("rolling %s: no release given: a Deployment holds none (give the release, e.g. --image REF)", name)
-	}
 	steps := o.Steps
 	if len(steps) == 0 {
 		steps = []int32{1}
@@ -137,6 +135,22 @@ func RollDeployment(ctx context.Context, o RollOptions) (*RollResult, error) {
 	if stable.Spec.Replicas != nil {
 		n = *stable.Spec.Replicas
 	}
+	// Held (staging, prod: infra/overlays/held-rollouts): the release was
+	// applied to the paused Deployment, whose pods still run the previous
+	// template.
+	var previous *corev1.PodTemplateSpec
+	if o.Release.held() {
+		if !stable.Spec.Paused {
+			return nil, fmt.Errorf("rolling %s: no release given and none held: Deployment %s is not paused (give the release, e.g. --image REF, or apply it with the Deployment paused)", name, name)
+		}
+		if previous, err = runningTemplate(ctx, o, stable); err != nil {
+			return nil, fmt.Errorf("rolling %s: %w", name, err)
+		}
+		o.Release.Name = stable.Spec.Template.Annotations[ReleaseAnnotation]
+		if o.Release.Name == "" {
+			o.Release.Name = "held"
+		}
+	}
 	canaryName := CanaryDeploymentName(name)
 	if _, err := o.Client.Typed.AppsV1().Deployments(ns).Get(ctx, canaryName, metav1.GetOptions{}); err == nil {
 		return nil, fmt.Errorf("rolling %s: a canary is under way (Deployment %s/%s): let it finish, or delete it to roll it back", name, ns, canaryName)
@@ -151,9 +165,13 @@ func RollDeployment(ctx context.Context, o RollOptions) (*RollResult, error) {
 	if err != nil {
 		return nil, fmt.Errorf("rolling %s: %w", name, err)
 	}
+	what := envString(o.Release.Env)
+	if previous != nil {
+		what = "the template held by the paused Deployment"
+	}
 	say("releasing %s (%s) as %d pod(s) of Deployment %s beside %d of %s; analysis of Canary %s: a check every %s, rollback at %d failed",
-		o.Release.Name, envString(o.Release.Env), steps[0], canaryName, n, name, a.From, a.Interval, a.Threshold)
-	res := &RollResult{Release: o.Release, Replicas: n, Applied: time.Now(), weighted: true}
+		o.Release.Name, what, steps[0], canaryName, n, name, a.From, a.Interval, a.Threshold)
+	res := &RollResult{Release: o.Release, Replicas: n, Applied: time.Now(), weighted: true, heldPrevious: previous}
 	if _, err := o.Client.Typed.AppsV1().Deployments(ns).Create(ctx, d, metav1.CreateOptions{FieldManager: "darktower-canary"}); err != nil {
 		return nil, fmt.Errorf("rolling %s: creating %s: %w", name, canaryName, err)
 	}
@@ -217,11 +235,30 @@ func rollWeighted(ctx context.Context, o RollOptions, res *RollResult, steps []i
 		}
 	}
 	// Promotion: the release to the Deployment itself (its own rolling
-	// update), then the canary goes.
-	if err := Apply(ctx, o.Client, ns, o.Release); err != nil {
+	// update; a paused one, as staging and prod hold it, is resumed until
+	// its pods are at the release, then paused again), then the canary
+	// goes.
+	if res.heldPrevious == nil {
+		if err := Apply(ctx, o.Client, ns, o.Release); err != nil {
+			return err
+		}
+	}
+	stable, err := o.Client.Typed.AppsV1().Deployments(ns).Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
 		return err
 	}
+	paused := stable.Spec.Paused
+	if paused {
+		if err := patchDeployment(ctx, o, name, []byte(`{"spec":{"paused":false}}`)); err != nil {
+			return err
+		}
+	}
 	ready, err := waitDeployment(ctx, o, name, a.Deadline, nil)
+	if paused {
+		if perr := patchDeployment(ctx, o, name, []byte(`{"spec":{"paused":true}}`)); perr != nil && err == nil {
+			err = perr
+		}
+	}
 	if err != nil {
 		return err
 	}
@@ -246,6 +283,18 @@ func rollWeighted(ctx context.Context, o RollOptions, res *RollResult, steps []i
 func removeCanary(ctx context.Context, o RollOptions, res *RollResult, why string, say func(string, ...any)) error {
 	res.Reason = why
 	say("rolling back: %s", why)
+	if res.heldPrevious != nil {
+		// The paused Deployment gets its running pods' template back, so
+		// that resuming it later does not roll the failed release.
+		raw, err := json.Marshal([]map[string]any{{"op": "replace", "path": "/spec/template", "value": res.heldPrevious}})
+		if err != nil {
+			return err
+		}
+		if _, err := o.Client.Typed.AppsV1().Deployments(o.Namespace).Patch(ctx, o.Release.Service, types.JSONPatchType, raw,
+			metav1.PatchOptions{FieldManager: "darktower-canary"}); err != nil {
+			return fmt.Errorf("rolling %s back: putting the running template back: %w", o.Release.Service, err)
+		}
+	}
 	if err := deleteCanary(ctx, o); err != nil {
 		return err
 	}
@@ -358,4 +407,30 @@ func RolloutKind(ctx context.Context, client *cluster.Client, namespace, service
 		return "", err
 	}
 	return "", fmt.Errorf("no StatefulSet or Deployment %s/%s to roll out (--service, --namespace)", namespace, service)
+}
+
+// runningTemplate is the pod template a paused Deployment's pods run: its
+// one ReplicaSet with pods, whose template differs from the Deployment's
+// (the held release). Anything else is refused: no release held, or a
+// rollout under way.
+func runningTemplate(ctx context.Context, o RollOptions, d *appsv1.Deployment) (*corev1.PodTemplateSpec, error) {
+	sets, err := o.Client.Typed.AppsV1().ReplicaSets(o.Namespace).List(ctx, metav1.ListOptions{LabelSelector: metav1.FormatLabelSelector(d.Spec.Selector)})
+	if err != nil {
+		return nil, err
+	}
+	var running []appsv1.ReplicaSet
+	for _, rs := range sets.Items {
+		if metav1.IsControlledBy(&rs, d) && rs.Status.Replicas > 0 {
+			running = append(running, rs)
+		}
+	}
+	if len(running) != 1 {
+		return nil, fmt.Errorf("Deployment %s runs %d ReplicaSets with pods: a rollout is under way; let it finish before rolling a held release", d.Name, len(running))
+	}
+	t := running[0].Spec.Template.DeepCopy()
+	delete(t.Labels, appsv1.DefaultDeploymentUniqueLabelKey)
+	if apiequality.Semantic.DeepEqual(*t, d.Spec.Template) {
+		return nil, fmt.Errorf("no release held: Deployment %s is paused but its pods run its template (give the release, e.g. --image REF)", d.Name)
+	}
+	return t, nil
 }

@@ -185,14 +185,13 @@ func TestCanaryDeploymentIsCoveredLikeTheService(t *testing.T) {
 }
 
 // What RollDeployment refuses before it touches the cluster (no client
-// here): a release that names no change, and steps that do not grow.
+// here): no analysis, and steps that do not grow.
 func TestRollDeploymentRefusesBadInput(t *testing.T) {
 	a := &Analysis{From: "preview/media-handler"}
 	for _, c := range []struct {
 		o    RollOptions
 		want string
 	}{
-		{RollOptions{Release: Release{Service: "media-handler"}, Analysis: a}, "no release given"},
 		{RollOptions{Release: Release{Service: "media-handler", Image: "x"}}, "no analysis"},
 		{RollOptions{Release: Release{Service: "media-handler", Image: "x"}, Analysis: a, Steps: []int32{0}}, "steps [0]"},
 		{RollOptions{Release: Release{Service: "media-handler", Image: "x"}, Analysis: a, Steps: []int32{2, 1}}, "each above the one before"},

@@ -687,6 +687,28 @@ func summary(o Options, res *Result) string {
 			fmt.Fprintf(&b, "\n%s already pin these digests: no change.\n", pinned)
 		} else {
 			fmt.Fprintf(&b, "\n%s pinned to these digests: the change is `%s` (`git apply %s`).\n", pinned, PatchFile, PatchFile)
+			b.WriteString(rollingOut(res.Images))
+		}
+	}
+	return b.String()
+}
+
+// rollingOut says what applying the pins sets moving, service by service,
+// and the command that follows or rolls each (a rollout is judged, not
+// finished, when the overlay is applied).
+func rollingOut(images []*Image) string {
+	var b strings.Builder
+	b.WriteString("\nApplying it starts each release's canary; none reaches every pod unjudged:\n\n")
+	for _, im := range images {
+		switch im.Service {
+		case "global-controller", "meeting-controller":
+			fmt.Fprintf(&b, "- %s: Flagger's canary (5 → 10 → 50 → 100%%); follow it with `go run . canary watch --kubeconfig PROD --namespace dark-tower --service %s` (exit 0 promoted, 1 rolled back).\n", im.Service, im.Service)
+		case "ac-service":
+			fmt.Fprintf(&b, "- %s: held by its partition (infra/overlays/held-rollouts), no pod moves; roll it with `go run . canary roll --kubeconfig PROD --namespace dark-tower --service %s`.\n", im.Service, im.Service)
+		case "media-handler":
+			fmt.Fprintf(&b, "- %s: held by its paused Deployment (infra/overlays/held-rollouts), no pod moves; roll it as a pod-weighted canary with `go run . canary roll --kubeconfig PROD --namespace dark-tower --service %s`.\n", im.Service, im.Service)
+		default:
+			fmt.Fprintf(&b, "- %s: no canary; its Deployment rolls out when applied.\n", im.Service)
 		}
 	}
 	return b.String()

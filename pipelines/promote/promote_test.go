@@ -319,6 +319,10 @@ func TestPromoteVerifiesEverythingThenCopiesWithSignaturesAndPins(t *testing.T) 
 		if !strings.Contains(string(summary), "| "+im.Service+" | `"+im.Digest+"` | 1 | SBOM 1, vulnerabilities 1, provenance 1 | "+repoURL+"@"+revision[:12]+", "+tag) {
 			t.Errorf("the summary lacks %s's row:\n%s", im.Service, summary)
 		}
+		// And what applying the pins sets moving, with its command.
+		if !strings.Contains(string(summary), "- "+im.Service+": ") || !strings.Contains(string(summary), "--service "+im.Service+"`") {
+			t.Errorf("the summary does not say how %s rolls out:\n%s", im.Service, summary)
+		}
 	}
 	t.Logf("summary:\n%s\npatch:\n%s", summary, res.Patch)
 
