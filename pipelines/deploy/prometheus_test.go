@@ -101,8 +101,9 @@ func TestScrapeConfigFromTheServicesServiceMonitors(t *testing.T) {
 		}
 		want := services
 		if name == "overlay" {
-			// The preview also scrapes the chaos stage's load (smoke.yaml).
-			want = []string{"ac-service", "darktower-load", "global-controller", "media-handler", "meeting-controller"}
+			// The preview also scrapes the chaos stage's load and the
+			// canaries' load (smoke.yaml).
+			want = []string{"ac-service", "darktower-canary-load", "darktower-load", "global-controller", "media-handler", "meeting-controller"}
 		}
 		if !slices.Equal(jobs, want) {
 			t.Errorf("%s: jobs %v, want %v", name, jobs, want)
