@@ -79,6 +79,13 @@ type RollResult struct {
 	heldPrevious *corev1.PodTemplateSpec
 }
 
+// sawTraffic notes when the first of the release's pods served.
+func (r *RollResult) sawTraffic(t time.Time) {
+	if r.FirstTraffic.IsZero() {
+		r.FirstTraffic = t
+	}
+}
+
 // RollbackTime is from the regression's start to no release pod serving.
 func (r *RollResult) RollbackTime() time.Duration {
 	if r.FirstTraffic.IsZero() || r.TrafficBack.IsZero() {
@@ -258,11 +265,7 @@ func roll(ctx context.Context, o RollOptions, res *RollResult, previous *corev1.
 			*partition = p
 		}
 		step := RollStep{Partition: p, Updated: n - p, Of: n}
-		ready, err := waitPartition(ctx, o, p, n, a.Deadline, func(t time.Time) {
-			if res.FirstTraffic.IsZero() {
-				res.FirstTraffic = t
-			}
-		})
+		ready, err := waitPartition(ctx, o, p, n, a.Deadline, res.sawTraffic)
 		if err != nil {
 			return err
 		}

@@ -211,11 +211,7 @@ func rollWeighted(ctx context.Context, o RollOptions, res *RollResult, steps []i
 			}
 		}
 		step := RollStep{Updated: k, Of: res.Replicas + k}
-		ready, err := waitDeployment(ctx, o, canaryName, a.Deadline, func(t time.Time) {
-			if res.FirstTraffic.IsZero() {
-				res.FirstTraffic = t
-			}
-		})
+		ready, err := waitDeployment(ctx, o, canaryName, a.Deadline, res.sawTraffic)
 		if err != nil {
 			return err
 		}
