@@ -377,6 +377,11 @@ func TestCanaryReleasesOnARealCluster(t *testing.T) {
 		if !r.ServedFirst.IsZero() {
 			line += fmt.Sprintf("; the clients' datagrams through the canary: %s to %s after the release", r.ServedFirst.Sub(r.Applied).Round(time.Second), r.ServedLast.Sub(r.Applied).Round(time.Second))
 		}
+		for _, st := range r.Steps {
+			for _, c := range st.Checks {
+				line += "\n    check: " + c
+			}
+		}
 		mhLines = append(mhLines, line)
 		if r.Promoted != s.promoted {
 			t.Errorf("%s %s: promoted = %v, want %v (%s)", mediaHandler, s.name, r.Promoted, s.promoted, r.Reason)
