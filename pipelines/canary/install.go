@@ -103,12 +103,16 @@ const (
 	// about 200 in the analysis's 20 s window (request-volume wants 20).
 	LoadKeySetRate = 20
 	// LoadMediaSessions media sessions at once, each replaced by a new one
-	// (placed anew by meeting-controller) after LoadMediaLifetime: within
-	// a lifetime of a media-handler canary registering, it carries its
-	// pods' share of them (1 of 3 pods: about 10 sessions, 10 datagrams a
-	// second, 200 in the analysis's 20 s window; media-volume wants 20).
+	// (placed anew by meeting-controller) after LoadMediaLifetime, each
+	// relaying a datagram each way every LoadMediaInterval: within a
+	// lifetime of a media-handler canary registering, it carries its
+	// pods' share of them (1 of 3 pods: about 10 sessions, 40 datagrams a
+	// second). Its first check, 10 s after it is ready, sees a few
+	// seconds of them, which at one datagram a second per session read
+	// as 20-ish against media-volume's 20 (a run: 21.31).
 	LoadMediaSessions = 30
 	LoadMediaLifetime = 6 * time.Second
+	LoadMediaInterval = 500 * time.Millisecond
 )
 
 // Installed is what Install put in.
@@ -223,6 +227,7 @@ func Install(ctx context.Context, o InstallOptions) (*Installed, error) {
 			// placed anew every lifetime, a datagram lost after 1 s.
 			{Name: "SMOKE_LOAD_MEDIA_SESSIONS", Value: strconv.Itoa(LoadMediaSessions)},
 			{Name: "SMOKE_LOAD_MEDIA_LIFETIME", Value: LoadMediaLifetime.String()},
+			{Name: "SMOKE_LOAD_MEDIA_INTERVAL", Value: LoadMediaInterval.String()},
 			{Name: "SMOKE_UDP_TIMEOUT", Value: "1s"},
 			// ac-service's rollout traffic (canary roll): its key set, each
 			// fetch a new connection, so half reach a pod of two.

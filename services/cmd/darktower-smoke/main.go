@@ -40,6 +40,9 @@ func main() {
 	// it: 0 keeps a session until its media-handler stops relaying.
 	mediaSessions := l.Int("SMOKE_LOAD_MEDIA_SESSIONS", 1, 1, 256)
 	mediaLifetime := l.Duration("SMOKE_LOAD_MEDIA_LIFETIME", 0, 0, time.Hour)
+	// How often each session relays a datagram each way (0: every
+	// SMOKE_LOAD_INTERVAL).
+	mediaInterval := l.Duration("SMOKE_LOAD_MEDIA_INTERVAL", 0, 0, time.Minute)
 	if mediaLifetime > 0 && mediaLifetime < time.Second {
 		l.Problemf("SMOKE_LOAD_MEDIA_LIFETIME is malformed: expected 0 (keep each session) or a duration between 1s and 1h")
 	}
@@ -56,7 +59,7 @@ func main() {
 	defer stop()
 	switch mode {
 	case "load":
-		os.Exit(load(ctx, cfg, interval, workers, media, onDemand, keySetRate, mediaSessions, mediaLifetime, addr))
+		os.Exit(load(ctx, cfg, interval, workers, media, onDemand, keySetRate, mediaSessions, mediaLifetime, mediaInterval, addr))
 	case "check":
 	default:
 		fmt.Fprintf(os.Stderr, "darktower-smoke: SMOKE_MODE=%q: use check (the default) or load\n", mode)
@@ -75,11 +78,11 @@ func main() {
 }
 
 func load(ctx context.Context, cfg smoke.Config, interval time.Duration, workers int, media, onDemand bool, keySetRate, mediaSessions int,
-	mediaLifetime time.Duration, addr string) int {
+	mediaLifetime, mediaInterval time.Duration, addr string) int {
 	reg := prometheus.NewRegistry()
 	l := smoke.NewLoad(cfg, interval, reg)
 	l.Workers, l.Media, l.OnDemand, l.KeySetRate = workers, media, onDemand, keySetRate
-	l.MediaSessions, l.MediaLifetime = mediaSessions, mediaLifetime
+	l.MediaSessions, l.MediaLifetime, l.MediaInterval = mediaSessions, mediaLifetime, mediaInterval
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	if onDemand {

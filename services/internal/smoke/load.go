@@ -61,6 +61,11 @@ type Load struct {
 	// are random in [0, MediaLifetime), so that they do not all rotate at
 	// once. 0: a session is kept until its media-handler stops relaying.
 	MediaLifetime time.Duration
+	// MediaInterval, if above 0, is how often each media session relays a
+	// datagram each way (default Interval): the canary load's sessions
+	// relay faster than its API rounds, so that a media-handler canary's
+	// first check already sees enough of them.
+	MediaInterval time.Duration
 	// OnDemand: the API rounds run only while started (Start, or Flagger's
 	// pre-rollout webhook through Webhooks), not from the start.
 	OnDemand bool
@@ -354,11 +359,18 @@ const (
 	sessionInactive                   // the load is no longer Active
 )
 
-// relaySession relays a datagram each way every Interval until the
+func (l *Load) mediaInterval() time.Duration {
+	if l.MediaInterval > 0 {
+		return l.MediaInterval
+	}
+	return l.Interval
+}
+
+// relaySession relays a datagram each way every media interval until the
 // session ends, and closes it.
 func (l *Load) relaySession(ctx context.Context, s *session, expire <-chan time.Time) sessionEnd {
 	defer s.close()
-	t := time.NewTicker(l.Interval)
+	t := time.NewTicker(l.mediaInterval())
 	defer t.Stop()
 	lost := 0
 	for {

@@ -62,8 +62,8 @@ func (l *Load) Flowing(target string) error {
 		if last == 0 {
 			return errors.New("no media datagram relayed by media-handler yet")
 		}
-		if age := time.Since(time.Unix(0, last)); age > 3*l.Interval {
-			return fmt.Errorf("no media datagram relayed by media-handler for %s (one each way every %s per session)", age.Round(time.Millisecond), l.Interval)
+		if age := time.Since(time.Unix(0, last)); age > 3*l.mediaInterval() {
+			return fmt.Errorf("no media datagram relayed by media-handler for %s (one each way every %s per session)", age.Round(time.Millisecond), l.mediaInterval())
 		}
 		return nil
 	}
