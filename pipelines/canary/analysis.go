@@ -31,6 +31,11 @@ type Analysis struct {
 	Deadline  time.Duration // the Canary's progressDeadlineSeconds
 	Metrics   []Metric
 	Webhooks  []Webhook
+	// Suspended: Flagger leaves the Canary alone (spec.suspend), so its
+	// target's releases are the pipeline's to judge; Target is its
+	// targetRef's name.
+	Suspended bool
+	Target    string
 }
 
 // Metric is one check: a MetricTemplate's query and the Canary's range.
@@ -87,6 +92,10 @@ func parseAnalysis(c *unstructured.Unstructured) (*Analysis, []string, error) {
 		return fmt.Errorf("Canary %s: spec.%s: %v", a.From, field, err)
 	}
 	var spec struct {
+		Suspend   bool `json:"suspend"`
+		TargetRef struct {
+			Name string `json:"name"`
+		} `json:"targetRef"`
 		ProgressDeadlineSeconds *int64 `json:"progressDeadlineSeconds"`
 		Analysis                *struct {
 			Interval  string `json:"interval"`
@@ -122,6 +131,7 @@ func parseAnalysis(c *unstructured.Unstructured) (*Analysis, []string, error) {
 	if spec.Analysis == nil {
 		return nil, nil, bad("analysis", fmt.Errorf("missing"))
 	}
+	a.Suspended, a.Target = spec.Suspend, spec.TargetRef.Name
 	if spec.ProgressDeadlineSeconds != nil {
 		a.Deadline = time.Duration(*spec.ProgressDeadlineSeconds) * time.Second
 	}
@@ -228,7 +238,7 @@ func (m Metric) Render(namespace, target string, pods Pods) (string, error) {
 	primary := fmt.Sprintf(`=~%q`, target+"-primary"+deploymentPods)
 	canary := fmt.Sprintf(`=~%q`, target+deploymentPods)
 	if !strings.Contains(q, canary) {
-		return "", fmt.Errorf("MetricTemplate %s does not select the canary's pods as pod%s: the pipeline cannot point it at %s's pods", m.Template, canary, target)
+		return "", fmt.Errorf("MetricTemplate %s does not select the canary's pods as <label>%s (pod, or media_handler for the load's datagrams): the pipeline cannot point it at %s's pods", m.Template, canary, target)
 	}
 	// One pass: a baseline's regex may read like the canary's template
 	// selector (media-handler's own pods are <target>-<hash>-<id>).

@@ -77,6 +77,7 @@ type RollResult struct {
 	// heldPrevious: a held Deployment's running template (RollDeployment
 	// of the release a paused Deployment holds), put back on rollback.
 	heldPrevious *corev1.PodTemplateSpec
+	promoting    bool // RollDeployment's promotion began (it cleans up after itself)
 }
 
 // sawTraffic notes when the first of the release's pods served.

@@ -126,6 +126,13 @@ func RollDeployment(ctx context.Context, o RollOptions) (*RollResult, error) {
 			return nil, fmt.Errorf("rolling %s: steps %v: want canary pod counts of 1 or more, each above the one before (e.g. 1,2)", name, steps)
 		}
 	}
+	// The Canary whose analysis runs must be one Flagger leaves alone, of
+	// this Deployment: otherwise Flagger releases it too (a second,
+	// unjudged rollout beside the pipeline's).
+	if !a.Suspended || a.Target != name {
+		return nil, fmt.Errorf("rolling %s: Canary %s (target %q, suspend %v) is not a suspended Canary of %s: Flagger runs that one; canary roll runs the analysis of a Deployment's own suspended Canary (media-handler's)",
+			name, a.From, a.Target, a.Suspended, name)
+	}
 	say := func(format string, args ...any) { upstream.Say(o.Progress, "canary "+name+": "+format, args...) }
 	stable, err := o.Client.Typed.AppsV1().Deployments(ns).Get(ctx, name, metav1.GetOptions{})
 	if err != nil {
@@ -134,6 +141,12 @@ func RollDeployment(ctx context.Context, o RollOptions) (*RollResult, error) {
 	n := int32(1)
 	if stable.Spec.Replicas != nil {
 		n = *stable.Spec.Replicas
+	}
+	// A cluster where Flagger ran the Canary before it was suspended:
+	// Flagger's primary serves and the Deployment is scaled to 0.
+	if _, err := o.Client.Typed.AppsV1().Deployments(ns).Get(ctx, name+"-primary", metav1.GetOptions{}); err == nil || n < 1 {
+		return nil, fmt.Errorf("rolling %s: Deployment %s-primary exists or %s has %d replicas: Flagger ran %s's Canary before it was suspended; delete that Canary with spec.revertOnDeletion: true (Flagger then scales %s back up and removes its primary) and apply it suspended",
+			name, name, name, n, name, name)
 	}
 	// Held (staging, prod: infra/overlays/held-rollouts): the release was
 	// applied to the paused Deployment, whose pods still run the previous
@@ -177,15 +190,28 @@ func RollDeployment(ctx context.Context, o RollOptions) (*RollResult, error) {
 	}
 	// From here the release may serve: a failure to follow it (an API
 	// error, a cancelled run) removes the canary rather than leave it.
-	err = rollWeighted(ctx, o, res, steps, pods, say)
+	err = rollWeighted(ctx, o, res, steps, pods, stable.Spec.Template.DeepCopy(), say)
 	if err == nil {
 		return res, nil
 	}
-	if res.Reason != "" {
-		return nil, err // the rollback itself failed
+	if res.Reason != "" || res.promoting {
+		// The rollback itself failed, or the promotion did (it put the
+		// previous template back itself, or says why it could not).
+		return nil, err
 	}
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), a.Deadline)
 	defer cancel()
+	if res.Promoted {
+		// Promoted: only the canary is left to remove.
+		if rerr := deleteCanary(rctx, o); rerr != nil {
+			return nil, fmt.Errorf("%w; %s is promoted, but removing the canary %s failed: %v", err, name, canaryName, rerr)
+		}
+		return nil, fmt.Errorf("%w (%s is promoted; the canary %s was removed)", err, name, canaryName)
+	}
+	// Interrupted before judging was done: the canary goes; a held release
+	// stays held (it was not judged), and a release given with --image was
+	// never applied to the Deployment.
+	res.heldPrevious = nil
 	if rerr := removeCanary(rctx, o, res, "interrupted: "+err.Error(), say); rerr != nil {
 		return nil, fmt.Errorf("%w; and removing the canary %s failed: %v", err, canaryName, rerr)
 	}
@@ -194,8 +220,8 @@ func RollDeployment(ctx context.Context, o RollOptions) (*RollResult, error) {
 
 // rollWeighted runs the steps, then promotes, or rolls back at the
 // threshold.
-func rollWeighted(ctx context.Context, o RollOptions, res *RollResult, steps []int32, pods Pods, say func(string, ...any)) error {
-	name, ns, a := o.Release.Service, o.Namespace, o.Analysis
+func rollWeighted(ctx context.Context, o RollOptions, res *RollResult, steps []int32, pods Pods, running *corev1.PodTemplateSpec, say func(string, ...any)) error {
+	name, a := o.Release.Service, o.Analysis
 	canaryName := CanaryDeploymentName(name)
 	failed := 0
 	if why, err := preRollout(ctx, o, &failed, say); err != nil {
@@ -230,45 +256,101 @@ func rollWeighted(ctx context.Context, o RollOptions, res *RollResult, steps []i
 			return removeCanary(ctx, o, res, why, say)
 		}
 	}
-	// Promotion: the release to the Deployment itself (its own rolling
-	// update; a paused one, as staging and prod hold it, is resumed until
-	// its pods are at the release, then paused again), then the canary
-	// goes.
-	if res.heldPrevious == nil {
-		if err := Apply(ctx, o.Client, ns, o.Release); err != nil {
-			return err
+	return promoteWeighted(ctx, o, res, running, say)
+}
+
+// promoteWeighted rolls the judged release out to the Deployment itself
+// (its own rolling update; a paused one, as staging and prod hold it, is
+// resumed until its pods are at the release, then paused again), then
+// removes the canary. A promotion that does not complete puts the
+// running template back (rolled out the same way) and reports a
+// rollback: no pod is left at a release that was not promoted.
+func promoteWeighted(ctx context.Context, o RollOptions, res *RollResult, running *corev1.PodTemplateSpec, say func(string, ...any)) error {
+	name, ns, a := o.Release.Service, o.Namespace, o.Analysis
+	if res.heldPrevious != nil {
+		running = res.heldPrevious
+	}
+	res.promoting = true
+	ready, err := rollOutTemplate(ctx, o, func() error {
+		if res.heldPrevious != nil {
+			return nil // the held template is the release
 		}
-	}
-	stable, err := o.Client.Typed.AppsV1().Deployments(ns).Get(ctx, name, metav1.GetOptions{})
-	if err != nil {
-		return err
-	}
-	paused := stable.Spec.Paused
-	if paused {
-		if err := patchDeployment(ctx, o, name, []byte(`{"spec":{"paused":false}}`)); err != nil {
-			return err
+		return Apply(ctx, o.Client, ns, o.Release)
+	})
+	if err != nil || ready.IsZero() {
+		why := fmt.Sprintf("promotion: %s's pods were not all at the release and ready within %s", name, a.Deadline)
+		if err != nil {
+			why = "promotion: " + err.Error()
 		}
-	}
-	ready, err := waitDeployment(ctx, o, name, a.Deadline, nil)
-	if paused {
-		if perr := patchDeployment(ctx, o, name, []byte(`{"spec":{"paused":true}}`)); perr != nil && err == nil {
-			err = perr
+		res.Reason = why
+		say("rolling back: %s; putting the running template back", why)
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), a.Deadline)
+		defer cancel()
+		back, rerr := rollOutTemplate(rctx, o, func() error { return replaceTemplate(rctx, o, running) })
+		if rerr == nil && back.IsZero() {
+			rerr = fmt.Errorf("its pods were not back at the running template within %s", a.Deadline)
 		}
-	}
-	if err != nil {
-		return err
-	}
-	if ready.IsZero() {
-		return removeCanary(ctx, o, res, fmt.Sprintf("promotion: %s's pods were not all at the release and ready within %s", name, a.Deadline), say)
+		if rerr != nil {
+			return fmt.Errorf("rolling %s back after a failed promotion (%s): %w", name, why, rerr)
+		}
+		res.heldPrevious = nil // put back already
+		if rerr := removeCanary(rctx, o, res, why+" (the running template was put back)", say); rerr != nil {
+			return rerr
+		}
+		if err != nil {
+			return fmt.Errorf("%s (the running template was put back, the canary removed)", why)
+		}
+		return nil
 	}
 	res.Steps = append(res.Steps, RollStep{Updated: res.Replicas, Of: res.Replicas, Ready: ready})
+	res.Promoted, res.promoting = true, false
 	if err := deleteCanary(ctx, o); err != nil {
 		return err
 	}
-	res.Promoted, res.Done = true, time.Now()
+	res.Done = time.Now()
 	res.ServedFirst, res.ServedLast = mediaServed(ctx, o, res)
 	a.postRollout(ctx, o.Client, ns, name, PhaseSucceeded, say)
 	say("promoted: %s", res.Summary())
+	return nil
+}
+
+// rollOutTemplate changes the Deployment's template (change) and waits
+// for its rollout, resuming a paused Deployment for it and pausing it
+// again (even when ctx ends: staging and prod must stay held).
+func rollOutTemplate(ctx context.Context, o RollOptions, change func() error) (ready time.Time, err error) {
+	name := o.Release.Service
+	if err := change(); err != nil {
+		return time.Time{}, err
+	}
+	d, err := o.Client.Typed.AppsV1().Deployments(o.Namespace).Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		return time.Time{}, err
+	}
+	if d.Spec.Paused {
+		if err := patchDeployment(ctx, o, name, []byte(`{"spec":{"paused":false}}`)); err != nil {
+			return time.Time{}, err
+		}
+		defer func() {
+			pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+			defer cancel()
+			if perr := patchDeployment(pctx, o, name, []byte(`{"spec":{"paused":true}}`)); perr != nil && err == nil {
+				err = perr
+			}
+		}()
+	}
+	return waitDeployment(ctx, o, name, o.Analysis.Deadline, nil)
+}
+
+// replaceTemplate puts a pod template on the Deployment.
+func replaceTemplate(ctx context.Context, o RollOptions, t *corev1.PodTemplateSpec) error {
+	raw, err := json.Marshal([]map[string]any{{"op": "replace", "path": "/spec/template", "value": t}})
+	if err != nil {
+		return err
+	}
+	if _, err := o.Client.Typed.AppsV1().Deployments(o.Namespace).Patch(ctx, o.Release.Service, types.JSONPatchType, raw,
+		metav1.PatchOptions{FieldManager: "darktower-canary"}); err != nil {
+		return fmt.Errorf("putting the running template back on %s: %w", o.Release.Service, err)
+	}
 	return nil
 }
 
@@ -279,23 +361,19 @@ func rollWeighted(ctx context.Context, o RollOptions, res *RollResult, steps []i
 func removeCanary(ctx context.Context, o RollOptions, res *RollResult, why string, say func(string, ...any)) error {
 	res.Reason = why
 	say("rolling back: %s", why)
-	if res.heldPrevious != nil {
-		// The paused Deployment gets its running pods' template back, so
-		// that resuming it later does not roll the failed release.
-		raw, err := json.Marshal([]map[string]any{{"op": "replace", "path": "/spec/template", "value": res.heldPrevious}})
-		if err != nil {
-			return err
-		}
-		if _, err := o.Client.Typed.AppsV1().Deployments(o.Namespace).Patch(ctx, o.Release.Service, types.JSONPatchType, raw,
-			metav1.PatchOptions{FieldManager: "darktower-canary"}); err != nil {
-			return fmt.Errorf("rolling %s back: putting the running template back: %w", o.Release.Service, err)
-		}
-	}
+	// The canary first: it is what serves the release.
 	if err := deleteCanary(ctx, o); err != nil {
 		return err
 	}
 	if !res.FirstTraffic.IsZero() {
 		res.TrafficBack = time.Now()
+	}
+	if res.heldPrevious != nil {
+		// The paused Deployment gets its running pods' template back, so
+		// that resuming it later does not roll the failed release.
+		if err := replaceTemplate(ctx, o, res.heldPrevious); err != nil {
+			return fmt.Errorf("rolling %s back: %w", o.Release.Service, err)
+		}
 	}
 	res.Done = time.Now()
 	res.ServedFirst, res.ServedLast = mediaServed(ctx, o, res)

@@ -33,6 +33,9 @@ func TestMediaHandlerAnalysisForItsCanaryPods(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if !a.Suspended || a.Target != "media-handler" {
+		t.Errorf("analysis read as suspended %v, target %q", a.Suspended, a.Target)
+	}
 	if len(a.Webhooks) != 2 {
 		t.Errorf("webhooks %v, want the load's start and gate", a.Webhooks)
 	}
@@ -178,16 +181,22 @@ func TestCanaryDeploymentIsCoveredLikeTheService(t *testing.T) {
 	if covered < 3 {
 		t.Errorf("the canary's pods are covered by %d Services, NetworkPolicies and budgets, want its Service, policy and budget at least", covered)
 	}
-	// A release that names no container of the service's is refused.
+	// A release for another Deployment, or for a Deployment whose
+	// container is not named after it, is refused.
 	if _, err := CanaryDeployment(stable, Release{Service: "other", Name: "x", Image: "x"}, 1); err == nil {
-		t.Error("a release for another container was accepted")
+		t.Error("a release of another service was accepted")
+	}
+	renamed := stable.DeepCopy()
+	renamed.Spec.Template.Spec.Containers[0].Name = "relay"
+	if _, err := CanaryDeployment(renamed, Release{Service: "media-handler", Name: "x", Image: "x"}, 1); err == nil || !strings.Contains(err.Error(), "no container named media-handler") {
+		t.Errorf("a Deployment without a container named after it: %v", err)
 	}
 }
 
 // What RollDeployment refuses before it touches the cluster (no client
 // here): no analysis, and steps that do not grow.
 func TestRollDeploymentRefusesBadInput(t *testing.T) {
-	a := &Analysis{From: "preview/media-handler"}
+	a := &Analysis{From: "preview/media-handler", Suspended: true, Target: "media-handler"}
 	for _, c := range []struct {
 		o    RollOptions
 		want string
@@ -195,6 +204,9 @@ func TestRollDeploymentRefusesBadInput(t *testing.T) {
 		{RollOptions{Release: Release{Service: "media-handler", Image: "x"}}, "no analysis"},
 		{RollOptions{Release: Release{Service: "media-handler", Image: "x"}, Analysis: a, Steps: []int32{0}}, "steps [0]"},
 		{RollOptions{Release: Release{Service: "media-handler", Image: "x"}, Analysis: a, Steps: []int32{2, 1}}, "each above the one before"},
+		// Flagger's own Canary (not suspended), or another Deployment's.
+		{RollOptions{Release: Release{Service: "media-handler", Image: "x"}, Analysis: &Analysis{From: "preview/media-handler", Target: "media-handler"}}, "is not a suspended Canary of media-handler"},
+		{RollOptions{Release: Release{Service: "global-controller", Image: "x"}, Analysis: a}, "is not a suspended Canary of global-controller"},
 	} {
 		if _, err := RollDeployment(t.Context(), c.o); err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%+v: %v, want %q", c.o.Steps, err, c.want)

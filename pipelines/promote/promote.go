@@ -698,7 +698,7 @@ func summary(o Options, res *Result) string {
 // finished, when the overlay is applied).
 func rollingOut(images []*Image) string {
 	var b strings.Builder
-	b.WriteString("\nApplying it starts each release's canary; none reaches every pod unjudged:\n\n")
+	b.WriteString("\nApplying it starts each service's rollout:\n\n")
 	for _, im := range images {
 		switch im.Service {
 		case "global-controller", "meeting-controller":
@@ -706,7 +706,7 @@ func rollingOut(images []*Image) string {
 		case "ac-service":
 			fmt.Fprintf(&b, "- %s: held by its partition (infra/overlays/held-rollouts), no pod moves; roll it with `go run . canary roll --kubeconfig PROD --namespace dark-tower --service %s`.\n", im.Service, im.Service)
 		case "media-handler":
-			fmt.Fprintf(&b, "- %s: held by its paused Deployment (infra/overlays/held-rollouts), no pod moves; roll it as a pod-weighted canary with `go run . canary roll --kubeconfig PROD --namespace dark-tower --service %s`.\n", im.Service, im.Service)
+			fmt.Fprintf(&b, "- %s: held by its paused Deployment (infra/overlays/held-rollouts), no pod moves; roll it as a pod-weighted canary with `go run . canary roll --kubeconfig PROD --namespace dark-tower --service %s` (its analysis reads the clients' media loss, darktower_load_datagrams_total by media_handler: without those series in production's Prometheus every release rolls back).\n", im.Service, im.Service)
 		default:
 			fmt.Fprintf(&b, "- %s: no canary; its Deployment rolls out when applied.\n", im.Service)
 		}

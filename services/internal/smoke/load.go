@@ -345,7 +345,8 @@ func (l *Load) mediaSession(ctx context.Context, mc *authn.ServiceClient, log io
 			rotated = true
 		case sessionInactive:
 			l.mediaLogf(log, "media: the load is no longer started: session %s on %s closed", s.id, s.mh)
-			rotated = false
+			// Staggered again at the next start, not all in step.
+			rotated, first = false, true
 		}
 	}
 }
