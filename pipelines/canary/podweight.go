@@ -164,6 +164,13 @@ func RollDeployment(ctx context.Context, o RollOptions) (*RollResult, error) {
 			o.Release.Name = "held"
 		}
 	}
+	if previous == nil && stable.Spec.Paused {
+		// A release given while another is held would be judged against
+		// the running pods but built on the held template.
+		if _, err := runningTemplate(ctx, o, stable); err == nil {
+			return nil, fmt.Errorf("rolling %s: the paused Deployment holds a release already (its template differs from its pods'): roll that one (no --image), or put the running template back first", name)
+		}
+	}
 	canaryName := CanaryDeploymentName(name)
 	if _, err := o.Client.Typed.AppsV1().Deployments(ns).Get(ctx, canaryName, metav1.GetOptions{}); err == nil {
 		return nil, fmt.Errorf("rolling %s: a canary is under way (Deployment %s/%s): let it finish, or delete it to roll it back", name, ns, canaryName)
