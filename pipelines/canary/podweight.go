@@ -192,12 +192,24 @@ func RollDeployment(ctx context.Context, o RollOptions) (*RollResult, error) {
 	say("releasing %s (%s) as %d pod(s) of Deployment %s beside %d of %s; analysis of Canary %s: a check every %s, rollback at %d failed",
 		o.Release.Name, what, steps[0], canaryName, n, name, a.From, a.Interval, a.Threshold)
 	res := &RollResult{Release: o.Release, Replicas: n, Applied: time.Now(), weighted: true, heldPrevious: previous}
+	// The pre-rollout hooks before the canary exists, as Flagger calls
+	// them before it routes any traffic to one: on a preview they start
+	// the load, whose sessions then have the canary's start-up to settle.
+	failed := 0
+	if why, err := preRollout(ctx, o, &failed, say); err != nil {
+		return nil, fmt.Errorf("rolling %s: %w", name, err)
+	} else if why != "" {
+		res.Reason, res.Done = why, time.Now()
+		a.postRollout(ctx, o.Client, ns, name, PhaseFailed, say)
+		say("rolled back before any canary pod ran: %s", why)
+		return res, nil
+	}
 	if _, err := o.Client.Typed.AppsV1().Deployments(ns).Create(ctx, d, metav1.CreateOptions{FieldManager: "darktower-canary"}); err != nil {
 		return nil, fmt.Errorf("rolling %s: creating %s: %w", name, canaryName, err)
 	}
 	// From here the release may serve: a failure to follow it (an API
 	// error, a cancelled run) removes the canary rather than leave it.
-	err = rollWeighted(ctx, o, res, steps, pods, stable.Spec.Template.DeepCopy(), say)
+	err = rollWeighted(ctx, o, res, steps, pods, failed, stable.Spec.Template.DeepCopy(), say)
 	if err == nil {
 		return res, nil
 	}
@@ -226,16 +238,10 @@ func RollDeployment(ctx context.Context, o RollOptions) (*RollResult, error) {
 }
 
 // rollWeighted runs the steps, then promotes, or rolls back at the
-// threshold.
-func rollWeighted(ctx context.Context, o RollOptions, res *RollResult, steps []int32, pods Pods, running *corev1.PodTemplateSpec, say func(string, ...any)) error {
+// threshold (failed: the checks failed so far, by the pre-rollout hooks).
+func rollWeighted(ctx context.Context, o RollOptions, res *RollResult, steps []int32, pods Pods, failed int, running *corev1.PodTemplateSpec, say func(string, ...any)) error {
 	name, a := o.Release.Service, o.Analysis
 	canaryName := CanaryDeploymentName(name)
-	failed := 0
-	if why, err := preRollout(ctx, o, &failed, say); err != nil {
-		return err
-	} else if why != "" {
-		return removeCanary(ctx, o, res, why, say)
-	}
 	for i, k := range steps {
 		if i > 0 {
 			raw, _ := json.Marshal(map[string]any{"spec": map[string]any{"replicas": k}})
