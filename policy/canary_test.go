@@ -246,33 +246,6 @@ func TestACServiceRolloutIsHeldForThePipeline(t *testing.T) {
 	}
 }
 
-// media-handler's releases are the pipeline's pod-weighted canaries
-// (`canary roll`): in staging and prod its Deployment is paused, so that
-// applying a promotion's pins rolls no pod unjudged (the pipeline runs the
-// held template as the canary, then resumes it); a preview, which the
-// pipeline releases into with --image, is not.
-func TestMediaHandlerRolloutIsHeldForThePipeline(t *testing.T) {
-	for _, c := range []struct {
-		overlay string
-		held    bool
-	}{{"overlays/prod", true}, {"overlays/staging", true}, {"overlays/preview", false}} {
-		r := decoded(t, c.overlay)
-		var d *appsv1.Deployment
-		for _, x := range All[*appsv1.Deployment](r) {
-			if x.Name == "media-handler" {
-				d = x
-			}
-		}
-		if d == nil {
-			t.Fatalf("%s: no media-handler Deployment", c.overlay)
-		}
-		if d.Spec.Paused != c.held {
-			t.Errorf("%s: media-handler's Deployment paused = %v, want %v (a paused Deployment rolls no pod when its template changes; the pipeline's canary roll resumes it)",
-				c.overlay, d.Spec.Paused, c.held)
-		}
-	}
-}
-
 // analysisWindow is the shortest metric window of a Canary in infra/ci.
 func analysisWindow(t *testing.T, canary string) time.Duration {
 	t.Helper()

@@ -148,7 +148,8 @@ func RollDeployment(ctx context.Context, o RollOptions) (*RollResult, error) {
 		return nil, fmt.Errorf("rolling %s: Deployment %s-primary exists or %s has %d replicas: Flagger ran %s's Canary before it was suspended; delete that Canary with spec.revertOnDeletion: true (Flagger then scales %s back up and removes its primary) and apply it suspended",
 			name, name, name, n, name, name)
 	}
-	// Held (staging, prod: infra/overlays/held-rollouts): the release was
+	// Held (a Deployment paused by hand; the overlays do not pause one: a
+	// paused Deployment never starts on a new cluster): the release was
 	// applied to the paused Deployment, whose pods still run the previous
 	// template.
 	var previous *corev1.PodTemplateSpec
@@ -273,7 +274,7 @@ func rollWeighted(ctx context.Context, o RollOptions, res *RollResult, steps []i
 }
 
 // promoteWeighted rolls the judged release out to the Deployment itself
-// (its own rolling update; a paused one, as staging and prod hold it, is
+// (its own rolling update; a paused one is
 // resumed until its pods are at the release, then paused again), then
 // removes the canary. A promotion that does not complete puts the
 // running template back (rolled out the same way) and reports a
@@ -329,7 +330,7 @@ func promoteWeighted(ctx context.Context, o RollOptions, res *RollResult, runnin
 
 // rollOutTemplate changes the Deployment's template (change) and waits
 // for its rollout, resuming a paused Deployment for it and pausing it
-// again (even when ctx ends: staging and prod must stay held).
+// again (even when ctx ends: a held Deployment must stay held).
 func rollOutTemplate(ctx context.Context, o RollOptions, change func() error) (ready time.Time, err error) {
 	name := o.Release.Service
 	if err := change(); err != nil {

@@ -693,12 +693,22 @@ func summary(o Options, res *Result) string {
 	return b.String()
 }
 
+// pinnedRef is the reference the pins give the image: its production
+// repository by digest (no tag), as kustomize renders newName and digest.
+func pinnedRef(im *Image) string {
+	repo, _, _ := strings.Cut(im.Target, "@")
+	if i := strings.LastIndex(repo, ":"); i > strings.LastIndex(repo, "/") {
+		repo = repo[:i]
+	}
+	return repo + "@" + im.Digest
+}
+
 // rollingOut says what applying the pins sets moving, service by service,
 // and the command that follows or rolls each (a rollout is judged, not
 // finished, when the overlay is applied).
 func rollingOut(images []*Image) string {
 	var b strings.Builder
-	b.WriteString("\nApplying it starts each service's rollout:\n\n")
+	b.WriteString("\nHow each service's release rolls out:\n\n")
 	for _, im := range images {
 		switch im.Service {
 		case "global-controller", "meeting-controller":
@@ -706,7 +716,8 @@ func rollingOut(images []*Image) string {
 		case "ac-service":
 			fmt.Fprintf(&b, "- %s: held by its partition (infra/overlays/held-rollouts), no pod moves; roll it with `go run . canary roll --kubeconfig PROD --namespace dark-tower --service %s`.\n", im.Service, im.Service)
 		case "media-handler":
-			fmt.Fprintf(&b, "- %s: held by its paused Deployment (infra/overlays/held-rollouts), no pod moves; roll it as a pod-weighted canary with `go run . canary roll --kubeconfig PROD --namespace dark-tower --service %s` (its analysis reads the clients' media loss, darktower_load_datagrams_total by media_handler: without those series in production's Prometheus every release rolls back).\n", im.Service, im.Service)
+			fmt.Fprintf(&b, "- %s: **before applying the change**, roll it as a pod-weighted canary with `go run . canary roll --kubeconfig PROD --namespace dark-tower --service %s --image %s` (applied first, its Deployment rolls the release out unjudged; promoted first, the pin then matches what runs). Its analysis reads the clients' media loss (darktower_load_datagrams_total by media_handler): without those series in production's Prometheus every release rolls back.\n",
+				im.Service, im.Service, pinnedRef(im))
 		default:
 			fmt.Fprintf(&b, "- %s: no canary; its Deployment rolls out when applied.\n", im.Service)
 		}

@@ -320,8 +320,14 @@ func TestPromoteVerifiesEverythingThenCopiesWithSignaturesAndPins(t *testing.T) 
 			t.Errorf("the summary lacks %s's row:\n%s", im.Service, summary)
 		}
 		// And what applying the pins sets moving, with its command.
-		if !strings.Contains(string(summary), "- "+im.Service+": ") || !strings.Contains(string(summary), "--service "+im.Service+"`") {
+		if !strings.Contains(string(summary), "- "+im.Service+": ") || !strings.Contains(string(summary), "--service "+im.Service) {
 			t.Errorf("the summary does not say how %s rolls out:\n%s", im.Service, summary)
+		}
+	}
+	// media-handler's canary is run with the digest the pin gives it.
+	for _, im := range rel.images {
+		if im.Service == "media-handler" && !strings.Contains(string(summary), "--image "+prod.Addr+"/darktower/media-handler@"+im.Digest+"`") {
+			t.Errorf("the summary does not give media-handler's canary the pinned reference:\n%s", summary)
 		}
 	}
 	t.Logf("summary:\n%s\npatch:\n%s", summary, res.Patch)
